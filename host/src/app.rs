@@ -1,0 +1,150 @@
+//! The app file (`evos.toml`): which plugins make up a host and how events
+//! flow between them.
+//!
+//! ```toml
+//! [plugins.claims-webhook]                     # the key is the plugin's name
+//! manifest = "policies/claims-webhook.toml"    # paths relative to this file
+//! component = "target/plugins/claims-webhook.wasm"
+//! executes = ["approve-payout"]                # connector: action kinds it carries out
+//!
+//! [plugins.claims-triage]
+//! manifest = "policies/claims-triage.toml"
+//! component = "target/plugins/claims-triage.wasm"
+//! subscribes = ["claim.submitted"]             # agent: event kinds it handles
+//!
+//! [plugins.payout-limit]
+//! manifest = "policies/payout-limit.toml"
+//! component = "target/plugins/payout-limit.wasm"
+//! guards = ["approve-payout"]                  # policy: action kinds it decides ("*" = all)
+//! ```
+//!
+//! Model adapters need no bindings: agents reach them by name through the
+//! `models` capability, and the host resolves the name among the app's
+//! plugins. `evos invoke` and `evos run` use the same file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::manifest::{Kind, Manifest, PluginName};
+use crate::runtime::{Plugin, Runtime};
+use crate::{Error, Result};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    plugins: BTreeMap<PluginName, RawEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    manifest: PathBuf,
+    component: PathBuf,
+    #[serde(default)]
+    subscribes: Vec<String>,
+    #[serde(default)]
+    guards: Vec<String>,
+    #[serde(default)]
+    executes: Vec<String>,
+}
+
+/// One plugin of the app, with its bindings.
+#[derive(Debug, Clone)]
+pub struct AppPlugin {
+    pub name: String,
+    pub manifest: Manifest,
+    pub component: PathBuf,
+    /// Agents: event kinds handled.
+    pub subscribes: Vec<String>,
+    /// Policies: action kinds decided (`*` = all).
+    pub guards: Vec<String>,
+    /// Connectors: action kinds carried out.
+    pub executes: Vec<String>,
+}
+
+/// A parsed, validated app file.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub path: PathBuf,
+    pub plugins: Vec<AppPlugin>,
+}
+
+impl App {
+    pub fn load(path: impl AsRef<Path>) -> Result<App> {
+        let path = path.as_ref();
+        let err = |message: String| Error::App {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(format!("cannot read the app file: {e}")))?;
+        let raw: RawApp =
+            toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut plugins = Vec::new();
+        for (name, entry) in raw.plugins {
+            let manifest = Manifest::load(base.join(&entry.manifest))?;
+            if manifest.name() != name.as_str() {
+                return Err(err(format!(
+                    "[plugins.{name}] points at {} whose plugin name is `{}`; use the same name in both",
+                    entry.manifest.display(),
+                    manifest.name()
+                )));
+            }
+            let kind = manifest.kind();
+            let misplaced = |key: &str, wants: Kind| {
+                err(format!(
+                    "[plugins.{name}] sets `{key}`, which only applies to {wants} plugins, but `{name}` is a {kind}"
+                ))
+            };
+            if !entry.subscribes.is_empty() && kind != Kind::Agent {
+                return Err(misplaced("subscribes", Kind::Agent));
+            }
+            if !entry.guards.is_empty() && kind != Kind::Policy {
+                return Err(misplaced("guards", Kind::Policy));
+            }
+            if !entry.executes.is_empty() && kind != Kind::Connector {
+                return Err(misplaced("executes", Kind::Connector));
+            }
+            plugins.push(AppPlugin {
+                name: name.to_string(),
+                manifest,
+                component: base.join(&entry.component),
+                subscribes: entry.subscribes,
+                guards: entry.guards,
+                executes: entry.executes,
+            });
+        }
+        Ok(App {
+            path: path.to_path_buf(),
+            plugins,
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&AppPlugin> {
+        self.plugins.iter().find(|p| p.name == name)
+    }
+
+    /// Load every plugin into `runtime` and register it. Stops at the first
+    /// plugin that fails, naming it.
+    pub fn load_into(&self, runtime: &Runtime) -> Result<Vec<Arc<Plugin>>> {
+        let mut loaded = Vec::new();
+        for p in &self.plugins {
+            let bytes = std::fs::read(&p.component).map_err(|e| Error::InvalidComponent {
+                what: p.component.display().to_string(),
+                message: format!("cannot read the component of `{}`: {e}; build the plugins with `cargo xtask plugins`", p.name),
+            })?;
+            let plugin = runtime.load(
+                p.manifest.clone(),
+                &bytes,
+                &p.component.display().to_string(),
+            )?;
+            runtime.register(plugin.clone());
+            loaded.push(plugin);
+        }
+        Ok(loaded)
+    }
+}

@@ -1,0 +1,112 @@
+//! `models`: an agent asks the host to run a named model adapter.
+//!
+//! The host, not the agent, resolves the name to a loaded model-adapter
+//! plugin, runs it in its own sandbox with its own limits, and returns the
+//! answer. Only adapters listed in the agent's manifest can be reached;
+//! anything else is refused and reported. The adapter's call report is kept
+//! inside the agent's report, so usage and failures are accounted per call.
+
+use std::sync::Arc;
+
+use super::{Cap, Descriptor, HasCap};
+use crate::bindings::evos::plugin::models::{Host, add_to_linker};
+use crate::bindings::evos::plugin::types as wit;
+use crate::manifest::{Kind, Manifest};
+use crate::runtime::{CallInput, CallOutput, CallReport, Outcome, Runtime};
+use crate::state::PluginState;
+use crate::{Error, Result};
+
+pub const DESCRIPTOR: Descriptor = Descriptor {
+    name: "models",
+    interfaces: &["evos:plugin/models"],
+    privileged: true,
+    example: "models = [\"<model-adapter name>\"]",
+    granted: |m: &Manifest| !m.capabilities.models.is_empty(),
+    link,
+};
+
+/// Deepest chain of nested plugin calls. Model adapters cannot import
+/// `models`, so real chains have depth 1; the bound is defence in depth.
+const MAX_DEPTH: u32 = 4;
+
+/// Per-call models state.
+#[derive(Default)]
+pub struct ModelsState {
+    pub(crate) allowed: Arc<[String]>,
+    pub(crate) runtime: Option<Runtime>,
+    pub(crate) depth: u32,
+    pub(crate) nested: Vec<CallReport>,
+}
+
+impl ModelsState {
+    pub(crate) fn new(grants: &super::Grants, runtime: &Runtime, depth: u32) -> ModelsState {
+        ModelsState {
+            allowed: grants.models.clone(),
+            runtime: Some(runtime.clone()),
+            depth,
+            nested: Vec::new(),
+        }
+    }
+}
+
+impl Host for Cap<'_, ModelsState> {
+    async fn infer(
+        &mut self,
+        model: String,
+        request: wit::ModelRequest,
+    ) -> std::result::Result<wit::ModelResponse, wit::Error> {
+        if !self.state.allowed.iter().any(|m| *m == model) {
+            self.refuse(
+                "models",
+                format!("model `{model}` is not listed in the manifest's `models` grant"),
+            );
+            return Err(wit::Error::Denied(format!(
+                "model `{model}` is not granted"
+            )));
+        }
+        let Some(runtime) = self.state.runtime.clone() else {
+            return Err(wit::Error::Internal(
+                "no runtime to route model calls".into(),
+            ));
+        };
+        if self.state.depth >= MAX_DEPTH {
+            self.refuse("models", format!("call depth limit {MAX_DEPTH} reached"));
+            return Err(wit::Error::Denied("model call nesting too deep".into()));
+        }
+        let Some(adapter) = runtime.get(&model) else {
+            return Err(wit::Error::NotFound(format!(
+                "no model adapter `{model}` is loaded"
+            )));
+        };
+        if adapter.kind() != Kind::ModelAdapter {
+            return Err(wit::Error::NotFound(format!(
+                "`{model}` is a {} plugin, not a model adapter",
+                adapter.kind()
+            )));
+        }
+        let input = CallInput::Infer(request.into());
+        let report = Box::pin(runtime.call_nested(&adapter, input, self.state.depth + 1)).await;
+        let answer = match (&report.outcome, &report.output) {
+            (Outcome::Ok, Some(CallOutput::Model(resp))) => {
+                Ok(wit::ModelResponse::from(resp.clone()))
+            }
+            (Outcome::GuestError { error }, _) => Err(wit::Error::Upstream(format!(
+                "model `{model}` answered with an error: {error}"
+            ))),
+            (outcome, _) => Err(wit::Error::Upstream(format!(
+                "model `{model}` failed: {}",
+                outcome.summary()
+            ))),
+        };
+        self.state.nested.push(report);
+        answer
+    }
+}
+
+fn link(linker: &mut wasmtime::component::Linker<PluginState>) -> Result<()> {
+    add_to_linker::<PluginState, HasCap<ModelsState>>(linker, |s| Cap {
+        state: &mut s.models,
+        refusals: &mut s.refusals,
+    })
+    .map_err(|e| Error::wasmtime("linking evos:plugin/models", e))
+}

@@ -1,0 +1,57 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::{Exit, print_json, read_input};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The capability manifest (.toml).
+    manifest: PathBuf,
+    /// The component (.wasm).
+    component: PathBuf,
+    /// Print JSON (`under_granted`, `over_granted`, `reachable`, `ok`).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &Args) -> Result<Exit> {
+    let manifest = evos::Manifest::load(&args.manifest)?;
+    let bytes = read_input(&args.component)?;
+    let info = evos::inspect::inspect(&bytes, &args.component.display().to_string())?;
+    let report = evos::inspect::check(&manifest, &info);
+    let ok = report.ok();
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["ok"] = serde_json::Value::Bool(ok);
+        print_json(&value)?;
+    } else {
+        println!("plugin {} ({}) sha256:{}", report.plugin, report.kind, report.digest);
+        println!("can reach:");
+        for r in &report.reachable {
+            println!("  {:<45} via {}", r.import, r.provided_by);
+        }
+        if !report.exports_kind {
+            println!(
+                "error: the component does not export `{}`, which a {} must",
+                manifest.kind().export_interface(),
+                manifest.kind()
+            );
+        }
+        for f in &report.under_granted {
+            println!("error: {}", f.message);
+        }
+        for f in &report.over_granted {
+            println!("warning: {}", f.message);
+        }
+        println!(
+            "{}",
+            if ok {
+                "ok: every import is granted"
+            } else {
+                "refused: this component cannot be deployed with this manifest"
+            }
+        );
+    }
+    Ok(if ok { Exit::Success } else { Exit::Negative })
+}

@@ -1,0 +1,91 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use evos::{CallInput, CallReport, Runtime};
+
+use super::{Cli, Exit, engine, print_json, read_input};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The capability manifest (.toml).
+    manifest: PathBuf,
+    /// The component (.wasm).
+    component: PathBuf,
+    /// JSON input (a file, or - for stdin). Shapes by kind: agent: an event;
+    /// connector: {"content_type", "body"} or {"execute": <action>};
+    /// model-adapter: {"input", "parameters"}; policy: {"action", "event"}.
+    #[arg(long)]
+    input: PathBuf,
+    /// App file whose plugins are loaded too, so an agent's `models` calls
+    /// resolve (used when it exists).
+    #[arg(long, default_value = "evos.toml")]
+    app: PathBuf,
+    /// Print the full call report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
+    let runtime = Runtime::new(engine(cli)?);
+    let manifest = evos::Manifest::load(&args.manifest)?;
+    if args.app.exists() {
+        let app = evos::app::App::load(&args.app)?;
+        // Only what this plugin can call is needed: its granted models.
+        for model in &manifest.capabilities.models {
+            if let Some(entry) = app.get(model.as_str()) {
+                let bytes = std::fs::read(&entry.component)
+                    .with_context(|| format!("reading {} (run `cargo xtask plugins`)", entry.component.display()))?;
+                let plugin = runtime.load(entry.manifest.clone(), &bytes, &entry.component.display().to_string())?;
+                runtime.register(plugin);
+            }
+        }
+    }
+    let bytes = read_input(&args.component)?;
+    let plugin = runtime.load(manifest, &bytes, &args.component.display().to_string())?;
+    runtime.register(plugin.clone());
+
+    let raw = read_input(&args.input)?;
+    let value: serde_json::Value = serde_json::from_slice(&raw)
+        .with_context(|| format!("{} is not valid JSON", args.input.display()))?;
+    let input = CallInput::from_json(plugin.kind(), value)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.input.display()))?;
+    let report = runtime.call(&plugin, input).await?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print_report(&report, 0)?;
+    }
+    Ok(if report.outcome.is_ok() { Exit::Success } else { Exit::Negative })
+}
+
+pub fn print_report(r: &CallReport, indent: usize) -> Result<()> {
+    let pad = " ".repeat(indent);
+    println!("{pad}plugin         {} {} (sha256:{})", r.plugin, r.version, &r.digest[..12.min(r.digest.len())]);
+    println!("{pad}outcome        {}", r.outcome.summary());
+    println!("{pad}fuel_consumed  {}", r.fuel_consumed);
+    println!("{pad}duration_us    {}", r.duration_us);
+    if let Some(out) = &r.output {
+        let text = serde_json::to_string_pretty(out)?;
+        println!("{pad}output");
+        for line in text.lines() {
+            println!("{pad}  {line}");
+        }
+    }
+    if !r.backtrace.is_empty() {
+        println!("{pad}backtrace");
+        for (i, f) in r.backtrace.iter().enumerate() {
+            println!("{pad}  {i:>3}: {f}");
+        }
+    }
+    for refusal in &r.refusals {
+        println!("{pad}refused        {}: {} (x{})", refusal.capability, refusal.detail, refusal.count);
+    }
+    for line in &r.logs {
+        println!("{pad}log [{}] {}", line.level, line.message);
+    }
+    for nested in &r.nested {
+        println!("{pad}nested call:");
+        print_report(nested, indent + 2)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! CLI commands. Each command returns an [`Exit`]; errors print their whole
+//! cause chain and exit 2.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+mod check;
+mod inspect;
+mod invoke;
+mod run;
+
+/// Host for sandboxed AI automation: WebAssembly plugins with capability
+/// manifests, metering and typed outcomes.
+#[derive(Parser)]
+#[command(name = "evos", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Directory for host state (the compile cache lives in <data-dir>/cache).
+    #[arg(long, global = true, default_value = ".evos", env = "EVOS_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Do not read or write the compile cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Digest, size, imports and exports of a component.
+    Inspect(inspect::Args),
+    /// Compare a component's imports with its manifest's grants.
+    Check(check::Args),
+    /// Call a plugin once with JSON input.
+    Invoke(invoke::Args),
+    /// Drive input through the app's pipeline: connector -> agents -> policies -> action.
+    Run(run::Args),
+}
+
+/// How a command ended.
+pub enum Exit {
+    Success,
+    Negative,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EVOS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match &cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Invoke(a) => block_on(invoke::run(&cli, a)),
+        Command::Run(a) => block_on(run::run(&cli, a)),
+    };
+    match result {
+        Ok(Exit::Success) => ExitCode::SUCCESS,
+        Ok(Exit::Negative) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn block_on<F: Future<Output = Result<Exit>>>(f: F) -> Result<Exit> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}
+
+fn engine(cli: &Cli) -> Result<evos::Engine> {
+    let config = evos::EngineConfig {
+        cache_dir: (!cli.no_cache).then(|| cli.data_dir.join("cache")),
+        ..Default::default()
+    };
+    Ok(evos::Engine::new(config)?)
+}
+
+/// Read a file, or standard input for `-`.
+fn read_input(path: &Path) -> Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).context("reading standard input")?;
+        Ok(buf)
+    } else {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,76 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use evos::Runtime;
+use evos::app::App;
+use evos::pipeline::{self, Disposition, RunOptions};
+
+use super::{Cli, Exit, engine, print_json, read_input};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The connector that ingests the input.
+    connector: String,
+    /// The raw input (a file, or - for stdin), e.g. a webhook body.
+    #[arg(long)]
+    input: PathBuf,
+    /// Content type of the input.
+    #[arg(long, default_value = "application/json")]
+    content_type: String,
+    /// The app file: plugins and their bindings.
+    #[arg(long, default_value = "evos.toml")]
+    app: PathBuf,
+    /// Carry out allowed actions through the executing connector.
+    #[arg(long)]
+    execute: bool,
+    /// Print the pipeline report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
+    let app = App::load(&args.app)?;
+    let runtime = Runtime::new(engine(cli)?);
+    app.load_into(&runtime)?;
+    let body = read_input(&args.input)?;
+    let options = RunOptions { execute: args.execute };
+    let report = pipeline::run(&runtime, &app, &args.connector, body, &args.content_type, &options).await?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        let s = &report.ingest;
+        println!("ingest   {} {} -> {} ({} us)", s.plugin, s.version, s.outcome, s.duration_us);
+        for e in &report.events {
+            println!("event    {} {} trace={}", e.event.kind, e.event.id, e.event.trace_id);
+            for a in &e.agents {
+                println!("  agent  {} {} -> {} (fuel {}, {} us)", a.plugin, a.version, a.outcome, a.fuel_consumed, a.duration_us);
+                for n in &a.nested {
+                    println!("    model {} {} -> {} (fuel {}, {} us)", n.plugin, n.version, n.outcome, n.fuel_consumed, n.duration_us);
+                }
+            }
+            for a in &e.actions {
+                println!("  action {} by {}: {}", a.action.kind, a.proposed_by, a.action.rationale);
+                for p in &a.policies {
+                    let d = match &p.decision {
+                        evos::types::Decision::Allow => "allow".to_string(),
+                        evos::types::Decision::Deny(r) => format!("deny: {r}"),
+                        evos::types::Decision::Escalate(r) => format!("escalate: {r}"),
+                    };
+                    println!("    policy {} -> {d}", p.policy);
+                }
+                let verdict = match &a.disposition {
+                    Disposition::Executed { connector, receipt } => format!("executed by {connector}: {receipt}"),
+                    Disposition::Allowed => "allowed (pass --execute to carry it out)".into(),
+                    Disposition::Denied { reasons } => format!("denied: {}", reasons.join("; ")),
+                    Disposition::Escalated { reasons } => format!("escalated for human review: {}", reasons.join("; ")),
+                    Disposition::Failed { error } => format!("failed: {error}"),
+                };
+                println!("    => {verdict}");
+            }
+        }
+        if let Some(err) = &report.ingest_error {
+            println!("ingest failed: {err}");
+        }
+    }
+    Ok(if report.ingest_error.is_none() { Exit::Success } else { Exit::Negative })
+}

@@ -1,0 +1,34 @@
+//! evos: a host for sandboxed AI automation.
+//!
+//! Agents, connectors, model adapters and policies are WebAssembly components
+//! (the `evos:plugin` WIT package in `wit/`). The host gives each one only the
+//! capabilities its manifest grants, meters every call (fuel, memory, wall
+//! clock) and reports every call as a typed [`Outcome`].
+//!
+//! The library is the whole host; the `evos` binary is a thin CLI over it.
+//!
+//! ```text
+//! manifest (policies/<name>.toml) ──► Manifest (typed, validated once)
+//! component bytes ──► Engine (compile cache by sha256) ──► Component
+//! Manifest + Component ──► Linker with exactly the granted capabilities
+//!                      ──► InstancePre (built once per plugin)
+//! each call: fresh Store (fuel, memory limiter, epoch deadline)
+//!            ──► instantiate from the pooling allocator ──► call ──► CallReport
+//! ```
+
+pub mod app;
+mod bindings;
+pub mod capability;
+pub mod engine;
+mod error;
+pub mod inspect;
+pub mod manifest;
+pub mod pipeline;
+pub mod runtime;
+mod state;
+pub mod types;
+
+pub use engine::{Engine, EngineConfig};
+pub use error::{Error, Result};
+pub use manifest::Manifest;
+pub use runtime::{CallInput, CallOutput, CallReport, Outcome, Plugin, Refusal, Runtime};

@@ -1,0 +1,291 @@
+//! The pipeline: connector → agents → policies → action.
+//!
+//! One run takes raw input through a connector's `ingest`, hands each event
+//! to the agents subscribed to its kind, puts every proposed action before
+//! every policy that guards its kind, and decides: all allow → the executing
+//! connector's `execute` (when execution is enabled); any deny → denied with
+//! the reasons; otherwise any escalate → escalated for a human. Every step
+//! keeps its call summary (plugin, version, digest, outcome, fuel, time), and
+//! everything in one event's path shares its trace id.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::app::App;
+use crate::manifest::Kind;
+use crate::runtime::{CallInput, CallOutput, CallReport, Plugin, Runtime};
+use crate::types::{Action, Decision, Event};
+use crate::{Error, Result};
+
+/// A call as it appears in a pipeline report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub plugin: String,
+    pub version: String,
+    pub digest: String,
+    pub outcome: String,
+    pub fuel_consumed: u64,
+    pub duration_us: u64,
+    /// Nested calls (model adapters) made by this step.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nested: Vec<Step>,
+}
+
+impl From<&CallReport> for Step {
+    fn from(r: &CallReport) -> Self {
+        Step {
+            plugin: r.plugin.clone(),
+            version: r.version.clone(),
+            digest: r.digest.clone(),
+            outcome: r.outcome.summary(),
+            fuel_consumed: r.fuel_consumed,
+            duration_us: r.duration_us,
+            nested: r.nested.iter().map(Step::from).collect(),
+        }
+    }
+}
+
+/// One policy's verdict on one action.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyVerdict {
+    pub policy: String,
+    #[serde(flatten)]
+    pub decision: Decision,
+    pub step: Step,
+}
+
+/// What became of an action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Disposition {
+    /// Every policy allowed it and the connector carried it out.
+    Executed { connector: String, receipt: String },
+    /// Every policy allowed it; execution was not requested.
+    Allowed,
+    /// A policy denied it (or failed, which counts as a denial).
+    Denied { reasons: Vec<String> },
+    /// A policy escalated it: it waits for a human.
+    Escalated { reasons: Vec<String> },
+    /// Allowed, but carrying it out failed.
+    Failed { error: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionReport {
+    pub action: Action,
+    pub proposed_by: String,
+    pub policies: Vec<PolicyVerdict>,
+    #[serde(flatten)]
+    pub disposition: Disposition,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execute_step: Option<Step>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventReport {
+    pub event: Event,
+    pub agents: Vec<Step>,
+    pub actions: Vec<ActionReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineReport {
+    pub connector: String,
+    pub ingest: Step,
+    /// Set when ingest did not produce events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_error: Option<String>,
+    pub events: Vec<EventReport>,
+}
+
+impl PipelineReport {
+    /// Every action across all events.
+    pub fn actions(&self) -> impl Iterator<Item = &ActionReport> {
+        self.events.iter().flat_map(|e| e.actions.iter())
+    }
+}
+
+/// Options of one pipeline run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Carry out allowed actions through the executing connector.
+    pub execute: bool,
+}
+
+/// Drive `body` through the app's pipeline, starting at `connector`. The
+/// app's plugins must already be loaded into `runtime` (see
+/// [`App::load_into`]).
+pub async fn run(
+    runtime: &Runtime,
+    app: &App,
+    connector: &str,
+    body: Vec<u8>,
+    content_type: &str,
+    options: &RunOptions,
+) -> Result<PipelineReport> {
+    let source = plugin_of(runtime, connector, Kind::Connector)?;
+    let ingest = runtime
+        .call(
+            &source,
+            CallInput::Ingest {
+                body,
+                content_type: content_type.to_string(),
+            },
+        )
+        .await?;
+    let events = match (&ingest.outcome.is_ok(), &ingest.output) {
+        (true, Some(CallOutput::Events(events))) => events.clone(),
+        _ => {
+            return Ok(PipelineReport {
+                connector: connector.to_string(),
+                ingest: Step::from(&ingest),
+                ingest_error: Some(ingest.outcome.summary()),
+                events: Vec::new(),
+            });
+        }
+    };
+
+    let mut reports = Vec::new();
+    for mut event in events {
+        if event.trace_id.is_empty() {
+            event.trace_id = new_trace_id();
+        }
+        reports.push(handle_event(runtime, app, event, options).await?);
+    }
+    Ok(PipelineReport {
+        connector: connector.to_string(),
+        ingest: Step::from(&ingest),
+        ingest_error: None,
+        events: reports,
+    })
+}
+
+async fn handle_event(runtime: &Runtime, app: &App, event: Event, options: &RunOptions) -> Result<EventReport> {
+    let mut agents = Vec::new();
+    let mut actions = Vec::new();
+    for entry in app.plugins.iter().filter(|p| p.subscribes.iter().any(|k| k == &event.kind)) {
+        let agent = plugin_of(runtime, &entry.name, Kind::Agent)?;
+        let report = runtime.call(&agent, CallInput::Handle(event.clone())).await?;
+        agents.push(Step::from(&report));
+        if let (true, Some(CallOutput::Actions(proposed))) = (report.outcome.is_ok(), &report.output) {
+            for action in proposed {
+                actions.push(decide(runtime, app, &event, action.clone(), &entry.name, options).await?);
+            }
+        }
+    }
+    Ok(EventReport { event, agents, actions })
+}
+
+async fn decide(
+    runtime: &Runtime,
+    app: &App,
+    event: &Event,
+    action: Action,
+    proposed_by: &str,
+    options: &RunOptions,
+) -> Result<ActionReport> {
+    let mut policies = Vec::new();
+    let mut denials = Vec::new();
+    let mut escalations = Vec::new();
+    let guards = app
+        .plugins
+        .iter()
+        .filter(|p| p.guards.iter().any(|k| k == "*" || *k == action.kind));
+    for entry in guards {
+        let policy = plugin_of(runtime, &entry.name, Kind::Policy)?;
+        let report = runtime
+            .call(
+                &policy,
+                CallInput::Evaluate {
+                    action: action.clone(),
+                    event: event.clone(),
+                },
+            )
+            .await?;
+        // A policy that fails to answer denies: fail closed.
+        let decision = match (&report.outcome.is_ok(), &report.output) {
+            (true, Some(CallOutput::Decision(d))) => d.clone(),
+            _ => Decision::Deny(format!("policy `{}` failed: {}", entry.name, report.outcome.summary())),
+        };
+        match &decision {
+            Decision::Allow => {}
+            Decision::Deny(r) => denials.push(format!("{}: {r}", entry.name)),
+            Decision::Escalate(r) => escalations.push(format!("{}: {r}", entry.name)),
+        }
+        policies.push(PolicyVerdict {
+            policy: entry.name.clone(),
+            decision,
+            step: Step::from(&report),
+        });
+    }
+
+    let mut execute_step = None;
+    let disposition = if !denials.is_empty() {
+        Disposition::Denied { reasons: denials }
+    } else if !escalations.is_empty() {
+        Disposition::Escalated { reasons: escalations }
+    } else if !options.execute {
+        Disposition::Allowed
+    } else {
+        match app.plugins.iter().find(|p| p.executes.iter().any(|k| *k == action.kind)) {
+            None => Disposition::Failed {
+                error: format!("no connector in {} executes `{}`", app.path.display(), action.kind),
+            },
+            Some(entry) => {
+                let connector = plugin_of(runtime, &entry.name, Kind::Connector)?;
+                let report = runtime.call(&connector, CallInput::Execute(action.clone())).await?;
+                execute_step = Some(Step::from(&report));
+                match (&report.outcome.is_ok(), &report.output) {
+                    (true, Some(CallOutput::Receipt(receipt))) => Disposition::Executed {
+                        connector: entry.name.clone(),
+                        receipt: receipt.clone(),
+                    },
+                    _ => Disposition::Failed {
+                        error: report.outcome.summary(),
+                    },
+                }
+            }
+        }
+    };
+    Ok(ActionReport {
+        action,
+        proposed_by: proposed_by.to_string(),
+        policies,
+        disposition,
+        execute_step,
+    })
+}
+
+fn plugin_of(runtime: &Runtime, name: &str, kind: Kind) -> Result<Arc<Plugin>> {
+    let plugin = runtime
+        .get(name)
+        .ok_or_else(|| Error::UnknownPlugin(name.to_string()))?;
+    if plugin.kind() != kind {
+        return Err(Error::Input {
+            plugin: name.to_string(),
+            kind: plugin.kind().to_string(),
+            message: format!("the pipeline needs a {kind} here"),
+        });
+    }
+    Ok(plugin)
+}
+
+/// A fresh W3C trace id: 32 lowercase hex digits, not all zero.
+pub fn new_trace_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if filled.is_err() || bytes == [0u8; 16] {
+        // Fall back to time and a counter: unique, though not unpredictable.
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        bytes[..8].copy_from_slice(&now.to_be_bytes());
+        bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    }
+    hex::encode(bytes)
+}

@@ -1,0 +1,690 @@
+//! Loading plugins and calling them.
+//!
+//! Loading does all the expensive and fallible work once: compile (or hit
+//! the cache), check imports against grants, link exactly the granted
+//! capabilities, build the `InstancePre` and resolve the kind's export. A
+//! call then only builds a fresh `Store` (fuel, memory limiter, epoch
+//! deadline), instantiates from the pooling allocator and calls. A fresh
+//! instance per call means no state leaks between calls; one plugin's trap,
+//! timeout or exhaustion ends only its own store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use wasmtime::component::{Instance, InstancePre, ResourceTable};
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use crate::bindings::evos::plugin::types as wit;
+use crate::bindings::exports::evos::plugin::{
+    agent_api, connector_api, model_adapter_api, policy_api,
+};
+use crate::capability::config::ConfigState;
+use crate::capability::http::HttpState;
+use crate::capability::kv::{KvState, KvStore, MemoryKv};
+use crate::capability::log::{LogLine, LogState};
+use crate::capability::models::ModelsState;
+use crate::capability::{self, CallSetup, Grants};
+use crate::engine::Engine;
+use crate::manifest::{Kind, Manifest};
+use crate::state::{Limiter, PluginState};
+use crate::types::{Action, Decision, Event, GuestError, ModelRequest, ModelResponse};
+use crate::{Error, Result, inspect};
+
+/// Captured stdout/stderr per call; beyond this the guest's writes fail.
+const STDIO_CAPACITY: usize = 64 * 1024;
+
+/// The input of one call, by kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallInput {
+    /// connector `ingest`
+    Ingest { body: Vec<u8>, content_type: String },
+    /// connector `execute`
+    Execute(Action),
+    /// model-adapter `infer`
+    Infer(ModelRequest),
+    /// policy `evaluate`
+    Evaluate { action: Action, event: Event },
+    /// agent `handle`
+    Handle(Event),
+}
+
+impl CallInput {
+    /// Build a call input from JSON, by kind:
+    ///
+    /// | kind          | JSON                                                            |
+    /// |---------------|-----------------------------------------------------------------|
+    /// | agent         | an event: `{"id", "kind", "source", "payload": <json>, "trace_id"}` |
+    /// | connector     | ingest: `{"content_type": "application/json", "body": <json or string>}`; execute: `{"execute": <action>}` |
+    /// | model-adapter | `{"input": <json>, "parameters": <json>}`                        |
+    /// | policy        | `{"action": {"kind", "event_id", "payload", "rationale"}, "event": <event>}` |
+    pub fn from_json(kind: Kind, value: Value) -> std::result::Result<CallInput, String> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            v: Value,
+            what: &str,
+        ) -> std::result::Result<T, String> {
+            serde_json::from_value(v).map_err(|e| format!("expected {what}: {e}"))
+        }
+        match kind {
+            Kind::Agent => Ok(CallInput::Handle(parse(value, "an event object")?)),
+            Kind::ModelAdapter => Ok(CallInput::Infer(parse(
+                value,
+                "{\"input\": ..., \"parameters\": {...}}",
+            )?)),
+            Kind::Policy => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct P {
+                    action: Action,
+                    event: Event,
+                }
+                let p: P = parse(value, "{\"action\": {...}, \"event\": {...}}")?;
+                Ok(CallInput::Evaluate {
+                    action: p.action,
+                    event: p.event,
+                })
+            }
+            Kind::Connector => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Ingest {
+                    content_type: String,
+                    body: Value,
+                }
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Execute {
+                    execute: Action,
+                }
+                if value.get("execute").is_some() {
+                    let e: Execute = parse(value, "{\"execute\": <action>}")?;
+                    return Ok(CallInput::Execute(e.execute));
+                }
+                let i: Ingest = parse(
+                    value,
+                    "{\"content_type\": \"application/json\", \"body\": ...} or {\"execute\": <action>}",
+                )?;
+                let body = match i.body {
+                    Value::String(s) => s.into_bytes(),
+                    other => other.to_string().into_bytes(),
+                };
+                Ok(CallInput::Ingest {
+                    body,
+                    content_type: i.content_type,
+                })
+            }
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            CallInput::Ingest { .. } | CallInput::Execute(_) => Kind::Connector,
+            CallInput::Infer(_) => Kind::ModelAdapter,
+            CallInput::Evaluate { .. } => Kind::Policy,
+            CallInput::Handle(_) => Kind::Agent,
+        }
+    }
+}
+
+/// What a successful (or guest-error) call returned.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallOutput {
+    Events(Vec<Event>),
+    Receipt(String),
+    Model(ModelResponse),
+    Decision(Decision),
+    Actions(Vec<Action>),
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The export returned a value.
+    Ok,
+    /// The export returned its WIT `error`.
+    GuestError { error: GuestError },
+    /// The call burned its fuel budget.
+    OutOfFuel,
+    /// The call exceeded its wall-clock limit.
+    Timeout,
+    /// The instance asked for more memory than its manifest allows.
+    OutOfMemory { detail: String },
+    /// The guest's wasm stack overflowed.
+    StackOverflow,
+    /// Any other trap (unreachable, bad memory access, a panic, ...).
+    Trap { message: String },
+    /// The guest used a capability in a way that was refused (an URL outside
+    /// the allowlist, a quota, ...); see `refusals` for every instance.
+    Denied { capability: String, reason: String },
+}
+
+impl Outcome {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Outcome::Ok)
+    }
+
+    /// The outcome's name, e.g. `out-of-fuel`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::GuestError { .. } => "guest-error",
+            Outcome::OutOfFuel => "out-of-fuel",
+            Outcome::Timeout => "timeout",
+            Outcome::OutOfMemory { .. } => "out-of-memory",
+            Outcome::StackOverflow => "stack-overflow",
+            Outcome::Trap { .. } => "trap",
+            Outcome::Denied { .. } => "denied",
+        }
+    }
+
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        match self {
+            Outcome::GuestError { error } => format!("guest-error: {error}"),
+            Outcome::OutOfMemory { detail } => format!("out-of-memory: {detail}"),
+            Outcome::Trap { message } => format!("trap: {message}"),
+            Outcome::Denied { capability, reason } => format!("denied ({capability}): {reason}"),
+            other => other.name().to_string(),
+        }
+    }
+}
+
+/// A refused use of a capability during a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub capability: String,
+    pub detail: String,
+    /// How many times this (or, for the last entry, a later) refusal occurred.
+    pub count: u64,
+}
+
+/// Everything about one call.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallReport {
+    pub plugin: String,
+    pub version: String,
+    pub digest: String,
+    pub kind: Kind,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub output: Option<CallOutput>,
+    pub fuel_consumed: u64,
+    pub duration_us: u64,
+    /// Guest wasm frames, innermost first, demangled, for trap outcomes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backtrace: Vec<String>,
+    pub refusals: Vec<Refusal>,
+    pub logs: Vec<LogLine>,
+    /// Calls this call made through the host (e.g. model adapters).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nested: Vec<CallReport>,
+}
+
+enum Export {
+    Connector(connector_api::GuestIndices),
+    ModelAdapter(model_adapter_api::GuestIndices),
+    Policy(policy_api::GuestIndices),
+    Agent(agent_api::GuestIndices),
+}
+
+/// A loaded, fully linked plugin version, ready to be called.
+pub struct Plugin {
+    manifest: Manifest,
+    digest: String,
+    cache_hit: bool,
+    grants: Grants,
+    pre: InstancePre<PluginState>,
+    export: Export,
+    concurrency: Arc<Semaphore>,
+}
+
+impl Plugin {
+    pub fn name(&self) -> &str {
+        self.manifest.name()
+    }
+    pub fn kind(&self) -> Kind {
+        self.manifest.kind()
+    }
+    pub fn version(&self) -> String {
+        self.manifest.plugin.version.to_string()
+    }
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    /// Whether loading found the compiled code in the compile cache.
+    pub fn cache_hit(&self) -> bool {
+        self.cache_hit
+    }
+}
+
+struct Inner {
+    engine: Engine,
+    kv: Arc<dyn KvStore>,
+    host_env: BTreeMap<String, String>,
+    plugins: RwLock<HashMap<String, Arc<Plugin>>>,
+}
+
+/// The host runtime: an engine, the kv store and the loaded plugins.
+/// Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl Runtime {
+    /// A runtime with in-memory kv and the process environment as the source
+    /// of `env` grants.
+    pub fn new(engine: Engine) -> Runtime {
+        Runtime::with_parts(
+            engine,
+            Arc::new(MemoryKv::default()),
+            std::env::vars().collect(),
+        )
+    }
+
+    /// A runtime with an explicit kv store and host environment.
+    pub fn with_parts(
+        engine: Engine,
+        kv: Arc<dyn KvStore>,
+        host_env: BTreeMap<String, String>,
+    ) -> Runtime {
+        Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                kv,
+                host_env,
+                plugins: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Load a manifest and component from files.
+    pub fn load_files(
+        &self,
+        manifest: impl AsRef<Path>,
+        component: impl AsRef<Path>,
+    ) -> Result<Arc<Plugin>> {
+        let manifest = Manifest::load(manifest)?;
+        let path = component.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::InvalidComponent {
+            what: path.display().to_string(),
+            message: format!(
+                "cannot read the component: {e}{}",
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    "; build the plugins with `cargo xtask plugins`"
+                } else {
+                    ""
+                }
+            ),
+        })?;
+        self.load(manifest, &bytes, &path.display().to_string())
+    }
+
+    /// Compile, check, link and pre-instantiate a plugin. Nothing is
+    /// registered; see [`Runtime::register`].
+    pub fn load(&self, manifest: Manifest, bytes: &[u8], what: &str) -> Result<Arc<Plugin>> {
+        let engine = &self.inner.engine;
+        let max = engine.config().max_memory_per_instance;
+        if manifest.limits.memory.0 > max {
+            return Err(Error::Manifest {
+                path: manifest.origin.clone(),
+                message: format!(
+                    "limits.memory is {} bytes but this host allows at most {max} bytes per instance",
+                    manifest.limits.memory.0
+                ),
+            });
+        }
+        let inspection = inspect::inspect(bytes, what)?;
+        let report = inspect::check(&manifest, &inspection);
+        if !report.under_granted.is_empty() {
+            return Err(Error::NotGranted {
+                plugin: manifest.name().to_string(),
+                problems: report
+                    .under_granted
+                    .iter()
+                    .map(|f| f.message.clone())
+                    .collect(),
+            });
+        }
+        if !report.exports_kind {
+            return Err(Error::WrongKind {
+                plugin: manifest.name().to_string(),
+                kind: manifest.kind().to_string(),
+                export: manifest.kind().export_interface().to_string(),
+            });
+        }
+        let compiled = engine.compile(bytes, what)?;
+        let linker = capability::linker_for(engine.wasmtime(), &manifest)?;
+        let pre = linker
+            .instantiate_pre(&compiled.component)
+            .map_err(|e| Error::NotGranted {
+                plugin: manifest.name().to_string(),
+                problems: vec![format!("{e:#}")],
+            })?;
+        let wrong_kind = |_| Error::WrongKind {
+            plugin: manifest.name().to_string(),
+            kind: manifest.kind().to_string(),
+            export: manifest.kind().export_interface().to_string(),
+        };
+        let export = match manifest.kind() {
+            Kind::Connector => {
+                Export::Connector(connector_api::GuestIndices::new(&pre).map_err(wrong_kind)?)
+            }
+            Kind::ModelAdapter => Export::ModelAdapter(
+                model_adapter_api::GuestIndices::new(&pre).map_err(wrong_kind)?,
+            ),
+            Kind::Policy => {
+                Export::Policy(policy_api::GuestIndices::new(&pre).map_err(wrong_kind)?)
+            }
+            Kind::Agent => Export::Agent(agent_api::GuestIndices::new(&pre).map_err(wrong_kind)?),
+        };
+        let grants = Grants::new(&manifest, &self.inner.host_env);
+        let concurrency = Arc::new(Semaphore::new(manifest.limits.max_concurrency.0 as usize));
+        Ok(Arc::new(Plugin {
+            manifest,
+            digest: compiled.digest,
+            cache_hit: compiled.cache_hit,
+            grants,
+            pre,
+            export,
+            concurrency,
+        }))
+    }
+
+    /// Make `plugin` reachable by name (e.g. for agents' `models` calls),
+    /// replacing any plugin of the same name. Returns the replaced one.
+    pub fn register(&self, plugin: Arc<Plugin>) -> Option<Arc<Plugin>> {
+        let mut map = match self.inner.plugins.write() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.insert(plugin.name().to_string(), plugin)
+    }
+
+    /// The registered plugin called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        let map = match self.inner.plugins.read() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.get(name).cloned()
+    }
+
+    /// Names of the registered plugins, sorted.
+    pub fn plugin_names(&self) -> Vec<String> {
+        let map = match self.inner.plugins.read() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut names: Vec<String> = map.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Call `plugin` once. Errors only when `input` does not fit the plugin's
+    /// kind; everything that happens inside the call is in the report.
+    pub async fn call(&self, plugin: &Arc<Plugin>, input: CallInput) -> Result<CallReport> {
+        if input.kind() != plugin.kind() {
+            return Err(Error::Input {
+                plugin: plugin.name().to_string(),
+                kind: plugin.kind().to_string(),
+                message: format!("a {} input was given", input.kind()),
+            });
+        }
+        Ok(self.call_nested(plugin, input, 0).await)
+    }
+
+    pub(crate) async fn call_nested(
+        &self,
+        plugin: &Arc<Plugin>,
+        input: CallInput,
+        depth: u32,
+    ) -> CallReport {
+        // The semaphore is never closed, so acquiring only waits.
+        let _permit = plugin.concurrency.clone().acquire_owned().await.ok();
+        let start = Instant::now();
+        let limits = &plugin.manifest.limits;
+        let engine = &self.inner.engine;
+
+        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        if let Err(e) = capability::prepare_wasi(&plugin.grants, &mut CallSetup { wasi: &mut wasi })
+        {
+            return self.report(
+                plugin,
+                Outcome::Trap {
+                    message: format!("preparing the call failed: {e}"),
+                },
+                start,
+            );
+        }
+        let grants = &plugin.grants;
+        let state = PluginState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: Limiter::new(limits.memory.0 as usize),
+            refusals: Vec::new(),
+            log: LogState::new(grants),
+            kv: KvState::new(grants, self.inner.kv.clone()),
+            models: ModelsState::new(grants, self, depth),
+            config: ConfigState::new(grants),
+            http: HttpState::new(grants),
+            stdout,
+            stderr,
+        };
+        let mut store = Store::new(engine.wasmtime(), state);
+        store.limiter(|s| &mut s.limiter);
+        if let Err(e) = store.set_fuel(limits.fuel.0) {
+            return self.report(
+                plugin,
+                Outcome::Trap {
+                    message: format!("setting fuel failed: {e}"),
+                },
+                start,
+            );
+        }
+        store.set_epoch_deadline(engine.ticks_for(limits.timeout.0));
+        store.epoch_deadline_trap();
+
+        // The epoch deadline interrupts wasm; this outer bound also covers
+        // time spent in host calls (a slow HTTP peer, a nested model call).
+        let grace = (limits.timeout.0 / 10).max(Duration::from_millis(50));
+        let result = {
+            let call = invoke(&plugin.pre, &plugin.export, &mut store, &input);
+            tokio::time::timeout(limits.timeout.0 + grace, call).await
+        };
+        let duration = start.elapsed();
+        let fuel_consumed = limits.fuel.0.saturating_sub(store.get_fuel().unwrap_or(0));
+        let state = store.into_data();
+
+        let mut refusals = state.refusals;
+        refusals.extend(state.http.hooks.refusals);
+        let mut backtrace = Vec::new();
+        let (mut outcome, output) = match result {
+            Err(_elapsed) => (Outcome::Timeout, None),
+            Ok(Err(err)) => {
+                backtrace = guest_backtrace(&err);
+                (classify_trap(&err, state.limiter.refused.as_deref()), None)
+            }
+            Ok(Ok(Err(guest))) => (Outcome::GuestError { error: guest }, None),
+            Ok(Ok(Ok(out))) => (Outcome::Ok, Some(out)),
+        };
+        if matches!(outcome, Outcome::Ok | Outcome::GuestError { .. }) {
+            if let Some(first) = refusals.first() {
+                outcome = Outcome::Denied {
+                    capability: first.capability.clone(),
+                    reason: first.detail.clone(),
+                };
+            } else if let Some(why) = &state.limiter.refused {
+                outcome = Outcome::Denied {
+                    capability: "memory".into(),
+                    reason: why.clone(),
+                };
+            }
+        }
+
+        let mut logs = state.log.lines;
+        for (pipe, level) in [(&state.stdout, "stdout"), (&state.stderr, "stderr")] {
+            let bytes = pipe.contents();
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                logs.push(LogLine {
+                    level,
+                    message: capability::log::sanitize(line, 4096),
+                });
+            }
+        }
+
+        CallReport {
+            plugin: plugin.name().to_string(),
+            version: plugin.version(),
+            digest: plugin.digest.clone(),
+            kind: plugin.kind(),
+            outcome,
+            output,
+            fuel_consumed,
+            duration_us: duration.as_micros() as u64,
+            backtrace,
+            refusals,
+            logs,
+            nested: state.models.nested,
+        }
+    }
+
+    fn report(&self, plugin: &Plugin, outcome: Outcome, start: Instant) -> CallReport {
+        CallReport {
+            plugin: plugin.name().to_string(),
+            version: plugin.version(),
+            digest: plugin.digest.clone(),
+            kind: plugin.kind(),
+            outcome,
+            output: None,
+            fuel_consumed: 0,
+            duration_us: start.elapsed().as_micros() as u64,
+            backtrace: Vec::new(),
+            refusals: Vec::new(),
+            logs: Vec::new(),
+            nested: Vec::new(),
+        }
+    }
+}
+
+type GuestResult = std::result::Result<CallOutput, GuestError>;
+
+/// Instantiate and call the kind's export.
+async fn invoke(
+    pre: &InstancePre<PluginState>,
+    export: &Export,
+    store: &mut Store<PluginState>,
+    input: &CallInput,
+) -> wasmtime::Result<GuestResult> {
+    let instance: Instance = pre.instantiate_async(&mut *store).await?;
+    let out = match (export, input) {
+        (Export::Agent(idx), CallInput::Handle(event)) => {
+            let guest = idx.load(&mut *store, &instance)?;
+            guest
+                .call_handle(&mut *store, &wit::Event::from(event))
+                .await?
+                .map(|actions| CallOutput::Actions(actions.into_iter().map(Action::from).collect()))
+                .map_err(GuestError::from)
+        }
+        (Export::Connector(idx), CallInput::Ingest { body, content_type }) => {
+            let guest = idx.load(&mut *store, &instance)?;
+            guest
+                .call_ingest(&mut *store, body, content_type)
+                .await?
+                .map(|events| CallOutput::Events(events.into_iter().map(Event::from).collect()))
+                .map_err(GuestError::from)
+        }
+        (Export::Connector(idx), CallInput::Execute(action)) => {
+            let guest = idx.load(&mut *store, &instance)?;
+            guest
+                .call_execute(&mut *store, &wit::Action::from(action))
+                .await?
+                .map(CallOutput::Receipt)
+                .map_err(GuestError::from)
+        }
+        (Export::ModelAdapter(idx), CallInput::Infer(request)) => {
+            let guest = idx.load(&mut *store, &instance)?;
+            guest
+                .call_infer(&mut *store, &wit::ModelRequest::from(request))
+                .await?
+                .map(|r| CallOutput::Model(ModelResponse::from(r)))
+                .map_err(GuestError::from)
+        }
+        (Export::Policy(idx), CallInput::Evaluate { action, event }) => {
+            let guest = idx.load(&mut *store, &instance)?;
+            let decision = guest
+                .call_evaluate(
+                    &mut *store,
+                    &wit::Action::from(action),
+                    &wit::Event::from(event),
+                )
+                .await?;
+            Ok(CallOutput::Decision(Decision::from(decision)))
+        }
+        _ => wasmtime::bail!("the call input does not match the plugin's kind"),
+    };
+    Ok(out)
+}
+
+/// Map a wasmtime error from a call to the typed outcome.
+fn classify_trap(err: &wasmtime::Error, memory_refused: Option<&str>) -> Outcome {
+    if let Some(trap) = err.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => Outcome::OutOfFuel,
+            Trap::Interrupt => Outcome::Timeout,
+            Trap::StackOverflow => Outcome::StackOverflow,
+            _ if memory_refused.is_some() => Outcome::OutOfMemory {
+                detail: memory_refused.unwrap_or_default().to_string(),
+            },
+            other => Outcome::Trap {
+                message: other.to_string(),
+            },
+        };
+    }
+    if let Some(why) = memory_refused {
+        return Outcome::OutOfMemory {
+            detail: why.to_string(),
+        };
+    }
+    if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return Outcome::Trap {
+            message: format!("the guest called exit({})", exit.0),
+        };
+    }
+    Outcome::Trap {
+        message: format!("{err:#}"),
+    }
+}
+
+/// The guest frames of a trap, demangled.
+fn guest_backtrace(err: &wasmtime::Error) -> Vec<String> {
+    let Some(bt) = err.downcast_ref::<wasmtime::WasmBacktrace>() else {
+        return Vec::new();
+    };
+    bt.frames()
+        .iter()
+        .take(64)
+        .map(|f| match f.func_name() {
+            Some(name) => format!("{:#}", rustc_demangle::demangle(name)),
+            None => format!("<wasm function {}>", f.func_index()),
+        })
+        .collect()
+}

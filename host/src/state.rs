@@ -1,0 +1,99 @@
+//! The one store type: everything a call's `Store` owns.
+//!
+//! It holds the resource table, the WASI context, the memory limiter and
+//! each capability's per-call state. Host functions reach their part through
+//! small views (`WasiView`, `WasiHttpView`, [`crate::capability::Cap`]).
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capability::config::ConfigState;
+use crate::capability::http::HttpState;
+use crate::capability::kv::KvState;
+use crate::capability::log::LogState;
+use crate::capability::models::ModelsState;
+use crate::runtime::Refusal;
+
+pub struct PluginState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: Limiter,
+    pub(crate) refusals: Vec<Refusal>,
+    pub(crate) log: LogState,
+    pub(crate) kv: KvState,
+    pub(crate) models: ModelsState,
+    pub(crate) config: ConfigState,
+    pub(crate) http: HttpState,
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps the whole instance's linear memory (all memories together) and its
+/// tables. Guards the host against a plugin exhausting memory. A refused
+/// growth is remembered so the outcome says out-of-memory rather than the
+/// trap the guest's allocator turns it into.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    pub max_memory: usize,
+    pub used_memory: usize,
+    pub max_table_elements: usize,
+    pub refused: Option<String>,
+}
+
+impl Limiter {
+    pub fn new(max_memory: usize) -> Limiter {
+        Limiter {
+            max_memory,
+            used_memory: 0,
+            max_table_elements: 100_000,
+            refused: None,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grow = desired.saturating_sub(current);
+        let total = self.used_memory.saturating_add(grow);
+        if total > self.max_memory {
+            self.refused = Some(format!(
+                "memory growth to {} bytes refused: the manifest allows {} bytes",
+                total, self.max_memory
+            ));
+            return Ok(false);
+        }
+        self.used_memory = total;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.max_table_elements)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.refused
+            .get_or_insert_with(|| format!("memory growth failed: {error}"));
+        Ok(())
+    }
+}

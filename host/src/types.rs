@@ -1,0 +1,217 @@
+//! The data that flows through evos, as the host's public API sees it.
+//!
+//! These mirror the WIT types in `wit/types.wit`, with JSON payloads held as
+//! `serde_json::Value` so callers never juggle JSON-in-strings. Conversions
+//! to and from the generated bindings live here and nowhere else.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::bindings::evos::plugin::types as wit;
+
+/// A normalized fact produced by a connector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub id: String,
+    pub kind: String,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default)]
+    pub trace_id: String,
+}
+
+/// Something an agent proposes to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    pub kind: String,
+    #[serde(default)]
+    pub event_id: String,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default)]
+    pub rationale: String,
+}
+
+/// A policy's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", content = "reason", rename_all = "kebab-case")]
+pub enum Decision {
+    Allow,
+    Deny(String),
+    Escalate(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRequest {
+    pub input: Value,
+    #[serde(default = "empty_object")]
+    pub parameters: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_units: u64,
+    pub output_units: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelResponse {
+    pub output: Value,
+    pub model: String,
+    pub usage: Usage,
+}
+
+/// An error a plugin returned (an answer, not a crash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", content = "message", rename_all = "kebab-case")]
+pub enum GuestError {
+    InvalidInput(String),
+    Denied(String),
+    NotFound(String),
+    Upstream(String),
+    Internal(String),
+}
+
+impl std::fmt::Display for GuestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GuestError::InvalidInput(m) => write!(f, "invalid input: {m}"),
+            GuestError::Denied(m) => write!(f, "denied: {m}"),
+            GuestError::NotFound(m) => write!(f, "not found: {m}"),
+            GuestError::Upstream(m) => write!(f, "upstream: {m}"),
+            GuestError::Internal(m) => write!(f, "internal: {m}"),
+        }
+    }
+}
+
+/// JSON text for the guest.
+fn to_text(v: &Value) -> String {
+    v.to_string()
+}
+
+/// A guest's JSON text back into a value; text that is not JSON is kept as a
+/// string so nothing is lost.
+fn from_text(s: String) -> Value {
+    serde_json::from_str(&s).unwrap_or(Value::String(s))
+}
+
+impl From<&Event> for wit::Event {
+    fn from(e: &Event) -> Self {
+        wit::Event {
+            id: e.id.clone(),
+            kind: e.kind.clone(),
+            source: e.source.clone(),
+            payload: to_text(&e.payload),
+            trace_id: e.trace_id.clone(),
+        }
+    }
+}
+
+impl From<wit::Event> for Event {
+    fn from(e: wit::Event) -> Self {
+        Event {
+            id: e.id,
+            kind: e.kind,
+            source: e.source,
+            payload: from_text(e.payload),
+            trace_id: e.trace_id,
+        }
+    }
+}
+
+impl From<&Action> for wit::Action {
+    fn from(a: &Action) -> Self {
+        wit::Action {
+            kind: a.kind.clone(),
+            event_id: a.event_id.clone(),
+            payload: to_text(&a.payload),
+            rationale: a.rationale.clone(),
+        }
+    }
+}
+
+impl From<wit::Action> for Action {
+    fn from(a: wit::Action) -> Self {
+        Action {
+            kind: a.kind,
+            event_id: a.event_id,
+            payload: from_text(a.payload),
+            rationale: a.rationale,
+        }
+    }
+}
+
+impl From<wit::Decision> for Decision {
+    fn from(d: wit::Decision) -> Self {
+        match d {
+            wit::Decision::Allow => Decision::Allow,
+            wit::Decision::Deny(r) => Decision::Deny(r),
+            wit::Decision::Escalate(r) => Decision::Escalate(r),
+        }
+    }
+}
+
+impl From<&ModelRequest> for wit::ModelRequest {
+    fn from(r: &ModelRequest) -> Self {
+        wit::ModelRequest {
+            input: to_text(&r.input),
+            parameters: to_text(&r.parameters),
+        }
+    }
+}
+
+impl From<wit::ModelRequest> for ModelRequest {
+    fn from(r: wit::ModelRequest) -> Self {
+        ModelRequest {
+            input: from_text(r.input),
+            parameters: from_text(r.parameters),
+        }
+    }
+}
+
+impl From<wit::ModelResponse> for ModelResponse {
+    fn from(r: wit::ModelResponse) -> Self {
+        ModelResponse {
+            output: from_text(r.output),
+            model: r.model,
+            usage: Usage {
+                input_units: r.usage.input_units,
+                output_units: r.usage.output_units,
+            },
+        }
+    }
+}
+
+impl From<ModelResponse> for wit::ModelResponse {
+    fn from(r: ModelResponse) -> Self {
+        wit::ModelResponse {
+            output: to_text(&r.output),
+            model: r.model,
+            usage: wit::Usage {
+                input_units: r.usage.input_units,
+                output_units: r.usage.output_units,
+            },
+        }
+    }
+}
+
+impl From<wit::Error> for GuestError {
+    fn from(e: wit::Error) -> Self {
+        match e {
+            wit::Error::InvalidInput(m) => GuestError::InvalidInput(m),
+            wit::Error::Denied(m) => GuestError::Denied(m),
+            wit::Error::NotFound(m) => GuestError::NotFound(m),
+            wit::Error::Upstream(m) => GuestError::Upstream(m),
+            wit::Error::Internal(m) => GuestError::Internal(m),
+        }
+    }
+}
