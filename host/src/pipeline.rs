@@ -161,20 +161,39 @@ pub async fn run(
     })
 }
 
-async fn handle_event(runtime: &Runtime, app: &App, event: Event, options: &RunOptions) -> Result<EventReport> {
+async fn handle_event(
+    runtime: &Runtime,
+    app: &App,
+    event: Event,
+    options: &RunOptions,
+) -> Result<EventReport> {
     let mut agents = Vec::new();
     let mut actions = Vec::new();
-    for entry in app.plugins.iter().filter(|p| p.subscribes.iter().any(|k| k == &event.kind)) {
+    for entry in app
+        .plugins
+        .iter()
+        .filter(|p| p.subscribes.iter().any(|k| k == &event.kind))
+    {
         let agent = plugin_of(runtime, &entry.name, Kind::Agent)?;
-        let report = runtime.call(&agent, CallInput::Handle(event.clone())).await?;
+        let report = runtime
+            .call(&agent, CallInput::Handle(event.clone()))
+            .await?;
         agents.push(Step::from(&report));
-        if let (true, Some(CallOutput::Actions(proposed))) = (report.outcome.is_ok(), &report.output) {
+        if let (true, Some(CallOutput::Actions(proposed))) =
+            (report.outcome.is_ok(), &report.output)
+        {
             for action in proposed {
-                actions.push(decide(runtime, app, &event, action.clone(), &entry.name, options).await?);
+                actions.push(
+                    decide(runtime, app, &event, action.clone(), &entry.name, options).await?,
+                );
             }
         }
     }
-    Ok(EventReport { event, agents, actions })
+    Ok(EventReport {
+        event,
+        agents,
+        actions,
+    })
 }
 
 async fn decide(
@@ -206,7 +225,11 @@ async fn decide(
         // A policy that fails to answer denies: fail closed.
         let decision = match (&report.outcome.is_ok(), &report.output) {
             (true, Some(CallOutput::Decision(d))) => d.clone(),
-            _ => Decision::Deny(format!("policy `{}` failed: {}", entry.name, report.outcome.summary())),
+            _ => Decision::Deny(format!(
+                "policy `{}` failed: {}",
+                entry.name,
+                report.outcome.summary()
+            )),
         };
         match &decision {
             Decision::Allow => {}
@@ -224,17 +247,29 @@ async fn decide(
     let disposition = if !denials.is_empty() {
         Disposition::Denied { reasons: denials }
     } else if !escalations.is_empty() {
-        Disposition::Escalated { reasons: escalations }
+        Disposition::Escalated {
+            reasons: escalations,
+        }
     } else if !options.execute {
         Disposition::Allowed
     } else {
-        match app.plugins.iter().find(|p| p.executes.iter().any(|k| *k == action.kind)) {
+        match app
+            .plugins
+            .iter()
+            .find(|p| p.executes.iter().any(|k| *k == action.kind))
+        {
             None => Disposition::Failed {
-                error: format!("no connector in {} executes `{}`", app.path.display(), action.kind),
+                error: format!(
+                    "no connector in {} executes `{}`",
+                    app.path.display(),
+                    action.kind
+                ),
             },
             Some(entry) => {
                 let connector = plugin_of(runtime, &entry.name, Kind::Connector)?;
-                let report = runtime.call(&connector, CallInput::Execute(action.clone())).await?;
+                let report = runtime
+                    .call(&connector, CallInput::Execute(action.clone()))
+                    .await?;
                 execute_step = Some(Step::from(&report));
                 match (&report.outcome.is_ok(), &report.output) {
                     (true, Some(CallOutput::Receipt(receipt))) => Disposition::Executed {

@@ -19,7 +19,9 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("plugins") => plugins(),
         _ => {
-            eprintln!("usage: cargo xtask plugins\n\n  plugins   build every guest plugin into target/plugins/<name>.wasm");
+            eprintln!(
+                "usage: cargo xtask plugins\n\n  plugins   build every guest plugin into target/plugins/<name>.wasm"
+            );
             std::process::exit(2);
         }
     }
@@ -37,7 +39,10 @@ fn ensure_target() -> Result<()> {
         .args(["target", "list", "--installed"])
         .output()
         .context("running `rustup target list --installed` (is rustup installed?)")?;
-    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == TARGET) {
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == TARGET)
+    {
         return Ok(());
     }
     eprintln!("installing the {TARGET} rustup target");
@@ -67,14 +72,24 @@ fn plugins() -> Result<()> {
     }
 
     let meta = Command::new(&cargo)
-        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .output()
         .context("running cargo metadata for the plugins")?;
     if !meta.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&meta.stderr));
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&meta.stderr)
+        );
     }
-    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout).context("parsing cargo metadata")?;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&meta.stdout).context("parsing cargo metadata")?;
     let target_dir = meta["target_directory"]
         .as_str()
         .map(PathBuf::from)
@@ -88,15 +103,24 @@ fn plugins() -> Result<()> {
             .as_array()
             .into_iter()
             .flatten()
-            .any(|t| t["crate_types"].as_array().into_iter().flatten().any(|c| c == "cdylib"));
-        let Some(name) = package["name"].as_str() else { continue };
+            .any(|t| {
+                t["crate_types"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c == "cdylib")
+            });
+        let Some(name) = package["name"].as_str() else {
+            continue;
+        };
         if !is_component {
             continue;
         }
         let file = format!("{}.wasm", name.replace('-', "_"));
         let from = target_dir.join(TARGET).join("release").join(&file);
         let to = out_dir.join(format!("{name}.wasm"));
-        std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
         built += 1;
     }
     eprintln!("{built} plugins in {}", out_dir.display());

@@ -26,7 +26,10 @@ pub fn run(args: &Args) -> Result<Exit> {
         value["ok"] = serde_json::Value::Bool(ok);
         print_json(&value)?;
     } else {
-        println!("plugin {} ({}) sha256:{}", report.plugin, report.kind, report.digest);
+        println!(
+            "plugin {} ({}) sha256:{}",
+            report.plugin, report.kind, report.digest
+        );
         println!("can reach:");
         for r in &report.reachable {
             println!("  {:<45} via {}", r.import, r.provided_by);

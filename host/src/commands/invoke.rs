@@ -33,9 +33,17 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
         // Only what this plugin can call is needed: its granted models.
         for model in &manifest.capabilities.models {
             if let Some(entry) = app.get(model.as_str()) {
-                let bytes = std::fs::read(&entry.component)
-                    .with_context(|| format!("reading {} (run `cargo xtask plugins`)", entry.component.display()))?;
-                let plugin = runtime.load(entry.manifest.clone(), &bytes, &entry.component.display().to_string())?;
+                let bytes = std::fs::read(&entry.component).with_context(|| {
+                    format!(
+                        "reading {} (run `cargo xtask plugins`)",
+                        entry.component.display()
+                    )
+                })?;
+                let plugin = runtime.load(
+                    entry.manifest.clone(),
+                    &bytes,
+                    &entry.component.display().to_string(),
+                )?;
                 runtime.register(plugin);
             }
         }
@@ -55,12 +63,21 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
     } else {
         print_report(&report, 0)?;
     }
-    Ok(if report.outcome.is_ok() { Exit::Success } else { Exit::Negative })
+    Ok(if report.outcome.is_ok() {
+        Exit::Success
+    } else {
+        Exit::Negative
+    })
 }
 
 pub fn print_report(r: &CallReport, indent: usize) -> Result<()> {
     let pad = " ".repeat(indent);
-    println!("{pad}plugin         {} {} (sha256:{})", r.plugin, r.version, &r.digest[..12.min(r.digest.len())]);
+    println!(
+        "{pad}plugin         {} {} (sha256:{})",
+        r.plugin,
+        r.version,
+        &r.digest[..12.min(r.digest.len())]
+    );
     println!("{pad}outcome        {}", r.outcome.summary());
     println!("{pad}fuel_consumed  {}", r.fuel_consumed);
     println!("{pad}duration_us    {}", r.duration_us);
@@ -78,7 +95,10 @@ pub fn print_report(r: &CallReport, indent: usize) -> Result<()> {
         }
     }
     for refusal in &r.refusals {
-        println!("{pad}refused        {}: {} (x{})", refusal.capability, refusal.detail, refusal.count);
+        println!(
+            "{pad}refused        {}: {} (x{})",
+            refusal.capability, refusal.detail, refusal.count
+        );
     }
     for line in &r.logs {
         println!("{pad}log [{}] {}", line.level, line.message);

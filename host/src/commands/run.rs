@@ -33,23 +33,48 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
     let runtime = Runtime::new(engine(cli)?);
     app.load_into(&runtime)?;
     let body = read_input(&args.input)?;
-    let options = RunOptions { execute: args.execute };
-    let report = pipeline::run(&runtime, &app, &args.connector, body, &args.content_type, &options).await?;
+    let options = RunOptions {
+        execute: args.execute,
+    };
+    let report = pipeline::run(
+        &runtime,
+        &app,
+        &args.connector,
+        body,
+        &args.content_type,
+        &options,
+    )
+    .await?;
     if args.json {
         print_json(&report)?;
     } else {
         let s = &report.ingest;
-        println!("ingest   {} {} -> {} ({} us)", s.plugin, s.version, s.outcome, s.duration_us);
+        println!(
+            "ingest   {} {} -> {} ({} us)",
+            s.plugin, s.version, s.outcome, s.duration_us
+        );
         for e in &report.events {
-            println!("event    {} {} trace={}", e.event.kind, e.event.id, e.event.trace_id);
+            println!(
+                "event    {} {} trace={}",
+                e.event.kind, e.event.id, e.event.trace_id
+            );
             for a in &e.agents {
-                println!("  agent  {} {} -> {} (fuel {}, {} us)", a.plugin, a.version, a.outcome, a.fuel_consumed, a.duration_us);
+                println!(
+                    "  agent  {} {} -> {} (fuel {}, {} us)",
+                    a.plugin, a.version, a.outcome, a.fuel_consumed, a.duration_us
+                );
                 for n in &a.nested {
-                    println!("    model {} {} -> {} (fuel {}, {} us)", n.plugin, n.version, n.outcome, n.fuel_consumed, n.duration_us);
+                    println!(
+                        "    model {} {} -> {} (fuel {}, {} us)",
+                        n.plugin, n.version, n.outcome, n.fuel_consumed, n.duration_us
+                    );
                 }
             }
             for a in &e.actions {
-                println!("  action {} by {}: {}", a.action.kind, a.proposed_by, a.action.rationale);
+                println!(
+                    "  action {} by {}: {}",
+                    a.action.kind, a.proposed_by, a.action.rationale
+                );
                 for p in &a.policies {
                     let d = match &p.decision {
                         evos::types::Decision::Allow => "allow".to_string(),
@@ -59,10 +84,14 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
                     println!("    policy {} -> {d}", p.policy);
                 }
                 let verdict = match &a.disposition {
-                    Disposition::Executed { connector, receipt } => format!("executed by {connector}: {receipt}"),
+                    Disposition::Executed { connector, receipt } => {
+                        format!("executed by {connector}: {receipt}")
+                    }
                     Disposition::Allowed => "allowed (pass --execute to carry it out)".into(),
                     Disposition::Denied { reasons } => format!("denied: {}", reasons.join("; ")),
-                    Disposition::Escalated { reasons } => format!("escalated for human review: {}", reasons.join("; ")),
+                    Disposition::Escalated { reasons } => {
+                        format!("escalated for human review: {}", reasons.join("; "))
+                    }
                     Disposition::Failed { error } => format!("failed: {error}"),
                 };
                 println!("    => {verdict}");
@@ -72,5 +101,9 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
             println!("ingest failed: {err}");
         }
     }
-    Ok(if report.ingest_error.is_none() { Exit::Success } else { Exit::Negative })
+    Ok(if report.ingest_error.is_none() {
+        Exit::Success
+    } else {
+        Exit::Negative
+    })
 }

@@ -1,0 +1,188 @@
+//! Each adversarial plugin ends in its typed outcome, and the host serves
+//! other plugins normally right after.
+
+use std::time::Duration;
+
+use evos::manifest::Fuel;
+use evos::types::GuestError;
+use evos::{CallOutput, Outcome};
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_forever_times_out_and_others_keep_running() {
+    let rt = runtime();
+    let spin = load(&rt, "spin-forever");
+    let healthy = load(&rt, "payout-limit");
+    // Run a healthy call while the spinner burns its whole time budget.
+    let spinning = {
+        let (rt, spin) = (rt.clone(), spin.clone());
+        tokio::spawn(async move { call_json(&rt, &spin, sample("spin-forever")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let ok = call_json(&rt, &healthy, sample("payout-limit")).await;
+    assert!(ok.outcome.is_ok(), "{ok:?}");
+    assert!(ok.duration_us < 300_000, "the healthy call waited for the spinner: {ok:?}");
+    let r = spinning.await.expect("join");
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert!(r.duration_us >= 250_000, "stopped too early: {r:?}");
+    healthy_call(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_forever_with_a_small_fuel_budget_runs_out_of_fuel() {
+    let rt = runtime();
+    let mut m = manifest("spin-forever");
+    m.limits.fuel = Fuel(5_000_000);
+    let spin = load_with(&rt, "spin-forever", m);
+    let r = call_json(&rt, &spin, sample("spin-forever")).await;
+    assert_eq!(r.outcome, Outcome::OutOfFuel, "{r:?}");
+    assert!(r.fuel_consumed >= 5_000_000 - 1000, "{r:?}");
+    healthy_call(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_hog_is_refused_memory() {
+    let rt = runtime();
+    let hog = load(&rt, "memory-hog");
+    let r = call_json(&rt, &hog, sample("memory-hog")).await;
+    let Outcome::OutOfMemory { detail } = &r.outcome else { panic!("{r:?}") };
+    assert!(detail.contains(&(16 * 1024 * 1024).to_string()), "{detail}");
+    healthy_call(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deep_recursion_overflows_the_stack_with_a_demangled_backtrace() {
+    let rt = runtime();
+    let deep = load(&rt, "deep-recursion");
+    let r = call_json(&rt, &deep, sample("deep-recursion")).await;
+    assert_eq!(r.outcome, Outcome::StackOverflow, "{r:?}");
+    assert!(!r.backtrace.is_empty(), "{r:?}");
+    assert!(
+        r.backtrace.iter().any(|f| f.contains("deep_recursion::") && !f.contains("_ZN")),
+        "expected demangled guest frames: {:?}",
+        &r.backtrace[..r.backtrace.len().min(5)]
+    );
+    healthy_call(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fs_escape_is_confined_to_its_read_only_preopen() {
+    // A sandbox of the test's own, with a symlink pointing outside it and a
+    // secret next to it.
+    let dir = tempdir("fs-escape");
+    let sandbox = dir.join("sandbox");
+    std::fs::create_dir_all(&sandbox).unwrap();
+    std::fs::write(sandbox.join("readme.txt"), "inside the sandbox\n").unwrap();
+    std::fs::write(dir.join("secret.txt"), "TOP SECRET").unwrap();
+    std::os::unix::fs::symlink(&dir, sandbox.join("escape")).unwrap();
+    std::os::unix::fs::symlink("../secret.txt", sandbox.join("relative-escape")).unwrap();
+
+    let text = manifest_text("fs-escape").replace(
+        "../../plugins/adversarial/fs-escape/sandbox",
+        &sandbox.display().to_string(),
+    );
+    let rt = runtime();
+    let fs = load_with(&rt, "fs-escape", manifest_from("fs-escape", &text));
+    let payload = json!({
+        "read": ["/sandbox/../secret.txt", "../secret.txt", "/etc/passwd", "/sandbox/escape/secret.txt",
+                 "/sandbox/escape", "/sandbox/relative-escape", "/secret.txt"],
+        "write": ["/sandbox/new.txt", {"op": "append", "path": "/sandbox/readme.txt"},
+                  {"op": "truncate", "path": "/sandbox/readme.txt"}, {"op": "mkdir", "path": "/sandbox/newdir"},
+                  "/sandbox/escape/planted.txt"]
+    });
+    let event = json!({"id": "e", "kind": "test.fs-escape", "payload": payload});
+    let r = call_json(&rt, &fs, event).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    let Some(CallOutput::Actions(actions)) = &r.output else { panic!("{r:?}") };
+    let report = &actions[0].payload;
+    assert_eq!(report["granted_read"], "inside the sandbox\n", "the granted read works");
+    let attempts = report["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 12, "{attempts:?}");
+    for a in attempts {
+        assert!(a["result"].as_str().unwrap_or("").starts_with("refused"), "escaped: {a}");
+    }
+    // Nothing changed on the host.
+    assert!(!sandbox.join("new.txt").exists() && !sandbox.join("newdir").exists());
+    assert!(!dir.join("planted.txt").exists());
+    assert_eq!(std::fs::read_to_string(sandbox.join("readme.txt")).unwrap(), "inside the sandbox\n");
+    healthy_call(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_exfil_is_denied_and_nothing_leaves() {
+    let canary = Downstream::start(200);
+    let rt = runtime();
+    let exfil = load(&rt, "http-exfil");
+    let targets = [
+        canary.url("/steal"),
+        format!("http://allowed.invalid@127.0.0.1:{}/api/x", canary.port),
+        format!("http://allowed.invalid:{}/api/x", canary.port),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+    ];
+    let event = json!({"id": "x", "kind": "test.http-exfil", "payload": {"targets": targets}});
+    let r = call_json(&rt, &exfil, event).await;
+    let Outcome::Denied { capability, reason } = &r.outcome else { panic!("{r:?}") };
+    assert_eq!(capability, "http");
+    assert!(reason.contains("not in the http allowlist") || reason.contains("userinfo"), "{reason}");
+    assert_eq!(r.refusals.len(), 4, "every attempt is reported: {:?}", r.refusals);
+    assert!(canary.requests().is_empty(), "a request got out: {:?}", canary.requests());
+    healthy_call(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_ungranted_is_refused_at_link_time_naming_imports_and_grants() {
+    let rt = runtime();
+    let err = rt
+        .load(manifest("import-ungranted"), &component("import-ungranted"), "import-ungranted")
+        .err()
+        .expect("must not load");
+    let msg = err.to_string();
+    assert!(msg.contains("evos:plugin/kv"), "{msg}");
+    assert!(msg.contains("wasi:http/outgoing-handler"), "{msg}");
+    assert!(msg.contains("import-ungranted.toml line"), "names the manifest line: {msg}");
+    assert!(msg.contains("kv = {") && msg.contains("http = ["), "shows the grants to add: {msg}");
+    assert!(rt.get("import-ungranted").is_none());
+    healthy_call(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_flood_is_capped_and_reported() {
+    let rt = runtime();
+    let flood = load(&rt, "log-flood");
+    let r = call_json(&rt, &flood, sample("log-flood")).await;
+    let Outcome::Denied { capability, reason } = &r.outcome else { panic!("{r:?}") };
+    assert_eq!(capability, "log");
+    assert!(reason.contains("1000 lines"), "{reason}");
+    assert_eq!(r.logs.len(), 1000);
+    assert!(r.logs.iter().all(|l| l.message.len() <= 4096 + 16));
+    let dropped: u64 = r.refusals.iter().map(|x| x.count).sum();
+    assert_eq!(dropped, 100_000 - 1000, "every dropped line is counted");
+    healthy_call(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_flood_stops_at_the_key_quota() {
+    let rt = runtime();
+    let flood = load(&rt, "kv-flood");
+    let r = call_json(&rt, &flood, sample("kv-flood")).await;
+    let Outcome::Denied { capability, reason } = &r.outcome else { panic!("{r:?}") };
+    assert_eq!(capability, "kv");
+    assert!(reason.contains("max-keys") && reason.contains("100"), "{reason}");
+    // The guest saw the quota error too.
+    let again = call_json(&rt, &flood, sample("kv-flood")).await;
+    assert!(matches!(again.outcome, Outcome::Denied { .. }), "{again:?}");
+    assert!(!matches!(again.outcome, Outcome::GuestError { error: GuestError::Internal(_) }));
+    healthy_call(&rt).await;
+}
+
+pub fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "evos-test-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,167 @@
+//! The `evos` binary: output, JSON and exit codes (0 ok, 1 negative, 2 bad input).
+
+use std::process::{Command, Output};
+
+use crate::support::*;
+
+fn evos(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_evos"))
+        .args(args)
+        .current_dir(root())
+        .env("EVOS_DATA_DIR", root().join("target/evos-cli-test"))
+        .output()
+        .expect("run evos")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn path(p: std::path::PathBuf) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn check_json_on_import_ungranted_lists_under_grants_and_exits_1() {
+    let out = evos(&[
+        "check",
+        &path(manifest_path("import-ungranted")),
+        &path(component_path("import-ungranted")),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["ok"], false);
+    let under: Vec<String> = report["under_granted"]
+        .as_array()
+        .expect("under_granted")
+        .iter()
+        .map(|f| f["subject"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(under.iter().any(|s| s.starts_with("evos:plugin/kv")), "{under:?}");
+    assert!(under.iter().any(|s| s.starts_with("wasi:http/outgoing-handler")), "{under:?}");
+    assert!(report["over_granted"].as_array().expect("over_granted").is_empty());
+}
+
+#[test]
+fn check_passes_every_example_and_warns_on_over_grants() {
+    for name in ["claims-webhook", "fraud-score", "claims-triage", "payout-limit", "pii-guard"] {
+        let out = evos(&["check", &path(manifest_path(name)), &path(component_path(name))]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        assert!(!text(&out).contains("warning"), "{name} is over-granted: {}", text(&out));
+    }
+    // pii-guard never reads config: granting it is an over-grant warning.
+    let dir = crate::adversarial::tempdir("overgrant");
+    let m = dir.join("pii-guard.toml");
+    std::fs::write(&m, format!("{}\n[config]\nunused = 1\n", manifest_text("pii-guard"))).unwrap();
+    let out = evos(&["check", &path(m), &path(component_path("pii-guard")), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["over_granted"][0]["subject"], "config", "{report}");
+}
+
+#[test]
+fn inspect_lists_digest_imports_and_exports() {
+    let out = evos(&["inspect", &path(component_path("payout-limit")), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(info["digest"].as_str().map(str::len), Some(64));
+    let exports = info["exports"].to_string();
+    assert!(exports.contains("evos:plugin/policy-api"), "{exports}");
+    let imports = info["imports"].to_string();
+    assert!(imports.contains("evos:plugin/config") && imports.contains("evos:plugin/log"), "{imports}");
+}
+
+#[test]
+fn invoke_prints_outcome_fuel_and_duration() {
+    let sample = root().join("plugins/payout-limit/sample.json");
+    let out = evos(&[
+        "invoke",
+        &path(manifest_path("payout-limit")),
+        &path(component_path("payout-limit")),
+        "--input",
+        &path(sample),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["outcome"], "ok");
+    assert_eq!(report["output"]["decision"]["decision"], "allow");
+    assert!(report["fuel_consumed"].as_u64().unwrap_or(0) > 0);
+    assert!(report["duration_us"].is_u64());
+}
+
+#[test]
+fn invoke_an_agent_resolves_its_model_through_the_app_file() {
+    let sample = root().join("plugins/claims-triage/sample.json");
+    let out = evos(&[
+        "invoke",
+        &path(manifest_path("claims-triage")),
+        &path(component_path("claims-triage")),
+        "--input",
+        &path(sample),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("approve-payout") && t.contains("nested call") && t.contains("fraud-score"), "{t}");
+}
+
+#[test]
+fn invoke_exits_1_when_the_outcome_is_not_ok() {
+    let sample = root().join("plugins/adversarial/deep-recursion/sample.json");
+    let out = evos(&[
+        "invoke",
+        &path(manifest_path("deep-recursion")),
+        &path(component_path("deep-recursion")),
+        "--input",
+        &path(sample),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("stack-overflow"));
+}
+
+#[test]
+fn bad_manifests_exit_2_naming_file_line_and_fix() {
+    let dir = crate::adversarial::tempdir("badmanifest");
+    let cases = [
+        ("syntax.toml", "[plugin\nname = \"x\"\n", "line 1"),
+        ("unknown.toml", "[plugin]\nname = \"x\"\nkind = \"agent\"\nversion = \"1.0.0\"\ncolour = \"red\"\n", "unknown field `colour`"),
+        ("duration.toml", "[plugin]\nname = \"x\"\nkind = \"agent\"\nversion = \"1.0.0\"\n[limits]\ntimeout = \"soon\"\n", "invalid timeout \"soon\""),
+        ("size.toml", "[plugin]\nname = \"x\"\nkind = \"agent\"\nversion = \"1.0.0\"\n[limits]\nmemory = \"64 parsecs\"\n", "invalid memory size"),
+    ];
+    for (file, body, expect) in cases {
+        let m = dir.join(file);
+        std::fs::write(&m, body).unwrap();
+        let out = evos(&["check", &path(m), &path(component_path("payout-limit"))]);
+        assert_eq!(out.status.code(), Some(2), "{file}: {}", text(&out));
+        let t = text(&out);
+        assert!(t.contains(file) && t.contains(expect), "{file}: {t}");
+    }
+    // A missing component says how to build it.
+    let out = evos(&[
+        "invoke",
+        &path(manifest_path("payout-limit")),
+        &path(dir.join("missing.wasm")),
+        "--input",
+        "-",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("missing.wasm"), "{}", text(&out));
+}
+
+#[test]
+fn run_drives_the_claims_example_through_the_pipeline() {
+    let out = evos(&["run", "claims-webhook", "--input", "plugins/claims-webhook/claims.json", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let events = report["events"].as_array().expect("events");
+    assert!(events.len() >= 3, "{report}");
+    let statuses: Vec<&str> = events
+        .iter()
+        .flat_map(|e| e["actions"].as_array().into_iter().flatten())
+        .filter_map(|a| a["status"].as_str())
+        .collect();
+    for s in ["allowed", "escalated", "denied"] {
+        assert!(statuses.contains(&s), "no {s} action in {statuses:?}");
+    }
+}

@@ -1,0 +1,247 @@
+//! The example plugins do their real work through the host.
+
+use evos::app::App;
+use evos::pipeline::{self, Disposition, RunOptions};
+use evos::types::{Decision, GuestError};
+use evos::{CallOutput, Outcome};
+use serde_json::json;
+
+use crate::support::*;
+
+fn claim(id: &str, claimant: &str, amount: f64, incident: &str) -> serde_json::Value {
+    json!({
+        "claim_id": id, "claimant_id": claimant, "amount": amount,
+        "policy_number": "POL-12345", "incident": incident, "region": "north"
+    })
+}
+
+const CALM: &str = "Rear-ended at a traffic light on the way to work; photos and the repair estimate are attached.";
+const SHADY: &str = "Urgent: car stolen, total loss, no witnesses, lost receipt, need cash";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_webhook_ingests_claims_into_events() {
+    let rt = runtime();
+    let webhook = load(&rt, "claims-webhook");
+    let r = call_json(&rt, &webhook, sample("claims-webhook")).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    let Some(CallOutput::Events(events)) = &r.output else { panic!("{r:?}") };
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "claim.submitted");
+    assert_eq!(events[0].id, "C-1001");
+    assert_eq!(events[0].payload["claimant_id"], "CL-4711");
+    assert_eq!(events[0].payload["amount"], 250.0);
+
+    let batch = json!({"content_type": "application/json; charset=utf-8",
+        "body": {"claims": [claim("C-1", "A", 10.0, CALM), claim("C-2", "B", 20.0, CALM)]}});
+    let r = call_json(&rt, &webhook, batch).await;
+    let Some(CallOutput::Events(events)) = &r.output else { panic!("{r:?}") };
+    assert_eq!(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["C-1", "C-2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_webhook_rejects_malformed_claims_saying_what_is_wrong() {
+    let rt = runtime();
+    let webhook = load(&rt, "claims-webhook");
+    let mut bad = claim("C-102", "B", -5.0, CALM);
+    let body = json!({"claims": [claim("C-101", "A", 10.0, CALM), bad.clone()]});
+    let r = call_json(&rt, &webhook, json!({"content_type": "application/json", "body": body})).await;
+    let Outcome::GuestError { error: GuestError::InvalidInput(msg) } = &r.outcome else { panic!("{r:?}") };
+    assert!(msg.contains("C-102") && msg.contains("amount"), "{msg}");
+
+    bad["amount"] = json!(10.0);
+    bad["policy_number"] = json!("12345");
+    let r = call_json(&rt, &webhook, json!({"content_type": "application/json", "body": bad})).await;
+    let Outcome::GuestError { error: GuestError::InvalidInput(msg) } = &r.outcome else { panic!("{r:?}") };
+    assert!(msg.contains("policy_number"), "{msg}");
+
+    let r = call_json(&rt, &webhook, json!({"content_type": "application/json", "body": "{not json"})).await;
+    assert!(matches!(r.outcome, Outcome::GuestError { error: GuestError::InvalidInput(_) }), "{r:?}");
+
+    let r = call_json(&rt, &webhook, json!({"content_type": "text/plain", "body": "x"})).await;
+    let Outcome::GuestError { error: GuestError::InvalidInput(msg) } = &r.outcome else { panic!("{r:?}") };
+    assert!(msg.contains("application/json"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_webhook_execute_posts_the_action_to_its_endpoint() {
+    let downstream = Downstream::start(200);
+    let rt = runtime();
+    let mut m = manifest("claims-webhook");
+    m.config.insert("endpoint".into(), downstream.url("/claims/payouts"));
+    let webhook = load_with(&rt, "claims-webhook", m);
+    let action = json!({"kind": "approve-payout", "event_id": "C-1", "payload": {"claim_id": "C-1", "amount": 12.5}, "rationale": "ok"});
+    let r = call_json(&rt, &webhook, json!({"execute": action})).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    let Some(CallOutput::Receipt(receipt)) = &r.output else { panic!("{r:?}") };
+    assert!(receipt.contains("200"), "{receipt}");
+    let got = downstream.requests();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].method, "POST");
+    assert_eq!(got[0].path, "/claims/payouts");
+    let body: serde_json::Value = serde_json::from_str(&got[0].body).expect("JSON body");
+    assert_eq!(body["kind"], "approve-payout");
+    assert_eq!(body["payload"]["amount"], 12.5);
+
+    // A failing downstream is an upstream error, not a success.
+    let failing = Downstream::start(503);
+    let mut m = manifest("claims-webhook");
+    m.config.insert("endpoint".into(), failing.url("/claims/payouts"));
+    let webhook = load_with(&rt, "claims-webhook", m);
+    let r = call_json(&rt, &webhook, json!({"execute": action})).await;
+    let Outcome::GuestError { error: GuestError::Upstream(msg) } = &r.outcome else { panic!("{r:?}") };
+    assert!(msg.contains("503"), "{msg}");
+}
+
+fn score(r: &evos::CallReport) -> f64 {
+    let Some(CallOutput::Model(resp)) = &r.output else { panic!("{r:?}") };
+    resp.output["score"].as_f64().expect("score")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fraud_score_separates_calm_from_suspicious_claims() {
+    let rt = runtime();
+    let model = load(&rt, "fraud-score");
+    let calm = call_json(&rt, &model, sample("fraud-score")).await;
+    assert_eq!(calm.outcome, Outcome::Ok, "{calm:?}");
+    let Some(CallOutput::Model(resp)) = &calm.output else { panic!() };
+    assert!(resp.usage.input_units > 0 && resp.usage.output_units == 1, "{resp:?}");
+    assert!(resp.model.starts_with("fraud-lr@"), "{resp:?}");
+    assert_eq!(resp.output["label"], "low");
+
+    let shady = json!({"input": {"amount": 9000.0, "prior_claims": 6, "incident": SHADY, "region": "north", "policy_number": "POL-1"}, "parameters": {}});
+    let shady = call_json(&rt, &model, shady).await;
+    assert!(score(&shady) > 0.7, "{shady:?}");
+    assert!(score(&calm) < 0.3);
+
+    let bad = call_json(&rt, &model, json!({"input": {"amount": "lots"}, "parameters": {}})).await;
+    assert!(matches!(bad.outcome, Outcome::GuestError { error: GuestError::InvalidInput(_) }), "{bad:?}");
+}
+
+fn triage_event(id: &str, claimant: &str, amount: f64, incident: &str) -> serde_json::Value {
+    json!({"id": id, "kind": "claim.submitted", "source": "claims-webhook", "payload": claim(id, claimant, amount, incident), "trace_id": ""})
+}
+
+fn only_action(r: &evos::CallReport) -> evos::types::Action {
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    let Some(CallOutput::Actions(actions)) = &r.output else { panic!("{r:?}") };
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    actions[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_triage_scores_with_the_model_and_keeps_history() {
+    let rt = runtime();
+    load(&rt, "fraud-score");
+    let triage = load(&rt, "claims-triage");
+
+    let r = call_json(&rt, &triage, triage_event("C-1", "CL-9", 120.0, CALM)).await;
+    let action = only_action(&r);
+    assert_eq!(action.kind, "approve-payout");
+    assert_eq!(action.event_id, "C-1");
+    assert_eq!(r.nested.len(), 1, "the model call is part of the report");
+    assert_eq!(r.nested[0].plugin, "fraud-score");
+    assert_eq!(r.nested[0].outcome, Outcome::Ok);
+
+    let r = call_json(&rt, &triage, triage_event("C-2", "CL-9", 130.0, CALM)).await;
+    assert!(only_action(&r).rationale.contains("1 prior claim"), "{r:?}");
+
+    let r = call_json(&rt, &triage, triage_event("C-3", "CL-X", 8000.0, SHADY)).await;
+    assert_eq!(only_action(&r).kind, "flag-fraud");
+}
+
+fn policy_input(kind: &str, payload: serde_json::Value) -> serde_json::Value {
+    json!({"action": {"kind": kind, "event_id": "C-1", "payload": payload, "rationale": "r"},
+           "event": {"id": "C-1", "kind": "claim.submitted", "payload": {}}})
+}
+
+async fn decision(rt: &evos::Runtime, p: &std::sync::Arc<evos::Plugin>, input: serde_json::Value) -> Decision {
+    let r = call_json(rt, p, input).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    match r.output {
+        Some(CallOutput::Decision(d)) => d,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payout_limit_allows_escalates_and_denies_by_configured_limits() {
+    let rt = runtime();
+    let p = load(&rt, "payout-limit");
+    assert_eq!(decision(&rt, &p, policy_input("approve-payout", json!({"amount": 999.0}))).await, Decision::Allow);
+    assert!(matches!(decision(&rt, &p, policy_input("approve-payout", json!({"amount": 5000.0}))).await, Decision::Escalate(_)));
+    let Decision::Deny(reason) = decision(&rt, &p, policy_input("approve-payout", json!({"amount": 20000.0}))).await else { panic!() };
+    assert!(reason.contains("10000"), "{reason}");
+
+    // The limits really come from config.
+    let text = manifest_text("payout-limit").replace("allow-below = 1000", "allow-below = 100");
+    let p = load_with(&rt, "payout-limit", manifest_from("payout-limit", &text));
+    assert!(matches!(decision(&rt, &p, policy_input("approve-payout", json!({"amount": 500.0}))).await, Decision::Escalate(_)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pii_guard_denies_unredacted_pii_and_allows_clean_actions() {
+    let rt = runtime();
+    let p = load(&rt, "pii-guard");
+    let clean = policy_input("approve-payout", json!({"claim_id": "C-1", "amount": 10.0, "note": "SSN ***-**-1234 on file"}));
+    assert_eq!(decision(&rt, &p, clean).await, Decision::Allow);
+    for (payload, what) in [
+        (json!({"note": "claimant SSN 123-45-6789"}), "social security number"),
+        (json!({"card": "4111 1111 1111 1111"}), "card"),
+        (json!({"contact": {"email": "jane.doe@example.com"}}), "e-mail"),
+    ] {
+        let Decision::Deny(reason) = decision(&rt, &p, policy_input("approve-payout", payload.clone())).await else {
+            panic!("{payload} was not denied")
+        };
+        assert!(reason.to_lowercase().contains(&what.to_lowercase()), "{reason}");
+        assert!(
+            !reason.contains("123-45-6789") && !reason.contains("4111 1111 1111 1111") && !reason.contains("jane.doe"),
+            "the reason must not echo PII: {reason}"
+        );
+    }
+    // A 16-digit number that fails Luhn is not a card number.
+    assert_eq!(decision(&rt, &p, policy_input("x", json!({"ref": "4111 1111 1111 1112"}))).await, Decision::Allow);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipeline_runs_claims_end_to_end() {
+    let downstream = Downstream::start(200);
+    let mut app = App::load(root().join("evos.toml")).expect("app");
+    for p in &mut app.plugins {
+        if p.name == "claims-webhook" {
+            p.manifest.config.insert("endpoint".into(), downstream.url("/claims/payouts"));
+        }
+    }
+    let rt = runtime();
+    app.load_into(&rt).expect("load app");
+    let body = json!({"claims": [
+        claim("C-1", "CL-1", 250.0, CALM),
+        claim("C-2", "CL-2", 4000.0, CALM),
+        // Some claims systems use the e-mail address as the claimant id: the
+        // agent copies it into its action, and pii-guard must stop it.
+        claim("C-3", "jane.doe@example.com", 300.0, CALM),
+    ]});
+    let report = pipeline::run(&rt, &app, "claims-webhook", body.to_string().into_bytes(), "application/json", &RunOptions { execute: true })
+        .await
+        .expect("pipeline");
+    assert_eq!(report.events.len(), 3, "{report:#?}");
+    let by_id = |id: &str| report.actions().find(|a| a.action.event_id == id).unwrap_or_else(|| panic!("no action for {id}")).clone();
+
+    let small = by_id("C-1");
+    assert_eq!(small.action.kind, "approve-payout");
+    assert_eq!(small.policies.len(), 2, "payout-limit and pii-guard both decide");
+    assert!(matches!(small.disposition, Disposition::Executed { .. }), "{small:?}");
+
+    let large = by_id("C-2");
+    assert!(matches!(large.disposition, Disposition::Escalated { .. }), "{large:?}");
+
+    let pii = by_id("C-3");
+    let Disposition::Denied { reasons } = &pii.disposition else { panic!("{pii:?}") };
+    assert!(reasons.iter().any(|r| r.starts_with("pii-guard")), "{reasons:?}");
+
+    // Only the allowed action reached the downstream system.
+    let got = downstream.requests();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].body.contains("C-1"));
+    // One trace id per event, shared by its steps.
+    assert!(report.events.iter().all(|e| e.event.trace_id.len() == 32));
+}
