@@ -256,7 +256,7 @@ async fn decide(
         match app
             .plugins
             .iter()
-            .find(|p| p.executes.iter().any(|k| *k == action.kind))
+            .find(|p| p.executes.contains(&action.kind))
         {
             None => Disposition::Failed {
                 error: format!(

@@ -22,7 +22,7 @@
 //!
 //! ## Agent
 //!
-//! ```ignore
+//! ```no_run
 //! use evos_sdk::{Action, Agent, Error, Event, json, models};
 //!
 //! #[derive(serde::Deserialize)]
@@ -40,11 +40,12 @@
 //! }
 //!
 //! evos_sdk::export_agent!(Triage);
+//! # fn main() {}
 //! ```
 //!
 //! ## Connector
 //!
-//! ```ignore
+//! ```no_run
 //! use evos_sdk::{Action, Connector, Error, Event, json};
 //!
 //! #[derive(serde::Deserialize, serde::Serialize)]
@@ -64,11 +65,12 @@
 //! }
 //!
 //! evos_sdk::export_connector!(Tickets);
+//! # fn main() {}
 //! ```
 //!
 //! ## Model adapter
 //!
-//! ```ignore
+//! ```no_run
 //! use evos_sdk::{Error, ModelAdapter, ModelRequest, ModelResponse, Usage, json};
 //!
 //! struct Length;
@@ -85,11 +87,12 @@
 //! }
 //!
 //! evos_sdk::export_model_adapter!(Length);
+//! # fn main() {}
 //! ```
 //!
 //! ## Policy
 //!
-//! ```ignore
+//! ```no_run
 //! use evos_sdk::{Action, Decision, Event, Policy, config};
 //!
 //! struct MaxAmount;
@@ -109,6 +112,7 @@
 //! }
 //!
 //! evos_sdk::export_policy!(MaxAmount);
+//! # fn main() {}
 //! ```
 
 #[allow(unsafe_code, clippy::all)]

@@ -23,7 +23,10 @@ async fn spin_forever_times_out_and_others_keep_running() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let ok = call_json(&rt, &healthy, sample("payout-limit")).await;
     assert!(ok.outcome.is_ok(), "{ok:?}");
-    assert!(ok.duration_us < 300_000, "the healthy call waited for the spinner: {ok:?}");
+    assert!(
+        ok.duration_us < 300_000,
+        "the healthy call waited for the spinner: {ok:?}"
+    );
     let r = spinning.await.expect("join");
     assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
     assert!(r.duration_us >= 250_000, "stopped too early: {r:?}");
@@ -47,7 +50,9 @@ async fn memory_hog_is_refused_memory() {
     let rt = runtime();
     let hog = load(&rt, "memory-hog");
     let r = call_json(&rt, &hog, sample("memory-hog")).await;
-    let Outcome::OutOfMemory { detail } = &r.outcome else { panic!("{r:?}") };
+    let Outcome::OutOfMemory { detail } = &r.outcome else {
+        panic!("{r:?}")
+    };
     assert!(detail.contains(&(16 * 1024 * 1024).to_string()), "{detail}");
     healthy_call(&rt).await;
 }
@@ -60,7 +65,9 @@ async fn deep_recursion_overflows_the_stack_with_a_demangled_backtrace() {
     assert_eq!(r.outcome, Outcome::StackOverflow, "{r:?}");
     assert!(!r.backtrace.is_empty(), "{r:?}");
     assert!(
-        r.backtrace.iter().any(|f| f.contains("deep_recursion::") && !f.contains("_ZN")),
+        r.backtrace
+            .iter()
+            .any(|f| f.contains("deep_recursion::") && !f.contains("_ZN")),
         "expected demangled guest frames: {:?}",
         &r.backtrace[..r.backtrace.len().min(5)]
     );
@@ -95,18 +102,29 @@ async fn fs_escape_is_confined_to_its_read_only_preopen() {
     let event = json!({"id": "e", "kind": "test.fs-escape", "payload": payload});
     let r = call_json(&rt, &fs, event).await;
     assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
-    let Some(CallOutput::Actions(actions)) = &r.output else { panic!("{r:?}") };
+    let Some(CallOutput::Actions(actions)) = &r.output else {
+        panic!("{r:?}")
+    };
     let report = &actions[0].payload;
-    assert_eq!(report["granted_read"], "inside the sandbox\n", "the granted read works");
+    assert_eq!(
+        report["granted_read"], "inside the sandbox\n",
+        "the granted read works"
+    );
     let attempts = report["attempts"].as_array().expect("attempts");
     assert_eq!(attempts.len(), 12, "{attempts:?}");
     for a in attempts {
-        assert!(a["result"].as_str().unwrap_or("").starts_with("refused"), "escaped: {a}");
+        assert!(
+            a["result"].as_str().unwrap_or("").starts_with("refused"),
+            "escaped: {a}"
+        );
     }
     // Nothing changed on the host.
     assert!(!sandbox.join("new.txt").exists() && !sandbox.join("newdir").exists());
     assert!(!dir.join("planted.txt").exists());
-    assert_eq!(std::fs::read_to_string(sandbox.join("readme.txt")).unwrap(), "inside the sandbox\n");
+    assert_eq!(
+        std::fs::read_to_string(sandbox.join("readme.txt")).unwrap(),
+        "inside the sandbox\n"
+    );
     healthy_call(&rt).await;
 }
 
@@ -123,11 +141,25 @@ async fn http_exfil_is_denied_and_nothing_leaves() {
     ];
     let event = json!({"id": "x", "kind": "test.http-exfil", "payload": {"targets": targets}});
     let r = call_json(&rt, &exfil, event).await;
-    let Outcome::Denied { capability, reason } = &r.outcome else { panic!("{r:?}") };
+    let Outcome::Denied { capability, reason } = &r.outcome else {
+        panic!("{r:?}")
+    };
     assert_eq!(capability, "http");
-    assert!(reason.contains("not in the http allowlist") || reason.contains("userinfo"), "{reason}");
-    assert_eq!(r.refusals.len(), 4, "every attempt is reported: {:?}", r.refusals);
-    assert!(canary.requests().is_empty(), "a request got out: {:?}", canary.requests());
+    assert!(
+        reason.contains("not in the http allowlist") || reason.contains("userinfo"),
+        "{reason}"
+    );
+    assert_eq!(
+        r.refusals.len(),
+        4,
+        "every attempt is reported: {:?}",
+        r.refusals
+    );
+    assert!(
+        canary.requests().is_empty(),
+        "a request got out: {:?}",
+        canary.requests()
+    );
     healthy_call(&rt).await;
 }
 
@@ -135,14 +167,24 @@ async fn http_exfil_is_denied_and_nothing_leaves() {
 async fn import_ungranted_is_refused_at_link_time_naming_imports_and_grants() {
     let rt = runtime();
     let err = rt
-        .load(manifest("import-ungranted"), &component("import-ungranted"), "import-ungranted")
+        .load(
+            manifest("import-ungranted"),
+            &component("import-ungranted"),
+            "import-ungranted",
+        )
         .err()
         .expect("must not load");
     let msg = err.to_string();
     assert!(msg.contains("evos:plugin/kv"), "{msg}");
     assert!(msg.contains("wasi:http/outgoing-handler"), "{msg}");
-    assert!(msg.contains("import-ungranted.toml line"), "names the manifest line: {msg}");
-    assert!(msg.contains("kv = {") && msg.contains("http = ["), "shows the grants to add: {msg}");
+    assert!(
+        msg.contains("import-ungranted.toml line"),
+        "names the manifest line: {msg}"
+    );
+    assert!(
+        msg.contains("kv = {") && msg.contains("http = ["),
+        "shows the grants to add: {msg}"
+    );
     assert!(rt.get("import-ungranted").is_none());
     healthy_call(&rt).await;
 }
@@ -152,7 +194,9 @@ async fn log_flood_is_capped_and_reported() {
     let rt = runtime();
     let flood = load(&rt, "log-flood");
     let r = call_json(&rt, &flood, sample("log-flood")).await;
-    let Outcome::Denied { capability, reason } = &r.outcome else { panic!("{r:?}") };
+    let Outcome::Denied { capability, reason } = &r.outcome else {
+        panic!("{r:?}")
+    };
     assert_eq!(capability, "log");
     assert!(reason.contains("1000 lines"), "{reason}");
     assert_eq!(r.logs.len(), 1000);
@@ -167,13 +211,23 @@ async fn kv_flood_stops_at_the_key_quota() {
     let rt = runtime();
     let flood = load(&rt, "kv-flood");
     let r = call_json(&rt, &flood, sample("kv-flood")).await;
-    let Outcome::Denied { capability, reason } = &r.outcome else { panic!("{r:?}") };
+    let Outcome::Denied { capability, reason } = &r.outcome else {
+        panic!("{r:?}")
+    };
     assert_eq!(capability, "kv");
-    assert!(reason.contains("max-keys") && reason.contains("100"), "{reason}");
+    assert!(
+        reason.contains("max-keys") && reason.contains("100"),
+        "{reason}"
+    );
     // The guest saw the quota error too.
     let again = call_json(&rt, &flood, sample("kv-flood")).await;
     assert!(matches!(again.outcome, Outcome::Denied { .. }), "{again:?}");
-    assert!(!matches!(again.outcome, Outcome::GuestError { error: GuestError::Internal(_) }));
+    assert!(!matches!(
+        again.outcome,
+        Outcome::GuestError {
+            error: GuestError::Internal(_)
+        }
+    ));
     healthy_call(&rt).await;
 }
 
@@ -181,7 +235,10 @@ pub fn tempdir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "evos-test-{tag}-{}-{}",
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -22,27 +22,46 @@ async fn second_load_hits_the_cache_and_tampering_is_refused() {
     let bytes = component("payout-limit");
 
     let first = Runtime::new(engine_at(&dir));
-    let p = first.load(manifest("payout-limit"), &bytes, "payout-limit").expect("load");
+    let p = first
+        .load(manifest("payout-limit"), &bytes, "payout-limit")
+        .expect("load");
     assert!(!p.cache_hit());
 
     let second = Runtime::new(engine_at(&dir));
-    let p = second.load(manifest("payout-limit"), &bytes, "payout-limit").expect("load");
+    let p = second
+        .load(manifest("payout-limit"), &bytes, "payout-limit")
+        .expect("load");
     assert!(p.cache_hit(), "the second load must come from the cache");
-    assert_eq!(second.engine().cache_stats().hits.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        second.engine().cache_stats().hits.load(Ordering::Relaxed),
+        1
+    );
     // The cached code really runs.
     let r = call_json(&second, &p, sample("payout-limit")).await;
     assert!(r.outcome.is_ok(), "{r:?}");
 
     // Flip a byte in the cached code: the entry is refused and recompiled.
-    let cwasm = walk(&dir).into_iter().find(|p| p.extension().is_some_and(|e| e == "cwasm")).expect("cwasm");
+    let cwasm = walk(&dir)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("cwasm");
     let mut code = std::fs::read(&cwasm).unwrap();
     let mid = code.len() / 2;
     code[mid] ^= 0xff;
     std::fs::write(&cwasm, &code).unwrap();
     let third = Runtime::new(engine_at(&dir));
-    let p = third.load(manifest("payout-limit"), &bytes, "payout-limit").expect("load");
+    let p = third
+        .load(manifest("payout-limit"), &bytes, "payout-limit")
+        .expect("load");
     assert!(!p.cache_hit());
-    assert_eq!(third.engine().cache_stats().rejected.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        third
+            .engine()
+            .cache_stats()
+            .rejected
+            .load(Ordering::Relaxed),
+        1
+    );
     let r = call_json(&third, &p, sample("payout-limit")).await;
     assert!(r.outcome.is_ok(), "{r:?}");
 }

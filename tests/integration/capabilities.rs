@@ -32,9 +32,15 @@ async fn log_granted_and_not_granted() {
     let rt = runtime();
     let p = load(&rt, "payout-limit");
     let r = call_json(&rt, &p, sample("payout-limit")).await;
-    assert!(!r.logs.is_empty(), "granted log lines reach the report: {r:?}");
+    assert!(
+        !r.logs.is_empty(),
+        "granted log lines reach the report: {r:?}"
+    );
     let msg = refused("payout-limit", |t| drop_line(t, "log"));
-    assert!(msg.contains("evos:plugin/log") && msg.contains("log = true"), "{msg}");
+    assert!(
+        msg.contains("evos:plugin/log") && msg.contains("log = true"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -49,11 +55,16 @@ async fn kv_granted_and_not_granted() {
     event["id"] = json!("C-1002");
     event["payload"]["claim_id"] = json!("C-1002");
     let second = call_json(&rt, &triage, event).await;
-    let Some(CallOutput::Actions(a)) = &second.output else { panic!("{second:?}") };
+    let Some(CallOutput::Actions(a)) = &second.output else {
+        panic!("{second:?}")
+    };
     assert!(a[0].rationale.contains("1 prior claim"), "{a:?}");
 
     let msg = refused("claims-triage", |t| drop_line(t, "kv"));
-    assert!(msg.contains("evos:plugin/kv") && msg.contains("max-value-bytes"), "{msg}");
+    assert!(
+        msg.contains("evos:plugin/kv") && msg.contains("max-value-bytes"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -65,10 +76,13 @@ async fn models_granted_not_granted_and_wrong_model() {
     // reported, and the agent fails cleanly.
     let rt = runtime();
     load(&rt, "fraud-score");
-    let text = manifest_text("claims-triage").replace("models = [\"fraud-score\"]", "models = [\"other-model\"]");
+    let text = manifest_text("claims-triage")
+        .replace("models = [\"fraud-score\"]", "models = [\"other-model\"]");
     let triage = load_with(&rt, "claims-triage", manifest_from("claims-triage", &text));
     let r = call_json(&rt, &triage, sample("claims-triage")).await;
-    let Outcome::Denied { capability, reason } = &r.outcome else { panic!("{r:?}") };
+    let Outcome::Denied { capability, reason } = &r.outcome else {
+        panic!("{r:?}")
+    };
     assert_eq!(capability, "models");
     assert!(reason.contains("fraud-score"), "{reason}");
     assert!(r.nested.is_empty(), "the model never ran");
@@ -87,13 +101,18 @@ async fn config_granted_and_not_granted() {
         let t = drop_line(t, "deny-above");
         drop_line(t, "[config]")
     });
-    assert!(msg.contains("evos:plugin/config") && msg.contains("[config]"), "{msg}");
+    assert!(
+        msg.contains("evos:plugin/config") && msg.contains("[config]"),
+        "{msg}"
+    );
     // A granted table with a key missing: the policy fails closed.
     let rt = runtime();
     let text = drop_line(manifest_text("payout-limit"), "deny-above");
     let p = load_with(&rt, "payout-limit", manifest_from("payout-limit", &text));
     let r = call_json(&rt, &p, sample("payout-limit")).await;
-    let Some(CallOutput::Decision(evos::types::Decision::Deny(reason))) = &r.output else { panic!("{r:?}") };
+    let Some(CallOutput::Decision(evos::types::Decision::Deny(reason))) = &r.output else {
+        panic!("{r:?}")
+    };
     assert!(reason.contains("deny-above"), "{reason}");
 }
 
@@ -118,16 +137,29 @@ async fn desk_with(env: BTreeMap<String, String>, grant: bool) -> String {
         last = Some(call_json(&rt, &triage, e).await);
     }
     let r = last.expect("calls");
-    let Some(CallOutput::Actions(actions)) = &r.output else { panic!("{r:?}") };
+    let Some(CallOutput::Actions(actions)) = &r.output else {
+        panic!("{r:?}")
+    };
     assert_eq!(actions[0].kind, "route-to-adjuster", "{actions:?}");
-    actions[0].payload["desk"].as_str().unwrap_or_default().to_string()
+    actions[0].payload["desk"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn env_granted_and_not_granted() {
-    let env: BTreeMap<_, _> = [("TRIAGE_DESK".to_string(), "north-desk".to_string()), ("SECRET".to_string(), "x".to_string())].into();
+    let env: BTreeMap<_, _> = [
+        ("TRIAGE_DESK".to_string(), "north-desk".to_string()),
+        ("SECRET".to_string(), "x".to_string()),
+    ]
+    .into();
     assert_eq!(desk_with(env.clone(), true).await, "north-desk");
-    assert_eq!(desk_with(env, false).await, "central", "ungranted variables are invisible");
+    assert_eq!(
+        desk_with(env, false).await,
+        "central",
+        "ungranted variables are invisible"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,8 +167,16 @@ async fn files_granted_and_not_granted() {
     let rt = runtime();
     let fs = load(&rt, "fs-escape");
     let r = call_json(&rt, &fs, sample("fs-escape")).await;
-    let Some(CallOutput::Actions(a)) = &r.output else { panic!("{r:?}") };
-    assert!(a[0].payload["granted_read"].as_str().unwrap_or("").contains("fs-escape plugin is allowed to read"), "{a:?}");
+    let Some(CallOutput::Actions(a)) = &r.output else {
+        panic!("{r:?}")
+    };
+    assert!(
+        a[0].payload["granted_read"]
+            .as_str()
+            .unwrap_or("")
+            .contains("fs-escape plugin is allowed to read"),
+        "{a:?}"
+    );
 
     // Without the grant there is no preopen: even the granted file is gone.
     let text = drop_line(manifest_text("fs-escape"), "files");
@@ -148,17 +188,24 @@ async fn files_granted_and_not_granted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http_granted_not_granted_and_outside_the_allowlist() {
     let msg = refused("claims-webhook", |t| drop_line(t, "http"));
-    assert!(msg.contains("wasi:http/outgoing-handler") && msg.contains("http = ["), "{msg}");
+    assert!(
+        msg.contains("wasi:http/outgoing-handler") && msg.contains("http = ["),
+        "{msg}"
+    );
 
     let downstream = Downstream::start(200);
     let rt = runtime();
     let mut m = manifest("claims-webhook");
     // Allowed host and port, but a path outside the `/claims/` prefix.
-    m.config.insert("endpoint".into(), downstream.url("/admin/payouts"));
+    m.config
+        .insert("endpoint".into(), downstream.url("/admin/payouts"));
     let webhook = load_with(&rt, "claims-webhook", m);
-    let action = json!({"kind": "approve-payout", "event_id": "C-1", "payload": {}, "rationale": ""});
+    let action =
+        json!({"kind": "approve-payout", "event_id": "C-1", "payload": {}, "rationale": ""});
     let r = call_json(&rt, &webhook, json!({"execute": action})).await;
-    let Outcome::Denied { capability, .. } = &r.outcome else { panic!("{r:?}") };
+    let Outcome::Denied { capability, .. } = &r.outcome else {
+        panic!("{r:?}")
+    };
     assert_eq!(capability, "http");
     assert!(downstream.requests().is_empty());
 }

@@ -14,7 +14,11 @@ fn evos(args: &[&str]) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn path(p: std::path::PathBuf) -> String {
@@ -38,23 +42,59 @@ fn check_json_on_import_ungranted_lists_under_grants_and_exits_1() {
         .iter()
         .map(|f| f["subject"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert!(under.iter().any(|s| s.starts_with("evos:plugin/kv")), "{under:?}");
-    assert!(under.iter().any(|s| s.starts_with("wasi:http/outgoing-handler")), "{under:?}");
-    assert!(report["over_granted"].as_array().expect("over_granted").is_empty());
+    assert!(
+        under.iter().any(|s| s.starts_with("evos:plugin/kv")),
+        "{under:?}"
+    );
+    assert!(
+        under
+            .iter()
+            .any(|s| s.starts_with("wasi:http/outgoing-handler")),
+        "{under:?}"
+    );
+    assert!(
+        report["over_granted"]
+            .as_array()
+            .expect("over_granted")
+            .is_empty()
+    );
 }
 
 #[test]
 fn check_passes_every_example_and_warns_on_over_grants() {
-    for name in ["claims-webhook", "fraud-score", "claims-triage", "payout-limit", "pii-guard"] {
-        let out = evos(&["check", &path(manifest_path(name)), &path(component_path(name))]);
+    for name in [
+        "claims-webhook",
+        "fraud-score",
+        "claims-triage",
+        "payout-limit",
+        "pii-guard",
+    ] {
+        let out = evos(&[
+            "check",
+            &path(manifest_path(name)),
+            &path(component_path(name)),
+        ]);
         assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
-        assert!(!text(&out).contains("warning"), "{name} is over-granted: {}", text(&out));
+        assert!(
+            !text(&out).contains("warning"),
+            "{name} is over-granted: {}",
+            text(&out)
+        );
     }
     // pii-guard never reads config: granting it is an over-grant warning.
     let dir = crate::adversarial::tempdir("overgrant");
     let m = dir.join("pii-guard.toml");
-    std::fs::write(&m, format!("{}\n[config]\nunused = 1\n", manifest_text("pii-guard"))).unwrap();
-    let out = evos(&["check", &path(m), &path(component_path("pii-guard")), "--json"]);
+    std::fs::write(
+        &m,
+        format!("{}\n[config]\nunused = 1\n", manifest_text("pii-guard")),
+    )
+    .unwrap();
+    let out = evos(&[
+        "check",
+        &path(m),
+        &path(component_path("pii-guard")),
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(report["over_granted"][0]["subject"], "config", "{report}");
@@ -69,7 +109,10 @@ fn inspect_lists_digest_imports_and_exports() {
     let exports = info["exports"].to_string();
     assert!(exports.contains("evos:plugin/policy-api"), "{exports}");
     let imports = info["imports"].to_string();
-    assert!(imports.contains("evos:plugin/config") && imports.contains("evos:plugin/log"), "{imports}");
+    assert!(
+        imports.contains("evos:plugin/config") && imports.contains("evos:plugin/log"),
+        "{imports}"
+    );
 }
 
 #[test]
@@ -103,7 +146,10 @@ fn invoke_an_agent_resolves_its_model_through_the_app_file() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains("approve-payout") && t.contains("nested call") && t.contains("fraud-score"), "{t}");
+    assert!(
+        t.contains("approve-payout") && t.contains("nested call") && t.contains("fraud-score"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -125,9 +171,21 @@ fn bad_manifests_exit_2_naming_file_line_and_fix() {
     let dir = crate::adversarial::tempdir("badmanifest");
     let cases = [
         ("syntax.toml", "[plugin\nname = \"x\"\n", "line 1"),
-        ("unknown.toml", "[plugin]\nname = \"x\"\nkind = \"agent\"\nversion = \"1.0.0\"\ncolour = \"red\"\n", "unknown field `colour`"),
-        ("duration.toml", "[plugin]\nname = \"x\"\nkind = \"agent\"\nversion = \"1.0.0\"\n[limits]\ntimeout = \"soon\"\n", "invalid timeout \"soon\""),
-        ("size.toml", "[plugin]\nname = \"x\"\nkind = \"agent\"\nversion = \"1.0.0\"\n[limits]\nmemory = \"64 parsecs\"\n", "invalid memory size"),
+        (
+            "unknown.toml",
+            "[plugin]\nname = \"x\"\nkind = \"agent\"\nversion = \"1.0.0\"\ncolour = \"red\"\n",
+            "unknown field `colour`",
+        ),
+        (
+            "duration.toml",
+            "[plugin]\nname = \"x\"\nkind = \"agent\"\nversion = \"1.0.0\"\n[limits]\ntimeout = \"soon\"\n",
+            "invalid timeout \"soon\"",
+        ),
+        (
+            "size.toml",
+            "[plugin]\nname = \"x\"\nkind = \"agent\"\nversion = \"1.0.0\"\n[limits]\nmemory = \"64 parsecs\"\n",
+            "invalid memory size",
+        ),
     ];
     for (file, body, expect) in cases {
         let m = dir.join(file);
@@ -151,7 +209,13 @@ fn bad_manifests_exit_2_naming_file_line_and_fix() {
 
 #[test]
 fn run_drives_the_claims_example_through_the_pipeline() {
-    let out = evos(&["run", "claims-webhook", "--input", "plugins/claims-webhook/claims.json", "--json"]);
+    let out = evos(&[
+        "run",
+        "claims-webhook",
+        "--input",
+        "plugins/claims-webhook/claims.json",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let events = report["events"].as_array().expect("events");

@@ -24,7 +24,9 @@ async fn claims_webhook_ingests_claims_into_events() {
     let webhook = load(&rt, "claims-webhook");
     let r = call_json(&rt, &webhook, sample("claims-webhook")).await;
     assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
-    let Some(CallOutput::Events(events)) = &r.output else { panic!("{r:?}") };
+    let Some(CallOutput::Events(events)) = &r.output else {
+        panic!("{r:?}")
+    };
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, "claim.submitted");
     assert_eq!(events[0].id, "C-1001");
@@ -34,8 +36,13 @@ async fn claims_webhook_ingests_claims_into_events() {
     let batch = json!({"content_type": "application/json; charset=utf-8",
         "body": {"claims": [claim("C-1", "A", 10.0, CALM), claim("C-2", "B", 20.0, CALM)]}});
     let r = call_json(&rt, &webhook, batch).await;
-    let Some(CallOutput::Events(events)) = &r.output else { panic!("{r:?}") };
-    assert_eq!(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["C-1", "C-2"]);
+    let Some(CallOutput::Events(events)) = &r.output else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["C-1", "C-2"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -44,21 +51,64 @@ async fn claims_webhook_rejects_malformed_claims_saying_what_is_wrong() {
     let webhook = load(&rt, "claims-webhook");
     let mut bad = claim("C-102", "B", -5.0, CALM);
     let body = json!({"claims": [claim("C-101", "A", 10.0, CALM), bad.clone()]});
-    let r = call_json(&rt, &webhook, json!({"content_type": "application/json", "body": body})).await;
-    let Outcome::GuestError { error: GuestError::InvalidInput(msg) } = &r.outcome else { panic!("{r:?}") };
+    let r = call_json(
+        &rt,
+        &webhook,
+        json!({"content_type": "application/json", "body": body}),
+    )
+    .await;
+    let Outcome::GuestError {
+        error: GuestError::InvalidInput(msg),
+    } = &r.outcome
+    else {
+        panic!("{r:?}")
+    };
     assert!(msg.contains("C-102") && msg.contains("amount"), "{msg}");
 
     bad["amount"] = json!(10.0);
     bad["policy_number"] = json!("12345");
-    let r = call_json(&rt, &webhook, json!({"content_type": "application/json", "body": bad})).await;
-    let Outcome::GuestError { error: GuestError::InvalidInput(msg) } = &r.outcome else { panic!("{r:?}") };
+    let r = call_json(
+        &rt,
+        &webhook,
+        json!({"content_type": "application/json", "body": bad}),
+    )
+    .await;
+    let Outcome::GuestError {
+        error: GuestError::InvalidInput(msg),
+    } = &r.outcome
+    else {
+        panic!("{r:?}")
+    };
     assert!(msg.contains("policy_number"), "{msg}");
 
-    let r = call_json(&rt, &webhook, json!({"content_type": "application/json", "body": "{not json"})).await;
-    assert!(matches!(r.outcome, Outcome::GuestError { error: GuestError::InvalidInput(_) }), "{r:?}");
+    let r = call_json(
+        &rt,
+        &webhook,
+        json!({"content_type": "application/json", "body": "{not json"}),
+    )
+    .await;
+    assert!(
+        matches!(
+            r.outcome,
+            Outcome::GuestError {
+                error: GuestError::InvalidInput(_)
+            }
+        ),
+        "{r:?}"
+    );
 
-    let r = call_json(&rt, &webhook, json!({"content_type": "text/plain", "body": "x"})).await;
-    let Outcome::GuestError { error: GuestError::InvalidInput(msg) } = &r.outcome else { panic!("{r:?}") };
+    let r = call_json(
+        &rt,
+        &webhook,
+        json!({"content_type": "text/plain", "body": "x"}),
+    )
+    .await;
+    let Outcome::GuestError {
+        error: GuestError::InvalidInput(msg),
+    } = &r.outcome
+    else {
+        panic!("{r:?}")
+    };
     assert!(msg.contains("application/json"), "{msg}");
 }
 
@@ -67,12 +117,15 @@ async fn claims_webhook_execute_posts_the_action_to_its_endpoint() {
     let downstream = Downstream::start(200);
     let rt = runtime();
     let mut m = manifest("claims-webhook");
-    m.config.insert("endpoint".into(), downstream.url("/claims/payouts"));
+    m.config
+        .insert("endpoint".into(), downstream.url("/claims/payouts"));
     let webhook = load_with(&rt, "claims-webhook", m);
     let action = json!({"kind": "approve-payout", "event_id": "C-1", "payload": {"claim_id": "C-1", "amount": 12.5}, "rationale": "ok"});
     let r = call_json(&rt, &webhook, json!({"execute": action})).await;
     assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
-    let Some(CallOutput::Receipt(receipt)) = &r.output else { panic!("{r:?}") };
+    let Some(CallOutput::Receipt(receipt)) = &r.output else {
+        panic!("{r:?}")
+    };
     assert!(receipt.contains("200"), "{receipt}");
     let got = downstream.requests();
     assert_eq!(got.len(), 1);
@@ -85,15 +138,23 @@ async fn claims_webhook_execute_posts_the_action_to_its_endpoint() {
     // A failing downstream is an upstream error, not a success.
     let failing = Downstream::start(503);
     let mut m = manifest("claims-webhook");
-    m.config.insert("endpoint".into(), failing.url("/claims/payouts"));
+    m.config
+        .insert("endpoint".into(), failing.url("/claims/payouts"));
     let webhook = load_with(&rt, "claims-webhook", m);
     let r = call_json(&rt, &webhook, json!({"execute": action})).await;
-    let Outcome::GuestError { error: GuestError::Upstream(msg) } = &r.outcome else { panic!("{r:?}") };
+    let Outcome::GuestError {
+        error: GuestError::Upstream(msg),
+    } = &r.outcome
+    else {
+        panic!("{r:?}")
+    };
     assert!(msg.contains("503"), "{msg}");
 }
 
 fn score(r: &evos::CallReport) -> f64 {
-    let Some(CallOutput::Model(resp)) = &r.output else { panic!("{r:?}") };
+    let Some(CallOutput::Model(resp)) = &r.output else {
+        panic!("{r:?}")
+    };
     resp.output["score"].as_f64().expect("score")
 }
 
@@ -103,8 +164,13 @@ async fn fraud_score_separates_calm_from_suspicious_claims() {
     let model = load(&rt, "fraud-score");
     let calm = call_json(&rt, &model, sample("fraud-score")).await;
     assert_eq!(calm.outcome, Outcome::Ok, "{calm:?}");
-    let Some(CallOutput::Model(resp)) = &calm.output else { panic!() };
-    assert!(resp.usage.input_units > 0 && resp.usage.output_units == 1, "{resp:?}");
+    let Some(CallOutput::Model(resp)) = &calm.output else {
+        panic!()
+    };
+    assert!(
+        resp.usage.input_units > 0 && resp.usage.output_units == 1,
+        "{resp:?}"
+    );
     assert!(resp.model.starts_with("fraud-lr@"), "{resp:?}");
     assert_eq!(resp.output["label"], "low");
 
@@ -113,8 +179,21 @@ async fn fraud_score_separates_calm_from_suspicious_claims() {
     assert!(score(&shady) > 0.7, "{shady:?}");
     assert!(score(&calm) < 0.3);
 
-    let bad = call_json(&rt, &model, json!({"input": {"amount": "lots"}, "parameters": {}})).await;
-    assert!(matches!(bad.outcome, Outcome::GuestError { error: GuestError::InvalidInput(_) }), "{bad:?}");
+    let bad = call_json(
+        &rt,
+        &model,
+        json!({"input": {"amount": "lots"}, "parameters": {}}),
+    )
+    .await;
+    assert!(
+        matches!(
+            bad.outcome,
+            Outcome::GuestError {
+                error: GuestError::InvalidInput(_)
+            }
+        ),
+        "{bad:?}"
+    );
 }
 
 fn triage_event(id: &str, claimant: &str, amount: f64, incident: &str) -> serde_json::Value {
@@ -123,7 +202,9 @@ fn triage_event(id: &str, claimant: &str, amount: f64, incident: &str) -> serde_
 
 fn only_action(r: &evos::CallReport) -> evos::types::Action {
     assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
-    let Some(CallOutput::Actions(actions)) = &r.output else { panic!("{r:?}") };
+    let Some(CallOutput::Actions(actions)) = &r.output else {
+        panic!("{r:?}")
+    };
     assert_eq!(actions.len(), 1, "{actions:?}");
     actions[0].clone()
 }
@@ -154,7 +235,11 @@ fn policy_input(kind: &str, payload: serde_json::Value) -> serde_json::Value {
            "event": {"id": "C-1", "kind": "claim.submitted", "payload": {}}})
 }
 
-async fn decision(rt: &evos::Runtime, p: &std::sync::Arc<evos::Plugin>, input: serde_json::Value) -> Decision {
+async fn decision(
+    rt: &evos::Runtime,
+    p: &std::sync::Arc<evos::Plugin>,
+    input: serde_json::Value,
+) -> Decision {
     let r = call_json(rt, p, input).await;
     assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
     match r.output {
@@ -167,39 +252,100 @@ async fn decision(rt: &evos::Runtime, p: &std::sync::Arc<evos::Plugin>, input: s
 async fn payout_limit_allows_escalates_and_denies_by_configured_limits() {
     let rt = runtime();
     let p = load(&rt, "payout-limit");
-    assert_eq!(decision(&rt, &p, policy_input("approve-payout", json!({"amount": 999.0}))).await, Decision::Allow);
-    assert!(matches!(decision(&rt, &p, policy_input("approve-payout", json!({"amount": 5000.0}))).await, Decision::Escalate(_)));
-    let Decision::Deny(reason) = decision(&rt, &p, policy_input("approve-payout", json!({"amount": 20000.0}))).await else { panic!() };
+    assert_eq!(
+        decision(
+            &rt,
+            &p,
+            policy_input("approve-payout", json!({"amount": 999.0}))
+        )
+        .await,
+        Decision::Allow
+    );
+    assert!(matches!(
+        decision(
+            &rt,
+            &p,
+            policy_input("approve-payout", json!({"amount": 5000.0}))
+        )
+        .await,
+        Decision::Escalate(_)
+    ));
+    let Decision::Deny(reason) = decision(
+        &rt,
+        &p,
+        policy_input("approve-payout", json!({"amount": 20000.0})),
+    )
+    .await
+    else {
+        panic!()
+    };
     assert!(reason.contains("10000"), "{reason}");
 
     // The limits really come from config.
     let text = manifest_text("payout-limit").replace("allow-below = 1000", "allow-below = 100");
     let p = load_with(&rt, "payout-limit", manifest_from("payout-limit", &text));
-    assert!(matches!(decision(&rt, &p, policy_input("approve-payout", json!({"amount": 500.0}))).await, Decision::Escalate(_)));
+    assert!(matches!(
+        decision(
+            &rt,
+            &p,
+            policy_input("approve-payout", json!({"amount": 500.0}))
+        )
+        .await,
+        Decision::Escalate(_)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pii_guard_denies_unredacted_pii_and_allows_clean_actions() {
     let rt = runtime();
     let p = load(&rt, "pii-guard");
-    let clean = policy_input("approve-payout", json!({"claim_id": "C-1", "amount": 10.0, "note": "SSN ***-**-1234 on file"}));
+    let clean = policy_input(
+        "approve-payout",
+        json!({"claim_id": "C-1", "amount": 10.0, "note": "SSN ***-**-1234 on file"}),
+    );
     assert_eq!(decision(&rt, &p, clean).await, Decision::Allow);
     for (payload, what) in [
-        (json!({"note": "claimant SSN 123-45-6789"}), "social security number"),
+        (
+            json!({"note": "claimant SSN 123-45-6789"}),
+            "social security number",
+        ),
         (json!({"card": "4111 1111 1111 1111"}), "card"),
-        (json!({"contact": {"email": "jane.doe@example.com"}}), "e-mail"),
+        (
+            json!({"contact": {"email": "jane.doe@example.com"}}),
+            "e-mail",
+        ),
     ] {
-        let Decision::Deny(reason) = decision(&rt, &p, policy_input("approve-payout", payload.clone())).await else {
+        let Decision::Deny(reason) =
+            decision(&rt, &p, policy_input("approve-payout", payload.clone())).await
+        else {
             panic!("{payload} was not denied")
         };
-        assert!(reason.to_lowercase().contains(&what.to_lowercase()), "{reason}");
         assert!(
-            !reason.contains("123-45-6789") && !reason.contains("4111 1111 1111 1111") && !reason.contains("jane.doe"),
+            reason.to_lowercase().contains(&what.to_lowercase()),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains("123-45-6789")
+                && !reason.contains("4111 1111 1111 1111")
+                && !reason.contains("jane.doe"),
             "the reason must not echo PII: {reason}"
         );
     }
+    // Regression: a model score whose digits happen to pass Luhn
+    // (0.4111111111111111) was denied as a card number.
+    assert_eq!(decision(&rt, &p, policy_input("x", json!({"score": 0.4111111111111111}))).await, Decision::Allow);
+    // A card number sent as a JSON integer is still found.
+    assert!(matches!(decision(&rt, &p, policy_input("x", json!({"card": 4111111111111111u64}))).await, Decision::Deny(_)));
     // A 16-digit number that fails Luhn is not a card number.
-    assert_eq!(decision(&rt, &p, policy_input("x", json!({"ref": "4111 1111 1111 1112"}))).await, Decision::Allow);
+    assert_eq!(
+        decision(
+            &rt,
+            &p,
+            policy_input("x", json!({"ref": "4111 1111 1111 1112"}))
+        )
+        .await,
+        Decision::Allow
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,7 +354,9 @@ async fn pipeline_runs_claims_end_to_end() {
     let mut app = App::load(root().join("evos.toml")).expect("app");
     for p in &mut app.plugins {
         if p.name == "claims-webhook" {
-            p.manifest.config.insert("endpoint".into(), downstream.url("/claims/payouts"));
+            p.manifest
+                .config
+                .insert("endpoint".into(), downstream.url("/claims/payouts"));
         }
     }
     let rt = runtime();
@@ -220,23 +368,51 @@ async fn pipeline_runs_claims_end_to_end() {
         // agent copies it into its action, and pii-guard must stop it.
         claim("C-3", "jane.doe@example.com", 300.0, CALM),
     ]});
-    let report = pipeline::run(&rt, &app, "claims-webhook", body.to_string().into_bytes(), "application/json", &RunOptions { execute: true })
-        .await
-        .expect("pipeline");
+    let report = pipeline::run(
+        &rt,
+        &app,
+        "claims-webhook",
+        body.to_string().into_bytes(),
+        "application/json",
+        &RunOptions { execute: true },
+    )
+    .await
+    .expect("pipeline");
     assert_eq!(report.events.len(), 3, "{report:#?}");
-    let by_id = |id: &str| report.actions().find(|a| a.action.event_id == id).unwrap_or_else(|| panic!("no action for {id}")).clone();
+    let by_id = |id: &str| {
+        report
+            .actions()
+            .find(|a| a.action.event_id == id)
+            .unwrap_or_else(|| panic!("no action for {id}"))
+            .clone()
+    };
 
     let small = by_id("C-1");
     assert_eq!(small.action.kind, "approve-payout");
-    assert_eq!(small.policies.len(), 2, "payout-limit and pii-guard both decide");
-    assert!(matches!(small.disposition, Disposition::Executed { .. }), "{small:?}");
+    assert_eq!(
+        small.policies.len(),
+        2,
+        "payout-limit and pii-guard both decide"
+    );
+    assert!(
+        matches!(small.disposition, Disposition::Executed { .. }),
+        "{small:?}"
+    );
 
     let large = by_id("C-2");
-    assert!(matches!(large.disposition, Disposition::Escalated { .. }), "{large:?}");
+    assert!(
+        matches!(large.disposition, Disposition::Escalated { .. }),
+        "{large:?}"
+    );
 
     let pii = by_id("C-3");
-    let Disposition::Denied { reasons } = &pii.disposition else { panic!("{pii:?}") };
-    assert!(reasons.iter().any(|r| r.starts_with("pii-guard")), "{reasons:?}");
+    let Disposition::Denied { reasons } = &pii.disposition else {
+        panic!("{pii:?}")
+    };
+    assert!(
+        reasons.iter().any(|r| r.starts_with("pii-guard")),
+        "{reasons:?}"
+    );
 
     // Only the allowed action reached the downstream system.
     let got = downstream.requests();

@@ -4,6 +4,10 @@
 //! Nothing here reaches beyond 127.0.0.1: tests that need a downstream
 //! system start one ([`support::Downstream`]).
 
+// Test code states its expectations with unwrap/expect/panic: a failed
+// expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod adversarial;
 mod cache;
 mod capabilities;

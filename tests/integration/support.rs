@@ -48,7 +48,10 @@ pub fn component_path(name: &str) -> PathBuf {
 pub fn component(name: &str) -> Vec<u8> {
     let path = component_path(name);
     std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; build the plugins first with `cargo xtask plugins`", path.display())
+        panic!(
+            "{}: {e}; build the plugins first with `cargo xtask plugins`",
+            path.display()
+        )
     })
 }
 
@@ -59,7 +62,9 @@ pub fn manifest_path(name: &str) -> PathBuf {
     if direct.exists() {
         direct
     } else {
-        root().join("policies/adversarial").join(format!("{name}.toml"))
+        root()
+            .join("policies/adversarial")
+            .join(format!("{name}.toml"))
     }
 }
 
@@ -70,8 +75,12 @@ pub fn manifest_text(name: &str) -> String {
 /// Parse manifest text as if it were the plugin's own file.
 pub fn manifest_from(name: &str, text: &str) -> Manifest {
     let path = manifest_path(name);
-    Manifest::parse(text, &path.display().to_string(), path.parent().expect("dir"))
-        .unwrap_or_else(|e| panic!("{e}"))
+    Manifest::parse(
+        text,
+        &path.display().to_string(),
+        path.parent().expect("dir"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn manifest(name: &str) -> Manifest {
@@ -111,7 +120,10 @@ pub async fn call_json(rt: &Runtime, plugin: &Arc<Plugin>, input: serde_json::Va
 pub async fn healthy_call(rt: &Runtime) {
     let plugin = load(rt, "payout-limit");
     let report = call_json(rt, &plugin, sample("payout-limit")).await;
-    assert!(report.outcome.is_ok(), "healthy plugin failed after adversarial call: {report:?}");
+    assert!(
+        report.outcome.is_ok(),
+        "healthy plugin failed after adversarial call: {report:?}"
+    );
 }
 
 /// A request the local server received.
@@ -140,7 +152,9 @@ impl Downstream {
         let (rec, st) = (received.clone(), stop.clone());
         std::thread::spawn(move || {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-            while !st.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline {
+            while !st.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let _ = stream.set_nonblocking(false);
@@ -151,7 +165,11 @@ impl Downstream {
                 }
             }
         });
-        Downstream { port, received, stop }
+        Downstream {
+            port,
+            received,
+            stop,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -171,7 +189,11 @@ impl Drop for Downstream {
 
 /// Read one request, record it, then answer (recording first, so a test
 /// that sees the response also sees the request).
-fn serve_one(mut stream: std::net::TcpStream, status: u16, rec: &Mutex<Vec<Received>>) -> Option<()> {
+fn serve_one(
+    mut stream: std::net::TcpStream,
+    status: u16,
+    rec: &Mutex<Vec<Received>>,
+) -> Option<()> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;

@@ -122,8 +122,8 @@ impl Grants {
         let caps = &manifest.capabilities;
         Grants {
             plugin: Arc::from(manifest.name()),
-            log: caps.log.clone(),
-            kv: caps.kv.clone(),
+            log: caps.log,
+            kv: caps.kv,
             models: caps.models.iter().map(|m| m.to_string()).collect(),
             config: Arc::new(manifest.config.clone()),
             http: Arc::new(http::Allowlist::new(caps.http.clone())),

@@ -55,7 +55,7 @@ impl Host for Cap<'_, ModelsState> {
         model: String,
         request: wit::ModelRequest,
     ) -> std::result::Result<wit::ModelResponse, wit::Error> {
-        if !self.state.allowed.iter().any(|m| *m == model) {
+        if !self.state.allowed.contains(&model) {
             self.refuse(
                 "models",
                 format!("model `{model}` is not listed in the manifest's `models` grant"),

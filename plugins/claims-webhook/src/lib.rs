@@ -48,8 +48,11 @@ struct ClaimsWebhook;
 impl Connector for ClaimsWebhook {
     fn ingest(raw: Vec<u8>, content_type: String) -> Result<Vec<Event>, Error> {
         check_content_type(&content_type)?;
-        let claims =
-            parse_claims(&raw).inspect_err(|e| log::warn(&format!("rejected body: {e}")))?;
+        let claims = parse_claims(&raw).inspect_err(|e| {
+            if let Error::InvalidInput(reason) = e {
+                log::warn(&format!("rejected body: {reason}"));
+            }
+        })?;
         let events = claims
             .iter()
             .map(|claim| Event::new(&claim.claim_id, EVENT_KIND, SOURCE, claim))

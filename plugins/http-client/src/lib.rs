@@ -13,8 +13,12 @@
 
 use std::fmt;
 
+use wasi::clocks::monotonic_clock;
 use wasi::http::outgoing_handler;
-use wasi::http::types::{ErrorCode, Fields, IncomingBody, OutgoingBody, OutgoingRequest, Scheme};
+use wasi::http::types::{
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, OutgoingBody, OutgoingRequest, Scheme,
+};
+use wasi::io::poll;
 use wasi::io::streams::StreamError;
 
 pub use wasi::http::types::Method;
@@ -25,6 +29,9 @@ const WRITE_CHUNK: usize = 4096;
 
 /// Bytes requested per read of a response body.
 const READ_CHUNK: u64 = 16 * 1024;
+
+/// How long to wait for the cause of a failed body write (1 s).
+const SETTLE_WAIT_NS: u64 = 1_000_000_000;
 
 /// Response bodies larger than this are refused rather than buffered.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -245,8 +252,13 @@ pub fn send(
 
     let pending = outgoing_handler::handle(request, None)?;
 
-    write_body(&outgoing_body, body)?;
-    OutgoingBody::finish(outgoing_body, None)?;
+    let sent = write_body(&outgoing_body, body)
+        .and_then(|()| OutgoingBody::finish(outgoing_body, None).map_err(HttpError::from));
+    if let Err(body_error) = sent {
+        // A request the host refuses, or that cannot connect, closes the body
+        // stream; the response future then holds the actual cause.
+        return Err(settled_error(&pending).unwrap_or(body_error));
+    }
 
     pending.subscribe().block();
     let response = match pending.get() {
@@ -271,6 +283,18 @@ pub fn send(
     drop(IncomingBody::finish(incoming_body));
     drop(response);
     Ok(Response { status, body })
+}
+
+/// The error a response future settled with, waiting at most
+/// [`SETTLE_WAIT_NS`] for it; `None` when it is still pending or succeeded.
+fn settled_error(pending: &FutureIncomingResponse) -> Option<HttpError> {
+    let ready = pending.subscribe();
+    let timer = monotonic_clock::subscribe_duration(SETTLE_WAIT_NS);
+    poll::poll(&[&ready, &timer]);
+    match pending.get() {
+        Some(Ok(Err(code))) => Some(code.into()),
+        _ => None,
+    }
 }
 
 fn write_body(outgoing_body: &OutgoingBody, body: &[u8]) -> Result<(), HttpError> {

@@ -4,7 +4,7 @@
 //! (fail closed) with a reason that says which key to fix. Every decision is
 //! logged at debug level.
 
-use evos_sdk::{Action, Decision, Event, Policy, config, json, log};
+use evos_sdk::{Action, Decision, Error, Event, Policy, config, json, log};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -39,8 +39,9 @@ fn decide(action: &Action) -> Decision {
         Ok(p) => p,
         Err(e) => {
             return Decision::Deny(format!(
-                "{} payload has no numeric amount: {e}",
-                action.kind
+                "{} payload has no numeric amount: {}",
+                action.kind,
+                text(e)
             ));
         }
     };
@@ -61,14 +62,25 @@ fn decide(action: &Action) -> Decision {
 }
 
 fn limits() -> Result<(f64, f64), String> {
-    let allow_below: f64 = config::get_parsed("allow-below").map_err(|e| e.to_string())?;
-    let deny_above: f64 = config::get_parsed("deny-above").map_err(|e| e.to_string())?;
+    let allow_below: f64 = config::get_parsed("allow-below").map_err(text)?;
+    let deny_above: f64 = config::get_parsed("deny-above").map_err(text)?;
     if allow_below > deny_above {
         return Err(format!(
             "config allow-below ({allow_below}) must not exceed deny-above ({deny_above})"
         ));
     }
     Ok((allow_below, deny_above))
+}
+
+/// The human-readable text of an SDK error, without the variant name.
+fn text(e: Error) -> String {
+    match e {
+        Error::InvalidInput(m)
+        | Error::Denied(m)
+        | Error::NotFound(m)
+        | Error::Upstream(m)
+        | Error::Internal(m) => m,
+    }
 }
 
 evos_sdk::export_policy!(PayoutLimit);

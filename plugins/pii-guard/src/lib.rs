@@ -123,7 +123,7 @@ fn check(action: &Action) -> Decision {
     Decision::Deny(reasons.join("; "))
 }
 
-/// Scan every string, number and object key below `value`.
+/// Scan every string, integer and object key below `value`.
 fn walk(value: &Value, path: String, findings: &mut Vec<Finding>) {
     fn record(findings: &mut Vec<Finding>, hits: Vec<Hit>, path: &str) {
         findings.extend(hits.into_iter().map(|hit| Finding {
@@ -134,7 +134,11 @@ fn walk(value: &Value, path: String, findings: &mut Vec<Finding>) {
     }
     match value {
         Value::String(s) => record(findings, scan(s), &path),
-        Value::Number(n) => record(findings, scan(&n.to_string()), &path),
+        // Integers can carry identifiers (a card number sent as a number);
+        // a fractional number is a measurement such as a model score, whose
+        // digits must not be mistaken for a card number.
+        Value::Number(n) if n.is_u64() || n.is_i64() => record(findings, scan(&n.to_string()), &path),
+        Value::Number(_) => {}
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 walk(item, format!("{path}[{i}]"), findings);
