@@ -145,10 +145,12 @@ impl Engine {
         &self.inner.stats
     }
 
-    /// Epoch ticks that make up `timeout` (at least one).
+    /// Epoch ticks for a deadline no earlier than `timeout` from now. The
+    /// next tick may come at any moment, so one tick is added: a limit may
+    /// fire up to one tick late, never early.
     pub(crate) fn ticks_for(&self, timeout: Duration) -> u64 {
         let tick = self.inner.config.epoch_tick.as_nanos().max(1);
-        (timeout.as_nanos().div_ceil(tick) as u64).max(1)
+        timeout.as_nanos().div_ceil(tick) as u64 + 1
     }
 
     /// Compile `bytes` (or load the cached compilation). `what` names the

@@ -333,9 +333,25 @@ async fn pii_guard_denies_unredacted_pii_and_allows_clean_actions() {
     }
     // Regression: a model score whose digits happen to pass Luhn
     // (0.4111111111111111) was denied as a card number.
-    assert_eq!(decision(&rt, &p, policy_input("x", json!({"score": 0.4111111111111111}))).await, Decision::Allow);
+    assert_eq!(
+        decision(
+            &rt,
+            &p,
+            policy_input("x", json!({"score": 0.4111111111111111}))
+        )
+        .await,
+        Decision::Allow
+    );
     // A card number sent as a JSON integer is still found.
-    assert!(matches!(decision(&rt, &p, policy_input("x", json!({"card": 4111111111111111u64}))).await, Decision::Deny(_)));
+    assert!(matches!(
+        decision(
+            &rt,
+            &p,
+            policy_input("x", json!({"card": 4111111111111111u64}))
+        )
+        .await,
+        Decision::Deny(_)
+    ));
     // A 16-digit number that fails Luhn is not a card number.
     assert_eq!(
         decision(
