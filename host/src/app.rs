@@ -29,7 +29,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::manifest::{Kind, Manifest, PluginName};
-use crate::runtime::{Plugin, Runtime};
+use crate::runtime::{Plugin, Runtime, read_component};
 use crate::{Error, Result};
 
 #[derive(Debug, Deserialize)]
@@ -131,20 +131,20 @@ impl App {
     /// Load every plugin into `runtime` and register it. Stops at the first
     /// plugin that fails, naming it.
     pub fn load_into(&self, runtime: &Runtime) -> Result<Vec<Arc<Plugin>>> {
-        let mut loaded = Vec::new();
-        for p in &self.plugins {
-            let bytes = std::fs::read(&p.component).map_err(|e| Error::InvalidComponent {
-                what: p.component.display().to_string(),
-                message: format!("cannot read the component of `{}`: {e}; build the plugins with `cargo xtask plugins`", p.name),
-            })?;
-            let plugin = runtime.load(
-                p.manifest.clone(),
-                &bytes,
-                &p.component.display().to_string(),
-            )?;
-            runtime.register(plugin.clone());
-            loaded.push(plugin);
-        }
-        Ok(loaded)
+        self.plugins.iter().map(|p| p.load_into(runtime)).collect()
+    }
+}
+
+impl AppPlugin {
+    /// Load this plugin into `runtime` and register it.
+    pub fn load_into(&self, runtime: &Runtime) -> Result<Arc<Plugin>> {
+        let bytes = read_component(&self.component)?;
+        let plugin = runtime.load(
+            self.manifest.clone(),
+            &bytes,
+            &self.component.display().to_string(),
+        )?;
+        runtime.register(plugin.clone());
+        Ok(plugin)
     }
 }

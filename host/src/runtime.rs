@@ -19,7 +19,6 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Instance, InstancePre, ResourceTable};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use crate::bindings::evos::plugin::types as wit;
 use crate::bindings::exports::evos::plugin::{
@@ -28,7 +27,7 @@ use crate::bindings::exports::evos::plugin::{
 use crate::capability::config::ConfigState;
 use crate::capability::http::HttpState;
 use crate::capability::kv::{KvState, KvStore, MemoryKv};
-use crate::capability::log::{LogLine, LogState};
+use crate::capability::log::{CapturedOutput, LogLine, LogState};
 use crate::capability::models::ModelsState;
 use crate::capability::{self, CallSetup, Grants};
 use crate::engine::Engine;
@@ -37,7 +36,7 @@ use crate::state::{Limiter, PluginState};
 use crate::types::{Action, Decision, Event, GuestError, ModelRequest, ModelResponse};
 use crate::{Error, Result, inspect};
 
-/// Captured stdout/stderr per call; beyond this the guest's writes fail.
+/// Captured stdout/stderr per call; output beyond this is dropped and counted.
 const STDIO_CAPACITY: usize = 64 * 1024;
 
 /// The input of one call, by kind.
@@ -321,18 +320,11 @@ impl Runtime {
     ) -> Result<Arc<Plugin>> {
         let manifest = Manifest::load(manifest)?;
         let path = component.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::InvalidComponent {
-            what: path.display().to_string(),
-            message: format!(
-                "cannot read the component: {e}{}",
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    "; build the plugins with `cargo xtask plugins`"
-                } else {
-                    ""
-                }
-            ),
-        })?;
-        self.load(manifest, &bytes, &path.display().to_string())
+        self.load(
+            manifest,
+            &read_component(path)?,
+            &path.display().to_string(),
+        )
     }
 
     /// Compile, check, link and pre-instantiate a plugin. Nothing is
@@ -461,8 +453,8 @@ impl Runtime {
         let limits = &plugin.manifest.limits;
         let engine = &self.inner.engine;
 
-        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
-        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let stdout = CapturedOutput::new(STDIO_CAPACITY);
+        let stderr = CapturedOutput::new(STDIO_CAPACITY);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
         if let Err(e) = capability::prepare_wasi(&plugin.grants, &mut CallSetup { wasi: &mut wasi })
@@ -516,6 +508,26 @@ impl Runtime {
 
         let mut refusals = state.refusals;
         refusals.extend(state.http.hooks.refusals);
+        let mut logs = state.log.lines;
+        for (pipe, level) in [(&state.stdout, "stdout"), (&state.stderr, "stderr")] {
+            let (bytes, dropped) = pipe.take();
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                logs.push(LogLine {
+                    level,
+                    message: capability::log::sanitize(line, 4096),
+                });
+            }
+            if dropped > 0 {
+                refusals.push(Refusal {
+                    capability: "log".into(),
+                    detail: format!(
+                        "{dropped} bytes of {level} beyond {STDIO_CAPACITY} bytes dropped"
+                    ),
+                    count: 1,
+                });
+            }
+        }
+
         let mut backtrace = Vec::new();
         let (mut outcome, output) = match result {
             Err(_elapsed) => (Outcome::Timeout, None),
@@ -537,17 +549,6 @@ impl Runtime {
                     capability: "memory".into(),
                     reason: why.clone(),
                 };
-            }
-        }
-
-        let mut logs = state.log.lines;
-        for (pipe, level) in [(&state.stdout, "stdout"), (&state.stderr, "stderr")] {
-            let bytes = pipe.contents();
-            for line in String::from_utf8_lossy(&bytes).lines() {
-                logs.push(LogLine {
-                    level,
-                    message: capability::log::sanitize(line, 4096),
-                });
             }
         }
 
@@ -583,6 +584,21 @@ impl Runtime {
             nested: Vec::new(),
         }
     }
+}
+
+/// Read a component file; a missing one says how to build it.
+pub fn read_component(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::InvalidComponent {
+        what: path.display().to_string(),
+        message: format!(
+            "cannot read the component: {e}{}",
+            if e.kind() == std::io::ErrorKind::NotFound {
+                "; build the plugins with `cargo xtask plugins`"
+            } else {
+                ""
+            }
+        ),
+    })
 }
 
 type GuestResult = std::result::Result<CallOutput, GuestError>;

@@ -6,13 +6,12 @@
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capability::config::ConfigState;
 use crate::capability::http::HttpState;
 use crate::capability::kv::KvState;
-use crate::capability::log::LogState;
+use crate::capability::log::{CapturedOutput, LogState};
 use crate::capability::models::ModelsState;
 use crate::runtime::Refusal;
 
@@ -26,8 +25,8 @@ pub struct PluginState {
     pub(crate) models: ModelsState,
     pub(crate) config: ConfigState,
     pub(crate) http: HttpState,
-    pub(crate) stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stdout: CapturedOutput,
+    pub(crate) stderr: CapturedOutput,
 }
 
 impl WasiView for PluginState {

@@ -183,6 +183,17 @@ impl Event {
     }
 }
 
+impl Decision {
+    /// One line for logs: `allow`, `deny: <reason>` or `escalate: <reason>`.
+    pub fn summary(&self) -> String {
+        match self {
+            Decision::Allow => "allow".to_string(),
+            Decision::Deny(reason) => format!("deny: {reason}"),
+            Decision::Escalate(reason) => format!("escalate: {reason}"),
+        }
+    }
+}
+
 impl Action {
     /// An action answering `event`, with a JSON payload serialized from `payload`.
     pub fn new(

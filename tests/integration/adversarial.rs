@@ -217,6 +217,40 @@ async fn log_flood_is_capped_and_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn stdout_flood_is_captured_up_to_its_cap_without_crashing_the_guest() {
+    let rt = runtime();
+    // Formatting 100 MB through println! costs more fuel than logging it.
+    let mut m = manifest("log-flood");
+    m.limits.fuel = Fuel(5_000_000_000);
+    m.limits.timeout = evos::manifest::Timeout(Duration::from_secs(30));
+    let flood = load_with(&rt, "log-flood", m);
+    let event = json!({"id": "s", "kind": "test.log-flood", "payload": {"stdout": true}});
+    let r = call_json(&rt, &flood, event).await;
+    // The guest's writes all succeed (a failed println! would trap); the
+    // excess is dropped and reported.
+    let Outcome::Denied { capability, reason } = &r.outcome else {
+        panic!("{r:?}")
+    };
+    assert_eq!(capability, "log");
+    assert!(
+        reason.contains("stdout") && reason.contains("dropped"),
+        "{reason}"
+    );
+    let captured: usize = r
+        .logs
+        .iter()
+        .filter(|l| l.level == "stdout")
+        .map(|l| l.message.len() + 1)
+        .sum();
+    // +1: the last, cut-off line has no newline of its own.
+    assert!(
+        captured <= 64 * 1024 + 1 && captured > 60 * 1024,
+        "{captured}"
+    );
+    healthy_call(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn kv_flood_stops_at_the_key_quota() {
     let rt = runtime();
     let flood = load(&rt, "kv-flood");

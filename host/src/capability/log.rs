@@ -3,9 +3,17 @@
 //! Guards against log flooding (a plugin filling disks or drowning other
 //! plugins' lines): at most `max-lines` lines per call and `max-line-bytes`
 //! per line; control characters are escaped so a plugin cannot forge log
-//! lines or terminal escapes. Dropped lines are counted as refusals.
+//! lines or terminal escapes. Dropped lines are counted as refusals. A
+//! guest's stdout and stderr are captured into the same report, bounded the
+//! same way.
+
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Deserializer};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi_io::async_trait;
+use wasmtime_wasi_io::bytes::Bytes;
 
 use super::{Cap, Descriptor, HasCap};
 use crate::bindings::evos::plugin::log::{Host, Level, add_to_linker};
@@ -130,6 +138,110 @@ pub(crate) fn sanitize(message: &str, max: usize) -> String {
         }
     }
     out
+}
+
+/// A guest's stdout or stderr, captured into its call report. Output past
+/// `capacity` is dropped and counted rather than failing the guest's write,
+/// so printing too much cannot crash a plugin, and cannot fill host memory.
+#[derive(Clone)]
+pub(crate) struct CapturedOutput {
+    inner: Arc<Mutex<Captured>>,
+}
+
+struct Captured {
+    bytes: Vec<u8>,
+    capacity: usize,
+    dropped: u64,
+}
+
+impl CapturedOutput {
+    pub fn new(capacity: usize) -> CapturedOutput {
+        CapturedOutput {
+            inner: Arc::new(Mutex::new(Captured {
+                bytes: Vec::new(),
+                capacity,
+                dropped: 0,
+            })),
+        }
+    }
+
+    fn append(&self, data: &[u8]) {
+        if let Ok(mut c) = self.inner.lock() {
+            let room = c.capacity.saturating_sub(c.bytes.len());
+            let take = room.min(data.len());
+            c.bytes.extend_from_slice(&data[..take]);
+            c.dropped += (data.len() - take) as u64;
+        }
+    }
+
+    /// The captured bytes and how many were dropped.
+    pub fn take(&self) -> (Vec<u8>, u64) {
+        match self.inner.lock() {
+            Ok(mut c) => (std::mem::take(&mut c.bytes), c.dropped),
+            Err(_) => (Vec::new(), 0),
+        }
+    }
+}
+
+impl IsTerminal for CapturedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for CapturedOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[async_trait]
+impl Pollable for CapturedOutput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for CapturedOutput {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.append(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 fn level_name(level: Level) -> &'static str {

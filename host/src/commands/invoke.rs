@@ -33,18 +33,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
         // Only what this plugin can call is needed: its granted models.
         for model in &manifest.capabilities.models {
             if let Some(entry) = app.get(model.as_str()) {
-                let bytes = std::fs::read(&entry.component).with_context(|| {
-                    format!(
-                        "reading {} (run `cargo xtask plugins`)",
-                        entry.component.display()
-                    )
-                })?;
-                let plugin = runtime.load(
-                    entry.manifest.clone(),
-                    &bytes,
-                    &entry.component.display().to_string(),
-                )?;
-                runtime.register(plugin);
+                entry.load_into(&runtime)?;
             }
         }
     }

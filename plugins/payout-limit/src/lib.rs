@@ -17,14 +17,11 @@ struct PayoutLimit;
 impl Policy for PayoutLimit {
     fn evaluate(action: Action, _event: Event) -> Decision {
         let decision = decide(&action);
-        let verdict = match &decision {
-            Decision::Allow => "allow".to_string(),
-            Decision::Deny(reason) => format!("deny: {reason}"),
-            Decision::Escalate(reason) => format!("escalate: {reason}"),
-        };
         log::debug(&format!(
-            "{} for event {}: {verdict}",
-            action.kind, action.event_id
+            "{} for event {}: {}",
+            action.kind,
+            action.event_id,
+            decision.summary()
         ));
         decision
     }

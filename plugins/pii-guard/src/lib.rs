@@ -74,14 +74,11 @@ struct PiiGuard;
 impl Policy for PiiGuard {
     fn evaluate(action: Action, _event: Event) -> Decision {
         let decision = check(&action);
-        let verdict = match &decision {
-            Decision::Allow => "allow".to_string(),
-            Decision::Deny(reason) => format!("deny: {reason}"),
-            Decision::Escalate(reason) => format!("escalate: {reason}"),
-        };
         log::debug(&format!(
-            "{} for event {}: {verdict}",
-            action.kind, action.event_id
+            "{} for event {}: {}",
+            action.kind,
+            action.event_id,
+            decision.summary()
         ));
         decision
     }
@@ -137,7 +134,9 @@ fn walk(value: &Value, path: String, findings: &mut Vec<Finding>) {
         // Integers can carry identifiers (a card number sent as a number);
         // a fractional number is a measurement such as a model score, whose
         // digits must not be mistaken for a card number.
-        Value::Number(n) if n.is_u64() || n.is_i64() => record(findings, scan(&n.to_string()), &path),
+        Value::Number(n) if n.is_u64() || n.is_i64() => {
+            record(findings, scan(&n.to_string()), &path)
+        }
         Value::Number(_) => {}
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {

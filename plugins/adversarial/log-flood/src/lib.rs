@@ -7,6 +7,9 @@
 //! built once; each iteration only truncates the buffer back to it and appends
 //! the counter, so the guest spends its fuel on log calls rather than on
 //! copying strings.
+//!
+//! With the payload `{"stdout": true}` the same lines go to stdout instead,
+//! which the host captures into the call report under its own cap.
 
 use evos_sdk::{Action, Agent, Error, Event, log};
 
@@ -17,7 +20,8 @@ const COUNTER_DIGITS: usize = 6;
 struct LogFlood;
 
 impl Agent for LogFlood {
-    fn handle(_event: Event) -> Result<Vec<Action>, Error> {
+    fn handle(event: Event) -> Result<Vec<Action>, Error> {
+        let to_stdout = event.payload.contains("\"stdout\":true");
         let filler_bytes = LINE_BYTES - COUNTER_DIGITS - 1;
         let mut line = String::with_capacity(LINE_BYTES);
         line.push_str(&"x".repeat(filler_bytes));
@@ -30,7 +34,11 @@ impl Agent for LogFlood {
                 line.push(char::from(b'0' + ((n / divisor) % 10) as u8));
                 divisor /= 10;
             }
-            log::info(&line);
+            if to_stdout {
+                println!("{line}");
+            } else {
+                log::info(&line);
+            }
         }
         Ok(Vec::new())
     }
