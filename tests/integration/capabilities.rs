@@ -209,3 +209,44 @@ async fn http_granted_not_granted_and_outside_the_allowlist() {
     assert_eq!(capability, "http");
     assert!(downstream.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_of_the_wrong_kind_or_not_a_component_is_refused() {
+    let rt = runtime();
+    // payout-limit exports the policy world; declared as an agent it is refused.
+    let text = manifest_text("payout-limit").replace("kind = \"policy\"", "kind = \"agent\"");
+    let err = rt
+        .load(
+            manifest_from("payout-limit", &text),
+            &component("payout-limit"),
+            "payout-limit",
+        )
+        .err()
+        .expect("wrong kind must not load")
+        .to_string();
+    assert!(
+        err.contains("evos:plugin/agent-api") && err.contains("kind"),
+        "{err}"
+    );
+
+    // Truncated bytes and a core module are refused before compiling.
+    let bytes = component("payout-limit");
+    let err = rt
+        .load(
+            manifest("payout-limit"),
+            &bytes[..bytes.len() / 2],
+            "half.wasm",
+        )
+        .err()
+        .expect("truncated component must not load")
+        .to_string();
+    assert!(err.contains("half.wasm"), "{err}");
+    let core = b"\0asm\x01\0\0\0";
+    let err = rt
+        .load(manifest("payout-limit"), core, "core.wasm")
+        .err()
+        .expect("core module must not load")
+        .to_string();
+    assert!(err.contains("core WebAssembly module"), "{err}");
+    assert!(rt.get("payout-limit").is_none(), "nothing was registered");
+}
