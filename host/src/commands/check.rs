@@ -1,3 +1,7 @@
+//! `evos check`: a component's real imports against its manifest's grants.
+//! Exit 1 when a privileged import is not granted or the kind's export is
+//! missing; over-grants are warnings.
+
 use std::path::PathBuf;
 
 use anyhow::Result;

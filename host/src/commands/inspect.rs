@@ -1,3 +1,6 @@
+//! `evos inspect`: a component's digest, size, imports and exports, read
+//! without compiling it.
+
 use std::path::PathBuf;
 
 use anyhow::Result;

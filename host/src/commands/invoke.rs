@@ -1,3 +1,6 @@
+//! `evos invoke`: one call of a plugin's export with JSON input, printing the
+//! call report. Exit 0 only when the outcome is `ok`.
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};

@@ -1,3 +1,6 @@
+//! `evos run`: drive raw input through the app file's pipeline (connector ->
+//! agents -> policies -> action) and print what became of every action.
+
 use std::path::PathBuf;
 
 use anyhow::Result;
