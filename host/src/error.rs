@@ -59,6 +59,19 @@ pub enum Error {
     #[error("no plugin named `{0}` is loaded")]
     UnknownPlugin(String),
 
+    /// The data directory's database failed or holds something unexpected.
+    #[error("{context}: {message}")]
+    Store { context: String, message: String },
+
+    /// The audit log could not be read or written.
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+
+    /// A control-plane request that cannot be carried out as asked (no
+    /// canary to promote, an unknown version to roll back to, ...).
+    #[error("{0}")]
+    Refused(String),
+
     /// Wasmtime failed while compiling or linking (not a guest trap).
     #[error("{context}: {message}")]
     Wasmtime { context: String, message: String },

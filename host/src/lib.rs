@@ -17,6 +17,7 @@
 //! ```
 
 pub mod app;
+pub mod audit;
 mod bindings;
 pub mod capability;
 pub mod engine;
@@ -24,8 +25,11 @@ mod error;
 pub mod inspect;
 pub mod manifest;
 pub mod pipeline;
+pub mod registry;
+pub mod rollout;
 pub mod runtime;
 mod state;
+pub mod store;
 pub mod types;
 
 pub use engine::{Engine, EngineConfig};

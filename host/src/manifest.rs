@@ -55,8 +55,15 @@ pub struct Manifest {
     pub capabilities: Capabilities,
     /// Values served by the `config` interface; the grant is the table itself.
     pub config: BTreeMap<String, String>,
+    /// How a canary of this version is judged.
+    pub rollout: crate::rollout::RolloutPolicy,
     /// Where the manifest came from, for error messages.
     pub origin: String,
+    /// The manifest text as read, kept so a deployed version can be restored
+    /// exactly (grants included).
+    pub source: String,
+    /// The directory relative `files` paths were resolved against.
+    pub base: std::path::PathBuf,
     /// 1-based line of the `[capabilities]` header, if present.
     capabilities_line: Option<usize>,
 }
@@ -148,6 +155,8 @@ struct RawManifest {
     capabilities: Capabilities,
     #[serde(default)]
     config: BTreeMap<String, ConfigValue>,
+    #[serde(default)]
+    rollout: crate::rollout::RolloutPolicy,
 }
 
 #[derive(Deserialize)]
@@ -201,9 +210,18 @@ impl Manifest {
                 .into_iter()
                 .map(|(k, v)| (k, v.into_string()))
                 .collect(),
+            rollout: raw.rollout,
             origin: origin.to_string(),
+            source: text.to_string(),
+            base: base.to_path_buf(),
             capabilities_line,
         };
+        manifest.rollout.validate().map_err(|m| {
+            err(at_line(
+                line_of(text, |l| l.trim_start().starts_with("[rollout]")),
+                &m,
+            ))
+        })?;
         manifest.check_kind_rules(text).map_err(err)?;
         for grant in &mut manifest.capabilities.files {
             grant.resolve(base).map_err(|message| {

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -272,6 +272,21 @@ struct Inner {
     kv: Arc<dyn KvStore>,
     host_env: BTreeMap<String, String>,
     plugins: RwLock<HashMap<String, Arc<Plugin>>>,
+    router: RwLock<Option<Weak<dyn Router>>>,
+}
+
+/// Resolves plugin names for calls the host makes on a plugin's behalf
+/// (an agent's `models` calls), so they follow the same routing as direct
+/// calls: versions, canary weights and outcome windows. See
+/// [`crate::registry::Registry`].
+pub trait Router: Send + Sync {
+    fn resolve(&self, name: &str) -> Option<Routed>;
+}
+
+/// A routed plugin and what to do with the call's report.
+pub struct Routed {
+    pub plugin: Arc<Plugin>,
+    pub on_done: Box<dyn FnOnce(&CallReport) + Send>,
 }
 
 /// The host runtime: an engine, the kv store and the loaded plugins.
@@ -304,6 +319,7 @@ impl Runtime {
                 kv,
                 host_env,
                 plugins: RwLock::new(HashMap::new()),
+                router: RwLock::new(None),
             }),
         }
     }
@@ -415,6 +431,73 @@ impl Runtime {
             Err(poisoned) => poisoned.into_inner(),
         };
         map.get(name).cloned()
+    }
+
+    /// Route name lookups through `router` instead of the registered map.
+    pub fn set_router(&self, router: Weak<dyn Router>) {
+        let mut slot = match self.inner.router.write() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Some(router);
+    }
+
+    /// The plugin a call by name goes to: through the router when one is
+    /// set, else the registered plugin.
+    pub fn resolve(&self, name: &str) -> Option<Routed> {
+        let router = match self.inner.router.read() {
+            Ok(r) => r.as_ref().and_then(Weak::upgrade),
+            Err(poisoned) => poisoned.into_inner().as_ref().and_then(Weak::upgrade),
+        };
+        match router {
+            Some(router) => router.resolve(name),
+            None => self.get(name).map(|plugin| Routed {
+                plugin,
+                on_done: Box::new(|_| {}),
+            }),
+        }
+    }
+
+    /// Instantiate `plugin` once without calling it: proves it links and
+    /// starts within its limits before it can receive traffic.
+    pub async fn smoke(&self, plugin: &Arc<Plugin>) -> Result<()> {
+        let grants = &plugin.grants;
+        let limits = &plugin.manifest.limits;
+        let mut wasi = WasiCtxBuilder::new();
+        capability::prepare_wasi(grants, &mut CallSetup { wasi: &mut wasi })?;
+        let state = PluginState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: Limiter::new(limits.memory.0 as usize),
+            refusals: Vec::new(),
+            log: LogState::new(grants),
+            kv: KvState::new(grants, self.inner.kv.clone()),
+            models: ModelsState::default(),
+            config: ConfigState::new(grants),
+            http: HttpState::new(grants),
+            stdout: CapturedOutput::new(STDIO_CAPACITY),
+            stderr: CapturedOutput::new(STDIO_CAPACITY),
+        };
+        let mut store = Store::new(self.inner.engine.wasmtime(), state);
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel.0)
+            .map_err(|e| Error::wasmtime("smoke test", e))?;
+        store.set_epoch_deadline(self.inner.engine.ticks_for(limits.timeout.0));
+        store.epoch_deadline_trap();
+        let instantiate = plugin.pre.instantiate_async(&mut store);
+        match tokio::time::timeout(limits.timeout.0, instantiate).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Error::Refused(format!(
+                "plugin `{}` failed to instantiate: {}",
+                plugin.name(),
+                classify_trap(&e, store.data().limiter.refused.as_deref()).summary()
+            ))),
+            Err(_) => Err(Error::Refused(format!(
+                "plugin `{}` did not instantiate within its timeout",
+                plugin.name()
+            ))),
+        }
     }
 
     /// Names of the registered plugins, sorted.

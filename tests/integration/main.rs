@@ -12,5 +12,7 @@ mod adversarial;
 mod cache;
 mod capabilities;
 mod cli;
+mod control;
+mod crash;
 mod examples;
 mod support;

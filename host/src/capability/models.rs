@@ -73,11 +73,12 @@ impl Host for Cap<'_, ModelsState> {
             self.refuse("models", format!("call depth limit {MAX_DEPTH} reached"));
             return Err(wit::Error::Denied("model call nesting too deep".into()));
         }
-        let Some(adapter) = runtime.get(&model) else {
+        let Some(routed) = runtime.resolve(&model) else {
             return Err(wit::Error::NotFound(format!(
                 "no model adapter `{model}` is loaded"
             )));
         };
+        let adapter = routed.plugin;
         if adapter.kind() != Kind::ModelAdapter {
             return Err(wit::Error::NotFound(format!(
                 "`{model}` is a {} plugin, not a model adapter",
@@ -86,6 +87,7 @@ impl Host for Cap<'_, ModelsState> {
         }
         let input = CallInput::Infer(request.into());
         let report = Box::pin(runtime.call_nested(&adapter, input, self.state.depth + 1)).await;
+        (routed.on_done)(&report);
         let answer = match (&report.outcome, &report.output) {
             (Outcome::Ok, Some(CallOutput::Model(resp))) => {
                 Ok(wit::ModelResponse::from(resp.clone()))

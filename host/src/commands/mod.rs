@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 mod check;
+mod control;
 mod inspect;
 mod invoke;
 mod run;
@@ -38,6 +39,21 @@ enum Command {
     Invoke(invoke::Args),
     /// Drive input through the app's pipeline: connector -> agents -> policies -> action.
     Run(run::Args),
+    /// Deploy a version as stable, or as a canary with --canary <percent>.
+    Deploy(control::DeployArgs),
+    /// Make the canary the stable version.
+    Promote(control::PromoteArgs),
+    /// Drop the canary, or restore the previous (or a given) stable version.
+    Rollback(control::RollbackArgs),
+    /// Stable and canary versions, weights, digests, calls, outcomes, latency.
+    Status(control::StatusArgs),
+    /// The deployment history of a plugin.
+    History(control::HistoryArgs),
+    /// Call a deployed plugin through its route (canary weights apply).
+    Call(control::CallArgs),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(control::AuditCommand),
 }
 
 /// How a command ended.
@@ -59,6 +75,13 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::Invoke(a) => block_on(invoke::run(&cli, a)),
         Command::Run(a) => block_on(run::run(&cli, a)),
+        Command::Deploy(a) => block_on(control::deploy(&cli, a)),
+        Command::Promote(a) => block_on(control::promote(&cli, a)),
+        Command::Rollback(a) => block_on(control::rollback(&cli, a)),
+        Command::Status(a) => control::status(&cli, a),
+        Command::History(a) => control::history(&cli, a),
+        Command::Call(a) => block_on(control::call(&cli, a)),
+        Command::Audit(a) => control::audit(&cli, a),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,

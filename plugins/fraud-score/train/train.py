@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Train the `fraud-lr` logistic-regression model shipped inside the
-fraud-score plugin and write ../weights.json.
+fraud-score plugins and write its weights file (../weights.json unless
+``--out`` says otherwise).
 
 Pure Python 3 standard library: no numpy.
 
@@ -44,9 +45,18 @@ component is below TOLERANCE. The data is split 80/20
 into train and holdout sets; accuracy (threshold 0.5) and ROC AUC are
 reported for both and recorded in weights.json.
 
-Usage: python3 train.py            (writes ../weights.json)
+Usage
+-----
+    python3 train.py                  # fraud-lr@1.0.0, writes ../weights.json
+    python3 train.py --seed 20250114 --n 20000 --version 1.1.0 \
+        --out ../weights-1.1.0.json   # fraud-lr@1.1.0 (the retrained build)
+
+``--seed`` and ``--n`` choose the synthetic sample, ``--version`` is the
+version recorded in the weights file, ``--out`` where it is written. The
+defaults reproduce weights.json.
 """
 
+import argparse
 import json
 import math
 import os
@@ -54,6 +64,7 @@ import random
 
 SEED = 20240611
 N = 10_000
+VERSION = "1.0.0"
 HOLDOUT_FRACTION = 0.2
 FRAUD_RATE = 0.12
 LABEL_NOISE = 0.02
@@ -284,12 +295,31 @@ CHECK_INPUTS = [
 ]
 
 
+def parse_args():
+    here = os.path.dirname(os.path.abspath(__file__))
+    parser = argparse.ArgumentParser(description="Train the fraud-lr model and write its weights file.")
+    parser.add_argument("--seed", type=int, default=SEED, help=f"random seed of the synthetic data (default {SEED})")
+    parser.add_argument("--n", type=int, default=N, help=f"number of synthetic claims, train and holdout (default {N})")
+    parser.add_argument("--version", default=VERSION, help=f"model version recorded in the file (default {VERSION})")
+    parser.add_argument(
+        "--out",
+        default=os.path.join(here, "..", "weights.json"),
+        help="weights file to write, relative to the current directory (default: ../weights.json next to this script)",
+    )
+    args = parser.parse_args()
+    if args.n < 10:
+        parser.error("--n must be at least 10")
+    return args
+
+
 def main():
-    rng = random.Random(SEED)
-    claims = [sample_claim(rng) for _ in range(N)]
+    args = parse_args()
+    seed, n = args.seed, args.n
+    rng = random.Random(seed)
+    claims = [sample_claim(rng) for _ in range(n)]
     xs = [features(c["amount"], c["prior_claims"], c["incident"]) for c in claims]
     ys = [c["label"] for c in claims]
-    n_holdout = int(N * HOLDOUT_FRACTION)
+    n_holdout = int(n * HOLDOUT_FRACTION)
     train_x, train_y = xs[n_holdout:], ys[n_holdout:]
     hold_x, hold_y = xs[:n_holdout], ys[:n_holdout]
 
@@ -320,13 +350,13 @@ def main():
 
     out = {
         "model": "fraud-lr",
-        "version": "1.0.0",
+        "version": args.version,
         "features": FEATURE_NAMES,
         "weights": weights,
         "training": {
             "generator": "synthetic claims, see train/train.py",
-            "seed": SEED,
-            "n": N,
+            "seed": seed,
+            "n": n,
             "n_train": len(train_x),
             "n_holdout": len(hold_x),
             "positive_rate": round(base_rate, 4),
@@ -341,12 +371,12 @@ def main():
         },
         "checks": checks,
     }
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "weights.json")
+    path = args.out
     with open(path, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=2)
         f.write("\n")
 
-    print(f"n={N} (train {len(train_x)}, holdout {len(hold_x)}), positive rate {base_rate:.3f}")
+    print(f"fraud-lr@{args.version}: seed {seed}, n={n} (train {len(train_x)}, holdout {len(hold_x)}), positive rate {base_rate:.3f}")
     print(f"majority-class baseline accuracy {majority:.4f}")
     print(f"gradient descent: {epochs} epochs, final max |gradient| {final_gradient:.2e}")
     for key, value in metrics.items():

@@ -1,0 +1,352 @@
+//! Rollout policy and the per-version windows that judge a canary.
+//!
+//! A canary earns trust with traffic: the host keeps a rolling window of
+//! each live version's outcomes and latencies and, once the canary has seen
+//! `min-calls` calls within `window`, compares it with the policy and with
+//! the stable version. A canary that breaks any threshold is rolled back
+//! automatically; the audit entry carries the numbers and the threshold.
+//!
+//! ```toml
+//! [rollout]                 # in the canary's manifest; defaults shown
+//! min-calls = 50            # canary calls in the window before judging
+//! window = "60s"            # how far back the window reaches
+//! max-error-rate = 0.05     # share of calls whose outcome is not ok
+//! max-trap-rate = 0.01      # share of traps, fuel/memory exhaustion, stack overflows, timeouts
+//! max-p95-ratio = 3.0       # canary p95 latency / stable p95 latency
+//! p95-slack = "5ms"         # latency differences smaller than this never count
+//! ```
+//!
+//! `p95-slack` guards against noise: on microsecond-scale calls a busy
+//! machine can triple a p95 without anything being wrong.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::Outcome;
+
+/// Thresholds a canary must stay within.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RolloutPolicy {
+    #[serde(default = "RolloutPolicy::default_min_calls")]
+    pub min_calls: u32,
+    #[serde(
+        default = "RolloutPolicy::default_window",
+        with = "humantime_serde_compat"
+    )]
+    pub window: Duration,
+    #[serde(default = "RolloutPolicy::default_error_rate")]
+    pub max_error_rate: f64,
+    #[serde(default = "RolloutPolicy::default_trap_rate")]
+    pub max_trap_rate: f64,
+    #[serde(default = "RolloutPolicy::default_p95_ratio")]
+    pub max_p95_ratio: f64,
+    #[serde(
+        default = "RolloutPolicy::default_slack",
+        with = "humantime_serde_compat"
+    )]
+    pub p95_slack: Duration,
+}
+
+impl RolloutPolicy {
+    fn default_min_calls() -> u32 {
+        50
+    }
+    fn default_window() -> Duration {
+        Duration::from_secs(60)
+    }
+    fn default_error_rate() -> f64 {
+        0.05
+    }
+    fn default_trap_rate() -> f64 {
+        0.01
+    }
+    fn default_p95_ratio() -> f64 {
+        3.0
+    }
+    fn default_slack() -> Duration {
+        Duration::from_millis(5)
+    }
+
+    /// Check value ranges; the message names the key.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("max-error-rate", self.max_error_rate),
+            ("max-trap-rate", self.max_trap_rate),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!(
+                    "[rollout] {key} = {v} must be a share between 0.0 and 1.0"
+                ));
+            }
+        }
+        if !(self.max_p95_ratio >= 1.0) {
+            return Err(format!(
+                "[rollout] max-p95-ratio = {} must be at least 1.0",
+                self.max_p95_ratio
+            ));
+        }
+        if self.min_calls == 0 {
+            return Err("[rollout] min-calls must be at least 1".into());
+        }
+        if self.window < Duration::from_millis(100) {
+            return Err("[rollout] window must be at least 100ms".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        RolloutPolicy {
+            min_calls: Self::default_min_calls(),
+            window: Self::default_window(),
+            max_error_rate: Self::default_error_rate(),
+            max_trap_rate: Self::default_trap_rate(),
+            max_p95_ratio: Self::default_p95_ratio(),
+            p95_slack: Self::default_slack(),
+        }
+    }
+}
+
+/// Durations as humantime text (`"60s"`) in TOML and JSON.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?}: {e}; write e.g. \"60s\""
+            ))
+        })
+    }
+}
+
+/// How an outcome counts for rollout decisions.
+fn is_trap(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::Trap { .. }
+            | Outcome::OutOfFuel
+            | Outcome::OutOfMemory { .. }
+            | Outcome::StackOverflow
+            | Outcome::Timeout
+    )
+}
+
+/// Most entries a window keeps, whatever its duration: bounds memory and
+/// evaluation cost under heavy traffic.
+const MAX_ENTRIES: usize = 20_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    ok: bool,
+    trap: bool,
+    micros: u64,
+}
+
+/// A rolling window of one version's recent calls.
+#[derive(Debug, Default)]
+pub struct Window {
+    samples: VecDeque<Sample>,
+}
+
+/// What a window says about a version.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WindowStats {
+    pub calls: u64,
+    pub errors: u64,
+    pub traps: u64,
+    pub error_rate: f64,
+    pub trap_rate: f64,
+    pub p95_us: u64,
+}
+
+impl Window {
+    pub fn record(&mut self, outcome: &Outcome, micros: u64) {
+        if self.samples.len() >= MAX_ENTRIES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(Sample {
+            at: Instant::now(),
+            ok: outcome.is_ok(),
+            trap: is_trap(outcome),
+            micros,
+        });
+    }
+
+    /// Statistics over the samples younger than `window`.
+    pub fn stats(&mut self, window: Duration) -> WindowStats {
+        let now = Instant::now();
+        while self
+            .samples
+            .front()
+            .is_some_and(|s| now.duration_since(s.at) > window)
+        {
+            self.samples.pop_front();
+        }
+        let calls = self.samples.len() as u64;
+        if calls == 0 {
+            return WindowStats::default();
+        }
+        let errors = self.samples.iter().filter(|s| !s.ok).count() as u64;
+        let traps = self.samples.iter().filter(|s| s.trap).count() as u64;
+        let mut lat: Vec<u64> = self.samples.iter().map(|s| s.micros).collect();
+        lat.sort_unstable();
+        let idx = ((lat.len() as f64 * 0.95).ceil() as usize).clamp(1, lat.len()) - 1;
+        WindowStats {
+            calls,
+            errors,
+            traps,
+            error_rate: errors as f64 / calls as f64,
+            trap_rate: traps as f64 / calls as f64,
+            p95_us: lat[idx],
+        }
+    }
+}
+
+/// Why a canary must go, with the evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Breach {
+    /// The threshold broken, e.g. `max-error-rate`.
+    pub threshold: String,
+    /// Its configured value.
+    pub limit: f64,
+    /// The observed value.
+    pub observed: f64,
+    pub canary: WindowStats,
+    pub stable: WindowStats,
+}
+
+impl Breach {
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {:.4} exceeds {:.4} over {} canary calls",
+            self.threshold, self.observed, self.limit, self.canary.calls
+        )
+    }
+}
+
+/// Judge a canary against `policy`; `None` while it is within bounds or has
+/// not yet seen `min-calls` calls.
+pub fn judge(policy: &RolloutPolicy, canary: &WindowStats, stable: &WindowStats) -> Option<Breach> {
+    if canary.calls < policy.min_calls as u64 {
+        return None;
+    }
+    let breach = |threshold: &str, limit: f64, observed: f64| Breach {
+        threshold: threshold.to_string(),
+        limit,
+        observed,
+        canary: canary.clone(),
+        stable: stable.clone(),
+    };
+    if canary.trap_rate > policy.max_trap_rate {
+        return Some(breach(
+            "max-trap-rate",
+            policy.max_trap_rate,
+            canary.trap_rate,
+        ));
+    }
+    if canary.error_rate > policy.max_error_rate {
+        return Some(breach(
+            "max-error-rate",
+            policy.max_error_rate,
+            canary.error_rate,
+        ));
+    }
+    let slack = policy.p95_slack.as_micros() as u64;
+    if stable.calls > 0 && stable.p95_us > 0 && canary.p95_us > stable.p95_us.saturating_add(slack)
+    {
+        let ratio = canary.p95_us as f64 / stable.p95_us as f64;
+        if ratio > policy.max_p95_ratio {
+            return Some(breach("max-p95-ratio", policy.max_p95_ratio, ratio));
+        }
+    }
+    None
+}
+
+/// Outcome counts by name, for status and persistence.
+pub type OutcomeCounts = BTreeMap<String, u64>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(ok: usize, errors: usize, traps: usize, micros: u64) -> WindowStats {
+        let mut w = Window::default();
+        for _ in 0..ok {
+            w.record(&Outcome::Ok, micros);
+        }
+        for _ in 0..errors {
+            w.record(
+                &Outcome::GuestError {
+                    error: crate::types::GuestError::Internal("x".into()),
+                },
+                micros,
+            );
+        }
+        for _ in 0..traps {
+            w.record(
+                &Outcome::Trap {
+                    message: "unreachable".into(),
+                },
+                micros,
+            );
+        }
+        w.stats(Duration::from_secs(60))
+    }
+
+    #[test]
+    fn a_canary_is_not_judged_before_min_calls() {
+        let p = RolloutPolicy::default();
+        assert_eq!(
+            judge(&p, &window(0, 0, 10, 100), &window(100, 0, 0, 100)),
+            None
+        );
+    }
+
+    #[test]
+    fn trap_and_error_rates_are_enforced_with_evidence() {
+        let p = RolloutPolicy::default();
+        let b = judge(&p, &window(90, 0, 10, 100), &window(100, 0, 0, 100)).unwrap();
+        assert_eq!(b.threshold, "max-trap-rate");
+        assert!((b.observed - 0.1).abs() < 1e-9 && b.limit == 0.01);
+        let b = judge(&p, &window(90, 10, 0, 100), &window(100, 0, 0, 100)).unwrap();
+        assert_eq!(b.threshold, "max-error-rate");
+        assert_eq!(
+            judge(&p, &window(100, 0, 0, 100), &window(100, 0, 0, 100)),
+            None
+        );
+    }
+
+    #[test]
+    fn p95_ratio_counts_only_beyond_the_slack() {
+        let p = RolloutPolicy::default();
+        // 4x slower but only 300us apart: noise, not a regression.
+        assert_eq!(
+            judge(&p, &window(100, 0, 0, 400), &window(100, 0, 0, 100)),
+            None
+        );
+        // 4x slower and 30ms apart: a regression.
+        let b = judge(&p, &window(100, 0, 0, 40_000), &window(100, 0, 0, 10_000)).unwrap();
+        assert_eq!(b.threshold, "max-p95-ratio");
+    }
+
+    #[test]
+    fn old_samples_leave_the_window() {
+        let mut w = Window::default();
+        w.record(&Outcome::Ok, 1);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(w.stats(Duration::from_millis(5)).calls, 0);
+    }
+}

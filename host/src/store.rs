@@ -1,0 +1,617 @@
+//! The embedded state of a host: one data directory.
+//!
+//! ```text
+//! <data-dir>/
+//!   evos.db            SQLite (WAL): versions, deployments, history, audit, kv, stats
+//!   audit.anchor       head of the audit chain, written after each commit
+//!   blobs/sha256/<hex> components, content-addressed
+//!   cache/             the compile cache (see engine)
+//! ```
+//!
+//! Crash safety: every multi-step change is one SQLite transaction, and the
+//! audit entry recording it is appended inside that same transaction, so a
+//! kill at any point leaves either the state before or the state after,
+//! never a mix. Component blobs are written (atomically, fsynced) before the
+//! transaction that references them; a kill in between leaves only an
+//! unreferenced blob. Migrations are versioned by `PRAGMA user_version`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::audit::{self, Anchor, NewEntry};
+use crate::capability::kv::{KvStore, KvStoreError};
+use crate::{Error, Result};
+
+/// Migrations in order; `user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the control plane and kv.
+    "CREATE TABLE versions (
+        id INTEGER PRIMARY KEY,
+        plugin TEXT NOT NULL,
+        version TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        manifest_origin TEXT NOT NULL,
+        manifest_base TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (plugin, digest, manifest)
+     );
+     CREATE TABLE deployments (
+        plugin TEXT PRIMARY KEY,
+        stable_id INTEGER NOT NULL REFERENCES versions(id),
+        canary_id INTEGER REFERENCES versions(id),
+        canary_weight INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL
+     );
+     CREATE TABLE history (
+        id INTEGER PRIMARY KEY,
+        plugin TEXT NOT NULL,
+        at TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        version_id INTEGER REFERENCES versions(id),
+        stable_id INTEGER REFERENCES versions(id),
+        canary_id INTEGER REFERENCES versions(id),
+        canary_weight INTEGER NOT NULL DEFAULT 0,
+        detail TEXT NOT NULL
+     );
+     CREATE INDEX history_plugin ON history(plugin, id);
+     CREATE TABLE kv (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (namespace, key)
+     ) WITHOUT ROWID;
+     CREATE TABLE version_stats (
+        version_id INTEGER PRIMARY KEY REFERENCES versions(id),
+        outcomes TEXT NOT NULL,
+        histogram BLOB,
+        updated_at TEXT NOT NULL
+     );",
+    // 2: the audit log.
+    audit::MIGRATION,
+];
+
+/// A stored plugin version.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRow {
+    pub id: i64,
+    pub plugin: String,
+    pub version: String,
+    pub digest: String,
+    #[serde(skip)]
+    pub manifest: String,
+    pub manifest_origin: String,
+    #[serde(skip)]
+    pub manifest_base: String,
+    pub created_at: String,
+}
+
+/// What serves a plugin name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeploymentRow {
+    pub plugin: String,
+    pub stable_id: i64,
+    pub canary_id: Option<i64>,
+    pub canary_weight: u8,
+    pub updated_at: String,
+}
+
+/// One change to a deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub plugin: String,
+    pub at: String,
+    pub action: String,
+    pub actor: String,
+    pub version_id: Option<i64>,
+    pub stable_id: Option<i64>,
+    pub canary_id: Option<i64>,
+    pub canary_weight: u8,
+    pub detail: serde_json::Value,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn db_err(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::Store {
+        context: context.to_string(),
+        message: e.to_string(),
+    }
+}
+
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+/// Fault injection for crash-safety tests: when `EVOS_CRASHPOINT` names
+/// this point, the process announces it on stderr and stops making progress
+/// so the test can `kill -9` it right here.
+pub(crate) fn crashpoint(name: &str) {
+    if std::env::var("EVOS_CRASHPOINT").is_ok_and(|p| p == name) {
+        eprintln!("evos-crashpoint {name}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
+impl Store {
+    /// Open (creating if needed) the data directory and migrate its database.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join("evos.db");
+        let mut conn = Connection::open(&path).map_err(db_err("opening evos.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err("enabling WAL"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err("setting synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err("enabling foreign keys"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err("setting busy timeout"))?;
+        migrate(&mut conn)?;
+        Ok(Store {
+            dir,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+
+    pub fn anchor_path(&self) -> PathBuf {
+        self.dir.join("audit.anchor")
+    }
+
+    /// The connection, for read-only queries such as listing or verifying
+    /// the audit log. Writes go through [`Store::transaction`].
+    pub fn conn_for_reading(&self) -> MutexGuard<'_, Connection> {
+        self.conn()
+    }
+
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        match self.conn.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Run `f` in one transaction; on success commit, then advance the audit
+    /// anchor if `f` appended entries.
+    pub fn transaction<R>(
+        &self,
+        label: &str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(db_err("starting a transaction"))?;
+        let before = audit::head(&tx).map_err(Error::from)?;
+        let result = f(&tx)?;
+        let after = audit::head(&tx).map_err(Error::from)?;
+        crashpoint(&format!("{label}:before-commit"));
+        tx.commit().map_err(db_err("committing"))?;
+        crashpoint(&format!("{label}:after-commit"));
+        if after != before
+            && let Some(head) = after
+        {
+            audit::write_anchor(&self.anchor_path(), &head).map_err(Error::from)?;
+        }
+        Ok(result)
+    }
+
+    /// Append one audit entry in its own transaction.
+    pub fn audit(&self, entry: NewEntry<'_>) -> Result<()> {
+        self.transaction("audit", |tx| {
+            audit::append(tx, entry).map_err(Error::from)?;
+            Ok(())
+        })
+    }
+
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.dir.join("blobs/sha256").join(digest)
+    }
+
+    /// Store component bytes under their sha256 (idempotent, atomic, fsynced).
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<String> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        let path = self.blob_path(&digest);
+        if path.exists() {
+            return Ok(digest);
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            if let Some(parent) = path.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(&path, e)
+        })?;
+        Ok(digest)
+    }
+
+    /// Read a blob and check it still has its digest.
+    pub fn get_blob(&self, digest: &str) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != digest {
+            return Err(Error::Store {
+                context: format!("blob {digest}"),
+                message: format!("content hashes to {actual}: the blob store was modified"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    pub fn deployment(&self, plugin: &str) -> Result<Option<DeploymentRow>> {
+        deployment(&self.conn(), plugin)
+    }
+
+    pub fn deployments(&self) -> Result<Vec<DeploymentRow>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT plugin, stable_id, canary_id, canary_weight, updated_at FROM deployments ORDER BY plugin")
+            .map_err(db_err("listing deployments"))?;
+        let rows = stmt
+            .query_map([], deployment_from_row)
+            .map_err(db_err("listing deployments"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err("listing deployments"))
+    }
+
+    pub fn version(&self, id: i64) -> Result<VersionRow> {
+        version(&self.conn(), id)
+    }
+
+    /// Versions of `plugin`, newest first.
+    pub fn versions_of(&self, plugin: &str) -> Result<Vec<VersionRow>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "{VERSION_SELECT} WHERE plugin = ?1 ORDER BY id DESC"
+            ))
+            .map_err(db_err("listing versions"))?;
+        let rows = stmt
+            .query_map([plugin], version_from_row)
+            .map_err(db_err("listing versions"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err("listing versions"))
+    }
+
+    pub fn history(&self, plugin: &str) -> Result<Vec<HistoryRow>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, plugin, at, action, actor, version_id, stable_id, canary_id, canary_weight, detail
+                 FROM history WHERE plugin = ?1 ORDER BY id",
+            )
+            .map_err(db_err("reading history"))?;
+        let rows = stmt
+            .query_map([plugin], |r| {
+                let detail: String = r.get(9)?;
+                Ok(HistoryRow {
+                    id: r.get(0)?,
+                    plugin: r.get(1)?,
+                    at: r.get(2)?,
+                    action: r.get(3)?,
+                    actor: r.get(4)?,
+                    version_id: r.get(5)?,
+                    stable_id: r.get(6)?,
+                    canary_id: r.get(7)?,
+                    canary_weight: r.get(8)?,
+                    detail: serde_json::from_str(&detail)
+                        .unwrap_or(serde_json::Value::String(detail)),
+                })
+            })
+            .map_err(db_err("reading history"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err("reading history"))
+    }
+
+    /// Persisted outcome counts and latency histogram of a version.
+    pub fn stats(
+        &self,
+        version_id: i64,
+    ) -> Result<(crate::rollout::OutcomeCounts, Option<Vec<u8>>)> {
+        let conn = self.conn();
+        let row: Option<(String, Option<Vec<u8>>)> = conn
+            .query_row(
+                "SELECT outcomes, histogram FROM version_stats WHERE version_id = ?1",
+                [version_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db_err("reading stats"))?;
+        Ok(match row {
+            Some((outcomes, hist)) => (serde_json::from_str(&outcomes).unwrap_or_default(), hist),
+            None => (Default::default(), None),
+        })
+    }
+
+    /// Replace a version's persisted stats.
+    pub fn put_stats(
+        &self,
+        version_id: i64,
+        outcomes: &crate::rollout::OutcomeCounts,
+        histogram: &[u8],
+    ) -> Result<()> {
+        let outcomes = serde_json::to_string(outcomes).unwrap_or_else(|_| "{}".into());
+        self.conn()
+            .execute(
+                "INSERT INTO version_stats (version_id, outcomes, histogram, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(version_id) DO UPDATE SET outcomes = ?2, histogram = ?3, updated_at = ?4",
+                params![version_id, outcomes, histogram, now()],
+            )
+            .map_err(db_err("writing stats"))?;
+        Ok(())
+    }
+
+    pub fn read_anchor(&self) -> Result<Option<Anchor>> {
+        audit::read_anchor(&self.anchor_path()).map_err(Error::from)
+    }
+}
+
+const VERSION_SELECT: &str = "SELECT id, plugin, version, digest, manifest, manifest_origin, manifest_base, created_at FROM versions";
+
+fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    Ok(VersionRow {
+        id: r.get(0)?,
+        plugin: r.get(1)?,
+        version: r.get(2)?,
+        digest: r.get(3)?,
+        manifest: r.get(4)?,
+        manifest_origin: r.get(5)?,
+        manifest_base: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
+fn deployment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow> {
+    Ok(DeploymentRow {
+        plugin: r.get(0)?,
+        stable_id: r.get(1)?,
+        canary_id: r.get(2)?,
+        canary_weight: r.get(3)?,
+        updated_at: r.get(4)?,
+    })
+}
+
+pub(crate) fn version(conn: &Connection, id: i64) -> Result<VersionRow> {
+    conn.query_row(
+        &format!("{VERSION_SELECT} WHERE id = ?1"),
+        [id],
+        version_from_row,
+    )
+    .map_err(db_err("reading a version"))
+}
+
+pub(crate) fn deployment(conn: &Connection, plugin: &str) -> Result<Option<DeploymentRow>> {
+    conn.query_row(
+        "SELECT plugin, stable_id, canary_id, canary_weight, updated_at FROM deployments WHERE plugin = ?1",
+        [plugin],
+        deployment_from_row,
+    )
+    .optional()
+    .map_err(db_err("reading a deployment"))
+}
+
+/// The id of the version row for this exact (plugin, digest, manifest),
+/// inserting it if new.
+pub(crate) fn upsert_version(
+    tx: &Transaction<'_>,
+    m: &crate::Manifest,
+    digest: &str,
+) -> Result<i64> {
+    let existing: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM versions WHERE plugin = ?1 AND digest = ?2 AND manifest = ?3",
+            params![m.name(), digest, m.source],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err("finding a version"))?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    tx.execute(
+        "INSERT INTO versions (plugin, version, digest, manifest, manifest_origin, manifest_base, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            m.name(),
+            m.plugin.version.to_string(),
+            digest,
+            m.source,
+            m.origin,
+            m.base.display().to_string(),
+            now()
+        ],
+    )
+    .map_err(db_err("recording a version"))?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// A change to what serves a plugin.
+pub(crate) struct Change<'a> {
+    pub plugin: &'a str,
+    pub stable_id: i64,
+    pub canary: Option<(i64, u8)>,
+    pub action: &'a str,
+    pub actor: &'a str,
+    /// The version the change is about (deployed, promoted, rolled back to).
+    pub version_id: Option<i64>,
+    pub detail: &'a serde_json::Value,
+}
+
+/// Set what serves a plugin and record the change in history.
+pub(crate) fn set_deployment(tx: &Transaction<'_>, c: &Change<'_>) -> Result<()> {
+    let Change {
+        plugin,
+        stable_id,
+        canary,
+        action,
+        actor,
+        version_id,
+        detail,
+    } = *c;
+    let at = now();
+    let (canary_id, weight) = match canary {
+        Some((id, w)) => (Some(id), w),
+        None => (None, 0),
+    };
+    tx.execute(
+        "INSERT INTO deployments (plugin, stable_id, canary_id, canary_weight, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(plugin) DO UPDATE SET stable_id = ?2, canary_id = ?3, canary_weight = ?4, updated_at = ?5",
+        params![plugin, stable_id, canary_id, weight, at],
+    )
+    .map_err(db_err("updating a deployment"))?;
+    tx.execute(
+        "INSERT INTO history (plugin, at, action, actor, version_id, stable_id, canary_id, canary_weight, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![plugin, at, action, actor, version_id, stable_id, canary_id, weight, detail.to_string()],
+    )
+    .map_err(db_err("recording history"))?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db_err("reading the schema version"))?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(Error::Store {
+            context: "opening the data directory".into(),
+            message: format!(
+                "the database has schema version {current}, newer than this evos knows ({known}); use a newer evos"
+            ),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(db_err("starting a migration"))?;
+        tx.execute_batch(sql).map_err(db_err("migrating"))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(db_err("recording the schema version"))?;
+        tx.commit().map_err(db_err("committing a migration"))?;
+    }
+    Ok(())
+}
+
+/// The `kv` capability's storage in the data directory. Quotas are checked
+/// in the same transaction as the write.
+pub struct SqliteKv {
+    store: std::sync::Arc<Store>,
+}
+
+impl SqliteKv {
+    pub fn new(store: std::sync::Arc<Store>) -> SqliteKv {
+        SqliteKv { store }
+    }
+}
+
+fn kv_err(e: rusqlite::Error) -> KvStoreError {
+    KvStoreError::Backend(format!("kv store: {e}"))
+}
+
+impl KvStore for SqliteKv {
+    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, KvStoreError> {
+        self.store
+            .conn()
+            .query_row(
+                "SELECT value FROM kv WHERE namespace = ?1 AND key = ?2",
+                params![ns, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(kv_err)
+    }
+
+    fn set(&self, ns: &str, key: &str, value: &[u8], max_keys: u64) -> Result<(), KvStoreError> {
+        let mut conn = self.store.conn();
+        let tx = conn.transaction().map_err(kv_err)?;
+        let exists: bool = tx
+            .query_row(
+                "SELECT 1 FROM kv WHERE namespace = ?1 AND key = ?2",
+                params![ns, key],
+                |_| Ok(true),
+            )
+            .optional()
+            .map_err(kv_err)?
+            .unwrap_or(false);
+        if !exists {
+            let count: u64 = tx
+                .query_row("SELECT COUNT(*) FROM kv WHERE namespace = ?1", [ns], |r| {
+                    r.get(0)
+                })
+                .map_err(kv_err)?;
+            if count >= max_keys {
+                return Err(KvStoreError::Quota(format!(
+                    "the namespace holds {count} keys, the limit `max-keys` is {max_keys}"
+                )));
+            }
+        }
+        tx.execute(
+            "INSERT INTO kv (namespace, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT(namespace, key) DO UPDATE SET value = ?3",
+            params![ns, key, value],
+        )
+        .map_err(kv_err)?;
+        tx.commit().map_err(kv_err)
+    }
+
+    fn delete(&self, ns: &str, key: &str) -> Result<bool, KvStoreError> {
+        self.store
+            .conn()
+            .execute(
+                "DELETE FROM kv WHERE namespace = ?1 AND key = ?2",
+                params![ns, key],
+            )
+            .map(|n| n > 0)
+            .map_err(kv_err)
+    }
+
+    fn list_keys(&self, ns: &str, prefix: &str, limit: usize) -> Result<Vec<String>, KvStoreError> {
+        let conn = self.store.conn();
+        let mut stmt = conn
+            .prepare("SELECT key FROM kv WHERE namespace = ?1 AND key >= ?2 ORDER BY key LIMIT ?3")
+            .map_err(kv_err)?;
+        let rows = stmt
+            .query_map(params![ns, prefix, (limit as i64).saturating_mul(4)], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(kv_err)?;
+        let mut keys = Vec::new();
+        for k in rows {
+            let k = k.map_err(kv_err)?;
+            if !k.starts_with(prefix) || keys.len() >= limit {
+                break;
+            }
+            keys.push(k);
+        }
+        Ok(keys)
+    }
+}
