@@ -376,7 +376,7 @@ impl Registry {
         }
         // Judging sorts the window; every tenth canary call is plenty.
         let n = live.calls_since_judged.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             self.judge(name, live)
         } else {
             None

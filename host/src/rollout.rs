@@ -82,7 +82,7 @@ impl RolloutPolicy {
                 ));
             }
         }
-        if !(self.max_p95_ratio >= 1.0) {
+        if self.max_p95_ratio.is_nan() || self.max_p95_ratio < 1.0 {
             return Err(format!(
                 "[rollout] max-p95-ratio = {} must be at least 1.0",
                 self.max_p95_ratio

@@ -229,3 +229,112 @@ fn run_drives_the_claims_example_through_the_pipeline() {
         assert!(statuses.contains(&s), "no {s} action in {statuses:?}");
     }
 }
+
+fn evos_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_evos"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run evos")
+}
+
+#[test]
+fn platform_walkthrough_and_audit_tamper_detection() {
+    let dir = crate::adversarial::tempdir("walkthrough");
+    let v12 = path(root().join("policies/versions/fraud-score-1.2.0.toml"));
+    let steps: Vec<Vec<String>> = vec![
+        vec![
+            "deploy".into(),
+            path(manifest_path("fraud-score")),
+            path(component_path("fraud-score")),
+        ],
+        vec![
+            "deploy".into(),
+            v12.clone(),
+            path(component_path("fraud-score-regressed")),
+            "--canary".into(),
+            "50".into(),
+        ],
+    ];
+    for s in &steps {
+        let args: Vec<&str> = s.iter().map(String::as_str).collect();
+        let out = evos_in(&dir, &args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+    }
+    // Traffic through the route: the regressed canary fails some calls and
+    // is rolled back by the host.
+    let out = evos_in(
+        &dir,
+        &[
+            "call",
+            "fraud-score",
+            "--input",
+            "plugins/fraud-score/traffic.jsonl",
+            "--times",
+            "400",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "some calls failed, so exit 1: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("no canary"), "{}", text(&out));
+    let out = evos_in(&dir, &["status", "fraud-score", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(status[0]["canary"].is_null(), "{status}");
+    assert!(status[0]["stable"]["calls"].as_u64().unwrap_or(0) > 0);
+    let out = evos_in(&dir, &["history", "fraud-score"]);
+    assert!(
+        text(&out).contains("auto-rollback") && text(&out).contains("max-"),
+        "{}",
+        text(&out)
+    );
+
+    let out = evos_in(&dir, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = evos_in(&dir, &["audit", "log", "--json"]);
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let actions: Vec<&str> = log
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        &actions[..3],
+        ["deploy", "canary", "auto-rollback"],
+        "{actions:?}"
+    );
+
+    // Flip one byte of entry 2's detail behind the host's back.
+    let db = rusqlite::Connection::open(dir.join("evos.db")).expect("db");
+    db.execute(
+        "UPDATE audit SET detail = replace(detail, '1.2.0', '1.2.1') WHERE seq = 2",
+        [],
+    )
+    .expect("tamper");
+    let out = evos_in(&dir, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("entry 2"), "{}", text(&out));
+    db.execute(
+        "UPDATE audit SET detail = replace(detail, '1.2.1', '1.2.0') WHERE seq = 2",
+        [],
+    )
+    .expect("restore");
+    assert_eq!(evos_in(&dir, &["audit", "verify"]).status.code(), Some(0));
+
+    // Delete the newest entry: a truncated tail.
+    db.execute(
+        "DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit)",
+        [],
+    )
+    .expect("truncate");
+    let out = evos_in(&dir, &["audit", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["problem"]["kind"], "truncated-tail", "{v}");
+}

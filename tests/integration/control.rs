@@ -114,8 +114,7 @@ async fn deploy_canary_promote_rollback_and_restart_restore_exact_versions() {
     let err = reg
         .rollback("fraud-score", Some("9.9.9"), "test")
         .await
-        .err()
-        .expect("unknown version");
+        .expect_err("unknown version");
     assert!(
         err.to_string().contains("no version or digest `9.9.9`")
             && err.to_string().contains("1.0.0"),
@@ -167,8 +166,7 @@ async fn a_refused_deploy_changes_nothing_but_is_audited() {
     let err = reg
         .deploy(m, &component("import-ungranted"), "bad", None, "test")
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(err.to_string().contains("evos:plugin/kv"), "{err}");
     // A canary weight out of range, and the same version again.
     let (m, b) = versioned("1.1.0");
@@ -177,8 +175,7 @@ async fn a_refused_deploy_changes_nothing_but_is_audited() {
     let err = reg
         .deploy(m, &b, "x", None, "test")
         .await
-        .err()
-        .expect("same version");
+        .expect_err("same version");
     assert!(err.to_string().contains("already deployed"), "{err}");
 
     let after = reg.status(None).expect("status");

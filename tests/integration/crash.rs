@@ -77,16 +77,15 @@ fn state(dir: &Path) -> (String, Option<String>) {
     r
 }
 
+/// (crash point, command, a canary already deployed, expected (stable, canary) after restart)
+type Case<'a> = (&'a str, &'a Vec<String>, bool, (&'a str, Option<&'a str>));
+
 fn path(p: std::path::PathBuf) -> String {
     p.display().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_every_step_leaves_one_consistent_version() {
-    let v1 = (
-        path(manifest_path("fraud-score")),
-        path(component_path("fraud-score")),
-    );
     let v11 = (
         path(root().join("policies/versions/fraud-score-1.1.0.toml")),
         path(component_path("fraud-score-retrained")),
@@ -101,8 +100,7 @@ async fn kill_9_at_every_step_leaves_one_consistent_version() {
     let promote = vec!["promote".to_string(), "fraud-score".into()];
     let rollback = vec!["rollback".to_string(), "fraud-score".into()];
 
-    // (point, command, with a canary already deployed, expected state after restart)
-    let cases: Vec<(&str, &Vec<String>, bool, (&str, Option<&str>))> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("deploy:before-blob", &deploy_canary, false, ("1.0.0", None)),
         ("deploy:after-blob", &deploy_canary, false, ("1.0.0", None)),
         (
