@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use evos::{CallInput, CallReport, Runtime};
+use evos::{CallInput, CallReport};
 
-use super::{Cli, Exit, engine, print_json, read_input};
+use super::{Cli, Exit, print_json, read_input, runtime};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,7 +29,7 @@ pub struct Args {
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
-    let runtime = Runtime::new(engine(cli)?);
+    let runtime = runtime(cli)?;
     let manifest = evos::Manifest::load(&args.manifest)?;
     if args.app.exists() {
         let app = evos::app::App::load(&args.app)?;

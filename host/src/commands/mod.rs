@@ -112,6 +112,20 @@ fn engine(cli: &Cli) -> Result<evos::Engine> {
     Ok(evos::Engine::new(config)?)
 }
 
+/// A runtime whose `kv` persists in the data directory, as deployed
+/// plugins' does.
+fn runtime(cli: &Cli) -> Result<evos::Runtime> {
+    let store = std::sync::Arc::new(
+        evos::store::Store::open(&cli.data_dir)
+            .with_context(|| format!("opening the data directory {}", cli.data_dir.display()))?,
+    );
+    Ok(evos::Runtime::with_parts(
+        engine(cli)?,
+        std::sync::Arc::new(evos::store::SqliteKv::new(store)),
+        std::env::vars().collect(),
+    ))
+}
+
 /// Read a file, or standard input for `-`.
 fn read_input(path: &Path) -> Result<Vec<u8>> {
     if path == Path::new("-") {

@@ -4,11 +4,10 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use evos::Runtime;
 use evos::app::App;
 use evos::pipeline::{self, Disposition, RunOptions};
 
-use super::{Cli, Exit, engine, print_json, read_input};
+use super::{Cli, Exit, print_json, read_input, runtime};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,7 +32,7 @@ pub struct Args {
 
 pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
     let app = App::load(&args.app)?;
-    let runtime = Runtime::new(engine(cli)?);
+    let runtime = runtime(cli)?;
     app.load_into(&runtime)?;
     let body = read_input(&args.input)?;
     let options = RunOptions {
