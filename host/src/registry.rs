@@ -411,7 +411,7 @@ impl Registry {
             "policy": canary.plugin.manifest().rollout,
         });
         self.store.transaction("auto-rollback", |tx| {
-            store::set_deployment(
+            record_change(
                 tx,
                 &Change {
                     plugin: name,
@@ -422,16 +422,7 @@ impl Registry {
                     version_id: Some(canary_id),
                     detail: &detail,
                 },
-            )?;
-            audit::append(
-                tx,
-                NewEntry {
-                    actor: HOST_ACTOR,
-                    action: "auto-rollback",
-                    subject: name,
-                    digest: Some(canary.plugin.digest()),
-                    detail: detail.clone(),
-                },
+                canary.plugin.digest(),
             )?;
             Ok(())
         })?;
@@ -497,7 +488,7 @@ impl Registry {
                 "grants": grants_summary(&manifest),
                 "replaces": current.as_ref().map(|c| c.stable.plugin.version()),
             });
-            store::set_deployment(
+            record_change(
                 tx,
                 &Change {
                     plugin: &name,
@@ -508,16 +499,7 @@ impl Registry {
                     version_id: Some(vid),
                     detail: &detail,
                 },
-            )?;
-            audit::append(
-                tx,
-                NewEntry {
-                    actor,
-                    action,
-                    subject: &name,
-                    digest: Some(&digest),
-                    detail,
-                },
+                &digest,
             )?;
             Ok(vid)
         })?;
@@ -601,7 +583,7 @@ impl Registry {
             "replaced": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
         });
         self.store.transaction("promote", |tx| {
-            store::set_deployment(
+            record_change(
                 tx,
                 &Change {
                     plugin: name,
@@ -612,16 +594,7 @@ impl Registry {
                     version_id: Some(canary.version_id),
                     detail: &detail,
                 },
-            )?;
-            audit::append(
-                tx,
-                NewEntry {
-                    actor,
-                    action: "promote",
-                    subject: name,
-                    digest: Some(canary.plugin.digest()),
-                    detail: detail.clone(),
-                },
+                canary.plugin.digest(),
             )?;
             Ok(())
         })?;
@@ -654,7 +627,7 @@ impl Registry {
                 "stable": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
             });
             self.store.transaction("rollback", |tx| {
-                store::set_deployment(
+                record_change(
                     tx,
                     &Change {
                         plugin: name,
@@ -665,16 +638,7 @@ impl Registry {
                         version_id: Some(canary.version_id),
                         detail: &detail,
                     },
-                )?;
-                audit::append(
-                    tx,
-                    NewEntry {
-                        actor,
-                        action: "rollback",
-                        subject: name,
-                        digest: Some(canary.plugin.digest()),
-                        detail: detail.clone(),
-                    },
+                    canary.plugin.digest(),
                 )?;
                 Ok(())
             })?;
@@ -697,7 +661,7 @@ impl Registry {
             "grants": grants_summary(target.plugin.manifest()),
         });
         self.store.transaction("rollback", |tx| {
-            store::set_deployment(
+            record_change(
                 tx,
                 &Change {
                     plugin: name,
@@ -708,16 +672,7 @@ impl Registry {
                     version_id: Some(target_id),
                     detail: &detail,
                 },
-            )?;
-            audit::append(
-                tx,
-                NewEntry {
-                    actor,
-                    action: "rollback",
-                    subject: name,
-                    digest: Some(target.plugin.digest()),
-                    detail: detail.clone(),
-                },
+                target.plugin.digest(),
             )?;
             Ok(())
         })?;
@@ -832,6 +787,23 @@ impl Router for Registry {
             }),
         })
     }
+}
+
+/// Write a deployment change and its audit entry (same actor, action,
+/// subject and detail) inside the caller's transaction.
+fn record_change(tx: &rusqlite::Transaction<'_>, change: &Change<'_>, digest: &str) -> Result<()> {
+    store::set_deployment(tx, change)?;
+    audit::append(
+        tx,
+        NewEntry {
+            actor: change.actor,
+            action: change.action,
+            subject: change.plugin,
+            digest: Some(digest),
+            detail: change.detail.clone(),
+        },
+    )?;
+    Ok(())
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -461,30 +461,8 @@ impl Runtime {
     /// Instantiate `plugin` once without calling it: proves it links and
     /// starts within its limits before it can receive traffic.
     pub async fn smoke(&self, plugin: &Arc<Plugin>) -> Result<()> {
-        let grants = &plugin.grants;
         let limits = &plugin.manifest.limits;
-        let mut wasi = WasiCtxBuilder::new();
-        capability::prepare_wasi(grants, &mut CallSetup { wasi: &mut wasi })?;
-        let state = PluginState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limiter: Limiter::new(limits.memory.0 as usize),
-            refusals: Vec::new(),
-            log: LogState::new(grants),
-            kv: KvState::new(grants, self.inner.kv.clone()),
-            models: ModelsState::default(),
-            config: ConfigState::new(grants),
-            http: HttpState::new(grants),
-            stdout: CapturedOutput::new(STDIO_CAPACITY),
-            stderr: CapturedOutput::new(STDIO_CAPACITY),
-        };
-        let mut store = Store::new(self.inner.engine.wasmtime(), state);
-        store.limiter(|s| &mut s.limiter);
-        store
-            .set_fuel(limits.fuel.0)
-            .map_err(|e| Error::wasmtime("smoke test", e))?;
-        store.set_epoch_deadline(self.inner.engine.ticks_for(limits.timeout.0));
-        store.epoch_deadline_trap();
+        let mut store = self.new_store(plugin, 0)?;
         let instantiate = plugin.pre.instantiate_async(&mut store);
         match tokio::time::timeout(limits.timeout.0, instantiate).await {
             Ok(Ok(_)) => Ok(()),
@@ -534,49 +512,19 @@ impl Runtime {
         let _permit = plugin.concurrency.clone().acquire_owned().await.ok();
         let start = Instant::now();
         let limits = &plugin.manifest.limits;
-        let engine = &self.inner.engine;
 
-        let stdout = CapturedOutput::new(STDIO_CAPACITY);
-        let stderr = CapturedOutput::new(STDIO_CAPACITY);
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout.clone()).stderr(stderr.clone());
-        if let Err(e) = capability::prepare_wasi(&plugin.grants, &mut CallSetup { wasi: &mut wasi })
-        {
-            return self.report(
-                plugin,
-                Outcome::Trap {
-                    message: format!("preparing the call failed: {e}"),
-                },
-                start,
-            );
-        }
-        let grants = &plugin.grants;
-        let state = PluginState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limiter: Limiter::new(limits.memory.0 as usize),
-            refusals: Vec::new(),
-            log: LogState::new(grants),
-            kv: KvState::new(grants, self.inner.kv.clone()),
-            models: ModelsState::new(grants, self, depth),
-            config: ConfigState::new(grants),
-            http: HttpState::new(grants),
-            stdout,
-            stderr,
+        let mut store = match self.new_store(plugin, depth) {
+            Ok(store) => store,
+            Err(e) => {
+                return self.report(
+                    plugin,
+                    Outcome::Trap {
+                        message: format!("preparing the call failed: {e}"),
+                    },
+                    start,
+                );
+            }
         };
-        let mut store = Store::new(engine.wasmtime(), state);
-        store.limiter(|s| &mut s.limiter);
-        if let Err(e) = store.set_fuel(limits.fuel.0) {
-            return self.report(
-                plugin,
-                Outcome::Trap {
-                    message: format!("setting fuel failed: {e}"),
-                },
-                start,
-            );
-        }
-        store.set_epoch_deadline(engine.ticks_for(limits.timeout.0));
-        store.epoch_deadline_trap();
 
         // The epoch deadline interrupts wasm; this outer bound also covers
         // time spent in host calls (a slow HTTP peer, a nested model call).
@@ -649,6 +597,41 @@ impl Runtime {
             logs,
             nested: state.models.nested,
         }
+    }
+
+    /// A fresh store for one call of `plugin`: WASI refined by its grants,
+    /// each capability's per-call state, fuel, memory limiter and epoch
+    /// deadline.
+    fn new_store(&self, plugin: &Plugin, depth: u32) -> Result<Store<PluginState>> {
+        let grants = &plugin.grants;
+        let limits = &plugin.manifest.limits;
+        let engine = &self.inner.engine;
+        let stdout = CapturedOutput::new(STDIO_CAPACITY);
+        let stderr = CapturedOutput::new(STDIO_CAPACITY);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        capability::prepare_wasi(grants, &mut CallSetup { wasi: &mut wasi })?;
+        let state = PluginState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: Limiter::new(limits.memory.0 as usize),
+            refusals: Vec::new(),
+            log: LogState::new(grants),
+            kv: KvState::new(grants, self.inner.kv.clone()),
+            models: ModelsState::new(grants, self, depth),
+            config: ConfigState::new(grants),
+            http: HttpState::new(grants),
+            stdout,
+            stderr,
+        };
+        let mut store = Store::new(engine.wasmtime(), state);
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel.0)
+            .map_err(|e| Error::wasmtime("setting fuel", e))?;
+        store.set_epoch_deadline(engine.ticks_for(limits.timeout.0));
+        store.epoch_deadline_trap();
+        Ok(store)
     }
 
     fn report(&self, plugin: &Plugin, outcome: Outcome, start: Instant) -> CallReport {
