@@ -8,13 +8,11 @@
 //! keeps its call summary (plugin, version, digest, outcome, fuel, time), and
 //! everything in one event's path shares its trace id.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 
 use crate::app::App;
 use crate::manifest::Kind;
-use crate::runtime::{CallInput, CallOutput, CallReport, Plugin, Runtime};
+use crate::runtime::{CallInput, CallOutput, CallReport, Caller};
 use crate::types::{Action, Decision, Event};
 use crate::{Error, Result};
 
@@ -114,20 +112,21 @@ pub struct RunOptions {
 }
 
 /// Drive `body` through the app's pipeline, starting at `connector`. The
-/// app's plugins must already be loaded into `runtime` (see
-/// [`App::load_into`]).
+/// app's plugins must be reachable through `caller`: a [`crate::Runtime`]
+/// they were loaded into (see [`App::load_into`]) or a
+/// [`crate::registry::Registry`] they are deployed in.
 pub async fn run(
-    runtime: &Runtime,
+    caller: &dyn Caller,
     app: &App,
     connector: &str,
     body: Vec<u8>,
     content_type: &str,
     options: &RunOptions,
 ) -> Result<PipelineReport> {
-    let source = plugin_of(runtime, connector, Kind::Connector)?;
-    let ingest = runtime
+    expect_kind(caller, connector, Kind::Connector)?;
+    let ingest = caller
         .call(
-            &source,
+            connector,
             CallInput::Ingest {
                 body,
                 content_type: content_type.to_string(),
@@ -151,7 +150,7 @@ pub async fn run(
         if event.trace_id.is_empty() {
             event.trace_id = new_trace_id();
         }
-        reports.push(handle_event(runtime, app, event, options).await?);
+        reports.push(handle_event(caller, app, event, options).await?);
     }
     Ok(PipelineReport {
         connector: connector.to_string(),
@@ -162,7 +161,7 @@ pub async fn run(
 }
 
 async fn handle_event(
-    runtime: &Runtime,
+    caller: &dyn Caller,
     app: &App,
     event: Event,
     options: &RunOptions,
@@ -174,18 +173,17 @@ async fn handle_event(
         .iter()
         .filter(|p| p.subscribes.iter().any(|k| k == &event.kind))
     {
-        let agent = plugin_of(runtime, &entry.name, Kind::Agent)?;
-        let report = runtime
-            .call(&agent, CallInput::Handle(event.clone()))
+        expect_kind(caller, &entry.name, Kind::Agent)?;
+        let report = caller
+            .call(&entry.name, CallInput::Handle(event.clone()))
             .await?;
         agents.push(Step::from(&report));
         if let (true, Some(CallOutput::Actions(proposed))) =
             (report.outcome.is_ok(), &report.output)
         {
             for action in proposed {
-                actions.push(
-                    decide(runtime, app, &event, action.clone(), &entry.name, options).await?,
-                );
+                actions
+                    .push(decide(caller, app, &event, action.clone(), &entry.name, options).await?);
             }
         }
     }
@@ -197,7 +195,7 @@ async fn handle_event(
 }
 
 async fn decide(
-    runtime: &Runtime,
+    caller: &dyn Caller,
     app: &App,
     event: &Event,
     action: Action,
@@ -212,10 +210,10 @@ async fn decide(
         .iter()
         .filter(|p| p.guards.iter().any(|k| k == "*" || *k == action.kind));
     for entry in guards {
-        let policy = plugin_of(runtime, &entry.name, Kind::Policy)?;
-        let report = runtime
+        expect_kind(caller, &entry.name, Kind::Policy)?;
+        let report = caller
             .call(
-                &policy,
+                &entry.name,
                 CallInput::Evaluate {
                     action: action.clone(),
                     event: event.clone(),
@@ -266,9 +264,9 @@ async fn decide(
                 ),
             },
             Some(entry) => {
-                let connector = plugin_of(runtime, &entry.name, Kind::Connector)?;
-                let report = runtime
-                    .call(&connector, CallInput::Execute(action.clone()))
+                expect_kind(caller, &entry.name, Kind::Connector)?;
+                let report = caller
+                    .call(&entry.name, CallInput::Execute(action.clone()))
                     .await?;
                 execute_step = Some(Step::from(&report));
                 match (&report.outcome.is_ok(), &report.output) {
@@ -292,18 +290,16 @@ async fn decide(
     })
 }
 
-fn plugin_of(runtime: &Runtime, name: &str, kind: Kind) -> Result<Arc<Plugin>> {
-    let plugin = runtime
-        .get(name)
-        .ok_or_else(|| Error::UnknownPlugin(name.to_string()))?;
-    if plugin.kind() != kind {
-        return Err(Error::Input {
+fn expect_kind(caller: &dyn Caller, name: &str, kind: Kind) -> Result<()> {
+    match caller.kind_of(name) {
+        None => Err(Error::UnknownPlugin(name.to_string())),
+        Some(k) if k != kind => Err(Error::Input {
             plugin: name.to_string(),
-            kind: plugin.kind().to_string(),
+            kind: k.to_string(),
             message: format!("the pipeline needs a {kind} here"),
-        });
+        }),
+        Some(_) => Ok(()),
     }
-    Ok(plugin)
 }
 
 /// A fresh W3C trace id: 32 lowercase hex digits, not all zero.

@@ -759,6 +759,20 @@ impl Registry {
     }
 }
 
+impl crate::runtime::Caller for Registry {
+    fn kind_of(&self, name: &str) -> Option<crate::manifest::Kind> {
+        self.route(name).map(|r| r.stable.plugin.kind())
+    }
+
+    fn call<'a>(
+        &'a self,
+        name: &'a str,
+        input: CallInput,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<CallReport>> + Send + 'a>> {
+        Box::pin(Registry::call(self, name, input, None))
+    }
+}
+
 impl Router for Registry {
     fn resolve(&self, name: &str) -> Option<Routed> {
         let route = self.route(name)?;

@@ -283,6 +283,39 @@ pub trait Router: Send + Sync {
     fn resolve(&self, name: &str) -> Option<Routed>;
 }
 
+/// Calls plugins by name: the pipeline's view of a host. [`Runtime`] calls
+/// its registered plugins; [`crate::registry::Registry`] routes through
+/// deployed versions.
+pub trait Caller: Send + Sync {
+    /// The kind of the plugin called `name`, if there is one.
+    fn kind_of(&self, name: &str) -> Option<Kind>;
+    /// Call the plugin called `name`.
+    fn call<'a>(
+        &'a self,
+        name: &'a str,
+        input: CallInput,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<CallReport>> + Send + 'a>>;
+}
+
+impl Caller for Runtime {
+    fn kind_of(&self, name: &str) -> Option<Kind> {
+        self.get(name).map(|p| p.kind())
+    }
+
+    fn call<'a>(
+        &'a self,
+        name: &'a str,
+        input: CallInput,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<CallReport>> + Send + 'a>> {
+        Box::pin(async move {
+            let plugin = self
+                .get(name)
+                .ok_or_else(|| Error::UnknownPlugin(name.to_string()))?;
+            Runtime::call(self, &plugin, input).await
+        })
+    }
+}
+
 /// A routed plugin and what to do with the call's report.
 pub struct Routed {
     pub plugin: Arc<Plugin>,
