@@ -18,6 +18,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod auth;
 mod bindings;
 pub mod capability;
 pub mod engine;
@@ -26,6 +27,7 @@ pub mod inspect;
 pub mod manifest;
 pub mod pipeline;
 pub mod registry;
+pub mod review;
 pub mod rollout;
 pub mod runtime;
 mod state;

@@ -10,9 +10,16 @@
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
+use serde_json::json;
+
 use crate::app::App;
+use crate::audit::NewEntry;
 use crate::manifest::Kind;
+use crate::review::{Review, ReviewQueue};
 use crate::runtime::{CallInput, CallOutput, CallReport, Caller};
+use crate::store::Store;
 use crate::types::{Action, Decision, Event};
 use crate::{Error, Result};
 
@@ -63,8 +70,13 @@ pub enum Disposition {
     Allowed,
     /// A policy denied it (or failed, which counts as a denial).
     Denied { reasons: Vec<String> },
-    /// A policy escalated it: it waits for a human.
-    Escalated { reasons: Vec<String> },
+    /// A policy escalated it: it waits for a human (in the review queue,
+    /// when the run has one).
+    Escalated {
+        reasons: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        review_id: Option<i64>,
+    },
     /// Allowed, but carrying it out failed.
     Failed { error: String },
 }
@@ -105,10 +117,15 @@ impl PipelineReport {
 }
 
 /// Options of one pipeline run.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Carry out allowed actions through the executing connector.
     pub execute: bool,
+    /// Queue escalated actions for human review.
+    pub reviews: Option<ReviewQueue>,
+    /// Record each event's path (every step with plugin, version and
+    /// digest, and what became of each action) in the audit log.
+    pub audit: Option<Arc<Store>>,
 }
 
 /// Drive `body` through the app's pipeline, starting at `connector`. The
@@ -150,7 +167,11 @@ pub async fn run(
         if event.trace_id.is_empty() {
             event.trace_id = new_trace_id();
         }
-        reports.push(handle_event(caller, app, event, options).await?);
+        let report = handle_event(caller, app, event, options).await?;
+        if let Some(store) = &options.audit {
+            audit_event(store, connector, &ingest, &report)?;
+        }
+        reports.push(report);
     }
     Ok(PipelineReport {
         connector: connector.to_string(),
@@ -245,17 +266,24 @@ async fn decide(
     let disposition = if !denials.is_empty() {
         Disposition::Denied { reasons: denials }
     } else if !escalations.is_empty() {
+        let review_id = match &options.reviews {
+            Some(queue) => Some(queue.enqueue(
+                &action,
+                event,
+                &escalations,
+                proposed_by,
+                executor(app, &action.kind),
+            )?),
+            None => None,
+        };
         Disposition::Escalated {
             reasons: escalations,
+            review_id,
         }
     } else if !options.execute {
         Disposition::Allowed
     } else {
-        match app
-            .plugins
-            .iter()
-            .find(|p| p.executes.contains(&action.kind))
-        {
+        match executor(app, &action.kind) {
             None => Disposition::Failed {
                 error: format!(
                     "no connector in {} executes `{}`",
@@ -263,15 +291,15 @@ async fn decide(
                     action.kind
                 ),
             },
-            Some(entry) => {
-                expect_kind(caller, &entry.name, Kind::Connector)?;
+            Some(name) => {
+                expect_kind(caller, name, Kind::Connector)?;
                 let report = caller
-                    .call(&entry.name, CallInput::Execute(action.clone()))
+                    .call(name, CallInput::Execute(action.clone()))
                     .await?;
                 execute_step = Some(Step::from(&report));
                 match (&report.outcome.is_ok(), &report.output) {
                     (true, Some(CallOutput::Receipt(receipt))) => Disposition::Executed {
-                        connector: entry.name.clone(),
+                        connector: name.to_string(),
                         receipt: receipt.clone(),
                     },
                     _ => Disposition::Failed {
@@ -288,6 +316,77 @@ async fn decide(
         disposition,
         execute_step,
     })
+}
+
+/// One audit entry per event: its trace id and every step's plugin,
+/// version, digest and outcome, and what became of each action.
+fn audit_event(
+    store: &Store,
+    connector: &str,
+    ingest: &CallReport,
+    report: &EventReport,
+) -> Result<()> {
+    let mut steps = vec![serde_json::to_value(Step::from(ingest)).unwrap_or_default()];
+    steps.extend(
+        report
+            .agents
+            .iter()
+            .map(|s| serde_json::to_value(s).unwrap_or_default()),
+    );
+    let actions: Vec<serde_json::Value> = report
+        .actions
+        .iter()
+        .map(|a| {
+            json!({
+                "kind": a.action.kind,
+                "proposed_by": a.proposed_by,
+                "policies": a.policies.iter().map(|p| json!({"policy": p.policy, "decision": p.decision, "version": p.step.version, "digest": p.step.digest})).collect::<Vec<_>>(),
+                "disposition": a.disposition,
+                "execute": a.execute_step,
+            })
+        })
+        .collect();
+    store.audit(NewEntry {
+        actor: connector,
+        action: "pipeline",
+        subject: &format!("event/{}", report.event.id),
+        digest: None,
+        detail: json!({"trace_id": report.event.trace_id, "event_kind": report.event.kind, "steps": steps, "actions": actions}),
+    })
+}
+
+/// The connector the app binds to carry out `kind`.
+fn executor<'a>(app: &'a App, kind: &str) -> Option<&'a str> {
+    app.plugins
+        .iter()
+        .find(|p| p.executes.iter().any(|k| k == kind))
+        .map(|p| p.name.as_str())
+}
+
+/// Carry out an approved review through its connector and record the result.
+pub async fn carry_out(
+    caller: &dyn Caller,
+    queue: &ReviewQueue,
+    review: &Review,
+) -> Result<Review> {
+    let Some(connector) = &review.connector else {
+        let why = format!("no connector executes `{}`", review.action.kind);
+        queue.record_result(review.id, false, &why, serde_json::Value::Null)?;
+        return queue.get(review.id)?.ok_or(Error::Refused(why));
+    };
+    let report = caller
+        .call(connector, CallInput::Execute(review.action.clone()))
+        .await?;
+    let step = serde_json::to_value(Step::from(&report)).unwrap_or_default();
+    match (&report.outcome.is_ok(), &report.output) {
+        (true, Some(CallOutput::Receipt(receipt))) => {
+            queue.record_result(review.id, true, receipt, step)?
+        }
+        _ => queue.record_result(review.id, false, &report.outcome.summary(), step)?,
+    }
+    queue
+        .get(review.id)?
+        .ok_or_else(|| Error::Refused(format!("no review {}", review.id)))
 }
 
 fn expect_kind(caller: &dyn Caller, name: &str, kind: Kind) -> Result<()> {

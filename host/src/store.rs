@@ -74,6 +74,10 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 2: the audit log.
     audit::MIGRATION,
+    // 3: the human review queue.
+    crate::review::MIGRATION,
+    // 4: API tokens.
+    crate::auth::MIGRATION,
 ];
 
 /// A stored plugin version.

@@ -390,7 +390,10 @@ async fn pipeline_runs_claims_end_to_end() {
         "claims-webhook",
         body.to_string().into_bytes(),
         "application/json",
-        &RunOptions { execute: true },
+        &RunOptions {
+            execute: true,
+            ..Default::default()
+        },
     )
     .await
     .expect("pipeline");

@@ -25,6 +25,10 @@ pub struct Args {
     /// Carry out allowed actions through the executing connector.
     #[arg(long)]
     execute: bool,
+    /// Queue escalated actions for review and audit every event's path in
+    /// the data directory (as `evos up` does).
+    #[arg(long)]
+    record: bool,
     /// Print the pipeline report as JSON.
     #[arg(long)]
     json: bool,
@@ -35,8 +39,18 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
     let runtime = runtime(cli)?;
     app.load_into(&runtime)?;
     let body = read_input(&args.input)?;
-    let options = RunOptions {
-        execute: args.execute,
+    let options = if args.record {
+        let store = std::sync::Arc::new(evos::store::Store::open(&cli.data_dir)?);
+        RunOptions {
+            execute: args.execute,
+            reviews: Some(evos::review::ReviewQueue::new(store.clone())),
+            audit: Some(store),
+        }
+    } else {
+        RunOptions {
+            execute: args.execute,
+            ..Default::default()
+        }
     };
     let report = pipeline::run(
         &runtime,
@@ -91,7 +105,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
                     }
                     Disposition::Allowed => "allowed (pass --execute to carry it out)".into(),
                     Disposition::Denied { reasons } => format!("denied: {}", reasons.join("; ")),
-                    Disposition::Escalated { reasons } => {
+                    Disposition::Escalated { reasons, .. } => {
                         format!("escalated for human review: {}", reasons.join("; "))
                     }
                     Disposition::Failed { error } => format!("failed: {error}"),

@@ -1,0 +1,358 @@
+//! API tokens: who may do what.
+//!
+//! A token is `evos_<id>_<secret>`: the id names it in lists, audit entries
+//! and revocations; only the sha256 of the secret is stored, so the database
+//! never holds a usable credential (secrets are 256 random bits, so a plain
+//! hash suffices — there is nothing to brute-force). Each token has one role
+//! and a scope: a plugin-name pattern (`*`, `claims-*`, `fraud-score`) that
+//! limits every plugin-specific permission.
+//!
+//! | role     | may                                                        |
+//! |----------|------------------------------------------------------------|
+//! | admin    | everything, including tokens                               |
+//! | deployer | upload components, deploy, canary, promote, roll back, status, history |
+//! | invoker  | ingest through connectors, invoke plugins                  |
+//! | reviewer | list, approve and reject reviews                           |
+//! | auditor  | read and verify the audit log, status, history, metrics    |
+
+use std::fmt;
+use std::str::FromStr;
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::{Store, now};
+use crate::{Error, Result};
+
+pub const MIGRATION: &str = "CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    role TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Admin,
+    Deployer,
+    Invoker,
+    Reviewer,
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Deployer => "deployer",
+            Role::Invoker => "invoker",
+            Role::Reviewer => "reviewer",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// Whether this role grants `permission` (scope aside).
+    pub fn allows(self, permission: Permission) -> bool {
+        use Permission::*;
+        match self {
+            Role::Admin => true,
+            Role::Deployer => matches!(permission, Deploy | Status),
+            Role::Invoker => matches!(permission, Ingest | Invoke),
+            Role::Reviewer => matches!(permission, Review),
+            Role::Auditor => matches!(permission, Audit | Status | Metrics),
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Role, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "deployer" => Ok(Role::Deployer),
+            "invoker" => Ok(Role::Invoker),
+            "reviewer" => Ok(Role::Reviewer),
+            "auditor" => Ok(Role::Auditor),
+            other => Err(format!(
+                "unknown role {other:?}; use admin, deployer, invoker, reviewer or auditor"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Permission {
+    Ingest,
+    Invoke,
+    Deploy,
+    Status,
+    Review,
+    Audit,
+    Metrics,
+    Tokens,
+}
+
+/// A token as stored (never with its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct Token {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub scope: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl Token {
+    /// Whether the token may use `permission` on `plugin` (when the request
+    /// concerns one).
+    pub fn allows(&self, permission: Permission, plugin: Option<&str>) -> bool {
+        self.revoked_at.is_none()
+            && self.role.allows(permission)
+            && plugin.is_none_or(|p| scope_matches(&self.scope, p))
+    }
+}
+
+/// `*` matches everything; a trailing `*` matches a prefix; otherwise exact.
+pub fn scope_matches(scope: &str, plugin: &str) -> bool {
+    match scope.strip_suffix('*') {
+        Some(prefix) => plugin.starts_with(prefix),
+        None => scope == plugin,
+    }
+}
+
+fn valid_scope(scope: &str) -> bool {
+    let body = scope.strip_suffix('*').unwrap_or(scope);
+    !scope.is_empty()
+        && body
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+    move |e| Error::Store {
+        context: context.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| Error::io("/dev/urandom", e))?;
+    Ok(hex::encode(buf))
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Constant-time comparison of two equal-length hex digests.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The tokens of a data directory.
+#[derive(Clone)]
+pub struct Tokens {
+    store: std::sync::Arc<Store>,
+}
+
+impl Tokens {
+    pub fn new(store: std::sync::Arc<Store>) -> Tokens {
+        Tokens { store }
+    }
+
+    /// Create a token; returns it and the full secret, shown only now.
+    pub fn create(
+        &self,
+        name: &str,
+        role: Role,
+        scope: &str,
+        actor: &str,
+    ) -> Result<(Token, String)> {
+        if !valid_scope(scope) {
+            return Err(Error::Refused(format!(
+                "invalid scope {scope:?}: use `*`, a plugin name, or a prefix ending in `*` (e.g. \"claims-*\")"
+            )));
+        }
+        let id = random_hex(6)?;
+        let secret = random_hex(32)?;
+        let token_text = format!("evos_{id}_{secret}");
+        let token = Token {
+            id: id.clone(),
+            name: name.to_string(),
+            role,
+            scope: scope.to_string(),
+            created_at: now(),
+            revoked_at: None,
+        };
+        self.store.transaction("token", |tx| {
+            tx.execute(
+                "INSERT INTO tokens (id, name, secret_sha256, role, scope, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id, name, hash(&secret), role.as_str(), scope, token.created_at],
+            )
+            .map_err(db("creating a token"))?;
+            crate::audit::append(
+                tx,
+                crate::audit::NewEntry {
+                    actor,
+                    action: "token-created",
+                    subject: &format!("token/{id}"),
+                    digest: None,
+                    detail: serde_json::json!({"name": name, "role": role, "scope": scope}),
+                },
+            )?;
+            Ok(())
+        })?;
+        Ok((token, token_text))
+    }
+
+    pub fn list(&self) -> Result<Vec<Token>> {
+        let conn = self.store.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, name, role, scope, created_at, revoked_at FROM tokens ORDER BY created_at")
+            .map_err(db("listing tokens"))?;
+        let rows = stmt
+            .query_map([], token_from_row)
+            .map_err(db("listing tokens"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db("listing tokens"))
+    }
+
+    pub fn revoke(&self, id: &str, actor: &str) -> Result<()> {
+        self.store.transaction("token", |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id, now()],
+                )
+                .map_err(db("revoking a token"))?;
+            if n == 0 {
+                return Err(Error::Refused(format!("no active token with id {id}")));
+            }
+            crate::audit::append(
+                tx,
+                crate::audit::NewEntry {
+                    actor,
+                    action: "token-revoked",
+                    subject: &format!("token/{id}"),
+                    digest: None,
+                    detail: serde_json::json!({}),
+                },
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The active token a bearer string belongs to, if any.
+    pub fn authenticate(&self, bearer: &str) -> Result<Option<Token>> {
+        let Some(rest) = bearer.strip_prefix("evos_") else {
+            return Ok(None);
+        };
+        let Some((id, secret)) = rest.split_once('_') else {
+            return Ok(None);
+        };
+        let row: Option<(Token, String)> = self
+            .store
+            .conn()
+            .query_row(
+                "SELECT id, name, role, scope, created_at, revoked_at, secret_sha256 FROM tokens WHERE id = ?1",
+                [id],
+                |r| Ok((token_from_row(r)?, r.get(6)?)),
+            )
+            .optional()
+            .map_err(db("checking a token"))?;
+        Ok(match row {
+            Some((token, stored)) if same(&stored, &hash(secret)) && token.revoked_at.is_none() => {
+                Some(token)
+            }
+            _ => None,
+        })
+    }
+}
+
+fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {
+    let role: String = r.get(2)?;
+    Ok(Token {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        role: role.parse().unwrap_or(Role::Auditor),
+        scope: r.get(3)?,
+        created_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_match_exactly_or_by_prefix() {
+        assert!(scope_matches("*", "anything"));
+        assert!(scope_matches("claims-*", "claims-webhook"));
+        assert!(!scope_matches("claims-*", "fraud-score"));
+        assert!(scope_matches("fraud-score", "fraud-score"));
+        assert!(!scope_matches("fraud-score", "fraud-score-2"));
+        assert!(valid_scope("claims-*") && !valid_scope("a*b") && !valid_scope(""));
+    }
+
+    #[test]
+    fn roles_grant_only_their_permissions() {
+        assert!(Role::Admin.allows(Permission::Tokens));
+        assert!(
+            Role::Deployer.allows(Permission::Deploy) && !Role::Deployer.allows(Permission::Invoke)
+        );
+        assert!(
+            Role::Invoker.allows(Permission::Ingest) && !Role::Invoker.allows(Permission::Review)
+        );
+        assert!(
+            Role::Reviewer.allows(Permission::Review) && !Role::Reviewer.allows(Permission::Audit)
+        );
+        assert!(
+            Role::Auditor.allows(Permission::Audit) && !Role::Auditor.allows(Permission::Deploy)
+        );
+    }
+
+    #[test]
+    fn tokens_authenticate_until_revoked() {
+        let dir = std::env::temp_dir().join(format!("evos-auth-{}", std::process::id()));
+        let store = std::sync::Arc::new(Store::open(&dir).unwrap());
+        let tokens = Tokens::new(store);
+        let (t, secret) = tokens
+            .create("ci", Role::Invoker, "claims-*", "test")
+            .unwrap();
+        assert_eq!(tokens.authenticate(&secret).unwrap().unwrap().id, t.id);
+        assert!(
+            tokens
+                .authenticate(&format!("{secret}x"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(tokens.authenticate("garbage").unwrap().is_none());
+        tokens.revoke(&t.id, "test").unwrap();
+        assert!(tokens.authenticate(&secret).unwrap().is_none());
+        assert!(tokens.revoke(&t.id, "test").is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
