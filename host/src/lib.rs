@@ -30,8 +30,10 @@ pub mod registry;
 pub mod review;
 pub mod rollout;
 pub mod runtime;
+pub mod server;
 mod state;
 pub mod store;
+pub mod telemetry;
 pub mod types;
 
 pub use engine::{Engine, EngineConfig};

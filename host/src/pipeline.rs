@@ -126,6 +126,8 @@ pub struct RunOptions {
     /// Record each event's path (every step with plugin, version and
     /// digest, and what became of each action) in the audit log.
     pub audit: Option<Arc<Store>>,
+    /// Trace id for events that carry none (e.g. from a W3C `traceparent`).
+    pub trace_id: Option<String>,
 }
 
 /// Drive `body` through the app's pipeline, starting at `connector`. The
@@ -165,7 +167,7 @@ pub async fn run(
     let mut reports = Vec::new();
     for mut event in events {
         if event.trace_id.is_empty() {
-            event.trace_id = new_trace_id();
+            event.trace_id = options.trace_id.clone().unwrap_or_else(new_trace_id);
         }
         let report = handle_event(caller, app, event, options).await?;
         if let Some(store) = &options.audit {

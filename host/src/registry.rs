@@ -45,6 +45,8 @@ pub struct Live {
 struct Totals {
     outcomes: OutcomeCounts,
     latency: Histogram<u64>,
+    fuel: u64,
+    usage: crate::types::Usage,
 }
 
 /// Latencies are recorded in microseconds up to 10 minutes.
@@ -80,7 +82,12 @@ impl Live {
             version_id,
             plugin,
             window: Mutex::new(Window::default()),
-            totals: Mutex::new(Totals { outcomes, latency }),
+            totals: Mutex::new(Totals {
+                outcomes,
+                latency,
+                fuel: 0,
+                usage: Default::default(),
+            }),
             dirty: AtomicBool::new(false),
             calls_since_judged: AtomicU64::new(0),
         })
@@ -95,22 +102,45 @@ impl Live {
                 .entry(report.outcome.name().to_string())
                 .or_default() += 1;
             let _ = t.latency.record(report.duration_us.max(1));
+            t.fuel = t.fuel.saturating_add(report.fuel_consumed);
+            if let Some(crate::runtime::CallOutput::Model(resp)) = &report.output {
+                t.usage.input_units = t.usage.input_units.saturating_add(resp.usage.input_units);
+                t.usage.output_units = t.usage.output_units.saturating_add(resp.usage.output_units);
+            }
         }
         self.dirty.store(true, Ordering::Relaxed);
     }
 
     fn status(&self, weight: u8) -> VersionStatus {
-        let (outcomes, calls, p50, p95, p99) = match self.totals.lock() {
+        let (outcomes, calls, p50, p95, p99, fuel, usage, buckets) = match self.totals.lock() {
             Ok(t) => (
                 t.outcomes.clone(),
                 t.latency.len(),
                 t.latency.value_at_quantile(0.50),
                 t.latency.value_at_quantile(0.95),
                 t.latency.value_at_quantile(0.99),
+                t.fuel,
+                t.usage,
+                LATENCY_BUCKETS_US
+                    .iter()
+                    .map(|le| (*le, t.latency.count_between(0, *le)))
+                    .collect(),
             ),
-            Err(_) => (OutcomeCounts::default(), 0, 0, 0, 0),
+            Err(_) => (
+                OutcomeCounts::default(),
+                0,
+                0,
+                0,
+                0,
+                0,
+                Default::default(),
+                Vec::new(),
+            ),
         };
         VersionStatus {
+            fuel_consumed: fuel,
+            usage,
+            latency_buckets: buckets,
             version_id: self.version_id,
             version: self.plugin.version(),
             digest: self.plugin.digest().to_string(),
@@ -162,7 +192,20 @@ pub struct VersionStatus {
     pub p50_us: u64,
     pub p95_us: u64,
     pub p99_us: u64,
+    /// Fuel burned by the calls counted since this host loaded the version.
+    pub fuel_consumed: u64,
+    /// Model usage reported by the calls (model adapters).
+    pub usage: crate::types::Usage,
+    /// Cumulative call counts at `LATENCY_BUCKETS_US` bounds (microseconds).
+    #[serde(skip)]
+    pub latency_buckets: Vec<(u64, u64)>,
 }
+
+/// Histogram bucket bounds for metrics, in microseconds.
+pub const LATENCY_BUCKETS_US: &[u64] = &[
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginStatus {

@@ -11,7 +11,7 @@ use evos::{CallInput, EngineConfig};
 
 use super::{Cli, Exit, print_json, read_input};
 
-fn open(cli: &Cli) -> Result<Arc<Registry>> {
+pub(super) fn open(cli: &Cli) -> Result<Arc<Registry>> {
     let config = EngineConfig {
         cache_dir: (!cli.no_cache).then(|| cli.data_dir.join("cache")),
         ..Default::default()
@@ -20,7 +20,7 @@ fn open(cli: &Cli) -> Result<Arc<Registry>> {
         .with_context(|| format!("opening the data directory {}", cli.data_dir.display()))
 }
 
-fn actor() -> String {
+pub(super) fn actor() -> String {
     std::env::var("EVOS_ACTOR")
         .or_else(|_| std::env::var("USER"))
         .map(|u| format!("cli:{u}"))

@@ -13,6 +13,7 @@ mod control;
 mod inspect;
 mod invoke;
 mod run;
+mod up;
 
 /// Host for sandboxed AI automation: WebAssembly plugins with capability
 /// manifests, metering and typed outcomes.
@@ -54,6 +55,14 @@ enum Command {
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(control::AuditCommand),
+    /// Run the host: pipeline, review queue, API, metrics.
+    Up(up::UpArgs),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(up::TokenCommand),
+    /// The human review queue.
+    #[command(subcommand)]
+    Review(up::ReviewCommand),
 }
 
 /// How a command ended.
@@ -82,6 +91,9 @@ pub fn main() -> ExitCode {
         Command::History(a) => control::history(&cli, a),
         Command::Call(a) => block_on(control::call(&cli, a)),
         Command::Audit(a) => control::audit(&cli, a),
+        Command::Up(a) => block_on(up::up(&cli, a)),
+        Command::Token(a) => up::token(&cli, a),
+        Command::Review(a) => block_on(up::review(&cli, a)),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,

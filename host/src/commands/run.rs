@@ -45,6 +45,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
             execute: args.execute,
             reviews: Some(evos::review::ReviewQueue::new(store.clone())),
             audit: Some(store),
+            ..Default::default()
         }
     } else {
         RunOptions {

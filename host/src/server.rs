@@ -1,0 +1,790 @@
+//! `evos up`: the long-running host — the pipeline over HTTP, the human
+//! review queue, the admin and invoke API, metrics and health.
+//!
+//! Every `/v1` and `/metrics` request needs a bearer token (see
+//! [`crate::auth`]); refusals are audited. Clients see a stable error code
+//! and a short message; details go to the log. Requests are bounded: body
+//! size (413), header read time and total time (slow clients cannot hold a
+//! worker), and per-plugin concurrency (a bounded queue, then 429).
+//!
+//! | method | path                              | permission |
+//! |--------|-----------------------------------|------------|
+//! | GET    | /healthz, /readyz                 | none       |
+//! | GET    | /metrics                          | metrics    |
+//! | POST   | /v1/ingest/{connector}            | ingest     |
+//! | GET    | /v1/reviews[?status=pending]      | review     |
+//! | POST   | /v1/reviews/{id}/approve\|reject  | review     |
+//! | POST   | /v1/components                    | deploy     |
+//! | POST   | /v1/plugins/{name}/deploy         | deploy     |
+//! | POST   | /v1/plugins/{name}/promote        | deploy     |
+//! | POST   | /v1/plugins/{name}/rollback       | deploy     |
+//! | GET    | /v1/plugins, /v1/plugins/{name}   | status     |
+//! | GET    | /v1/plugins/{name}/history        | status     |
+//! | POST   | /v1/plugins/{name}/invoke         | invoke     |
+//! | GET    | /v1/audit[?after=N&since=1h]      | audit      |
+//! | GET    | /v1/audit/verify                  | audit      |
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::app::App;
+use crate::audit::NewEntry;
+use crate::auth::{Permission, Role, Token, Tokens};
+use crate::engine::EngineConfig;
+use crate::manifest::Manifest;
+use crate::pipeline::{self, RunOptions};
+use crate::registry::Registry;
+use crate::review::{ReviewQueue, ReviewStatus};
+use crate::runtime::CallInput;
+use crate::{Error, Result};
+
+/// Settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub app: PathBuf,
+    pub engine: EngineConfig,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Time a client has to send its request headers.
+    pub header_timeout: Duration,
+    /// Time a whole request may take, body and handling included.
+    pub request_timeout: Duration,
+    /// Calls that may wait for a plugin beyond its `max-concurrency`
+    /// before further requests are refused with 429.
+    pub queue_per_plugin: usize,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, app: impl Into<PathBuf>) -> ServerConfig {
+        let data_dir = data_dir.into();
+        ServerConfig {
+            engine: EngineConfig {
+                cache_dir: Some(data_dir.join("cache")),
+                ..Default::default()
+            },
+            data_dir,
+            app: app.into(),
+            max_body_bytes: 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            queue_per_plugin: 64,
+        }
+    }
+}
+
+/// Everything the handlers share.
+pub struct Host {
+    pub registry: Arc<Registry>,
+    pub app: App,
+    pub tokens: Tokens,
+    pub reviews: ReviewQueue,
+    pub metrics: crate::telemetry::Metrics,
+    config: ServerConfig,
+    admission: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// What `bootstrap` did that the operator should know.
+#[derive(Debug, Clone, Default)]
+pub struct Bootstrap {
+    /// Plugins of the app file deployed because they were not yet.
+    pub deployed: Vec<String>,
+    /// Where the first admin token was written (first start only).
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl Host {
+    /// Open the data directory, deploy the app's plugins that are not yet
+    /// deployed, and on first start create an admin token in a 0600 file.
+    pub async fn bootstrap(config: ServerConfig) -> Result<(Arc<Host>, Bootstrap)> {
+        let app = App::load(&config.app)?;
+        Host::bootstrap_with(config, app).await
+    }
+
+    /// [`Host::bootstrap`] with an app already loaded (and possibly adjusted).
+    pub async fn bootstrap_with(config: ServerConfig, app: App) -> Result<(Arc<Host>, Bootstrap)> {
+        let registry = Registry::open(
+            &config.data_dir,
+            config.engine.clone(),
+            std::env::vars().collect(),
+        )?;
+        let mut report = Bootstrap::default();
+        for p in &app.plugins {
+            if registry.route(&p.name).is_none() {
+                let bytes = crate::runtime::read_component(&p.component)?;
+                registry
+                    .deploy(
+                        p.manifest.clone(),
+                        &bytes,
+                        &p.component.display().to_string(),
+                        None,
+                        "evos up",
+                    )
+                    .await?;
+                report.deployed.push(p.name.clone());
+            }
+        }
+        let tokens = Tokens::new(registry.store().clone());
+        if tokens.list()?.is_empty() {
+            let (_, secret) = tokens.create("bootstrap admin", Role::Admin, "*", "evos up")?;
+            let path = config.data_dir.join("admin.token");
+            write_secret(&path, &secret)?;
+            report.admin_token_file = Some(path);
+        }
+        let reviews = ReviewQueue::new(registry.store().clone());
+        let host = Arc::new(Host {
+            registry,
+            app,
+            tokens,
+            reviews,
+            metrics: crate::telemetry::Metrics::default(),
+            config,
+            admission: Mutex::new(HashMap::new()),
+        });
+        Ok((host, report))
+    }
+
+    /// A slot for a call of `plugin`: the plugin's own `max-concurrency`
+    /// runs, `queue_per_plugin` more wait, beyond that `None` (429).
+    fn admit(&self, plugin: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let route = self.registry.route(plugin)?;
+        let limit = route.stable.plugin.manifest().limits.max_concurrency.0 as usize;
+        let sem = {
+            let mut map = match self.admission.lock() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            map.entry(plugin.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(limit + self.config.queue_per_plugin)))
+                .clone()
+        };
+        sem.try_acquire_owned().ok()
+    }
+}
+
+fn write_secret(path: &Path, secret: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{secret}").map_err(|e| Error::io(path, e))
+}
+
+/// A client-facing error: stable code, short message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match &e {
+            Error::UnknownPlugin(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not-found", e.to_string())
+            }
+            Error::Input { .. } | Error::Manifest { .. } | Error::InvalidComponent { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.to_string())
+            }
+            Error::NotGranted { .. } | Error::WrongKind { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string())
+            }
+            Error::Refused(_) => ApiError::new(StatusCode::CONFLICT, "refused", e.to_string()),
+            _ => {
+                tracing::error!("internal error: {e}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the host log",
+                )
+            }
+        }
+    }
+}
+
+type ApiResult<T = Response> = std::result::Result<T, ApiError>;
+
+/// Check the bearer token for `permission` (on `plugin`); audit refusals.
+fn authorize(
+    host: &Host,
+    headers: &HeaderMap,
+    permission: Permission,
+    plugin: Option<&str>,
+    path: &str,
+) -> ApiResult<Token> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = match bearer {
+        Some(b) => host.tokens.authenticate(b.trim())?,
+        None => None,
+    };
+    let refuse = |status: StatusCode, code: &'static str, actor: &str, why: String| {
+        let _ = host.registry.store().audit(NewEntry {
+            actor,
+            action: "access-refused",
+            subject: path,
+            digest: None,
+            detail: json!({"status": status.as_u16(), "permission": permission, "plugin": plugin, "reason": why}),
+        });
+        ApiError::new(status, code, why)
+    };
+    match token {
+        None => Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "anonymous",
+            "a valid bearer token is required (Authorization: Bearer evos_...)".into(),
+        )),
+        Some(t) if !t.allows(permission, plugin) => {
+            let why = format!(
+                "token {} ({} scoped to {:?}) may not {:?}{}",
+                t.id,
+                t.role,
+                t.scope,
+                permission,
+                plugin.map(|p| format!(" `{p}`")).unwrap_or_default()
+            );
+            Err(refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                &format!("token/{}", t.id),
+                why,
+            ))
+        }
+        Some(t) => Ok(t),
+    }
+}
+
+/// The API router.
+pub fn router(host: Arc<Host>) -> Router {
+    let max_body = host.config.max_body_bytes;
+    let timeout = host.config.request_timeout;
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/ingest/{connector}", post(ingest))
+        .route("/v1/reviews", get(list_reviews))
+        .route("/v1/reviews/{id}/{decision}", post(decide_review))
+        .route("/v1/components", post(upload))
+        .route("/v1/plugins", get(status_all))
+        .route("/v1/plugins/{name}", get(status_one))
+        .route("/v1/plugins/{name}/history", get(history))
+        .route("/v1/plugins/{name}/deploy", post(deploy))
+        .route("/v1/plugins/{name}/promote", post(promote))
+        .route("/v1/plugins/{name}/rollback", post(rollback))
+        .route("/v1/plugins/{name}/invoke", post(invoke))
+        .route("/v1/audit", get(audit_log))
+        .route("/v1/audit/verify", get(audit_verify))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(
+            move |req: Request, next: Next| async move {
+                match tokio::time::timeout(timeout, next.run(req)).await {
+                    Ok(resp) => resp,
+                    Err(_) => ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "timeout",
+                        "the request took too long",
+                    )
+                    .into_response(),
+                }
+            },
+        ))
+        .with_state(host)
+}
+
+/// Serve on `listener` until `shutdown` resolves; then stop accepting and
+/// let requests in flight finish (up to `drain`).
+pub async fn serve(
+    host: Arc<Host>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Duration,
+) -> Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let header_timeout = host.config.header_timeout;
+    let app = router(host.clone());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        continue;
+                    }
+                };
+                let service = TowerToHyperService::new(app.clone());
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after {drain:?}; stopping anyway");
+    }
+    host.registry.flush_stats()?;
+    Ok(())
+}
+
+/// Bind `addr`.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(addr.to_string(), e))
+}
+
+async fn readyz(State(host): State<Arc<Host>>) -> impl IntoResponse {
+    axum::Json(
+        json!({"ready": true, "plugins": host.registry.status(None).map(|s| s.len()).unwrap_or(0)}),
+    )
+}
+
+async fn metrics(State(host): State<Arc<Host>>, headers: HeaderMap) -> ApiResult {
+    authorize(&host, &headers, Permission::Metrics, None, "/metrics")?;
+    let text = crate::telemetry::render(&host)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// A W3C trace id from `traceparent`, if well formed.
+fn incoming_trace(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = v.trim().split('-');
+    let (version, trace, span, _flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    (version == "00" && hex(trace, 32) && hex(span, 16) && trace != "0".repeat(32))
+        .then(|| trace.to_string())
+}
+
+fn traceparent(trace: &str) -> Option<HeaderValue> {
+    let span = &pipeline::new_trace_id()[..16];
+    HeaderValue::from_str(&format!("00-{trace}-{span}-01")).ok()
+}
+
+async fn ingest(
+    State(host): State<Arc<Host>>,
+    UrlPath(connector): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let path = format!("/v1/ingest/{connector}");
+    authorize(&host, &headers, Permission::Ingest, Some(&connector), &path)?;
+    if host.app.get(&connector).is_none() || host.registry.route(&connector).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no connector `{connector}`"),
+        ));
+    }
+    let _slot = host.admit(&connector).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            format!("`{connector}` is at its concurrency limit; retry later"),
+        )
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let trace = incoming_trace(&headers).unwrap_or_else(pipeline::new_trace_id);
+    let options = RunOptions {
+        execute: true,
+        reviews: Some(host.reviews.clone()),
+        audit: Some(host.registry.store().clone()),
+        trace_id: Some(trace.clone()),
+    };
+    let report = pipeline::run(
+        host.registry.as_ref(),
+        &host.app,
+        &connector,
+        body.to_vec(),
+        &content_type,
+        &options,
+    )
+    .await?;
+    host.metrics.observe_pipeline(&report);
+    let status = if report.ingest_error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = (
+        status,
+        axum::Json(json!({"trace_id": trace, "report": report})),
+    )
+        .into_response();
+    if let Some(v) = traceparent(&trace) {
+        resp.headers_mut().insert("traceparent", v);
+    }
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+struct ReviewFilter {
+    status: Option<ReviewStatus>,
+}
+
+async fn list_reviews(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Query(f): Query<ReviewFilter>,
+) -> ApiResult {
+    authorize(&host, &headers, Permission::Review, None, "/v1/reviews")?;
+    Ok(axum::Json(host.reviews.list(f.status)?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    comment: Option<String>,
+}
+
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> ApiResult<T> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("malformed JSON body: {e}"),
+        )
+    })
+}
+
+async fn decide_review(
+    State(host): State<Arc<Host>>,
+    UrlPath((id, decision)): UrlPath<(i64, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let path = format!("/v1/reviews/{id}/{decision}");
+    let token = authorize(&host, &headers, Permission::Review, None, &path)?;
+    let approve = match decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "use /approve or /reject",
+            ));
+        }
+    };
+    let d: Decision = json_body(&body)?;
+    if host.reviews.get(id)?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no review {id}"),
+        ));
+    }
+    let reviewer = format!("{} (token {})", token.name, token.id);
+    let review = host
+        .reviews
+        .decide(id, approve, &reviewer, d.comment.as_deref())?;
+    let review = if approve {
+        pipeline::carry_out(host.registry.as_ref(), &host.reviews, &review).await?
+    } else {
+        review
+    };
+    Ok(axum::Json(review).into_response())
+}
+
+async fn upload(State(host): State<Arc<Host>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    authorize(&host, &headers, Permission::Deploy, None, "/v1/components")?;
+    crate::inspect::ensure_component(&body, "uploaded component")?;
+    let digest = host.registry.store().put_blob(&body)?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"digest": digest, "size": body.len()})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DeployRequest {
+    /// The manifest's TOML text.
+    manifest: String,
+    /// sha256 of a component uploaded to /v1/components.
+    digest: String,
+    canary: Option<u8>,
+}
+
+async fn deploy(
+    State(host): State<Arc<Host>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let path = format!("/v1/plugins/{name}/deploy");
+    let token = authorize(&host, &headers, Permission::Deploy, Some(&name), &path)?;
+    let req: DeployRequest = json_body(&body)?;
+    let manifest = Manifest::parse(
+        &req.manifest,
+        &format!("manifest of {name} (API)"),
+        Path::new("."),
+    )?;
+    if manifest.name() != name {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!(
+                "the manifest names `{}` but the URL names `{name}`",
+                manifest.name()
+            ),
+        ));
+    }
+    if req.digest.len() != 64 || !req.digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "digest must be 64 hex digits; upload to /v1/components first",
+        ));
+    }
+    let bytes = host.registry.store().get_blob(&req.digest).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no uploaded component {}", req.digest),
+        )
+    })?;
+    let report = host
+        .registry
+        .deploy(
+            manifest,
+            &bytes,
+            &req.digest,
+            req.canary,
+            &format!("token/{}", token.id),
+        )
+        .await?;
+    Ok(axum::Json(report).into_response())
+}
+
+async fn promote(
+    State(host): State<Arc<Host>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let path = format!("/v1/plugins/{name}/promote");
+    let token = authorize(&host, &headers, Permission::Deploy, Some(&name), &path)?;
+    Ok(axum::Json(
+        host.registry
+            .promote(&name, &format!("token/{}", token.id))
+            .await?,
+    )
+    .into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    to: Option<String>,
+}
+
+async fn rollback(
+    State(host): State<Arc<Host>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let path = format!("/v1/plugins/{name}/rollback");
+    let token = authorize(&host, &headers, Permission::Deploy, Some(&name), &path)?;
+    let req: RollbackRequest = json_body(&body)?;
+    let report = host
+        .registry
+        .rollback(&name, req.to.as_deref(), &format!("token/{}", token.id))
+        .await?;
+    Ok(axum::Json(report).into_response())
+}
+
+async fn status_all(State(host): State<Arc<Host>>, headers: HeaderMap) -> ApiResult {
+    let token = authorize(&host, &headers, Permission::Status, None, "/v1/plugins")?;
+    let all = host.registry.status(None)?;
+    let visible: Vec<_> = all
+        .into_iter()
+        .filter(|s| crate::auth::scope_matches(&token.scope, &s.plugin))
+        .collect();
+    Ok(axum::Json(visible).into_response())
+}
+
+async fn status_one(
+    State(host): State<Arc<Host>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    authorize(
+        &host,
+        &headers,
+        Permission::Status,
+        Some(&name),
+        &format!("/v1/plugins/{name}"),
+    )?;
+    Ok(axum::Json(host.registry.status(Some(&name))?).into_response())
+}
+
+async fn history(
+    State(host): State<Arc<Host>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    authorize(
+        &host,
+        &headers,
+        Permission::Status,
+        Some(&name),
+        &format!("/v1/plugins/{name}/history"),
+    )?;
+    if host.registry.route(&name).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no plugin `{name}`"),
+        ));
+    }
+    Ok(axum::Json(host.registry.store().history(&name)?).into_response())
+}
+
+async fn invoke(
+    State(host): State<Arc<Host>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let path = format!("/v1/plugins/{name}/invoke");
+    authorize(&host, &headers, Permission::Invoke, Some(&name), &path)?;
+    let Some(route) = host.registry.route(&name) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no plugin `{name}`"),
+        ));
+    };
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("malformed JSON body: {e}"),
+        )
+    })?;
+    let input = CallInput::from_json(route.stable.plugin.kind(), value)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e))?;
+    let _slot = host.admit(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            format!("`{name}` is at its concurrency limit; retry later"),
+        )
+    })?;
+    let key = headers
+        .get("x-evos-routing-key")
+        .and_then(|v| v.to_str().ok());
+    let report = host.registry.call(&name, input, key).await?;
+    Ok(axum::Json(report).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    after: Option<i64>,
+    since: Option<String>,
+}
+
+async fn audit_log(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult {
+    authorize(&host, &headers, Permission::Audit, None, "/v1/audit")?;
+    let entries = crate::audit::list(
+        &host.registry.store().conn_for_reading(),
+        q.after.unwrap_or(0),
+        q.since.as_deref(),
+    )
+    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.to_string()))?;
+    Ok(axum::Json(entries).into_response())
+}
+
+async fn audit_verify(State(host): State<Arc<Host>>, headers: HeaderMap) -> ApiResult {
+    authorize(&host, &headers, Permission::Audit, None, "/v1/audit/verify")?;
+    let store = host.registry.store();
+    let anchor = store.read_anchor()?;
+    let v =
+        crate::audit::verify(&store.conn_for_reading(), anchor.as_ref()).map_err(Error::from)?;
+    let status = if v.intact {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    Ok((status, axum::Json(v)).into_response())
+}

@@ -1,0 +1,200 @@
+//! Metrics in the Prometheus text format.
+//!
+//! Per plugin and version: calls by outcome, a latency histogram, fuel,
+//! model usage and usage per 1,000 calls; for the pipeline: events,
+//! actions by disposition, escalation rate and the review queue depth.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::Result;
+use crate::pipeline::{Disposition, PipelineReport};
+use crate::server::Host;
+
+/// Pipeline counters of a running host.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    events: AtomicU64,
+    ingest_failures: AtomicU64,
+    executed: AtomicU64,
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    escalated: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Metrics {
+    pub fn observe_pipeline(&self, report: &PipelineReport) {
+        if report.ingest_error.is_some() {
+            self.ingest_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.events
+            .fetch_add(report.events.len() as u64, Ordering::Relaxed);
+        for a in report.actions() {
+            let counter = match a.disposition {
+                Disposition::Executed { .. } => &self.executed,
+                Disposition::Allowed => &self.allowed,
+                Disposition::Denied { .. } => &self.denied,
+                Disposition::Escalated { .. } => &self.escalated,
+                Disposition::Failed { .. } => &self.failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Escape a label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Render every metric of `host`.
+pub fn render(host: &Host) -> Result<String> {
+    let mut out = String::new();
+    let status = host.registry.status(None)?;
+    let _ = writeln!(
+        out,
+        "# HELP evos_calls_total Plugin calls by version and outcome."
+    );
+    let _ = writeln!(out, "# TYPE evos_calls_total counter");
+    let versions: Vec<_> = status
+        .iter()
+        .flat_map(|p| {
+            std::iter::once((p, &p.stable, "stable"))
+                .chain(p.canary.iter().map(move |c| (p, c, "canary")))
+        })
+        .collect();
+    for (p, v, role) in &versions {
+        for (outcome, n) in &v.outcomes {
+            let _ = writeln!(
+                out,
+                "evos_calls_total{{plugin=\"{}\",version=\"{}\",role=\"{role}\",outcome=\"{}\"}} {n}",
+                label(&p.plugin),
+                label(&v.version),
+                label(outcome)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP evos_call_duration_seconds Plugin call latency."
+    );
+    let _ = writeln!(out, "# TYPE evos_call_duration_seconds histogram");
+    for (p, v, _) in &versions {
+        let l = format!(
+            "plugin=\"{}\",version=\"{}\"",
+            label(&p.plugin),
+            label(&v.version)
+        );
+        for (le, count) in &v.latency_buckets {
+            let _ = writeln!(
+                out,
+                "evos_call_duration_seconds_bucket{{{l},le=\"{}\"}} {count}",
+                *le as f64 / 1e6
+            );
+        }
+        let _ = writeln!(
+            out,
+            "evos_call_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}",
+            v.calls
+        );
+        let _ = writeln!(out, "evos_call_duration_seconds_count{{{l}}} {}", v.calls);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP evos_fuel_consumed_total Fuel burned by plugin calls."
+    );
+    let _ = writeln!(out, "# TYPE evos_fuel_consumed_total counter");
+    for (p, v, _) in &versions {
+        let _ = writeln!(
+            out,
+            "evos_fuel_consumed_total{{plugin=\"{}\",version=\"{}\"}} {}",
+            label(&p.plugin),
+            label(&v.version),
+            v.fuel_consumed
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP evos_model_usage_units_total Units reported by model adapters."
+    );
+    let _ = writeln!(out, "# TYPE evos_model_usage_units_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP evos_model_usage_units_per_1k_calls Units per 1,000 calls (cost driver)."
+    );
+    let _ = writeln!(out, "# TYPE evos_model_usage_units_per_1k_calls gauge");
+    for (p, v, _) in versions
+        .iter()
+        .filter(|(p, _, _)| p.kind == "model-adapter")
+    {
+        let l = format!(
+            "plugin=\"{}\",version=\"{}\"",
+            label(&p.plugin),
+            label(&v.version)
+        );
+        let _ = writeln!(
+            out,
+            "evos_model_usage_units_total{{{l},direction=\"input\"}} {}",
+            v.usage.input_units
+        );
+        let _ = writeln!(
+            out,
+            "evos_model_usage_units_total{{{l},direction=\"output\"}} {}",
+            v.usage.output_units
+        );
+        if v.calls > 0 {
+            let per_1k =
+                (v.usage.input_units + v.usage.output_units) as f64 * 1000.0 / v.calls as f64;
+            let _ = writeln!(out, "evos_model_usage_units_per_1k_calls{{{l}}} {per_1k}");
+        }
+    }
+    let m = &host.metrics;
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP evos_pipeline_events_total Events produced by connectors."
+    );
+    let _ = writeln!(out, "# TYPE evos_pipeline_events_total counter");
+    let _ = writeln!(out, "evos_pipeline_events_total {}", load(&m.events));
+    let _ = writeln!(
+        out,
+        "evos_pipeline_ingest_failures_total {}",
+        load(&m.ingest_failures)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP evos_pipeline_actions_total Proposed actions by what became of them."
+    );
+    let _ = writeln!(out, "# TYPE evos_pipeline_actions_total counter");
+    let actions = [
+        ("executed", load(&m.executed)),
+        ("allowed", load(&m.allowed)),
+        ("denied", load(&m.denied)),
+        ("escalated", load(&m.escalated)),
+        ("failed", load(&m.failed)),
+    ];
+    for (d, n) in actions {
+        let _ = writeln!(
+            out,
+            "evos_pipeline_actions_total{{disposition=\"{d}\"}} {n}"
+        );
+    }
+    let total: u64 = actions.iter().map(|(_, n)| n).sum();
+    let _ = writeln!(out, "# TYPE evos_escalation_rate gauge");
+    let rate = if total == 0 {
+        0.0
+    } else {
+        load(&m.escalated) as f64 / total as f64
+    };
+    let _ = writeln!(out, "evos_escalation_rate {rate}");
+    let _ = writeln!(
+        out,
+        "# HELP evos_review_queue_depth Actions waiting for a human."
+    );
+    let _ = writeln!(out, "# TYPE evos_review_queue_depth gauge");
+    let _ = writeln!(out, "evos_review_queue_depth {}", host.reviews.pending()?);
+    Ok(out)
+}
