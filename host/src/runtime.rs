@@ -36,6 +36,10 @@ use crate::state::{Limiter, PluginState};
 use crate::types::{Action, Decision, Event, GuestError, ModelRequest, ModelResponse};
 use crate::{Error, Result, inspect};
 
+/// Fuel between yields to the async executor (roughly a millisecond of
+/// guest work).
+const FUEL_YIELD_INTERVAL: u64 = 2_000_000;
+
 /// Captured stdout/stderr per call; output beyond this is dropped and counted.
 const STDIO_CAPACITY: usize = 64 * 1024;
 
@@ -662,6 +666,12 @@ impl Runtime {
         store
             .set_fuel(limits.fuel.0)
             .map_err(|e| Error::wasmtime("setting fuel", e))?;
+        // Long-running guests yield to the executor regularly, so a busy
+        // plugin cannot starve other tasks (other calls, the accept loop)
+        // that share its worker thread.
+        store
+            .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
+            .map_err(|e| Error::wasmtime("setting the fuel yield interval", e))?;
         store.set_epoch_deadline(engine.ticks_for(limits.timeout.0));
         store.epoch_deadline_trap();
         Ok(store)

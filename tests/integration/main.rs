@@ -15,4 +15,5 @@ mod cli;
 mod control;
 mod crash;
 mod examples;
+mod server;
 mod support;

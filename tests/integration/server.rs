@@ -1,0 +1,612 @@
+//! `evos up` over real HTTP on 127.0.0.1: the pipeline, human review,
+//! authorization, bad input and metrics.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use evos::app::App;
+use evos::auth::Role;
+use evos::server::{Host, ServerConfig};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+struct Server {
+    port: u16,
+    host: Arc<Host>,
+    admin: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn start(downstream: &Downstream, tweak: impl FnOnce(&mut ServerConfig)) -> Server {
+    let dir = crate::adversarial::tempdir("server");
+    let mut config = ServerConfig::new(&dir, root().join("evos.toml"));
+    config.engine.cache_dir = Some(root().join("target/evos-test-cache"));
+    config.engine.max_instances = 64;
+    tweak(&mut config);
+    let mut app = App::load(root().join("evos.toml")).expect("app");
+    for p in &mut app.plugins {
+        if p.name == "claims-webhook" {
+            p.manifest
+                .config
+                .insert("endpoint".into(), downstream.url("/claims/payouts"));
+        }
+    }
+    let (host, boot) = Host::bootstrap_with(config, app).await.expect("bootstrap");
+    let token_file = boot
+        .admin_token_file
+        .expect("first start writes an admin token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file)
+            .expect("token file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the admin token file must be private");
+    }
+    let admin = std::fs::read_to_string(token_file)
+        .expect("token")
+        .trim()
+        .to_string();
+    let listener = evos::server::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let h = host.clone();
+    tokio::spawn(async move {
+        let _ = evos::server::serve(
+            h,
+            listener,
+            async {
+                let _ = rx.await;
+            },
+            Duration::from_secs(5),
+        )
+        .await;
+    });
+    Server {
+        port,
+        host,
+        admin,
+        stop: Some(tx),
+    }
+}
+
+/// One HTTP/1.1 request; returns status and body.
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+    extra: &[(&str, &str)],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        head.push_str(&format!("authorization: Bearer {t}\r\n"));
+    }
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("write");
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = match text.split_once("\r\n\r\n") {
+        Some((_, b)) => b.to_string(),
+        None => String::new(),
+    };
+    (status, body)
+}
+
+async fn req(
+    port: u16,
+    method: &'static str,
+    path: String,
+    token: Option<String>,
+    body: Vec<u8>,
+    extra: Vec<(&'static str, String)>,
+) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        request(port, method, &path, token.as_deref(), &body, &extra)
+    })
+    .await
+    .expect("join")
+}
+
+fn claims() -> Vec<u8> {
+    std::fs::read(root().join("plugins/claims-webhook/claims.json")).expect("claims")
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_flow_through_pipeline_review_and_execution() {
+    let downstream = Downstream::start(200);
+    let s = start(&downstream, |_| {}).await;
+    let ct = vec![
+        ("content-type", "application/json".to_string()),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+        ),
+    ];
+    let (status, body) = req(
+        s.port,
+        "POST",
+        "/v1/ingest/claims-webhook".into(),
+        Some(s.admin.clone()),
+        claims(),
+        ct,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let r = json_of(&body);
+    assert_eq!(
+        r["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "the caller's trace is kept"
+    );
+    let actions: Vec<&Value> = r["report"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .flat_map(|e| e["actions"].as_array().into_iter().flatten())
+        .collect();
+    let by_event = |id: &str| {
+        actions
+            .iter()
+            .find(|a| a["action"]["event_id"] == id)
+            .copied()
+            .expect("action")
+    };
+    assert_eq!(
+        by_event("C-1001")["status"],
+        "executed",
+        "{}",
+        by_event("C-1001")
+    );
+    assert_eq!(by_event("C-1003")["status"], "denied");
+    assert!(
+        by_event("C-1003")["reasons"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("e-mail")
+    );
+    let escalated = by_event("C-1002");
+    assert_eq!(escalated["status"], "escalated");
+    let review_id = escalated["review_id"].as_i64().expect("review id");
+    // Only the allowed claim reached downstream so far (C-1004 is flagged
+    // as fraud, which nothing guards: it is executed too).
+    let before = downstream.requests().len();
+    assert!(
+        downstream
+            .requests()
+            .iter()
+            .any(|r| r.body.contains("C-1001"))
+    );
+    assert!(
+        !downstream
+            .requests()
+            .iter()
+            .any(|r| r.body.contains("C-1002"))
+    );
+
+    // A reviewer approves: the action executes.
+    let (_, reviewer) = s
+        .host
+        .tokens
+        .create("rita", Role::Reviewer, "*", "test")
+        .expect("token");
+    let (status, body) = req(
+        s.port,
+        "GET",
+        "/v1/reviews?status=pending".into(),
+        Some(reviewer.clone()),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        json_of(&body)
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|r| r["id"] == review_id)
+    );
+    let (status, body) = req(
+        s.port,
+        "POST",
+        format!("/v1/reviews/{review_id}/approve"),
+        Some(reviewer.clone()),
+        br#"{"comment":"checked the invoices"}"#.to_vec(),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let review = json_of(&body);
+    assert_eq!(review["status"], "executed", "{review}");
+    assert!(review["decided_by"].as_str().unwrap_or("").contains("rita"));
+    assert_eq!(downstream.requests().len(), before + 1);
+    assert!(
+        downstream
+            .requests()
+            .last()
+            .expect("request")
+            .body
+            .contains("C-1002")
+    );
+    // Deciding twice is refused.
+    let (status, _) = req(
+        s.port,
+        "POST",
+        format!("/v1/reviews/{review_id}/reject"),
+        Some(reviewer),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 409);
+
+    // Everything is audited and the chain verifies.
+    let (status, body) = req(
+        s.port,
+        "GET",
+        "/v1/audit/verify".into(),
+        Some(s.admin.clone()),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = req(
+        s.port,
+        "GET",
+        "/v1/audit".into(),
+        Some(s.admin.clone()),
+        vec![],
+        vec![],
+    )
+    .await;
+    let actions: Vec<String> = json_of(&body)
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str().map(String::from))
+        .collect();
+    for a in ["pipeline", "escalated", "review-approved", "executed"] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "no {a} entry in {actions:?}"
+        );
+    }
+
+    // Metrics carry per-version series after the traffic.
+    let (status, text) = req(
+        s.port,
+        "GET",
+        "/metrics".into(),
+        Some(s.admin.clone()),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(text.contains("evos_calls_total{plugin=\"fraud-score\",version=\"1.0.0\",role=\"stable\",outcome=\"ok\"} 4"), "{text}");
+    assert!(
+        text.contains(
+            "evos_call_duration_seconds_count{plugin=\"claims-triage\",version=\"1.0.0\"} 4"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("evos_review_queue_depth 0"), "{text}");
+    assert!(
+        text.contains("evos_model_usage_units_total{plugin=\"fraud-score\""),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authorization_matrix_scopes_and_revocation() {
+    let downstream = Downstream::start(200);
+    let s = start(&downstream, |_| {}).await;
+    let mut tokens = std::collections::BTreeMap::new();
+    for role in [
+        Role::Admin,
+        Role::Deployer,
+        Role::Invoker,
+        Role::Reviewer,
+        Role::Auditor,
+    ] {
+        let (_, t) = s
+            .host
+            .tokens
+            .create(role.as_str(), role, "*", "test")
+            .expect("token");
+        tokens.insert(role.as_str(), t);
+    }
+    let sample = std::fs::read(root().join("plugins/payout-limit/sample.json")).expect("sample");
+    // (method, path, body, roles allowed)
+    let endpoints: Vec<(&str, &str, Vec<u8>, &[&str])> = vec![
+        ("GET", "/metrics", vec![], &["admin", "auditor"]),
+        (
+            "GET",
+            "/v1/plugins",
+            vec![],
+            &["admin", "deployer", "auditor"],
+        ),
+        (
+            "GET",
+            "/v1/plugins/payout-limit/history",
+            vec![],
+            &["admin", "deployer", "auditor"],
+        ),
+        (
+            "POST",
+            "/v1/plugins/payout-limit/invoke",
+            sample.clone(),
+            &["admin", "invoker"],
+        ),
+        ("GET", "/v1/reviews", vec![], &["admin", "reviewer"]),
+        ("GET", "/v1/audit", vec![], &["admin", "auditor"]),
+        ("GET", "/v1/audit/verify", vec![], &["admin", "auditor"]),
+        (
+            "POST",
+            "/v1/plugins/payout-limit/promote",
+            vec![],
+            &["admin", "deployer"],
+        ),
+    ];
+    for (method, path, body, allowed) in &endpoints {
+        let (status, text) =
+            req(s.port, method, path.to_string(), None, body.clone(), vec![]).await;
+        assert_eq!(status, 401, "{method} {path} without a token: {text}");
+        for (role, token) in &tokens {
+            let (status, text) = req(
+                s.port,
+                method,
+                path.to_string(),
+                Some(token.clone()),
+                body.clone(),
+                vec![],
+            )
+            .await;
+            if allowed.contains(role) {
+                // promote has no canary to promote: the request is allowed but refused (409).
+                assert!(
+                    status == 200 || status == 409,
+                    "{role} {method} {path}: {status} {text}"
+                );
+            } else {
+                assert_eq!(status, 403, "{role} {method} {path}: {text}");
+                assert_eq!(json_of(&text)["error"]["code"], "forbidden");
+            }
+        }
+    }
+    // A scoped invoker reaches its plugins only.
+    let (_, scoped) = s
+        .host
+        .tokens
+        .create("payouts", Role::Invoker, "payout-*", "test")
+        .expect("token");
+    let (status, _) = req(
+        s.port,
+        "POST",
+        "/v1/plugins/payout-limit/invoke".into(),
+        Some(scoped.clone()),
+        sample.clone(),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = req(
+        s.port,
+        "POST",
+        "/v1/ingest/claims-webhook".into(),
+        Some(scoped.clone()),
+        claims(),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 403);
+    // A revoked token is refused.
+    let id = scoped.split('_').nth(1).expect("id").to_string();
+    s.host.tokens.revoke(&id, "test").expect("revoke");
+    let (status, _) = req(
+        s.port,
+        "POST",
+        "/v1/plugins/payout-limit/invoke".into(),
+        Some(scoped),
+        sample,
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 401);
+    // Refusals are audited.
+    let entries =
+        evos::audit::list(&s.host.registry.store().conn_for_reading(), 0, None).expect("audit");
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e.action == "access-refused")
+            .count()
+            >= 10
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_clear_status_codes() {
+    let downstream = Downstream::start(200);
+    let s = start(&downstream, |c| {
+        c.max_body_bytes = 64 * 1024;
+        c.queue_per_plugin = 0;
+    })
+    .await;
+    let t = Some(s.admin.clone());
+    let (status, _) = req(
+        s.port,
+        "POST",
+        "/v1/ingest/claims-webhook".into(),
+        t.clone(),
+        vec![b' '; 200 * 1024],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 413, "oversized body");
+    let (status, body) = req(
+        s.port,
+        "POST",
+        "/v1/plugins/payout-limit/invoke".into(),
+        t.clone(),
+        b"{not json".to_vec(),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        json_of(&body)["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("malformed JSON"),
+        "{body}"
+    );
+    let (status, body) = req(
+        s.port,
+        "POST",
+        "/v1/plugins/payout-limit/invoke".into(),
+        t.clone(),
+        br#"{"action": 1}"#.to_vec(),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = req(
+        s.port,
+        "POST",
+        "/v1/ingest/no-such-connector".into(),
+        t.clone(),
+        claims(),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = req(
+        s.port,
+        "GET",
+        "/v1/plugins/nope".into(),
+        t.clone(),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = req(
+        s.port,
+        "GET",
+        "/v1/nothing-here".into(),
+        t.clone(),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 404);
+    // A connector refusing its input is a 422 with the reason.
+    let (status, body) = req(
+        s.port,
+        "POST",
+        "/v1/ingest/claims-webhook".into(),
+        t.clone(),
+        br#"{"claim_id": ""}"#.to_vec(),
+        vec![("content-type", "application/json".into())],
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+
+    // Concurrency: deploy a slow plugin allowing one call at a time; a second
+    // concurrent call is refused with 429.
+    let text = manifest_text("spin-forever").replace(
+        "timeout = \"300ms\"",
+        "timeout = \"2s\"\nmax-concurrency = 1",
+    );
+    let bytes = component("spin-forever");
+    let (status, body) = req(
+        s.port,
+        "POST",
+        "/v1/components".into(),
+        t.clone(),
+        bytes,
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let digest = json_of(&body)["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    let deploy = serde_json::to_vec(&json!({"manifest": text, "digest": digest})).expect("json");
+    let (status, body) = req(
+        s.port,
+        "POST",
+        "/v1/plugins/spin-forever/deploy".into(),
+        t.clone(),
+        deploy,
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let event =
+        std::fs::read(root().join("plugins/adversarial/spin-forever/sample.json")).expect("sample");
+    let first = {
+        let (t, event) = (t.clone(), event.clone());
+        tokio::spawn(req(
+            s.port,
+            "POST",
+            "/v1/plugins/spin-forever/invoke".into(),
+            t,
+            event,
+            vec![],
+        ))
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = req(
+        s.port,
+        "POST",
+        "/v1/plugins/spin-forever/invoke".into(),
+        t.clone(),
+        event,
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    let (status, body) = first.await.expect("join");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["outcome"], "timeout");
+}
