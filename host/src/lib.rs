@@ -20,6 +20,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 mod bindings;
+pub mod breaker;
 pub mod capability;
 pub mod engine;
 mod error;

@@ -16,10 +16,13 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::audit::NewEntry;
+use crate::breaker::Breakers;
 use crate::manifest::Kind;
 use crate::review::{Review, ReviewQueue};
+use crate::runtime::Outcome;
 use crate::runtime::{CallInput, CallOutput, CallReport, Caller};
 use crate::store::Store;
+use crate::types::GuestError;
 use crate::types::{Action, Decision, Event};
 use crate::{Error, Result};
 
@@ -128,6 +131,8 @@ pub struct RunOptions {
     pub audit: Option<Arc<Store>>,
     /// Trace id for events that carry none (e.g. from a W3C `traceparent`).
     pub trace_id: Option<String>,
+    /// Circuit breakers and retries for executing connectors.
+    pub breakers: Option<Arc<Breakers>>,
 }
 
 /// Drive `body` through the app's pipeline, starting at `connector`. The
@@ -295,18 +300,15 @@ async fn decide(
             },
             Some(name) => {
                 expect_kind(caller, name, Kind::Connector)?;
-                let report = caller
-                    .call(name, CallInput::Execute(action.clone()))
-                    .await?;
-                execute_step = Some(Step::from(&report));
-                match (&report.outcome.is_ok(), &report.output) {
-                    (true, Some(CallOutput::Receipt(receipt))) => Disposition::Executed {
+                let (report, result) =
+                    execute(caller, name, &action, options.breakers.as_deref()).await?;
+                execute_step = report.as_ref().map(Step::from);
+                match result {
+                    Ok(receipt) => Disposition::Executed {
                         connector: name.to_string(),
-                        receipt: receipt.clone(),
+                        receipt,
                     },
-                    _ => Disposition::Failed {
-                        error: report.outcome.summary(),
-                    },
+                    Err(error) => Disposition::Failed { error },
                 }
             }
         }
@@ -365,26 +367,85 @@ fn executor<'a>(app: &'a App, kind: &str) -> Option<&'a str> {
         .map(|p| p.name.as_str())
 }
 
+/// Carry out `action` through `connector`: with `breakers`, through the
+/// connector's circuit breaker and with retries (exponential backoff, full
+/// jitter) for failures that may pass (upstream errors, timeouts). Returns
+/// the last attempt's report (none when the breaker refused) and the receipt
+/// or the error.
+async fn execute(
+    caller: &dyn Caller,
+    connector: &str,
+    action: &Action,
+    breakers: Option<&Breakers>,
+) -> Result<(Option<CallReport>, std::result::Result<String, String>)> {
+    let Some(breakers) = breakers else {
+        let report = caller
+            .call(connector, CallInput::Execute(action.clone()))
+            .await?;
+        let result = receipt(&report);
+        return Ok((Some(report), result));
+    };
+    if let Err(wait) = breakers.allow(connector) {
+        return Ok((
+            None,
+            Err(format!(
+                "circuit open for `{connector}`: its downstream is failing; next try in {}ms",
+                wait.as_millis()
+            )),
+        ));
+    }
+    let mut attempt = 0;
+    loop {
+        let report = caller
+            .call(connector, CallInput::Execute(action.clone()))
+            .await?;
+        let result = receipt(&report);
+        let retryable = matches!(
+            report.outcome,
+            Outcome::GuestError {
+                error: GuestError::Upstream(_)
+            } | Outcome::Timeout
+        );
+        if result.is_ok() {
+            breakers.success(connector);
+            return Ok((Some(report), result));
+        }
+        if !retryable || attempt >= breakers.config().retries {
+            breakers.failure(connector);
+            return Ok((Some(report), result));
+        }
+        attempt += 1;
+        tokio::time::sleep(breakers.backoff(attempt)).await;
+    }
+}
+
+fn receipt(report: &CallReport) -> std::result::Result<String, String> {
+    match (&report.outcome, &report.output) {
+        (Outcome::Ok, Some(CallOutput::Receipt(r))) => Ok(r.clone()),
+        (outcome, _) => Err(outcome.summary()),
+    }
+}
+
 /// Carry out an approved review through its connector and record the result.
 pub async fn carry_out(
     caller: &dyn Caller,
     queue: &ReviewQueue,
     review: &Review,
+    breakers: Option<&Breakers>,
 ) -> Result<Review> {
     let Some(connector) = &review.connector else {
         let why = format!("no connector executes `{}`", review.action.kind);
         queue.record_result(review.id, false, &why, serde_json::Value::Null)?;
         return queue.get(review.id)?.ok_or(Error::Refused(why));
     };
-    let report = caller
-        .call(connector, CallInput::Execute(review.action.clone()))
-        .await?;
-    let step = serde_json::to_value(Step::from(&report)).unwrap_or_default();
-    match (&report.outcome.is_ok(), &report.output) {
-        (true, Some(CallOutput::Receipt(receipt))) => {
-            queue.record_result(review.id, true, receipt, step)?
-        }
-        _ => queue.record_result(review.id, false, &report.outcome.summary(), step)?,
+    let (report, result) = execute(caller, connector, &review.action, breakers).await?;
+    let step = report
+        .as_ref()
+        .map(|r| serde_json::to_value(Step::from(r)).unwrap_or_default())
+        .unwrap_or_default();
+    match result {
+        Ok(receipt) => queue.record_result(review.id, true, &receipt, step)?,
+        Err(error) => queue.record_result(review.id, false, &error, step)?,
     }
     queue
         .get(review.id)?

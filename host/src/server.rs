@@ -67,6 +67,8 @@ pub struct ServerConfig {
     /// Calls that may wait for a plugin beyond its `max-concurrency`
     /// before further requests are refused with 429.
     pub queue_per_plugin: usize,
+    /// Retries and circuit breakers for connectors' executions.
+    pub breaker: crate::breaker::BreakerConfig,
 }
 
 impl ServerConfig {
@@ -83,6 +85,7 @@ impl ServerConfig {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             queue_per_plugin: 64,
+            breaker: Default::default(),
         }
     }
 }
@@ -94,6 +97,7 @@ pub struct Host {
     pub tokens: Tokens,
     pub reviews: ReviewQueue,
     pub metrics: crate::telemetry::Metrics,
+    pub breakers: Arc<crate::breaker::Breakers>,
     config: ServerConfig,
     admission: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -146,7 +150,12 @@ impl Host {
             report.admin_token_file = Some(path);
         }
         let reviews = ReviewQueue::new(registry.store().clone());
+        let breakers = Arc::new(crate::breaker::Breakers::new(
+            config.breaker.clone(),
+            Some(registry.store().clone()),
+        ));
         let host = Arc::new(Host {
+            breakers,
             registry,
             app,
             tokens,
@@ -461,6 +470,7 @@ async fn ingest(
         reviews: Some(host.reviews.clone()),
         audit: Some(host.registry.store().clone()),
         trace_id: Some(trace.clone()),
+        breakers: Some(host.breakers.clone()),
     };
     let report = pipeline::run(
         host.registry.as_ref(),
@@ -553,7 +563,13 @@ async fn decide_review(
         .reviews
         .decide(id, approve, &reviewer, d.comment.as_deref())?;
     let review = if approve {
-        pipeline::carry_out(host.registry.as_ref(), &host.reviews, &review).await?
+        pipeline::carry_out(
+            host.registry.as_ref(),
+            &host.reviews,
+            &review,
+            Some(&host.breakers),
+        )
+        .await?
     } else {
         review
     };

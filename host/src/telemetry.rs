@@ -192,6 +192,24 @@ pub fn render(host: &Host) -> Result<String> {
     let _ = writeln!(out, "evos_escalation_rate {rate}");
     let _ = writeln!(
         out,
+        "# HELP evos_breaker_state Circuit breaker per connector: 0 closed, 1 half-open, 2 open."
+    );
+    let _ = writeln!(out, "# TYPE evos_breaker_state gauge");
+    for (connector, state) in host.breakers.states() {
+        let v = match state {
+            crate::breaker::State::Closed => 0,
+            crate::breaker::State::HalfOpen => 1,
+            crate::breaker::State::Open => 2,
+        };
+        let _ = writeln!(
+            out,
+            "evos_breaker_state{{connector=\"{}\",state=\"{}\"}} {v}",
+            label(&connector),
+            state.as_str()
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP evos_review_queue_depth Actions waiting for a human."
     );
     let _ = writeln!(out, "# TYPE evos_review_queue_depth gauge");

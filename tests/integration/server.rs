@@ -610,3 +610,98 @@ async fn bad_input_gets_clear_status_codes() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(json_of(&body)["outcome"], "timeout");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn circuit_breaker_opens_on_a_failing_downstream_and_closes_after_recovery() {
+    let downstream = Downstream::start(503);
+    let s = start(&downstream, |c| {
+        c.breaker = evos::breaker::BreakerConfig {
+            failure_threshold: 2,
+            cooldown: Duration::from_millis(300),
+            retries: 1,
+            base_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(20),
+        };
+    })
+    .await;
+    let claim = |id: &str| {
+        serde_json::to_vec(&json!({"claim_id": id, "claimant_id": format!("CL-{id}"), "amount": 120.0,
+            "policy_number": "POL-1", "incident": "Scratched bumper in the supermarket car park; photos attached.", "region": "north"}))
+        .expect("json")
+    };
+    let ingest = |id: &'static str| {
+        req(
+            s.port,
+            "POST",
+            "/v1/ingest/claims-webhook".into(),
+            Some(s.admin.clone()),
+            claim(id),
+            vec![("content-type", "application/json".to_string())],
+        )
+    };
+    let status_of = |body: &str| json_of(body)["report"]["events"][0]["actions"][0].clone();
+    // Two failed executions (each retried once) open the breaker.
+    for id in ["B-1", "B-2"] {
+        let (code, body) = ingest(id).await;
+        assert_eq!(code, 200, "{body}");
+        let a = status_of(&body);
+        assert_eq!(a["status"], "failed", "{a}");
+        assert!(a["error"].as_str().unwrap_or("").contains("503"), "{a}");
+    }
+    assert_eq!(
+        downstream.requests().len(),
+        4,
+        "each execution was tried twice"
+    );
+    let (_, body) = ingest("B-3").await;
+    let a = status_of(&body);
+    assert!(
+        a["error"].as_str().unwrap_or("").contains("circuit open"),
+        "{a}"
+    );
+    assert_eq!(
+        downstream.requests().len(),
+        4,
+        "an open breaker sends nothing downstream"
+    );
+    let (_, metrics) = req(
+        s.port,
+        "GET",
+        "/metrics".into(),
+        Some(s.admin.clone()),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert!(
+        metrics.contains("evos_breaker_state{connector=\"claims-webhook\",state=\"open\"} 2"),
+        "{metrics}"
+    );
+
+    // The downstream recovers; after the cooldown one trial closes the breaker.
+    downstream.set_status(200);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let (_, body) = ingest("B-4").await;
+    assert_eq!(status_of(&body)["status"], "executed", "{body}");
+    let (_, metrics) = req(
+        s.port,
+        "GET",
+        "/metrics".into(),
+        Some(s.admin.clone()),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert!(
+        metrics.contains("evos_breaker_state{connector=\"claims-webhook\",state=\"closed\"} 0"),
+        "{metrics}"
+    );
+    let entries =
+        evos::audit::list(&s.host.registry.store().conn_for_reading(), 0, None).expect("audit");
+    let changes: Vec<String> = entries
+        .iter()
+        .filter(|e| e.action == "breaker")
+        .map(|e| e.detail["to"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(changes, ["open", "half-open", "closed"]);
+}

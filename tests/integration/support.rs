@@ -139,6 +139,7 @@ pub struct Received {
 pub struct Downstream {
     pub port: u16,
     pub received: Arc<Mutex<Vec<Received>>>,
+    status: Arc<std::sync::atomic::AtomicU16>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -149,7 +150,8 @@ impl Downstream {
         listener.set_nonblocking(true).expect("nonblocking");
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (rec, st) = (received.clone(), stop.clone());
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(status));
+        let (rec, st, code) = (received.clone(), stop.clone(), status.clone());
         std::thread::spawn(move || {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
             while !st.load(std::sync::atomic::Ordering::Relaxed)
@@ -159,7 +161,11 @@ impl Downstream {
                     Ok((stream, _)) => {
                         let _ = stream.set_nonblocking(false);
                         let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-                        serve_one(stream, status, &rec);
+                        serve_one(
+                            stream,
+                            code.load(std::sync::atomic::Ordering::Relaxed),
+                            &rec,
+                        );
                     }
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
                 }
@@ -168,8 +174,15 @@ impl Downstream {
         Downstream {
             port,
             received,
+            status,
             stop,
         }
+    }
+
+    /// Answer further requests with `status`.
+    pub fn set_status(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -204,7 +204,8 @@ pub async fn review(cli: &Cli, cmd: &ReviewCommand) -> Result<Exit> {
         ReviewCommand::Approve { id, comment, json } => {
             let review = queue.decide(*id, true, &reviewer, comment.as_deref())?;
             let registry = super::control::open(cli)?;
-            let review = evos::pipeline::carry_out(registry.as_ref(), &queue, &review).await?;
+            let review =
+                evos::pipeline::carry_out(registry.as_ref(), &queue, &review, None).await?;
             registry.flush_stats()?;
             show(&review, *json)?;
             if review.status != ReviewStatus::Executed {
