@@ -53,8 +53,10 @@ pub struct Manifest {
     pub plugin: PluginInfo,
     pub limits: Limits,
     pub capabilities: Capabilities,
-    /// Values served by the `config` interface; the grant is the table itself.
-    pub config: BTreeMap<String, String>,
+    /// Values served by the `config` interface; the grant is the table
+    /// itself. Read with [`Manifest::config`], change with
+    /// [`Manifest::set_config`] (which keeps `source` in step).
+    pub(crate) config: BTreeMap<String, String>,
     /// How a canary of this version is judged.
     pub rollout: crate::rollout::RolloutPolicy,
     /// Where the manifest came from, for error messages.
@@ -234,6 +236,34 @@ impl Manifest {
 
     pub fn name(&self) -> &str {
         self.plugin.name.as_str()
+    }
+
+    /// The `[config]` values.
+    pub fn config(&self) -> &BTreeMap<String, String> {
+        &self.config
+    }
+
+    /// Set a `[config]` value, rewriting `source` so that what is deployed
+    /// and stored is exactly what runs (comments in `source` are not kept).
+    pub fn set_config(&mut self, key: &str, value: &str) -> Result<()> {
+        let err = |message: String| Error::Manifest {
+            path: self.origin.clone(),
+            message,
+        };
+        let mut table: toml::Table =
+            toml::from_str(&self.source).map_err(|e| err(e.to_string()))?;
+        let config = table
+            .entry("config")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match config {
+            toml::Value::Table(t) => {
+                t.insert(key.to_string(), toml::Value::String(value.to_string()));
+            }
+            _ => return Err(err("[config] is not a table".into())),
+        }
+        let text = toml::to_string(&table).map_err(|e| err(e.to_string()))?;
+        *self = Manifest::parse(&text, &self.origin, &self.base)?;
+        Ok(())
     }
 
     pub fn kind(&self) -> Kind {
@@ -608,6 +638,11 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(m.config["limit"], "10");
+        let mut m = m;
+        m.set_config("limit", "20").unwrap();
+        assert_eq!(m.config()["limit"], "20");
+        assert!(m.source.contains("limit = \"20\""), "{}", m.source);
+        assert_eq!(m.config()["ratio"], "0.5");
         assert_eq!(m.config["ratio"], "0.5");
         assert_eq!(m.config["name"], "x");
         assert_eq!(m.config["on"], "true");

@@ -504,6 +504,9 @@ impl Registry {
         actor: &str,
     ) -> Result<ChangeReport> {
         let _guard = self.control.lock().await;
+        // What runs is exactly what is stored: the manifest as its source
+        // text says, whatever was changed on the value in memory.
+        let manifest = Manifest::parse(&manifest.source, &manifest.origin, &manifest.base)?;
         let name = manifest.name().to_string();
         let result = self.validate(&manifest, bytes, what, canary).await;
         let (plugin, current) = match result {

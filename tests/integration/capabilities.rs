@@ -197,8 +197,8 @@ async fn http_granted_not_granted_and_outside_the_allowlist() {
     let rt = runtime();
     let mut m = manifest("claims-webhook");
     // Allowed host and port, but a path outside the `/claims/` prefix.
-    m.config
-        .insert("endpoint".into(), downstream.url("/admin/payouts"));
+    m.set_config("endpoint", &downstream.url("/admin/payouts"))
+        .expect("config");
     let webhook = load_with(&rt, "claims-webhook", m);
     let action =
         json!({"kind": "approve-payout", "event_id": "C-1", "payload": {}, "rationale": ""});

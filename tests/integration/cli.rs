@@ -338,3 +338,20 @@ fn platform_walkthrough_and_audit_tamper_detection() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["problem"]["kind"], "truncated-tail", "{v}");
 }
+
+#[test]
+fn demo_runs_the_main_job_end_to_end() {
+    let out = evos(&["demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    for expected in [
+        "-> executed",
+        "-> escalated",
+        "-> denied",
+        "is executed",
+        "intact=true",
+        "evos_review_queue_depth 0",
+    ] {
+        assert!(t.contains(expected), "missing {expected:?} in:\n{t}");
+    }
+}

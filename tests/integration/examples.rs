@@ -117,8 +117,8 @@ async fn claims_webhook_execute_posts_the_action_to_its_endpoint() {
     let downstream = Downstream::start(200);
     let rt = runtime();
     let mut m = manifest("claims-webhook");
-    m.config
-        .insert("endpoint".into(), downstream.url("/claims/payouts"));
+    m.set_config("endpoint", &downstream.url("/claims/payouts"))
+        .expect("config");
     let webhook = load_with(&rt, "claims-webhook", m);
     let action = json!({"kind": "approve-payout", "event_id": "C-1", "payload": {"claim_id": "C-1", "amount": 12.5}, "rationale": "ok"});
     let r = call_json(&rt, &webhook, json!({"execute": action})).await;
@@ -138,8 +138,8 @@ async fn claims_webhook_execute_posts_the_action_to_its_endpoint() {
     // A failing downstream is an upstream error, not a success.
     let failing = Downstream::start(503);
     let mut m = manifest("claims-webhook");
-    m.config
-        .insert("endpoint".into(), failing.url("/claims/payouts"));
+    m.set_config("endpoint", &failing.url("/claims/payouts"))
+        .expect("config");
     let webhook = load_with(&rt, "claims-webhook", m);
     let r = call_json(&rt, &webhook, json!({"execute": action})).await;
     let Outcome::GuestError {
@@ -371,8 +371,8 @@ async fn pipeline_runs_claims_end_to_end() {
     for p in &mut app.plugins {
         if p.name == "claims-webhook" {
             p.manifest
-                .config
-                .insert("endpoint".into(), downstream.url("/claims/payouts"));
+                .set_config("endpoint", &downstream.url("/claims/payouts"))
+                .expect("config");
         }
     }
     let rt = runtime();

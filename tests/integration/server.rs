@@ -38,8 +38,8 @@ async fn start(downstream: &Downstream, tweak: impl FnOnce(&mut ServerConfig)) -
     for p in &mut app.plugins {
         if p.name == "claims-webhook" {
             p.manifest
-                .config
-                .insert("endpoint".into(), downstream.url("/claims/payouts"));
+                .set_config("endpoint", &downstream.url("/claims/payouts"))
+                .expect("config");
         }
     }
     let (host, boot) = Host::bootstrap_with(config, app).await.expect("bootstrap");
@@ -704,4 +704,93 @@ async fn circuit_breaker_opens_on_a_failing_downstream_and_closes_after_recovery
         .map(|e| e.detail["to"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(changes, ["open", "half-open", "closed"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_reviews_survive_a_restart() {
+    let downstream = Downstream::start(200);
+    let dir = crate::adversarial::tempdir("restart");
+    let config = || {
+        let mut c = ServerConfig::new(&dir, root().join("evos.toml"));
+        c.engine.cache_dir = Some(root().join("target/evos-test-cache"));
+        c.engine.max_instances = 32;
+        c
+    };
+    let app = || {
+        let mut app = App::load(root().join("evos.toml")).expect("app");
+        for p in &mut app.plugins {
+            if p.name == "claims-webhook" {
+                p.manifest
+                    .set_config("endpoint", &downstream.url("/claims/payouts"))
+                    .expect("config");
+            }
+        }
+        app
+    };
+    let review_id = {
+        let (host, _) = Host::bootstrap_with(config(), app())
+            .await
+            .expect("bootstrap");
+        let options = evos::pipeline::RunOptions {
+            execute: true,
+            reviews: Some(host.reviews.clone()),
+            audit: Some(host.registry.store().clone()),
+            ..Default::default()
+        };
+        let report = evos::pipeline::run(
+            host.registry.as_ref(),
+            &host.app,
+            "claims-webhook",
+            claims(),
+            "application/json",
+            &options,
+        )
+        .await
+        .expect("pipeline");
+        let id = report
+            .actions()
+            .find_map(|a| match &a.disposition {
+                evos::pipeline::Disposition::Escalated { review_id, .. } => *review_id,
+                _ => None,
+            })
+            .expect("an escalated action");
+        host.registry.flush_stats().expect("flush");
+        id
+    };
+    // A new host on the same data directory still has the review pending,
+    // and approving it executes the action.
+    let (host, boot) = Host::bootstrap_with(config(), app())
+        .await
+        .expect("restart");
+    assert!(
+        boot.deployed.is_empty() && boot.admin_token_file.is_none(),
+        "nothing is redeployed or recreated"
+    );
+    let pending = host
+        .reviews
+        .list(Some(evos::review::ReviewStatus::Pending))
+        .expect("list");
+    assert_eq!(
+        pending.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [review_id]
+    );
+    let review = host
+        .reviews
+        .decide(review_id, true, "rita", None)
+        .expect("decide");
+    let review = evos::pipeline::carry_out(
+        host.registry.as_ref(),
+        &host.reviews,
+        &review,
+        Some(&host.breakers),
+    )
+    .await
+    .expect("carry out");
+    assert_eq!(review.status, evos::review::ReviewStatus::Executed);
+    assert!(
+        downstream
+            .requests()
+            .iter()
+            .any(|r| r.body.contains("C-1002"))
+    );
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod control;
+mod demo;
 mod inspect;
 mod invoke;
 mod run;
@@ -57,6 +58,8 @@ enum Command {
     Audit(control::AuditCommand),
     /// Run the host: pipeline, review queue, API, metrics.
     Up(up::UpArgs),
+    /// Start the host with the claims app and drive sample claims through its API.
+    Demo(demo::DemoArgs),
     /// API tokens.
     #[command(subcommand)]
     Token(up::TokenCommand),
@@ -92,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Call(a) => block_on(control::call(&cli, a)),
         Command::Audit(a) => control::audit(&cli, a),
         Command::Up(a) => block_on(up::up(&cli, a)),
+        Command::Demo(a) => block_on(demo::demo(&cli, a)),
         Command::Token(a) => up::token(&cli, a),
         Command::Review(a) => block_on(up::review(&cli, a)),
     };
