@@ -148,15 +148,17 @@ pub async fn run(
     options: &RunOptions,
 ) -> Result<PipelineReport> {
     expect_kind(caller, connector, Kind::Connector)?;
-    let ingest = caller
-        .call(
-            connector,
-            CallInput::Ingest {
-                body,
-                content_type: content_type.to_string(),
-            },
-        )
-        .await?;
+    let ingest = traced(
+        caller,
+        "ingest",
+        connector,
+        options.trace_id.as_deref().unwrap_or(""),
+        CallInput::Ingest {
+            body,
+            content_type: content_type.to_string(),
+        },
+    )
+    .await?;
     let events = match (&ingest.outcome.is_ok(), &ingest.output) {
         (true, Some(CallOutput::Events(events))) => events.clone(),
         _ => {
@@ -202,9 +204,14 @@ async fn handle_event(
         .filter(|p| p.subscribes.iter().any(|k| k == &event.kind))
     {
         expect_kind(caller, &entry.name, Kind::Agent)?;
-        let report = caller
-            .call(&entry.name, CallInput::Handle(event.clone()))
-            .await?;
+        let report = traced(
+            caller,
+            "agent",
+            &entry.name,
+            &event.trace_id,
+            CallInput::Handle(event.clone()),
+        )
+        .await?;
         agents.push(Step::from(&report));
         if let (true, Some(CallOutput::Actions(proposed))) =
             (report.outcome.is_ok(), &report.output)
@@ -239,15 +246,11 @@ async fn decide(
         .filter(|p| p.guards.iter().any(|k| k == "*" || *k == action.kind));
     for entry in guards {
         expect_kind(caller, &entry.name, Kind::Policy)?;
-        let report = caller
-            .call(
-                &entry.name,
-                CallInput::Evaluate {
-                    action: action.clone(),
-                    event: event.clone(),
-                },
-            )
-            .await?;
+        let input = CallInput::Evaluate {
+            action: action.clone(),
+            event: event.clone(),
+        };
+        let report = traced(caller, "policy", &entry.name, &event.trace_id, input).await?;
         // A policy that fails to answer denies: fail closed.
         let decision = match (&report.outcome.is_ok(), &report.output) {
             (true, Some(CallOutput::Decision(d))) => d.clone(),
@@ -300,8 +303,14 @@ async fn decide(
             },
             Some(name) => {
                 expect_kind(caller, name, Kind::Connector)?;
-                let (report, result) =
-                    execute(caller, name, &action, options.breakers.as_deref()).await?;
+                let (report, result) = execute(
+                    caller,
+                    name,
+                    &action,
+                    &event.trace_id,
+                    options.breakers.as_deref(),
+                )
+                .await?;
                 execute_step = report.as_ref().map(Step::from);
                 match result {
                     Ok(receipt) => Disposition::Executed {
@@ -376,12 +385,18 @@ async fn execute(
     caller: &dyn Caller,
     connector: &str,
     action: &Action,
+    trace_id: &str,
     breakers: Option<&Breakers>,
 ) -> Result<(Option<CallReport>, std::result::Result<String, String>)> {
     let Some(breakers) = breakers else {
-        let report = caller
-            .call(connector, CallInput::Execute(action.clone()))
-            .await?;
+        let report = traced(
+            caller,
+            "execute",
+            connector,
+            trace_id,
+            CallInput::Execute(action.clone()),
+        )
+        .await?;
         let result = receipt(&report);
         return Ok((Some(report), result));
     };
@@ -396,9 +411,14 @@ async fn execute(
     }
     let mut attempt = 0;
     loop {
-        let report = caller
-            .call(connector, CallInput::Execute(action.clone()))
-            .await?;
+        let report = traced(
+            caller,
+            "execute",
+            connector,
+            trace_id,
+            CallInput::Execute(action.clone()),
+        )
+        .await?;
         let result = receipt(&report);
         let retryable = matches!(
             report.outcome,
@@ -417,6 +437,35 @@ async fn execute(
         attempt += 1;
         tokio::time::sleep(breakers.backoff(attempt)).await;
     }
+}
+
+/// One pipeline step as a tracing span carrying the plugin, the version and
+/// digest that answered, the outcome and the trace id.
+async fn traced(
+    caller: &dyn Caller,
+    step: &'static str,
+    plugin: &str,
+    trace_id: &str,
+    input: CallInput,
+) -> Result<CallReport> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "step",
+        step,
+        plugin,
+        trace_id,
+        version = tracing::field::Empty,
+        digest = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        duration_us = tracing::field::Empty,
+    );
+    let report = caller.call(plugin, input).instrument(span.clone()).await?;
+    span.record("version", report.version.as_str());
+    span.record("digest", report.digest.as_str());
+    span.record("outcome", report.outcome.name());
+    span.record("duration_us", report.duration_us);
+    span.in_scope(|| tracing::debug!("step finished"));
+    Ok(report)
 }
 
 fn receipt(report: &CallReport) -> std::result::Result<String, String> {
@@ -438,7 +487,14 @@ pub async fn carry_out(
         queue.record_result(review.id, false, &why, serde_json::Value::Null)?;
         return queue.get(review.id)?.ok_or(Error::Refused(why));
     };
-    let (report, result) = execute(caller, connector, &review.action, breakers).await?;
+    let (report, result) = execute(
+        caller,
+        connector,
+        &review.action,
+        &review.trace_id,
+        breakers,
+    )
+    .await?;
     let step = report
         .as_ref()
         .map(|r| serde_json::to_value(Step::from(r)).unwrap_or_default())

@@ -355,3 +355,51 @@ fn demo_runs_the_main_job_end_to_end() {
         assert!(t.contains(expected), "missing {expected:?} in:\n{t}");
     }
 }
+
+#[test]
+fn json_logs_carry_each_pipeline_step_with_plugin_version_and_digest() {
+    let out = Command::new(env!("CARGO_BIN_EXE_evos"))
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "claims-webhook",
+            "--input",
+            "plugins/claims-webhook/claims.json",
+        ])
+        .current_dir(root())
+        .env("EVOS_DATA_DIR", root().join("target/evos-cli-test"))
+        .env("EVOS_LOG", "evos::pipeline=debug")
+        .output()
+        .expect("run evos");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let steps: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+        })
+        .filter(|v| v["fields"]["message"] == "step finished")
+        .collect();
+    let kinds: std::collections::BTreeSet<String> = steps
+        .iter()
+        .filter_map(|v| v["span"]["step"].as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["agent", "ingest", "policy"]
+    );
+    for s in &steps {
+        let span = &s["span"];
+        assert!(
+            span["plugin"].is_string() && span["version"].is_string(),
+            "{s}"
+        );
+        assert_eq!(span["digest"].as_str().map(str::len), Some(64), "{s}");
+    }
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["span"]["trace_id"].as_str().map(str::len) == Some(32))
+    );
+}

@@ -116,7 +116,14 @@ impl LogState {
             ));
         }
         let message = sanitize(message, self.grant.max_line_bytes as usize);
-        tracing::event!(target: "evos::plugin", tracing::Level::INFO, plugin = %self.plugin, level, "{message}");
+        let plugin = &*self.plugin;
+        match level {
+            "trace" => tracing::trace!(target: "evos::plugin", plugin, "{message}"),
+            "debug" => tracing::debug!(target: "evos::plugin", plugin, "{message}"),
+            "warn" => tracing::warn!(target: "evos::plugin", plugin, "{message}"),
+            "error" => tracing::error!(target: "evos::plugin", plugin, "{message}"),
+            _ => tracing::info!(target: "evos::plugin", plugin, "{message}"),
+        }
         self.lines.push(LogLine { level, message });
         Ok(())
     }

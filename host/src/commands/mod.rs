@@ -29,6 +29,15 @@ struct Cli {
     /// Do not read or write the compile cache.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Log format on stderr (filter with EVOS_LOG, e.g. EVOS_LOG=info).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -78,10 +87,19 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("EVOS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => fmt.init(),
+        // One JSON object per line, with the span fields (plugin, version,
+        // digest, trace_id) of each pipeline step.
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
     let result = match &cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Check(a) => check::run(a),
