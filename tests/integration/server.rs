@@ -794,3 +794,42 @@ async fn pending_reviews_survive_a_restart() {
             .any(|r| r.body.contains("C-1002"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_are_cut_off() {
+    let downstream = Downstream::start(200);
+    let s = start(&downstream, |c| {
+        c.header_timeout = Duration::from_millis(200)
+    })
+    .await;
+    let port = s.port;
+    let closed = tokio::task::spawn_blocking(move || {
+        // Send half a request line and stall.
+        let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        c.write_all(b"GET /healthz HTT").expect("write");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 256];
+        let n = c.read(&mut buf).unwrap_or(0);
+        (
+            n,
+            String::from_utf8_lossy(&buf[..n]).to_string(),
+            started.elapsed(),
+        )
+    })
+    .await
+    .expect("join");
+    let (_, reply, waited) = closed;
+    assert!(
+        waited < Duration::from_secs(4),
+        "the server held a stalled client for {waited:?}"
+    );
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 408"),
+        "{reply}"
+    );
+    // The server still answers others.
+    let (status, _) = req(s.port, "GET", "/healthz".into(), None, vec![], vec![]).await;
+    assert_eq!(status, 200);
+}
