@@ -59,6 +59,8 @@ pub struct Manifest {
     pub(crate) config: BTreeMap<String, String>,
     /// How a canary of this version is judged.
     pub rollout: crate::rollout::RolloutPolicy,
+    /// What a model adapter's usage costs, for cost-per-call metrics.
+    pub cost: Option<Cost>,
     /// Where the manifest came from, for error messages.
     pub origin: String,
     /// The manifest text as read, kept so a deployed version can be restored
@@ -159,6 +161,20 @@ struct RawManifest {
     config: BTreeMap<String, ConfigValue>,
     #[serde(default)]
     rollout: crate::rollout::RolloutPolicy,
+    #[serde(default)]
+    cost: Option<Cost>,
+}
+
+/// Prices of a model adapter's usage units (any currency, consistently).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Cost {
+    /// Price of 1,000 input units (tokens, features, ...).
+    #[serde(default)]
+    pub per_1k_input_units: f64,
+    /// Price of 1,000 output units.
+    #[serde(default)]
+    pub per_1k_output_units: f64,
 }
 
 #[derive(Deserialize)]
@@ -213,6 +229,7 @@ impl Manifest {
                 .map(|(k, v)| (k, v.into_string()))
                 .collect(),
             rollout: raw.rollout,
+            cost: raw.cost,
             origin: origin.to_string(),
             source: text.to_string(),
             base: base.to_path_buf(),
@@ -224,6 +241,17 @@ impl Manifest {
                 &m,
             ))
         })?;
+        if let Some(c) = manifest.cost
+            && [c.per_1k_input_units, c.per_1k_output_units]
+                .iter()
+                .any(|p| p.is_nan() || *p < 0.0)
+        {
+            let line = line_of(text, |l| l.trim_start().starts_with("[cost]"));
+            return Err(err(at_line(
+                line,
+                "[cost] prices must be zero or positive numbers",
+            )));
+        }
         manifest.check_kind_rules(text).map_err(err)?;
         for grant in &mut manifest.capabilities.files {
             grant.resolve(base).map_err(|message| {

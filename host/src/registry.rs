@@ -138,6 +138,7 @@ impl Live {
             ),
         };
         VersionStatus {
+            cost: self.plugin.manifest().cost,
             fuel_consumed: fuel,
             usage,
             latency_buckets: buckets,
@@ -196,6 +197,8 @@ pub struct VersionStatus {
     pub fuel_consumed: u64,
     /// Model usage reported by the calls (model adapters).
     pub usage: crate::types::Usage,
+    /// Prices from the version's manifest, if any.
+    pub cost: Option<crate::manifest::Cost>,
     /// Cumulative call counts at `LATENCY_BUCKETS_US` bounds (microseconds).
     #[serde(skip)]
     pub latency_buckets: Vec<(u64, u64)>,

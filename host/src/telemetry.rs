@@ -126,6 +126,11 @@ pub fn render(host: &Host) -> Result<String> {
         "# HELP evos_model_usage_units_per_1k_calls Units per 1,000 calls (cost driver)."
     );
     let _ = writeln!(out, "# TYPE evos_model_usage_units_per_1k_calls gauge");
+    let _ = writeln!(
+        out,
+        "# HELP evos_model_cost_per_1k_calls Cost of 1,000 calls at the manifest's [cost] prices."
+    );
+    let _ = writeln!(out, "# TYPE evos_model_cost_per_1k_calls gauge");
     for (p, v, _) in versions
         .iter()
         .filter(|(p, _, _)| p.kind == "model-adapter")
@@ -149,6 +154,13 @@ pub fn render(host: &Host) -> Result<String> {
             let per_1k =
                 (v.usage.input_units + v.usage.output_units) as f64 * 1000.0 / v.calls as f64;
             let _ = writeln!(out, "evos_model_usage_units_per_1k_calls{{{l}}} {per_1k}");
+            if let Some(c) = v.cost {
+                let cost = (v.usage.input_units as f64 * c.per_1k_input_units
+                    + v.usage.output_units as f64 * c.per_1k_output_units)
+                    / 1000.0;
+                let per_1k_calls = cost * 1000.0 / v.calls as f64;
+                let _ = writeln!(out, "evos_model_cost_per_1k_calls{{{l}}} {per_1k_calls}");
+            }
         }
     }
     let m = &host.metrics;
