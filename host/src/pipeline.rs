@@ -388,19 +388,9 @@ async fn execute(
     trace_id: &str,
     breakers: Option<&Breakers>,
 ) -> Result<(Option<CallReport>, std::result::Result<String, String>)> {
-    let Some(breakers) = breakers else {
-        let report = traced(
-            caller,
-            "execute",
-            connector,
-            trace_id,
-            CallInput::Execute(action.clone()),
-        )
-        .await?;
-        let result = receipt(&report);
-        return Ok((Some(report), result));
-    };
-    if let Err(wait) = breakers.allow(connector) {
+    if let Some(b) = breakers
+        && let Err(wait) = b.allow(connector)
+    {
         return Ok((
             None,
             Err(format!(
@@ -409,16 +399,11 @@ async fn execute(
             )),
         ));
     }
+    let retries = breakers.map_or(0, |b| b.config().retries);
     let mut attempt = 0;
     loop {
-        let report = traced(
-            caller,
-            "execute",
-            connector,
-            trace_id,
-            CallInput::Execute(action.clone()),
-        )
-        .await?;
+        let input = CallInput::Execute(action.clone());
+        let report = traced(caller, "execute", connector, trace_id, input).await?;
         let result = receipt(&report);
         let retryable = matches!(
             report.outcome,
@@ -426,16 +411,20 @@ async fn execute(
                 error: GuestError::Upstream(_)
             } | Outcome::Timeout
         );
-        if result.is_ok() {
-            breakers.success(connector);
-            return Ok((Some(report), result));
-        }
-        if !retryable || attempt >= breakers.config().retries {
-            breakers.failure(connector);
+        if result.is_ok() || !retryable || attempt >= retries {
+            if let Some(b) = breakers {
+                if result.is_ok() {
+                    b.success(connector);
+                } else {
+                    b.failure(connector);
+                }
+            }
             return Ok((Some(report), result));
         }
         attempt += 1;
-        tokio::time::sleep(breakers.backoff(attempt)).await;
+        if let Some(b) = breakers {
+            tokio::time::sleep(b.backoff(attempt)).await;
+        }
     }
 }
 
