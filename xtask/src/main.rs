@@ -18,13 +18,37 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("plugins") => plugins(),
+        Some("bench") => bench(args.iter().any(|a| a == "--quick")),
         _ => {
             eprintln!(
-                "usage: cargo xtask plugins\n\n  plugins   build every guest plugin into target/plugins/<name>.wasm"
+                "usage: cargo xtask plugins | bench [--quick]\n\n  plugins   build every guest plugin into target/plugins/<name>.wasm\n  bench     run the ratio benchmarks, write docs/BENCHMARKS.md (--quick: a short smoke run)"
             );
             std::process::exit(2);
         }
     }
+}
+
+/// Build the plugins, run the ratio benchmarks (release build) and write
+/// docs/BENCHMARKS.md.
+fn bench(quick: bool) -> Result<()> {
+    plugins()?;
+    let root = root();
+    let out = root.join("docs/BENCHMARKS.md");
+    std::fs::create_dir_all(root.join("docs")).context("creating docs/")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&root)
+        .args(["bench", "-p", "evos", "--bench", "ratios", "--"])
+        .arg("--out")
+        .arg(&out);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let status = cmd.status().context("running the benchmarks")?;
+    if !status.success() {
+        bail!("the benchmarks failed");
+    }
+    Ok(())
 }
 
 fn root() -> PathBuf {
