@@ -100,6 +100,26 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// Warm both paths up, then time them alternately over the runs.
+    fn compare<F, Fut, G, Gut>(&self, ours: F, baseline: G) -> (Stat, Stat)
+    where
+        F: FnMut() -> Fut + Copy,
+        Fut: Future<Output = ()>,
+        G: FnMut() -> Gut + Copy,
+        Gut: Future<Output = ()>,
+    {
+        self.time(200, ours);
+        self.time(200, baseline);
+        let (mut e, mut r) = (Vec::new(), Vec::new());
+        for _ in 0..self.runs {
+            e.push(self.time(self.iters, ours));
+            r.push(self.time(self.iters, baseline));
+        }
+        (stat(e), stat(r))
+    }
+}
+
 fn engine(cache: Option<PathBuf>) -> anyhow::Result<Engine> {
     Ok(Engine::new(EngineConfig {
         cache_dir: cache,
@@ -167,15 +187,7 @@ fn invoke(b: &Bench) -> anyhow::Result<Row> {
             let _ = runtime.call(plugin, input.clone()).await;
         }
     };
-    // Warm up both paths.
-    b.time(200, ours);
-    b.time(200, raw);
-    let (mut e, mut r) = (Vec::new(), Vec::new());
-    for _ in 0..b.runs {
-        e.push(b.time(b.iters, ours));
-        r.push(b.time(b.iters, raw));
-    }
-    let (e, r) = (stat(e), stat(r));
+    let (e, r) = b.compare(ours, raw);
     let ratio = e.median / r.median;
     Ok(Row {
         name: "in-process invoke, trivial policy".into(),
@@ -332,14 +344,7 @@ fn policy_vs_rego(b: &Bench) -> anyhow::Result<Row> {
             let _ = e.eval_rule("data.payout.decision".into());
         }
     };
-    b.time(200, ours);
-    b.time(200, rego);
-    let (mut e, mut r) = (Vec::new(), Vec::new());
-    for _ in 0..b.runs {
-        e.push(b.time(b.iters, ours));
-        r.push(b.time(b.iters, rego));
-    }
-    let (e, r) = (stat(e), stat(r));
+    let (e, r) = b.compare(ours, rego);
     let ratio = e.median / r.median;
     Ok(Row {
         name: "policy decision: payout-limit component".into(),

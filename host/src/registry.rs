@@ -456,31 +456,41 @@ impl Registry {
             "evidence": breach,
             "policy": canary.plugin.manifest().rollout,
         });
-        self.store.transaction("auto-rollback", |tx| {
-            record_change(
-                tx,
-                &Change {
-                    plugin: name,
-                    stable_id: route.stable.version_id,
-                    canary: None,
-                    action: "auto-rollback",
-                    actor: HOST_ACTOR,
-                    version_id: Some(canary_id),
-                    detail: &detail,
-                },
-                canary.plugin.digest(),
-            )?;
-            Ok(())
-        })?;
-        tracing::warn!(plugin = name, "canary rolled back: {}", breach.summary());
-        self.install(
-            name,
+        self.switch(
+            &Change {
+                plugin: name,
+                stable_id: route.stable.version_id,
+                canary: None,
+                action: "auto-rollback",
+                actor: HOST_ACTOR,
+                version_id: Some(canary_id),
+                detail: &detail,
+            },
+            canary.plugin.digest(),
             Route {
                 stable: route.stable.clone(),
                 canary: None,
             },
-        );
+        )?;
+        tracing::warn!(plugin = name, "canary rolled back: {}", breach.summary());
         Ok(())
+    }
+
+    /// Commit `change` with its audit entry, then swap in `route`. The
+    /// crash point between the two lets tests kill the process after the
+    /// commit and before the in-memory switch.
+    fn switch(&self, change: &Change<'_>, digest: &str, route: Route) -> Result<ChangeReport> {
+        self.store
+            .transaction(change.action, |tx| record_change(tx, change, digest))?;
+        crashpoint(&format!("{}:before-swap", change.action));
+        let report = change_report(
+            change.plugin,
+            change.action,
+            &route,
+            route.stable.version_id,
+        );
+        self.install(change.plugin, route);
+        Ok(report)
     }
 
     fn refuse(&self, actor: &str, manifest: &Manifest, bytes: &[u8], why: &Error) {
@@ -631,30 +641,22 @@ impl Registry {
             "promoted": {"version": canary.plugin.version(), "digest": canary.plugin.digest(), "weight": weight},
             "replaced": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
         });
-        self.store.transaction("promote", |tx| {
-            record_change(
-                tx,
-                &Change {
-                    plugin: name,
-                    stable_id: canary.version_id,
-                    canary: None,
-                    action: "promote",
-                    actor,
-                    version_id: Some(canary.version_id),
-                    detail: &detail,
-                },
-                canary.plugin.digest(),
-            )?;
-            Ok(())
-        })?;
-        crashpoint("promote:before-swap");
-        let new = Route {
-            stable: canary.clone(),
-            canary: None,
-        };
-        let report = change_report(name, "promote", &new, canary.version_id);
-        self.install(name, new);
-        Ok(report)
+        self.switch(
+            &Change {
+                plugin: name,
+                stable_id: canary.version_id,
+                canary: None,
+                action: "promote",
+                actor,
+                version_id: Some(canary.version_id),
+                detail: &detail,
+            },
+            canary.plugin.digest(),
+            Route {
+                stable: canary.clone(),
+                canary: None,
+            },
+        )
     }
 
     /// Roll back: drop the canary if there is one; otherwise restore the
@@ -675,30 +677,22 @@ impl Registry {
                 "removed": {"version": canary.plugin.version(), "digest": canary.plugin.digest()},
                 "stable": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
             });
-            self.store.transaction("rollback", |tx| {
-                record_change(
-                    tx,
-                    &Change {
-                        plugin: name,
-                        stable_id: route.stable.version_id,
-                        canary: None,
-                        action: "rollback",
-                        actor,
-                        version_id: Some(canary.version_id),
-                        detail: &detail,
-                    },
-                    canary.plugin.digest(),
-                )?;
-                Ok(())
-            })?;
-            crashpoint("rollback:before-swap");
-            let new = Route {
-                stable: route.stable.clone(),
-                canary: None,
-            };
-            let report = change_report(name, "rollback", &new, route.stable.version_id);
-            self.install(name, new);
-            return Ok(report);
+            return self.switch(
+                &Change {
+                    plugin: name,
+                    stable_id: route.stable.version_id,
+                    canary: None,
+                    action: "rollback",
+                    actor,
+                    version_id: Some(canary.version_id),
+                    detail: &detail,
+                },
+                canary.plugin.digest(),
+                Route {
+                    stable: route.stable.clone(),
+                    canary: None,
+                },
+            );
         }
 
         let target_id = self.rollback_target(name, to, route.stable.version_id)?;
@@ -709,30 +703,22 @@ impl Registry {
             "to": {"version": target.plugin.version(), "digest": target.plugin.digest(), "version_id": target_id},
             "grants": grants_summary(target.plugin.manifest()),
         });
-        self.store.transaction("rollback", |tx| {
-            record_change(
-                tx,
-                &Change {
-                    plugin: name,
-                    stable_id: target_id,
-                    canary: None,
-                    action: "rollback",
-                    actor,
-                    version_id: Some(target_id),
-                    detail: &detail,
-                },
-                target.plugin.digest(),
-            )?;
-            Ok(())
-        })?;
-        crashpoint("rollback:before-swap");
-        let new = Route {
-            stable: target,
-            canary: None,
-        };
-        let report = change_report(name, "rollback", &new, target_id);
-        self.install(name, new);
-        Ok(report)
+        self.switch(
+            &Change {
+                plugin: name,
+                stable_id: target_id,
+                canary: None,
+                action: "rollback",
+                actor,
+                version_id: Some(target_id),
+                detail: &detail,
+            },
+            target.plugin.digest(),
+            Route {
+                stable: target.clone(),
+                canary: None,
+            },
+        )
     }
 
     fn rollback_target(&self, name: &str, to: Option<&str>, current: i64) -> Result<i64> {
