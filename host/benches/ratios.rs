@@ -624,6 +624,12 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?,
     };
+    // `--only <name>` runs one row (for profiling), e.g. `--only pipeline`.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let mut rows = Vec::new();
     for (name, f) in [
         ("invoke", invoke as fn(&Bench) -> anyhow::Result<Row>),
@@ -633,6 +639,9 @@ fn main() -> anyhow::Result<()> {
         ("hot swap", hot_swap),
         ("pipeline", pipeline_throughput),
     ] {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         eprintln!("running {name} ...");
         rows.push(f(&b)?);
     }

@@ -42,6 +42,13 @@ pub struct EngineConfig {
     pub epoch_tick: Duration,
     /// Wasm stack per call; deeper recursion is a stack-overflow outcome.
     pub max_wasm_stack: usize,
+    /// Fuel metering: bounds CPU per call (a manifest's `fuel` limit).
+    /// Turning it off removes that bound; it exists to measure its cost.
+    pub fuel: bool,
+    /// Epoch interruption: bounds wall clock inside wasm (a manifest's
+    /// `timeout`; host calls stay bounded by the call's outer timeout).
+    /// Turning it off exists to measure its cost.
+    pub epoch: bool,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +60,8 @@ impl Default for EngineConfig {
             max_component_bytes: 64 * 1024 * 1024,
             epoch_tick: Duration::from_millis(5),
             max_wasm_stack: 1024 * 1024,
+            fuel: true,
+            epoch: true,
         }
     }
 }
@@ -107,8 +116,8 @@ impl Engine {
 
         let mut cfg = wasmtime::Config::new();
         cfg.wasm_component_model(true)
-            .consume_fuel(true)
-            .epoch_interruption(true)
+            .consume_fuel(config.fuel)
+            .epoch_interruption(config.epoch)
             .max_wasm_stack(config.max_wasm_stack)
             .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine =
@@ -120,7 +129,9 @@ impl Engine {
         };
 
         let stop = Arc::new(AtomicBool::new(false));
-        spawn_ticker(engine.clone(), config.epoch_tick, stop.clone());
+        if config.epoch {
+            spawn_ticker(engine.clone(), config.epoch_tick, stop.clone());
+        }
 
         Ok(Engine {
             inner: Arc::new(Inner {

@@ -571,7 +571,10 @@ impl Runtime {
             tokio::time::timeout(limits.timeout.0 + grace, call).await
         };
         let duration = start.elapsed();
-        let fuel_consumed = limits.fuel.0.saturating_sub(store.get_fuel().unwrap_or(0));
+        let fuel_consumed = match store.get_fuel() {
+            Ok(left) => limits.fuel.0.saturating_sub(left),
+            Err(_) => 0, // fuel metering is off
+        };
         let state = store.into_data();
 
         let mut refusals = state.refusals;
@@ -663,17 +666,21 @@ impl Runtime {
         };
         let mut store = Store::new(engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
-        store
-            .set_fuel(limits.fuel.0)
-            .map_err(|e| Error::wasmtime("setting fuel", e))?;
-        // Long-running guests yield to the executor regularly, so a busy
-        // plugin cannot starve other tasks (other calls, the accept loop)
-        // that share its worker thread.
-        store
-            .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
-            .map_err(|e| Error::wasmtime("setting the fuel yield interval", e))?;
-        store.set_epoch_deadline(engine.ticks_for(limits.timeout.0));
-        store.epoch_deadline_trap();
+        if engine.config().fuel {
+            store
+                .set_fuel(limits.fuel.0)
+                .map_err(|e| Error::wasmtime("setting fuel", e))?;
+            // Long-running guests yield to the executor regularly, so a busy
+            // plugin cannot starve other tasks (other calls, the accept loop)
+            // that share its worker thread.
+            store
+                .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
+                .map_err(|e| Error::wasmtime("setting the fuel yield interval", e))?;
+        }
+        if engine.config().epoch {
+            store.set_epoch_deadline(engine.ticks_for(limits.timeout.0));
+            store.epoch_deadline_trap();
+        }
         Ok(store)
     }
 
