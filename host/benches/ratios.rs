@@ -16,6 +16,10 @@ use ::evos::capability::kv::MemoryKv;
 use ::evos::registry::Registry;
 use ::evos::{CallInput, Engine, EngineConfig, Manifest, Runtime};
 
+// A bench file is a crate root, so its submodules are found by path.
+#[path = "ratios/meter.rs"]
+mod meter;
+
 /// Bindings for the raw-wasmtime baseline, generated from the same WIT.
 mod wit {
     wasmtime::component::bindgen!({
@@ -638,6 +642,8 @@ fn main() -> anyhow::Result<()> {
         ("policy vs rego", policy_vs_rego),
         ("hot swap", hot_swap),
         ("pipeline", pipeline_throughput),
+        ("fuel and epoch, call-heavy", meter::calls),
+        ("fuel and epoch, branch-heavy", meter::branches),
     ] {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
