@@ -17,6 +17,8 @@ use ::evos::registry::Registry;
 use ::evos::{CallInput, Engine, EngineConfig, Manifest, Runtime};
 
 // A bench file is a crate root, so its submodules are found by path.
+#[path = "ratios/http.rs"]
+mod http;
 #[path = "ratios/meter.rs"]
 mod meter;
 
@@ -642,6 +644,8 @@ fn main() -> anyhow::Result<()> {
         ("policy vs rego", policy_vs_rego),
         ("hot swap", hot_swap),
         ("pipeline", pipeline_throughput),
+        ("http vs wasmtime serve", http::vs_wasmtime),
+        ("http vs plain hyper", http::vs_hyper),
         ("fuel and epoch, call-heavy", meter::calls),
         ("fuel and epoch, branch-heavy", meter::branches),
     ] {

