@@ -47,14 +47,14 @@
 //! rules out a torn row (half an entry). The anchor file is replaced
 //! atomically (temporary file, fsync, rename, fsync of the directory), so it
 //! too is either the old anchor or the new one. The only crash window left
-//! is between the commit and the anchor update: the log then holds exactly
-//! one entry past the anchor, correctly chained. [`verify`] accepts that as
-//! intact and says so in [`Verification::note`]; writing the anchor again
-//! from [`head`] closes the window. This assumes one entry per committed
-//! transaction: if a transaction appends several entries and the process dies
-//! before the anchor is written, [`verify`] cannot tell those unanchored
-//! entries from ones appended behind the anchor's back and reports
-//! [`AnchorMismatch`].
+//! is between the commit and the anchor update: the log then holds the
+//! entries of that one transaction past the anchor, correctly chained.
+//! [`verify`] accepts one such entry as intact and says so in
+//! [`Verification::note`]; writing the anchor again from [`head`] closes the
+//! window. A transaction that appends several entries (a group commit of
+//! concurrent writes) first rewrites the anchor with `pending` set to their
+//! number, so [`verify`] accepts up to that many; more unanchored entries
+//! than announced are reported as [`AnchorMismatch`].
 //!
 //! # Encoding, for re-implementing verification
 //!
@@ -86,7 +86,8 @@
 //!
 //! `at` is the UTC time of the append, RFC 3339 with microseconds
 //! (`2025-01-31T09:00:00.123456Z`). The anchor file is JSON:
-//! `{"seq":12,"hash":"<64 hex>"}`.
+//! `{"seq":12,"hash":"<64 hex>"}`, with `"pending":<n>` while a transaction
+//! appending n > 1 entries commits.
 //!
 //! [`Altered`]: ProblemKind::Altered
 //! [`Deleted`]: ProblemKind::Deleted
@@ -110,7 +111,7 @@ use sha2::{Digest, Sha256};
 pub const MIGRATION: &str = "CREATE TABLE audit (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, digest TEXT, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);";
 
 /// `prev_hash` of the first entry.
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The columns of an entry, in the order [`read_record`] expects them.
 const COLUMNS: &str = "seq, at, actor, action, subject, digest, detail, prev_hash, hash";
@@ -325,6 +326,16 @@ pub fn list(
 pub struct Anchor {
     pub seq: i64,
     pub hash: String,
+    /// Entries a transaction in flight may append after `seq`: written
+    /// before a commit that appends more than one entry, so a crash between
+    /// that commit and the next anchor update is told apart from entries
+    /// appended behind the host's back. 0 (and absent in the file) otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pending: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Read the anchor file; `None` when it does not exist.
@@ -351,6 +362,9 @@ pub fn read_anchor(path: &Path) -> Result<Option<Anchor>, AuditError> {
     })?;
     if anchor.seq < 0 {
         return Err(invalid(format!("seq {} is negative", anchor.seq)));
+    }
+    if anchor.pending < 0 {
+        return Err(invalid(format!("pending {} is negative", anchor.pending)));
     }
     if !is_hash(&anchor.hash) {
         return Err(invalid(format!(
@@ -437,6 +451,7 @@ pub fn head(conn: &Connection) -> Result<Option<Anchor>, AuditError> {
             Ok(Anchor {
                 seq: row.get(0)?,
                 hash: row.get(1)?,
+                pending: 0,
             })
         },
     )
@@ -595,13 +610,22 @@ pub fn verify(conn: &Connection, anchor: Option<&Anchor>) -> Result<Verification
             note: None,
         });
     }
-    if head_seq == anchor.seq + 1 {
+    // One transaction commits before its anchor update: the entries it
+    // appended (one, or the `pending` count announced before a larger
+    // commit) may be unanchored after a crash.
+    let in_flight = anchor.pending.max(1);
+    if head_seq - anchor.seq <= in_flight {
+        let unanchored = if head_seq == anchor.seq + 1 {
+            format!("entry {head_seq} was")
+        } else {
+            format!("entries {}..={head_seq} were", anchor.seq + 1)
+        };
         return Ok(Verification {
             intact: true,
             entries: good,
             problem: None,
             note: Some(format!(
-                "entry {head_seq} was committed but the anchor still records entry {}: the process stopped between the commit and the anchor update, which is not tampering; write the anchor from the current head to close the gap",
+                "{unanchored} committed but the anchor still records entry {}: the process stopped between the commit and the anchor update, which is not tampering; write the anchor from the current head to close the gap",
                 anchor.seq
             )),
         });
@@ -612,7 +636,7 @@ pub fn verify(conn: &Connection, anchor: Option<&Anchor>) -> Result<Verification
             seq: anchor.seq + 1,
             kind: ProblemKind::AnchorMismatch,
             message: format!(
-                "the anchor records entry {} but the log continues to entry {head_seq}: {} were never anchored. A crash between commit and anchor update leaves only one entry unanchored, so either one transaction appended several entries and the process died before the anchor was written, or entries were appended (or the anchor file replaced by an older copy) behind the host's back",
+                "the anchor records entry {} but the log continues to entry {head_seq}: {} were never anchored. A crash between commit and anchor update leaves at most {in_flight} unanchored, so entries were appended (or the anchor file replaced by an older copy) behind the host's back",
                 anchor.seq,
                 range(anchor.seq + 1, head_seq)
             ),
@@ -1279,7 +1303,8 @@ mod tests {
             head(&conn).unwrap(),
             Some(Anchor {
                 seq: 2,
-                hash: second.hash
+                hash: second.hash,
+                pending: 0,
             })
         );
     }
@@ -1598,6 +1623,7 @@ mod tests {
         let anchor = Anchor {
             seq: 3,
             hash: "ab".repeat(32),
+            pending: 0,
         };
         let v = verify(&conn, Some(&anchor)).unwrap();
         let (seq, kind, message) = problem(&v);
@@ -1607,10 +1633,33 @@ mod tests {
         let anchor = Anchor {
             seq: 4,
             hash: "ab".repeat(32),
+            pending: 0,
         };
         let v = verify(&conn, Some(&anchor)).unwrap();
         assert_eq!(problem(&v).0, 4);
         assert_eq!(problem(&v).1, ProblemKind::AnchorMismatch);
+    }
+
+    #[test]
+    fn a_group_commit_announced_in_the_anchor_may_be_unanchored_after_a_crash() {
+        let mut conn = chain(4);
+        let mut anchor = head(&conn).unwrap().unwrap();
+        anchor.pending = 3;
+        // The group committed three entries, then the process died.
+        push(&mut conn, 5);
+        push(&mut conn, 6);
+        push(&mut conn, 7);
+        let v = verify(&conn, Some(&anchor)).unwrap();
+        assert!(v.intact, "{v:?}");
+        assert!(
+            v.note.unwrap().contains("entries 5..=7 were committed"),
+            "names the unanchored entries"
+        );
+        // One more than announced was appended behind the host's back.
+        push(&mut conn, 8);
+        let v = verify(&conn, Some(&anchor)).unwrap();
+        assert_eq!(problem(&v).1, ProblemKind::AnchorMismatch);
+        assert!(problem(&v).2.contains("at most 3 unanchored"), "{v:?}");
     }
 
     #[test]
@@ -1633,6 +1682,7 @@ mod tests {
         let genesis = Anchor {
             seq: 0,
             hash: GENESIS.into(),
+            pending: 0,
         };
         assert!(verify(&conn, Some(&genesis)).unwrap().intact);
     }
@@ -1769,12 +1819,14 @@ mod tests {
         let first = Anchor {
             seq: 3,
             hash: "0a".repeat(32),
+            pending: 0,
         };
         write_anchor(&path, &first).unwrap();
         assert_eq!(read_anchor(&path).unwrap(), Some(first));
         let second = Anchor {
             seq: 4,
             hash: "1b".repeat(32),
+            pending: 0,
         };
         write_anchor(&path, &second).unwrap();
         assert_eq!(read_anchor(&path).unwrap(), Some(second));
@@ -1807,6 +1859,7 @@ mod tests {
             &Anchor {
                 seq: 1,
                 hash: GENESIS.into(),
+                pending: 0,
             },
         )
         .unwrap_err();
@@ -1820,6 +1873,7 @@ mod tests {
         let anchor = Anchor {
             seq: 5,
             hash: GENESIS.into(),
+            pending: 0,
         };
         let v = serde_json::to_value(verify(&conn, Some(&anchor)).unwrap()).unwrap();
         assert_eq!(v["problem"]["kind"], "truncated-tail");

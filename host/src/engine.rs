@@ -26,6 +26,11 @@ use wasmtime::component::Component;
 
 use crate::{Error, Result};
 
+/// Bytes of each pooled linear memory reset with memset and kept resident.
+const KEEP_RESIDENT: usize = 1024 * 1024;
+/// Slots decommitted together.
+const DECOMMIT_BATCH: usize = 16;
+
 /// Engine-wide settings (the per-plugin limits live in manifests).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -112,7 +117,15 @@ impl Engine {
             .total_memories(n.saturating_mul(2))
             .total_tables(n.saturating_mul(8))
             .total_stacks(n)
-            .max_memory_size(config.max_memory_per_instance as usize);
+            .max_memory_size(config.max_memory_per_instance as usize)
+            // Reset small memories and tables with memset instead of
+            // madvise, and decommit the rest in batches: each madvise is a
+            // TLB shootdown across cores, the largest per-call cost after
+            // instantiation itself. Reused slots are zeroed either way.
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT / 16)
+            .decommit_batch_size(DECOMMIT_BATCH)
+            .pagemap_scan(wasmtime::Enabled::Auto);
 
         let mut cfg = wasmtime::Config::new();
         cfg.wasm_component_model(true)

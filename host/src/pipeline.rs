@@ -8,6 +8,7 @@
 //! keeps its call summary (plugin, version, digest, outcome, fuel, time), and
 //! everything in one event's path shares its trace id.
 
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use std::sync::Arc;
@@ -133,7 +134,14 @@ pub struct RunOptions {
     pub trace_id: Option<String>,
     /// Circuit breakers and retries for executing connectors.
     pub breakers: Option<Arc<Breakers>>,
+    /// Events of one ingest handled at once (0: [`DEFAULT_CONCURRENCY`]).
+    /// Reports keep the connector's event order either way.
+    pub concurrency: usize,
 }
+
+/// Events of one ingest in flight at once by default: enough to overlap
+/// plugins' waits (HTTP, durable writes) without flooding the engine's pool.
+pub const DEFAULT_CONCURRENCY: usize = 16;
 
 /// Drive `body` through the app's pipeline, starting at `connector`. The
 /// app's plugins must be reachable through `caller`: a [`crate::Runtime`]
@@ -171,17 +179,30 @@ pub async fn run(
         }
     };
 
-    let mut reports = Vec::new();
-    for mut event in events {
+    // Events run concurrently (bounded), each audited as soon as it is
+    // decided; concurrent audit writes share group commits.
+    let ingest_step = Step::from(&ingest);
+    let concurrency = match options.concurrency {
+        0 => DEFAULT_CONCURRENCY,
+        n => n,
+    };
+    let handled = futures_util::stream::iter(events.into_iter().map(|mut event| {
         if event.trace_id.is_empty() {
             event.trace_id = options.trace_id.clone().unwrap_or_else(new_trace_id);
         }
-        let report = handle_event(caller, app, event, options).await?;
-        if let Some(store) = &options.audit {
-            audit_event(store, connector, &ingest, &report)?;
+        let ingest_step = &ingest_step;
+        async move {
+            let report = handle_event(caller, app, event, options).await?;
+            if let Some(store) = &options.audit {
+                audit_event(store, connector, ingest_step, &report).await?;
+            }
+            Ok::<_, Error>(report)
         }
-        reports.push(report);
-    }
+    }))
+    .buffered(concurrency)
+    .collect::<Vec<_>>()
+    .await;
+    let reports = handled.into_iter().collect::<Result<Vec<_>>>()?;
     Ok(PipelineReport {
         connector: connector.to_string(),
         ingest: Step::from(&ingest),
@@ -333,13 +354,13 @@ async fn decide(
 
 /// One audit entry per event: its trace id and every step's plugin,
 /// version, digest and outcome, and what became of each action.
-fn audit_event(
-    store: &Store,
+async fn audit_event(
+    store: &Arc<Store>,
     connector: &str,
-    ingest: &CallReport,
+    ingest: &Step,
     report: &EventReport,
 ) -> Result<()> {
-    let mut steps = vec![serde_json::to_value(Step::from(ingest)).unwrap_or_default()];
+    let mut steps = vec![serde_json::to_value(ingest).unwrap_or_default()];
     steps.extend(
         report
             .agents
@@ -359,13 +380,24 @@ fn audit_event(
             })
         })
         .collect();
-    store.audit(NewEntry {
-        actor: connector,
-        action: "pipeline",
-        subject: &format!("event/{}", report.event.id),
-        digest: None,
-        detail: json!({"trace_id": report.event.trace_id, "event_kind": report.event.kind, "steps": steps, "actions": actions}),
+    let detail = json!({"trace_id": report.event.trace_id, "event_kind": report.event.kind, "steps": steps, "actions": actions});
+    let (store, actor, subject) = (
+        store.clone(),
+        connector.to_string(),
+        format!("event/{}", report.event.id),
+    );
+    // A durable write: on a blocking thread, not the async worker.
+    tokio::task::spawn_blocking(move || {
+        store.audit(NewEntry {
+            actor: &actor,
+            action: "pipeline",
+            subject: &subject,
+            digest: None,
+            detail,
+        })
     })
+    .await
+    .map_err(|e| Error::Refused(format!("the audit write did not finish: {e}")))?
 }
 
 /// The connector the app binds to carry out `kind`.

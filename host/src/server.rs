@@ -471,6 +471,7 @@ async fn ingest(
         audit: Some(host.registry.store().clone()),
         trace_id: Some(trace.clone()),
         breakers: Some(host.breakers.clone()),
+        concurrency: 0,
     };
     let report = pipeline::run(
         host.registry.as_ref(),

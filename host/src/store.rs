@@ -16,7 +16,7 @@
 //! unreferenced blob. Migrations are versioned by `PRAGMA user_version`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
@@ -123,6 +123,25 @@ pub struct HistoryRow {
 pub struct Store {
     dir: PathBuf,
     conn: Mutex<Connection>,
+    /// A second connection for reads that must not wait behind a commit
+    /// (WAL lets it read the last committed state meanwhile).
+    reader: Mutex<Connection>,
+    /// Writes waiting for the next group commit (see [`Store::write`]).
+    queue: Mutex<Vec<Job>>,
+}
+
+/// How a queued write learns whether its group committed: `None` when it
+/// did, else why not.
+type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
+/// A queued write: runs inside the group's transaction (`None` when the
+/// transaction could not start) and returns how to deliver its result.
+type Job = Box<dyn for<'a, 'b> FnOnce(Option<&'a Transaction<'b>>) -> Deliver + Send>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 fn db_err(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
@@ -148,6 +167,28 @@ pub(crate) fn crashpoint(name: &str) {
     }
 }
 
+/// Run `f` inside a savepoint of `tx`: its writes stay when it succeeds and
+/// are rolled back alone when it fails.
+fn in_savepoint<R>(
+    tx: &Transaction<'_>,
+    label: &str,
+    f: impl FnOnce(&Transaction<'_>) -> Result<R>,
+) -> Result<R> {
+    tx.execute_batch("SAVEPOINT group_write")
+        .map_err(db_err("starting a savepoint"))?;
+    let result = f(tx);
+    let end = if result.is_ok() {
+        "RELEASE group_write"
+    } else {
+        "ROLLBACK TO group_write; RELEASE group_write"
+    };
+    tx.execute_batch(end).map_err(|e| Error::Store {
+        context: format!("ending the savepoint of {label}"),
+        message: e.to_string(),
+    })?;
+    result
+}
+
 impl Store {
     /// Open (creating if needed) the data directory and migrate its database.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
@@ -164,9 +205,19 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db_err("setting busy timeout"))?;
         migrate(&mut conn)?;
+        let reader = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err("opening evos.db for reading"))?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err("setting busy timeout"))?;
         Ok(Store {
             dir,
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
+            queue: Mutex::new(Vec::new()),
         })
     }
 
@@ -189,9 +240,109 @@ impl Store {
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
-        match self.conn.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
+        lock(&self.conn)
+    }
+
+    /// The read-only connection: sees the last committed state without
+    /// waiting for a commit in progress.
+    pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.reader)
+    }
+
+    /// Run `f` durably, sharing one transaction (and one fsync) with the
+    /// writes that arrive meanwhile: group commit. Each write runs in its
+    /// own savepoint, so one that fails rolls back alone; the call returns
+    /// only once the group committed, with `f`'s result, or the commit's
+    /// error for every write of the group. Audit entries appended by the
+    /// group are anchored as one transaction's (see [`audit`]).
+    ///
+    /// Blocks the thread: from async code, call it on a blocking thread.
+    pub fn write<R: Send + 'static>(
+        &self,
+        label: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let slot: std::sync::Arc<Mutex<Option<Result<R>>>> = Default::default();
+        let out = slot.clone();
+        let job: Job = Box::new(move |tx: Option<&Transaction<'_>>| {
+            let result = match tx {
+                Some(tx) => in_savepoint(tx, label, f),
+                None => Err(Error::Store {
+                    context: "starting a transaction".into(),
+                    message: "the group commit could not start".into(),
+                }),
+            };
+            Box::new(move |failed: Option<&str>| {
+                let result = match failed {
+                    Some(why) => Err(Error::Store {
+                        context: format!("committing ({label})"),
+                        message: why.to_string(),
+                    }),
+                    None => result,
+                };
+                *lock(&out) = Some(result);
+            })
+        });
+        lock(&self.queue).push(job);
+        // Whoever holds the connection next commits every queued write; a
+        // write that finds its result set was committed by someone else.
+        let mut conn = self.conn();
+        if let Some(result) = lock(&slot).take() {
+            return result;
+        }
+        let jobs = std::mem::take(&mut *lock(&self.queue));
+        self.commit_group(&mut conn, jobs);
+        drop(conn);
+        lock(&slot).take().unwrap_or_else(|| {
+            Err(Error::Store {
+                context: format!("committing ({label})"),
+                message: "the write was not run".into(),
+            })
+        })
+    }
+
+    fn commit_group(&self, conn: &mut Connection, jobs: Vec<Job>) {
+        let tx = match conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                let why = e.to_string();
+                for job in jobs {
+                    job(None)(Some(&why));
+                }
+                return;
+            }
+        };
+        let before = audit::head(&tx).ok().flatten();
+        let delivers: Vec<Deliver> = jobs.into_iter().map(|job| job(Some(&tx))).collect();
+        let failed = (|| -> std::result::Result<(), String> {
+            let after = audit::head(&tx).map_err(|e| e.to_string())?;
+            let before_seq = before.as_ref().map_or(0, |a| a.seq);
+            let appended = after.as_ref().map_or(0, |a| a.seq) - before_seq;
+            if appended > 1 {
+                // Announce the group before committing it: a crash between
+                // the commit and the anchor update is then not tampering.
+                let announced = Anchor {
+                    seq: before_seq,
+                    hash: before
+                        .as_ref()
+                        .map_or_else(|| audit::GENESIS.to_owned(), |a| a.hash.clone()),
+                    pending: appended,
+                };
+                audit::write_anchor(&self.anchor_path(), &announced).map_err(|e| e.to_string())?;
+            }
+            crashpoint("group:before-commit");
+            tx.commit().map_err(|e| e.to_string())?;
+            crashpoint("group:after-commit");
+            if appended > 0
+                && let Some(head) = after
+            {
+                audit::write_anchor(&self.anchor_path(), &head).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })();
+        let failed = failed.err();
+        for deliver in delivers {
+            deliver(failed.as_deref());
         }
     }
 
@@ -220,10 +371,27 @@ impl Store {
         Ok(result)
     }
 
-    /// Append one audit entry in its own transaction.
+    /// Append one audit entry, durably (group-committed with concurrent
+    /// writes; see [`Store::write`]).
     pub fn audit(&self, entry: NewEntry<'_>) -> Result<()> {
-        self.transaction("audit", |tx| {
-            audit::append(tx, entry).map_err(Error::from)?;
+        let (actor, action, subject) = (
+            entry.actor.to_owned(),
+            entry.action.to_owned(),
+            entry.subject.to_owned(),
+        );
+        let (digest, detail) = (entry.digest.map(str::to_owned), entry.detail);
+        self.write("audit", move |tx| {
+            audit::append(
+                tx,
+                NewEntry {
+                    actor: &actor,
+                    action: &action,
+                    subject: &subject,
+                    digest: digest.as_deref(),
+                    detail,
+                },
+            )
+            .map_err(Error::from)?;
             Ok(())
         })
     }
@@ -542,9 +710,13 @@ fn kv_err(e: rusqlite::Error) -> KvStoreError {
 }
 
 impl KvStore for SqliteKv {
+    fn blocking(&self) -> bool {
+        true
+    }
+
     fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, KvStoreError> {
         self.store
-            .conn()
+            .reader()
             .query_row(
                 "SELECT value FROM kv WHERE namespace = ?1 AND key = ?2",
                 params![ns, key],
@@ -555,51 +727,66 @@ impl KvStore for SqliteKv {
     }
 
     fn set(&self, ns: &str, key: &str, value: &[u8], max_keys: u64) -> Result<(), KvStoreError> {
-        let mut conn = self.store.conn();
-        let tx = conn.transaction().map_err(kv_err)?;
-        let exists: bool = tx
-            .query_row(
-                "SELECT 1 FROM kv WHERE namespace = ?1 AND key = ?2",
-                params![ns, key],
-                |_| Ok(true),
-            )
-            .optional()
-            .map_err(kv_err)?
-            .unwrap_or(false);
-        if !exists {
-            let count: u64 = tx
-                .query_row("SELECT COUNT(*) FROM kv WHERE namespace = ?1", [ns], |r| {
-                    r.get(0)
-                })
-                .map_err(kv_err)?;
-            if count >= max_keys {
-                return Err(KvStoreError::Quota(format!(
-                    "the namespace holds {count} keys, the limit `max-keys` is {max_keys}"
-                )));
+        let (ns, key, value) = (ns.to_owned(), key.to_owned(), value.to_vec());
+        let quota: Arc<Mutex<Option<String>>> = Default::default();
+        let refused = quota.clone();
+        let written = self.store.write("kv", move |tx| {
+            let exists: bool = tx
+                .query_row(
+                    "SELECT 1 FROM kv WHERE namespace = ?1 AND key = ?2",
+                    params![ns, key],
+                    |_| Ok(true),
+                )
+                .optional()
+                .map_err(db_err("reading kv"))?
+                .unwrap_or(false);
+            if !exists {
+                let count: u64 = tx
+                    .query_row("SELECT COUNT(*) FROM kv WHERE namespace = ?1", [&ns], |r| {
+                        r.get(0)
+                    })
+                    .map_err(db_err("counting kv keys"))?;
+                if count >= max_keys {
+                    let why = format!(
+                        "the namespace holds {count} keys, the limit `max-keys` is {max_keys}"
+                    );
+                    *lock(&refused) = Some(why.clone());
+                    return Err(Error::Refused(why));
+                }
             }
+            tx.execute(
+                "INSERT INTO kv (namespace, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(namespace, key) DO UPDATE SET value = ?3",
+                params![ns, key, value],
+            )
+            .map_err(db_err("writing kv"))?;
+            Ok(())
+        });
+        match written {
+            Ok(()) => Ok(()),
+            Err(e) => match lock(&quota).take() {
+                Some(why) => Err(KvStoreError::Quota(why)),
+                None => Err(KvStoreError::Backend(format!("kv store: {e}"))),
+            },
         }
-        tx.execute(
-            "INSERT INTO kv (namespace, key, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT(namespace, key) DO UPDATE SET value = ?3",
-            params![ns, key, value],
-        )
-        .map_err(kv_err)?;
-        tx.commit().map_err(kv_err)
     }
 
     fn delete(&self, ns: &str, key: &str) -> Result<bool, KvStoreError> {
+        let (ns, key) = (ns.to_owned(), key.to_owned());
         self.store
-            .conn()
-            .execute(
-                "DELETE FROM kv WHERE namespace = ?1 AND key = ?2",
-                params![ns, key],
-            )
-            .map(|n| n > 0)
-            .map_err(kv_err)
+            .write("kv", move |tx| {
+                tx.execute(
+                    "DELETE FROM kv WHERE namespace = ?1 AND key = ?2",
+                    params![ns, key],
+                )
+                .map(|n| n > 0)
+                .map_err(db_err("deleting kv"))
+            })
+            .map_err(|e| KvStoreError::Backend(format!("kv store: {e}")))
     }
 
     fn list_keys(&self, ns: &str, prefix: &str, limit: usize) -> Result<Vec<String>, KvStoreError> {
-        let conn = self.store.conn();
+        let conn = self.store.reader();
         let mut stmt = conn
             .prepare("SELECT key FROM kv WHERE namespace = ?1 AND key >= ?2 ORDER BY key LIMIT ?3")
             .map_err(kv_err)?;
@@ -617,5 +804,91 @@ impl KvStore for SqliteKv {
             keys.push(k);
         }
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(name: &str) -> (PathBuf, Arc<Store>) {
+        let dir = std::env::temp_dir().join(format!("evos-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Store::open(&dir).unwrap());
+        (dir, store)
+    }
+
+    fn entry(i: usize) -> NewEntry<'static> {
+        NewEntry {
+            actor: "test",
+            action: "write",
+            subject: "group",
+            digest: None,
+            detail: serde_json::json!({ "i": i }),
+        }
+    }
+
+    #[test]
+    fn concurrent_writes_share_commits_and_keep_the_chain_anchored() {
+        let (dir, store) = temp_store("group");
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        store.audit(entry(t * 100 + i)).unwrap();
+                        let kv = SqliteKv::new(store.clone());
+                        kv.set("ns", &format!("k{t}-{i}"), b"v", 10_000).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let conn = store.conn_for_reading();
+        let count: i64 = conn
+            .query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 200);
+        let anchor = audit::read_anchor(&store.anchor_path()).unwrap().unwrap();
+        let v = audit::verify(&conn, Some(&anchor)).unwrap();
+        assert!(v.intact && v.note.is_none(), "{v:?}");
+        assert_eq!(v.entries, 200);
+        assert_eq!(
+            anchor.pending, 0,
+            "the anchor names the head after the group"
+        );
+        drop(conn);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_failing_write_rolls_back_alone() {
+        let (dir, store) = temp_store("rollback");
+        let kv = SqliteKv::new(store.clone());
+        kv.set("ns", "a", b"1", 1).unwrap();
+        // A second key exceeds max-keys = 1: refused as a quota, not stored.
+        assert!(matches!(
+            kv.set("ns", "b", b"2", 1),
+            Err(KvStoreError::Quota(_))
+        ));
+        let failed: Result<()> = store.write("test", |tx| {
+            tx.execute(
+                "INSERT INTO kv (namespace, key, value) VALUES ('ns', 'c', x'00')",
+                [],
+            )
+            .map_err(db_err("writing"))?;
+            Err(Error::Refused("changed its mind".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(kv.get("ns", "a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.get("ns", "b").unwrap(), None);
+        assert_eq!(
+            kv.get("ns", "c").unwrap(),
+            None,
+            "the failed write left nothing"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

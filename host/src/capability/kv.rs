@@ -73,6 +73,11 @@ pub enum KvStoreError {
 /// Storage behind the `kv` capability. Implementations enforce the key-count
 /// quota atomically with the write.
 pub trait KvStore: Send + Sync + 'static {
+    /// Whether operations block on I/O (a durable store): the host then runs
+    /// them on a blocking thread instead of the async worker.
+    fn blocking(&self) -> bool {
+        false
+    }
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, KvStoreError>;
     /// Insert or replace; a new key beyond `max_keys` is a `Quota` error.
     fn set(
@@ -194,9 +199,25 @@ impl Cap<'_, KvState> {
     }
 }
 
+/// Run `op` against the plugin's store: on a blocking thread when the store
+/// blocks on I/O, so a durable write does not stall the async worker.
+async fn on_store<R: Send + 'static>(
+    state: &KvState,
+    op: impl FnOnce(&dyn KvStore, &str) -> Result<R, KvStoreError> + Send + 'static,
+) -> Result<R, KvStoreError> {
+    let (store, ns) = (state.store.clone(), state.namespace.clone());
+    if !store.blocking() {
+        return op(store.as_ref(), &ns);
+    }
+    tokio::task::spawn_blocking(move || op(store.as_ref(), &ns))
+        .await
+        .unwrap_or_else(|e| Err(KvStoreError::Backend(format!("kv store task failed: {e}"))))
+}
+
 impl Host for Cap<'_, KvState> {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         self.check_key(&key)?;
+        // Reads are short and never wait for a commit: no blocking thread.
         let s = &self.state;
         s.store
             .get(&s.namespace, &key)
@@ -214,17 +235,18 @@ impl Host for Cap<'_, KvState> {
             self.refuse("kv", format!("quota: {why}"));
             return Err(KvError::QuotaExceeded(why));
         }
-        let s = &self.state;
-        s.store
-            .set(&s.namespace, &key, &value, s.grant.max_keys)
-            .map_err(|e| self.store_error(e))
+        let max_keys = self.state.grant.max_keys;
+        on_store(&*self.state, move |store, ns| {
+            store.set(ns, &key, &value, max_keys)
+        })
+        .await
+        .map_err(|e| self.store_error(e))
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, KvError> {
         self.check_key(&key)?;
-        let s = &self.state;
-        s.store
-            .delete(&s.namespace, &key)
+        on_store(&*self.state, move |store, ns| store.delete(ns, &key))
+            .await
             .map_err(|e| self.store_error(e))
     }
 
