@@ -175,11 +175,36 @@ fn same(a: &str, b: &str) -> bool {
 #[derive(Clone)]
 pub struct Tokens {
     store: std::sync::Arc<Store>,
+    /// Recently checked tokens by id, with the stored hash and when the row
+    /// was read: a request does not query the database for a token checked
+    /// within [`RECHECK`]. Revoking through this value takes effect at once;
+    /// a revocation by another process within [`RECHECK`].
+    checked: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Checked>>>,
+}
+
+/// How long a token row read from the database is trusted.
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most token rows remembered.
+const CHECKED_MAX: usize = 4096;
+
+struct Checked {
+    row: Option<(Token, String)>,
+    at: std::time::Instant,
 }
 
 impl Tokens {
     pub fn new(store: std::sync::Arc<Store>) -> Tokens {
-        Tokens { store }
+        Tokens {
+            store,
+            checked: Default::default(),
+        }
+    }
+
+    fn checked(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Checked>> {
+        match self.checked.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
     }
 
     /// Create a token; returns it and the full secret, shown only now.
@@ -240,6 +265,12 @@ impl Tokens {
     }
 
     pub fn revoke(&self, id: &str, actor: &str) -> Result<()> {
+        let revoked = self.revoke_row(id, actor);
+        self.checked().remove(id);
+        revoked
+    }
+
+    fn revoke_row(&self, id: &str, actor: &str) -> Result<()> {
         self.store.transaction("token", |tx| {
             let n = tx
                 .execute(
@@ -272,16 +303,43 @@ impl Tokens {
         let Some((id, secret)) = rest.split_once('_') else {
             return Ok(None);
         };
-        let row: Option<(Token, String)> = self
-            .store
-            .conn()
-            .query_row(
-                "SELECT id, name, role, scope, created_at, revoked_at, secret_sha256 FROM tokens WHERE id = ?1",
-                [id],
-                |r| Ok((token_from_row(r)?, r.get(6)?)),
-            )
-            .optional()
-            .map_err(db("checking a token"))?;
+        let cached = self
+            .checked()
+            .get(id)
+            .filter(|c| c.at.elapsed() < RECHECK)
+            .map(|c| c.row.clone());
+        let row = match cached {
+            Some(row) => row,
+            None => {
+                let row: Option<(Token, String)> = self
+                    .store
+                    .reader()
+                    .prepare_cached(
+                        "SELECT id, name, role, scope, created_at, revoked_at, secret_sha256 FROM tokens WHERE id = ?1",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.query_row([id], |r| Ok((token_from_row(r)?, r.get(6)?)))
+                            .optional()
+                    })
+                    .map_err(db("checking a token"))?;
+                let mut checked = self.checked();
+                if checked.len() >= CHECKED_MAX {
+                    checked.retain(|_, c| c.at.elapsed() < RECHECK);
+                }
+                // Unknown ids are remembered only while there is room, so
+                // guessing ids cannot evict real tokens.
+                if row.is_some() || checked.len() < CHECKED_MAX {
+                    checked.insert(
+                        id.to_string(),
+                        Checked {
+                            row: row.clone(),
+                            at: std::time::Instant::now(),
+                        },
+                    );
+                }
+                row
+            }
+        };
         Ok(match row {
             Some((token, stored)) if same(&stored, &hash(secret)) && token.revoked_at.is_none() => {
                 Some(token)
@@ -306,6 +364,38 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revocation_is_immediate_here_and_within_recheck_elsewhere() {
+        let dir = std::env::temp_dir().join(format!("evos-auth-recheck-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = std::sync::Arc::new(Store::open(&dir).unwrap());
+        let serving = Tokens::new(store.clone());
+        let (a, secret_a) = serving.create("a", Role::Invoker, "*", "test").unwrap();
+        let (b, secret_b) = serving.create("b", Role::Invoker, "*", "test").unwrap();
+        assert_eq!(serving.authenticate(&secret_a).unwrap().unwrap().id, a.id);
+        assert_eq!(serving.authenticate(&secret_b).unwrap().unwrap().id, b.id);
+        // A wrong secret for a known (and remembered) id is refused.
+        let forged = format!("{}{}", &secret_a[..secret_a.len() - 1], "0");
+        let forged = if forged == secret_a {
+            format!("{}{}", &secret_a[..secret_a.len() - 1], "1")
+        } else {
+            forged
+        };
+        assert!(serving.authenticate(&forged).unwrap().is_none());
+
+        // Revoked through the serving process: refused at once.
+        serving.revoke(&a.id, "test").unwrap();
+        assert!(serving.authenticate(&secret_a).unwrap().is_none());
+
+        // Revoked by another process (another Tokens on the same data):
+        // refused once the remembered row is older than RECHECK.
+        let other = Tokens::new(std::sync::Arc::new(Store::open(&dir).unwrap()));
+        other.revoke(&b.id, "test").unwrap();
+        std::thread::sleep(RECHECK + std::time::Duration::from_millis(50));
+        assert!(serving.authenticate(&secret_b).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn scopes_match_exactly_or_by_prefix() {

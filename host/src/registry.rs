@@ -143,7 +143,7 @@ impl Live {
             usage,
             latency_buckets: buckets,
             version_id: self.version_id,
-            version: self.plugin.version(),
+            version: self.plugin.version().to_string(),
             digest: self.plugin.digest().to_string(),
             weight,
             calls,
@@ -886,7 +886,7 @@ fn change_report(name: &str, action: &str, route: &Route, version_id: i64) -> Ch
     ChangeReport {
         plugin: name.to_string(),
         action: action.to_string(),
-        version: subject.plugin.version(),
+        version: subject.plugin.version().to_string(),
         digest: subject.plugin.digest().to_string(),
         stable: format!(
             "{} ({})",

@@ -18,7 +18,6 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use wasmtime::component::{Instance, InstancePre, ResourceTable};
 use wasmtime::{Store, Trap};
-use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::bindings::evos::plugin::types as wit;
 use crate::bindings::exports::evos::plugin::{
@@ -27,12 +26,12 @@ use crate::bindings::exports::evos::plugin::{
 use crate::capability::config::ConfigState;
 use crate::capability::http::HttpState;
 use crate::capability::kv::{KvState, KvStore, MemoryKv};
-use crate::capability::log::{CapturedOutput, LogLine, LogState};
+use crate::capability::log::{LogLine, LogState};
 use crate::capability::models::ModelsState;
-use crate::capability::{self, CallSetup, Grants};
+use crate::capability::{self, Grants};
 use crate::engine::Engine;
 use crate::manifest::{Kind, Manifest};
-use crate::state::{Limiter, PluginState};
+use crate::state::{LazyWasi, Limiter, PluginState};
 use crate::types::{Action, Decision, Event, GuestError, ModelRequest, ModelResponse};
 use crate::{Error, Result, inspect};
 
@@ -121,6 +120,45 @@ impl CallInput {
                     body,
                     content_type: i.content_type,
                 })
+            }
+        }
+    }
+
+    /// [`CallInput::from_json`] straight from JSON text, without building
+    /// the whole document as a `Value` first. Errors say whether the text
+    /// is not JSON at all or does not have the kind's shape.
+    pub fn from_json_slice(kind: Kind, text: &[u8]) -> std::result::Result<CallInput, String> {
+        fn parse<'a, T: serde::Deserialize<'a>>(
+            text: &'a [u8],
+            what: &str,
+        ) -> std::result::Result<T, String> {
+            serde_json::from_slice(text).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => format!("expected {what}: {e}"),
+                _ => format!("malformed JSON: {e}"),
+            })
+        }
+        match kind {
+            Kind::Agent => Ok(CallInput::Handle(parse(text, "an event object")?)),
+            Kind::ModelAdapter => Ok(CallInput::Infer(parse(
+                text,
+                "{\"input\": ..., \"parameters\": {...}}",
+            )?)),
+            Kind::Policy => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct P {
+                    action: Action,
+                    event: Event,
+                }
+                let p: P = parse(text, "{\"action\": {...}, \"event\": {...}}")?;
+                Ok(CallInput::Evaluate {
+                    action: p.action,
+                    event: p.event,
+                })
+            }
+            Kind::Connector => {
+                let value: Value = parse(text, "a JSON object")?;
+                CallInput::from_json(kind, value)
             }
         }
     }
@@ -241,9 +279,11 @@ enum Export {
 /// A loaded, fully linked plugin version, ready to be called.
 pub struct Plugin {
     manifest: Manifest,
+    /// The manifest's version as text (reports carry it on every call).
+    version: String,
     digest: String,
     cache_hit: bool,
-    grants: Grants,
+    grants: Arc<Grants>,
     pre: InstancePre<PluginState>,
     export: Export,
     concurrency: Arc<Semaphore>,
@@ -256,8 +296,8 @@ impl Plugin {
     pub fn kind(&self) -> Kind {
         self.manifest.kind()
     }
-    pub fn version(&self) -> String {
-        self.manifest.plugin.version.to_string()
+    pub fn version(&self) -> &str {
+        &self.version
     }
     pub fn digest(&self) -> &str {
         &self.digest
@@ -438,9 +478,10 @@ impl Runtime {
             }
             Kind::Agent => Export::Agent(agent_api::GuestIndices::new(&pre).map_err(wrong_kind)?),
         };
-        let grants = Grants::new(&manifest, &self.inner.host_env);
+        let grants = Arc::new(Grants::new(&manifest, &self.inner.host_env));
         let concurrency = Arc::new(Semaphore::new(manifest.limits.max_concurrency.0 as usize));
         Ok(Arc::new(Plugin {
+            version: manifest.plugin.version.to_string(),
             manifest,
             digest: compiled.digest,
             cache_hit: compiled.cache_hit,
@@ -546,7 +587,7 @@ impl Runtime {
         depth: u32,
     ) -> CallReport {
         // The semaphore is never closed, so acquiring only waits.
-        let _permit = plugin.concurrency.clone().acquire_owned().await.ok();
+        let _permit = plugin.concurrency.acquire().await.ok();
         let start = Instant::now();
         let limits = &plugin.manifest.limits;
 
@@ -580,7 +621,12 @@ impl Runtime {
         let mut refusals = state.refusals;
         refusals.extend(state.http.hooks.refusals);
         let mut logs = state.log.lines;
-        for (pipe, level) in [(&state.stdout, "stdout"), (&state.stderr, "stderr")] {
+        let pipes = state
+            .wasi
+            .output
+            .iter()
+            .flat_map(|(out, err)| [(out, "stdout"), (err, "stderr")]);
+        for (pipe, level) in pipes {
             let (bytes, dropped) = pipe.take();
             for line in String::from_utf8_lossy(&bytes).lines() {
                 logs.push(LogLine {
@@ -625,7 +671,7 @@ impl Runtime {
 
         CallReport {
             plugin: plugin.name().to_string(),
-            version: plugin.version(),
+            version: plugin.version.clone(),
             digest: plugin.digest.clone(),
             kind: plugin.kind(),
             outcome,
@@ -646,13 +692,8 @@ impl Runtime {
         let grants = &plugin.grants;
         let limits = &plugin.manifest.limits;
         let engine = &self.inner.engine;
-        let stdout = CapturedOutput::new(STDIO_CAPACITY);
-        let stderr = CapturedOutput::new(STDIO_CAPACITY);
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout.clone()).stderr(stderr.clone());
-        capability::prepare_wasi(grants, &mut CallSetup { wasi: &mut wasi })?;
         let state = PluginState {
-            wasi: wasi.build(),
+            wasi: LazyWasi::new(grants.clone(), STDIO_CAPACITY),
             table: ResourceTable::new(),
             limiter: Limiter::new(limits.memory.0 as usize),
             refusals: Vec::new(),
@@ -661,8 +702,6 @@ impl Runtime {
             models: ModelsState::new(grants, self, depth),
             config: ConfigState::new(grants),
             http: HttpState::new(grants),
-            stdout,
-            stderr,
         };
         let mut store = Store::new(engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
@@ -687,7 +726,7 @@ impl Runtime {
     fn report(&self, plugin: &Plugin, outcome: Outcome, start: Instant) -> CallReport {
         CallReport {
             plugin: plugin.name().to_string(),
-            version: plugin.version(),
+            version: plugin.version.clone(),
             digest: plugin.digest.clone(),
             kind: plugin.kind(),
             outcome,

@@ -748,14 +748,7 @@ async fn invoke(
             format!("no plugin `{name}`"),
         ));
     };
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            format!("malformed JSON body: {e}"),
-        )
-    })?;
-    let input = CallInput::from_json(route.stable.plugin.kind(), value)
+    let input = CallInput::from_json_slice(route.stable.plugin.kind(), &body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e))?;
     let _slot = host.admit(&name).ok_or_else(|| {
         ApiError::new(

@@ -4,9 +4,13 @@
 //! each capability's per-call state. Host functions reach their part through
 //! small views (`WasiView`, `WasiHttpView`, [`crate::capability::Cap`]).
 
+use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::capability::{CallSetup, Grants, prepare_wasi};
 
 use crate::capability::config::ConfigState;
 use crate::capability::http::HttpState;
@@ -16,7 +20,7 @@ use crate::capability::models::ModelsState;
 use crate::runtime::Refusal;
 
 pub struct PluginState {
-    pub(crate) wasi: WasiCtx,
+    pub(crate) wasi: LazyWasi,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) refusals: Vec<Refusal>,
@@ -25,16 +29,73 @@ pub struct PluginState {
     pub(crate) models: ModelsState,
     pub(crate) config: ConfigState,
     pub(crate) http: HttpState,
-    pub(crate) stdout: CapturedOutput,
-    pub(crate) stderr: CapturedOutput,
 }
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get(&mut self.refusals),
             table: &mut self.table,
         }
+    }
+}
+
+/// The call's WASI context, built on the guest's first WASI call: building
+/// one (seeding its random generators, opening granted directories) costs
+/// more than a whole call of a plugin that never touches WASI.
+pub(crate) struct LazyWasi {
+    ctx: Option<WasiCtx>,
+    grants: Arc<Grants>,
+    capacity: usize,
+    /// The guest's captured stdout and stderr, once the context exists.
+    pub(crate) output: Option<(CapturedOutput, CapturedOutput)>,
+}
+
+impl LazyWasi {
+    /// `capacity`: bytes of stdout and of stderr kept per call.
+    pub(crate) fn new(grants: Arc<Grants>, capacity: usize) -> Self {
+        LazyWasi {
+            ctx: None,
+            grants,
+            capacity,
+            output: None,
+        }
+    }
+
+    pub(crate) fn get(&mut self, refusals: &mut Vec<Refusal>) -> &mut WasiCtx {
+        let LazyWasi {
+            ctx,
+            grants,
+            capacity,
+            output,
+        } = self;
+        ctx.get_or_insert_with(|| {
+            let (stdout, stderr) = output.get_or_insert_with(|| {
+                (
+                    CapturedOutput::new(*capacity),
+                    CapturedOutput::new(*capacity),
+                )
+            });
+            let base = || {
+                let mut b = WasiCtxBuilder::new();
+                b.stdout(stdout.clone()).stderr(stderr.clone());
+                b
+            };
+            let mut builder = base();
+            match prepare_wasi(grants, &mut CallSetup { wasi: &mut builder }) {
+                Ok(()) => builder.build(),
+                Err(e) => {
+                    // A granted directory that cannot be opened now: the
+                    // call goes on without the grants, and says why.
+                    refusals.push(Refusal {
+                        capability: "files".into(),
+                        detail: format!("preparing the call's WASI context failed: {e}"),
+                        count: 1,
+                    });
+                    base().build()
+                }
+            }
+        })
     }
 }
 

@@ -1,13 +1,101 @@
 //! The data that flows through evos, as the host's public API sees it.
 //!
 //! These mirror the WIT types in `wit/types.wit`, with JSON payloads held as
-//! `serde_json::Value` so callers never juggle JSON-in-strings. Conversions
-//! to and from the generated bindings live here and nowhere else.
+//! [`Payload`] (a shared `serde_json::Value` that dereferences to the value)
+//! so callers never juggle JSON-in-strings. Conversions to and from the
+//! generated bindings live here and nowhere else.
+
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::bindings::evos::plugin::types as wit;
+
+/// A JSON payload of an event or action. Cloning shares it, and its JSON
+/// text for guests is produced once however many plugins it is passed to
+/// (a guest's own text is kept as it was received).
+#[derive(Clone, Default)]
+pub struct Payload(Arc<PayloadInner>);
+
+#[derive(Default)]
+struct PayloadInner {
+    value: Value,
+    text: OnceLock<String>,
+}
+
+impl Payload {
+    pub fn new(value: Value) -> Payload {
+        Payload(Arc::new(PayloadInner {
+            value,
+            text: OnceLock::new(),
+        }))
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.0.value
+    }
+
+    /// The payload as JSON text.
+    pub fn text(&self) -> &str {
+        self.0.text.get_or_init(|| self.0.value.to_string())
+    }
+
+    /// A guest's JSON text; text that is not JSON is kept as a string so
+    /// nothing is lost.
+    fn from_guest(text: String) -> Payload {
+        match serde_json::from_str(&text) {
+            Ok(value) => Payload(Arc::new(PayloadInner {
+                value,
+                text: OnceLock::from(text),
+            })),
+            Err(_) => Payload::new(Value::String(text)),
+        }
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.0.value
+    }
+}
+
+impl From<Value> for Payload {
+    fn from(value: Value) -> Payload {
+        Payload::new(value)
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.0.value == other.0.value
+    }
+}
+
+impl PartialEq<Value> for Payload {
+    fn eq(&self, other: &Value) -> bool {
+        &self.0.value == other
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.value.fmt(f)
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.value.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Payload, D::Error> {
+        Value::deserialize(d).map(Payload::new)
+    }
+}
 
 /// A normalized fact produced by a connector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,7 +106,7 @@ pub struct Event {
     #[serde(default)]
     pub source: String,
     #[serde(default)]
-    pub payload: Value,
+    pub payload: Payload,
     #[serde(default)]
     pub trace_id: String,
 }
@@ -31,7 +119,7 @@ pub struct Action {
     #[serde(default)]
     pub event_id: String,
     #[serde(default)]
-    pub payload: Value,
+    pub payload: Payload,
     #[serde(default)]
     pub rationale: String,
 }
@@ -110,7 +198,7 @@ impl From<&Event> for wit::Event {
             id: e.id.clone(),
             kind: e.kind.clone(),
             source: e.source.clone(),
-            payload: to_text(&e.payload),
+            payload: e.payload.text().to_owned(),
             trace_id: e.trace_id.clone(),
         }
     }
@@ -122,7 +210,7 @@ impl From<wit::Event> for Event {
             id: e.id,
             kind: e.kind,
             source: e.source,
-            payload: from_text(e.payload),
+            payload: Payload::from_guest(e.payload),
             trace_id: e.trace_id,
         }
     }
@@ -133,7 +221,7 @@ impl From<&Action> for wit::Action {
         wit::Action {
             kind: a.kind.clone(),
             event_id: a.event_id.clone(),
-            payload: to_text(&a.payload),
+            payload: a.payload.text().to_owned(),
             rationale: a.rationale.clone(),
         }
     }
@@ -144,7 +232,7 @@ impl From<wit::Action> for Action {
         Action {
             kind: a.kind,
             event_id: a.event_id,
-            payload: from_text(a.payload),
+            payload: Payload::from_guest(a.payload),
             rationale: a.rationale,
         }
     }

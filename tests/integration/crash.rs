@@ -57,8 +57,11 @@ fn state(dir: &Path) -> (String, Option<String>) {
     let reg = open(dir);
     let route = reg.route("fraud-score").expect("exactly one route");
     let r = (
-        route.stable.plugin.version(),
-        route.canary.as_ref().map(|(c, _)| c.plugin.version()),
+        route.stable.plugin.version().to_string(),
+        route
+            .canary
+            .as_ref()
+            .map(|(c, _)| c.plugin.version().to_string()),
     );
     // The committed history and the route agree.
     let d = reg

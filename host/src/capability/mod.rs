@@ -213,9 +213,11 @@ fn add_baseline_wasi(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
     wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<T, HasIo>(l, |t| &mut t.table)?;
     clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
     clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
-    random::random::add_to_linker::<T, WasiRandom>(l, |t| t.wasi.random())?;
-    random::insecure::add_to_linker::<T, WasiRandom>(l, |t| t.wasi.random())?;
-    random::insecure_seed::add_to_linker::<T, WasiRandom>(l, |t| t.wasi.random())?;
+    random::random::add_to_linker::<T, WasiRandom>(l, |t| t.wasi.get(&mut t.refusals).random())?;
+    random::insecure::add_to_linker::<T, WasiRandom>(l, |t| t.wasi.get(&mut t.refusals).random())?;
+    random::insecure_seed::add_to_linker::<T, WasiRandom>(l, |t| {
+        t.wasi.get(&mut t.refusals).random()
+    })?;
     cli::exit::add_to_linker::<T, WasiCli>(l, T::cli)?;
     cli::environment::add_to_linker::<T, WasiCli>(l, T::cli)?;
     cli::stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
