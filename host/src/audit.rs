@@ -44,8 +44,9 @@
 //!
 //! [`append`] writes inside the caller's transaction, so the audited change
 //! and its entry commit together or not at all, and SQLite's atomic commit
-//! rules out a torn row (half an entry). The anchor file is replaced
-//! atomically (temporary file, fsync, rename, fsync of the directory), so it
+//! rules out a torn row (half an entry). The anchor file holds two slots
+//! and each update rewrites the older one in place and syncs it (one data
+//! sync); a torn slot fails its check, so the anchor read back after a crash
 //! too is either the old anchor or the new one. The only crash window left
 //! is between the commit and the anchor update: the log then holds the
 //! entries of that one transaction past the anchor, correctly chained.
@@ -85,9 +86,14 @@
 //! break an old chain.
 //!
 //! `at` is the UTC time of the append, RFC 3339 with microseconds
-//! (`2025-01-31T09:00:00.123456Z`). The anchor file is JSON:
-//! `{"seq":12,"hash":"<64 hex>"}`, with `"pending":<n>` while a transaction
-//! appending n > 1 entries commits.
+//! (`2025-01-31T09:00:00.123456Z`). The anchor file is two 256-byte slots,
+//! each one line of JSON padded with spaces:
+//! `{"generation":5,"seq":12,"hash":"<64 hex>","check":"<16 hex>"}`, with
+//! `"pending":<n>` while a transaction appending n > 1 entries commits.
+//! `check` is the first 8 bytes, in hex, of the sha256 of
+//! `evos-anchor|<generation>|<seq>|<hash>|<pending>`; the valid slot with
+//! the highest generation is the anchor. A file holding one plain JSON
+//! object `{"seq":12,"hash":"<64 hex>"}` is read too.
 //!
 //! [`Altered`]: ProblemKind::Altered
 //! [`Deleted`]: ProblemKind::Deleted
@@ -97,9 +103,8 @@
 //! [`Malformed`]: ProblemKind::Malformed
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::ValueRef;
@@ -338,7 +343,51 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
-/// Read the anchor file; `None` when it does not exist.
+/// Bytes of one slot of the anchor file.
+const SLOT: usize = 256;
+
+/// One slot of the anchor file: the anchor, its generation, and a check
+/// over both that tells a whole slot from a torn write.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Slot {
+    generation: u64,
+    seq: i64,
+    hash: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pending: i64,
+    check: String,
+}
+
+fn slot_check(generation: u64, a: &Anchor) -> String {
+    let digest = Sha256::digest(format!(
+        "evos-anchor|{generation}|{}|{}|{}",
+        a.seq, a.hash, a.pending
+    ));
+    hex::encode(&digest[..8])
+}
+
+/// The valid slots of an anchor file's bytes, as (generation, anchor).
+fn slots(bytes: &[u8]) -> Vec<(u64, Anchor)> {
+    bytes
+        .chunks(SLOT)
+        .take(2)
+        .filter_map(|chunk| {
+            let slot: Slot = serde_json::from_slice(chunk.trim_ascii()).ok()?;
+            let anchor = Anchor {
+                seq: slot.seq,
+                hash: slot.hash,
+                pending: slot.pending,
+            };
+            (slot.check == slot_check(slot.generation, &anchor))
+                .then_some((slot.generation, anchor))
+        })
+        .collect()
+}
+
+/// Read the anchor file; `None` when it does not exist. The file holds two
+/// slots ([`write_anchor`]); the newest whole one is the anchor. A file
+/// holding one plain JSON anchor (`{"seq":…,"hash":…}`) is read as well.
 pub fn read_anchor(path: &Path) -> Result<Option<Anchor>, AuditError> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
@@ -355,11 +404,14 @@ pub fn read_anchor(path: &Path) -> Result<Option<Anchor>, AuditError> {
         path: path.to_owned(),
         message,
     };
-    let anchor: Anchor = serde_json::from_slice(&bytes).map_err(|e| {
-        invalid(format!(
-            "not an anchor ({e}); expected {{\"seq\":<n>,\"hash\":\"<64 hex>\"}}"
-        ))
-    })?;
+    let anchor = match slots(&bytes).into_iter().max_by_key(|(generation, _)| *generation) {
+        Some((_, anchor)) => anchor,
+        None => serde_json::from_slice::<Anchor>(&bytes).map_err(|e| {
+            invalid(format!(
+                "not an anchor ({e}); expected {{\"seq\":<n>,\"hash\":\"<64 hex>\"}} or the two-slot form evos writes"
+            ))
+        })?,
+    };
     if anchor.seq < 0 {
         return Err(invalid(format!("seq {} is negative", anchor.seq)));
     }
@@ -375,35 +427,15 @@ pub fn read_anchor(path: &Path) -> Result<Option<Anchor>, AuditError> {
     Ok(Some(anchor))
 }
 
-/// Replace the anchor file atomically: write a temporary file next to it,
-/// fsync it, rename it over the old one, fsync the directory. A crash leaves
-/// the old anchor or the new one, never a torn file.
+/// Record `anchor` durably with one data sync. The file has two fixed-size
+/// slots, each a padded JSON line with a generation and a check; a write
+/// replaces the older slot in place. A crash mid-write tears at most that
+/// slot, which then fails its check, so the file holds the old anchor or
+/// the new one, never a torn one. The file and its directory entry are
+/// synced once, when the file is created.
 pub fn write_anchor(path: &Path, anchor: &Anchor) -> Result<(), AuditError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-    let Some(name) = path.file_name() else {
-        return Err(AuditError::Anchor {
-            path: path.to_owned(),
-            message: "not a file path".into(),
-        });
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut bytes = serde_json::to_vec(anchor).map_err(|e| AuditError::Anchor {
-        path: path.to_owned(),
-        message: format!("encoding the anchor: {e}"),
-    })?;
-    bytes.push(b'\n');
-
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let io_err = |path: &Path, context| {
+    use std::os::unix::fs::FileExt;
+    let io_err = |context| {
         let path = path.to_owned();
         move |source| AuditError::Io {
             path,
@@ -411,25 +443,61 @@ pub fn write_anchor(path: &Path, anchor: &Anchor) -> Result<(), AuditError> {
             source,
         }
     };
-    let written = OpenOptions::new()
+    let created = !path.exists();
+    let file = OpenOptions::new()
+        .read(true)
         .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(io_err(&tmp, "creating the temporary anchor"))
-        .and_then(|mut file| {
-            file.write_all(&bytes)
-                .and_then(|()| file.sync_all())
-                .map_err(io_err(&tmp, "writing the temporary anchor"))
-        })
-        .and_then(|()| {
-            fs::rename(&tmp, path).map_err(io_err(path, "replacing the anchor with the new one"))
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err("opening the anchor"))?;
+    let mut current = vec![0u8; 2 * SLOT];
+    let n = file
+        .read_at(&mut current, 0)
+        .map_err(io_err("reading the anchor"))?;
+    let generation = slots(&current[..n])
+        .into_iter()
+        .map(|(generation, _)| generation)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let slot = Slot {
+        generation,
+        seq: anchor.seq,
+        hash: anchor.hash.clone(),
+        pending: anchor.pending,
+        check: slot_check(generation, anchor),
+    };
+    let mut bytes = serde_json::to_vec(&slot).map_err(|e| AuditError::Anchor {
+        path: path.to_owned(),
+        message: format!("encoding the anchor: {e}"),
+    })?;
+    if bytes.len() >= SLOT {
+        return Err(AuditError::Anchor {
+            path: path.to_owned(),
+            message: format!("an anchor slot of {} bytes does not fit", bytes.len()),
         });
-    if let Err(e) = written {
-        // Best effort: the temporary file is garbage either way.
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
     }
-    sync_dir(dir).map_err(io_err(dir, "syncing the anchor's directory"))
+    bytes.resize(SLOT - 1, b' ');
+    bytes.push(b'\n');
+    let offset = (generation % 2) * SLOT as u64;
+    file.write_all_at(&bytes, offset)
+        .map_err(io_err("writing the anchor"))?;
+    // A plain JSON anchor of the older form left in slot 0 is not a valid
+    // slot, so the new slot wins; the next write replaces it.
+    file.sync_data().map_err(io_err("syncing the anchor"))?;
+    if created {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        sync_dir(dir).map_err(|source| AuditError::Io {
+            path: dir.to_owned(),
+            context: "syncing the anchor's directory",
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Make a rename in `dir` durable. Only Unix can open a directory to sync it.
@@ -1830,12 +1898,49 @@ mod tests {
         };
         write_anchor(&path, &second).unwrap();
         assert_eq!(read_anchor(&path).unwrap(), Some(second));
-        // Only the anchor is left: the temporary files were renamed over it.
+        // The anchor is one file, rewritten in place.
         let names: Vec<_> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("audit.anchor")]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_slot_leaves_the_previous_anchor_and_the_older_form_is_read() {
+        let dir = scratch_dir("torn-anchor");
+        let path = dir.join("audit.anchor");
+        let anchor = |seq: i64, h: &str| Anchor {
+            seq,
+            hash: h.repeat(32),
+            pending: 0,
+        };
+        write_anchor(&path, &anchor(1, "0a")).unwrap();
+        write_anchor(&path, &anchor(2, "0b")).unwrap();
+        let whole = fs::read(&path).unwrap();
+        assert_eq!(whole.len(), 2 * SLOT);
+        // The third write goes to the slot of the first; tear it halfway.
+        write_anchor(&path, &anchor(3, "0c")).unwrap();
+        let third = fs::read(&path).unwrap();
+        let slot = third
+            .chunks(SLOT)
+            .position(|c| String::from_utf8_lossy(c).contains(&"0c".repeat(32)))
+            .unwrap();
+        let mut torn = third.clone();
+        torn[slot * SLOT + 40..(slot + 1) * SLOT]
+            .copy_from_slice(&whole[slot * SLOT + 40..(slot + 1) * SLOT]);
+        fs::write(&path, &torn).unwrap();
+        assert_eq!(read_anchor(&path).unwrap(), Some(anchor(2, "0b")));
+        // A file in the older plain JSON form is read, then upgraded.
+        fs::write(
+            &path,
+            format!(r#"{{"seq":7,"hash":"{}"}}"#, "0d".repeat(32)),
+        )
+        .unwrap();
+        assert_eq!(read_anchor(&path).unwrap(), Some(anchor(7, "0d")));
+        write_anchor(&path, &anchor(8, "0e")).unwrap();
+        assert_eq!(read_anchor(&path).unwrap(), Some(anchor(8, "0e")));
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -140,24 +140,26 @@ pub struct RunOptions {
 }
 
 /// Events of one ingest in flight at once by default: enough to overlap
-/// plugins' waits (HTTP, durable writes) without flooding the engine's pool.
-pub const DEFAULT_CONCURRENCY: usize = 16;
+/// plugins' waits (HTTP, durable writes) and share group commits, while an
+/// event holds at most two pooled instances (an agent and its model), so one
+/// ingest takes at most half of the default pool of 128.
+pub const DEFAULT_CONCURRENCY: usize = 32;
 
 /// Drive `body` through the app's pipeline, starting at `connector`. The
 /// app's plugins must be reachable through `caller`: a [`crate::Runtime`]
 /// they were loaded into (see [`App::load_into`]) or a
 /// [`crate::registry::Registry`] they are deployed in.
 pub async fn run(
-    caller: &dyn Caller,
-    app: &App,
+    caller: Arc<dyn Caller>,
+    app: Arc<App>,
     connector: &str,
     body: Vec<u8>,
     content_type: &str,
     options: &RunOptions,
 ) -> Result<PipelineReport> {
-    expect_kind(caller, connector, Kind::Connector)?;
+    expect_kind(caller.as_ref(), connector, Kind::Connector)?;
     let ingest = traced(
-        caller,
+        caller.as_ref(),
         "ingest",
         connector,
         options.trace_id.as_deref().unwrap_or(""),
@@ -179,24 +181,31 @@ pub async fn run(
         }
     };
 
-    // Events run concurrently (bounded), each audited as soon as it is
-    // decided; concurrent audit writes share group commits.
-    let ingest_step = Step::from(&ingest);
+    // Events run as their own tasks (so on every core), a bounded number at
+    // once, each audited as soon as it is decided; concurrent audit writes
+    // share group commits. Reports keep the connector's order.
+    let ingest_step = Arc::new(Step::from(&ingest));
     let concurrency = match options.concurrency {
         0 => DEFAULT_CONCURRENCY,
         n => n,
     };
+    let connector_name: Arc<str> = Arc::from(connector);
     let handled = futures_util::stream::iter(events.into_iter().map(|mut event| {
         if event.trace_id.is_empty() {
             event.trace_id = options.trace_id.clone().unwrap_or_else(new_trace_id);
         }
-        let ingest_step = &ingest_step;
-        async move {
-            let report = handle_event(caller, app, event, options).await?;
+        let (caller, app, options) = (caller.clone(), app.clone(), options.clone());
+        let (ingest_step, connector) = (ingest_step.clone(), connector_name.clone());
+        let task = tokio::spawn(async move {
+            let report = handle_event(caller.as_ref(), &app, event, &options).await?;
             if let Some(store) = &options.audit {
-                audit_event(store, connector, ingest_step, &report).await?;
+                audit_event(store, &connector, &ingest_step, &report).await?;
             }
             Ok::<_, Error>(report)
+        });
+        async move {
+            task.await
+                .map_err(|e| Error::Refused(format!("an event's task failed: {e}")))?
         }
     }))
     .buffered(concurrency)

@@ -239,6 +239,23 @@ pub struct Registry {
     rng: AtomicU64,
     /// This registry, for callbacks that outlive a borrow of it.
     me: std::sync::Weak<Registry>,
+    /// Versions loaded and linked, by version id: a rollback to a version
+    /// seen before swaps routes without loading anything.
+    loaded: std::sync::Mutex<HashMap<i64, Arc<Live>>>,
+}
+
+/// Versions kept loaded beyond those in use.
+const LOADED_MAX: usize = 32;
+
+/// Run blocking work (loading a component, a durable commit) without
+/// stalling the calls that share this async worker: on a multi-threaded
+/// runtime the worker hands its other tasks to another thread first.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 impl Registry {
@@ -264,6 +281,7 @@ impl Registry {
             control: tokio::sync::Mutex::new(()),
             rng: AtomicU64::new(seed),
             me: me.clone(),
+            loaded: Default::default(),
         });
         let weak: std::sync::Weak<dyn Router> =
             Arc::downgrade(&(registry.clone() as Arc<dyn Router>));
@@ -288,6 +306,24 @@ impl Registry {
     }
 
     fn load_version(&self, id: i64) -> Result<Arc<Live>> {
+        let loaded = || match self.loaded.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(live) = loaded().get(&id) {
+            return Ok(live.clone());
+        }
+        let live = blocking(|| self.load_version_uncached(id))?;
+        let mut cache = loaded();
+        cache.insert(id, live.clone());
+        if cache.len() > LOADED_MAX {
+            // Keep what is in use (routed or mid-call); drop the rest.
+            cache.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        Ok(live)
+    }
+
+    fn load_version_uncached(&self, id: i64) -> Result<Arc<Live>> {
         let row = self.store.version(id)?;
         let bytes = self.store.get_blob(&row.digest)?;
         let manifest = Manifest::parse(
@@ -480,8 +516,10 @@ impl Registry {
     /// crash point between the two lets tests kill the process after the
     /// commit and before the in-memory switch.
     fn switch(&self, change: &Change<'_>, digest: &str, route: Route) -> Result<ChangeReport> {
-        self.store
-            .transaction(change.action, |tx| record_change(tx, change, digest))?;
+        blocking(|| {
+            self.store
+                .transaction(change.action, |tx| record_change(tx, change, digest))
+        })?;
         crashpoint(&format!("{}:before-swap", change.action));
         let report = change_report(
             change.plugin,
@@ -489,7 +527,8 @@ impl Registry {
             &route,
             route.stable.version_id,
         );
-        self.install(change.plugin, route);
+        // Swapping flushes the replaced version's stats (a durable write).
+        blocking(|| self.install(change.plugin, route));
         Ok(report)
     }
 
@@ -623,7 +662,7 @@ impl Registry {
                 manifest.kind()
             )));
         }
-        let plugin = self.runtime.load(manifest.clone(), bytes, what)?;
+        let plugin = blocking(|| self.runtime.load(manifest.clone(), bytes, what))?;
         self.runtime.smoke(&plugin).await?;
         Ok((plugin, current))
     }

@@ -93,7 +93,7 @@ impl ServerConfig {
 /// Everything the handlers share.
 pub struct Host {
     pub registry: Arc<Registry>,
-    pub app: App,
+    pub app: Arc<App>,
     pub tokens: Tokens,
     pub reviews: ReviewQueue,
     pub metrics: crate::telemetry::Metrics,
@@ -157,7 +157,7 @@ impl Host {
         let host = Arc::new(Host {
             breakers,
             registry,
-            app,
+            app: Arc::new(app),
             tokens,
             reviews,
             metrics: crate::telemetry::Metrics::default(),
@@ -474,8 +474,8 @@ async fn ingest(
         concurrency: 0,
     };
     let report = pipeline::run(
-        host.registry.as_ref(),
-        &host.app,
+        host.registry.clone(),
+        host.app.clone(),
         &connector,
         body.to_vec(),
         &content_type,

@@ -78,6 +78,15 @@ const MIGRATIONS: &[&str] = &[
     crate::review::MIGRATION,
     // 4: API tokens.
     crate::auth::MIGRATION,
+    // 5: kv usage per namespace, kept with every write, so quotas are
+    // checked without counting the namespace.
+    "CREATE TABLE kv_usage (
+        namespace TEXT PRIMARY KEY,
+        keys INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     INSERT INTO kv_usage (namespace, keys, bytes)
+        SELECT namespace, COUNT(*), SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)) FROM kv GROUP BY namespace;",
 ];
 
 /// A stored plugin version.
@@ -705,6 +714,25 @@ impl SqliteKv {
     }
 }
 
+/// Keys and bytes (keys plus values) a kv namespace holds.
+fn kv_usage(tx: &Transaction<'_>, ns: &str) -> Result<(i64, i64)> {
+    Ok(tx
+        .prepare_cached("SELECT keys, bytes FROM kv_usage WHERE namespace = ?1")
+        .and_then(|mut s| s.query_row([ns], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(db_err("reading kv usage"))?
+        .unwrap_or((0, 0)))
+}
+
+fn add_kv_usage(tx: &Transaction<'_>, ns: &str, keys: i64, bytes: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO kv_usage (namespace, keys, bytes) VALUES (?1, ?2, ?3)
+         ON CONFLICT(namespace) DO UPDATE SET keys = keys + ?2, bytes = bytes + ?3",
+    )
+    .and_then(|mut s| s.execute(params![ns, keys, bytes]))
+    .map_err(db_err("updating kv usage"))?;
+    Ok(())
+}
+
 fn kv_err(e: rusqlite::Error) -> KvStoreError {
     KvStoreError::Backend(format!("kv store: {e}"))
 }
@@ -731,36 +759,29 @@ impl KvStore for SqliteKv {
         let quota: Arc<Mutex<Option<String>>> = Default::default();
         let refused = quota.clone();
         let written = self.store.write("kv", move |tx| {
-            let exists: bool = tx
-                .query_row(
-                    "SELECT 1 FROM kv WHERE namespace = ?1 AND key = ?2",
-                    params![ns, key],
-                    |_| Ok(true),
-                )
-                .optional()
-                .map_err(db_err("reading kv"))?
-                .unwrap_or(false);
-            if !exists {
-                let count: u64 = tx
-                    .query_row("SELECT COUNT(*) FROM kv WHERE namespace = ?1", [&ns], |r| {
-                        r.get(0)
-                    })
-                    .map_err(db_err("counting kv keys"))?;
-                if count >= max_keys {
-                    let why = format!(
-                        "the namespace holds {count} keys, the limit `max-keys` is {max_keys}"
-                    );
-                    *lock(&refused) = Some(why.clone());
-                    return Err(Error::Refused(why));
-                }
+            let old: Option<i64> = tx
+                .prepare_cached("SELECT LENGTH(value) FROM kv WHERE namespace = ?1 AND key = ?2")
+                .and_then(|mut s| s.query_row(params![ns, key], |r| r.get(0)).optional())
+                .map_err(db_err("reading kv"))?;
+            let (keys, _bytes) = kv_usage(tx, &ns)?;
+            if old.is_none() && keys >= max_keys as i64 {
+                let why =
+                    format!("the namespace holds {keys} keys, the limit `max-keys` is {max_keys}");
+                *lock(&refused) = Some(why.clone());
+                return Err(Error::Refused(why));
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO kv (namespace, key, value) VALUES (?1, ?2, ?3)
                  ON CONFLICT(namespace, key) DO UPDATE SET value = ?3",
-                params![ns, key, value],
             )
+            .and_then(|mut s| s.execute(params![ns, key, value]))
             .map_err(db_err("writing kv"))?;
-            Ok(())
+            let added_keys = i64::from(old.is_none());
+            let added_bytes = match old {
+                Some(old) => value.len() as i64 - old,
+                None => (key.len() + value.len()) as i64,
+            };
+            add_kv_usage(tx, &ns, added_keys, added_bytes)
         });
         match written {
             Ok(()) => Ok(()),
@@ -775,12 +796,21 @@ impl KvStore for SqliteKv {
         let (ns, key) = (ns.to_owned(), key.to_owned());
         self.store
             .write("kv", move |tx| {
-                tx.execute(
-                    "DELETE FROM kv WHERE namespace = ?1 AND key = ?2",
-                    params![ns, key],
-                )
-                .map(|n| n > 0)
-                .map_err(db_err("deleting kv"))
+                let old: Option<i64> = tx
+                    .query_row(
+                        "DELETE FROM kv WHERE namespace = ?1 AND key = ?2 RETURNING LENGTH(value)",
+                        params![ns, key],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(db_err("deleting kv"))?;
+                match old {
+                    Some(old) => {
+                        add_kv_usage(tx, &ns, -1, -(key.len() as i64 + old))?;
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                }
             })
             .map_err(|e| KvStoreError::Backend(format!("kv store: {e}")))
     }
@@ -860,6 +890,36 @@ mod tests {
             "the anchor names the head after the group"
         );
         drop(conn);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn kv_usage_follows_every_write() {
+        let (dir, store) = temp_store("usage");
+        let kv = SqliteKv::new(store.clone());
+        kv.set("a", "k1", b"12345", 10).unwrap();
+        kv.set("a", "k2", b"1", 10).unwrap();
+        kv.set("a", "k1", b"123", 10).unwrap(); // replace: no new key
+        kv.set("b", "k", b"xy", 10).unwrap();
+        assert!(kv.delete("a", "k2").unwrap());
+        assert!(!kv.delete("a", "k2").unwrap());
+        let conn = store.conn_for_reading();
+        let kept: Vec<(String, i64, i64)> = conn
+            .prepare("SELECT namespace, keys, bytes FROM kv_usage ORDER BY namespace")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        // a: "k1" + "123"; b: "k" + "xy".
+        assert_eq!(kept, vec![("a".into(), 1, 5), ("b".into(), 1, 3)]);
+        drop(conn);
+        // The quota counts from the kept usage.
+        kv.set("b", "k2", b"", 2).unwrap();
+        assert!(matches!(
+            kv.set("b", "k3", b"", 2),
+            Err(KvStoreError::Quota(_))
+        ));
         let _ = std::fs::remove_dir_all(dir);
     }
 

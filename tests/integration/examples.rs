@@ -385,8 +385,8 @@ async fn pipeline_runs_claims_end_to_end() {
         claim("C-3", "jane.doe@example.com", 300.0, CALM),
     ]});
     let report = pipeline::run(
-        &rt,
-        &app,
+        std::sync::Arc::new(rt.clone()),
+        std::sync::Arc::new(app.clone()),
         "claims-webhook",
         body.to_string().into_bytes(),
         "application/json",

@@ -738,8 +738,8 @@ async fn pending_reviews_survive_a_restart() {
             ..Default::default()
         };
         let report = evos::pipeline::run(
-            host.registry.as_ref(),
-            &host.app,
+            host.registry.clone(),
+            host.app.clone(),
             "claims-webhook",
             claims(),
             "application/json",

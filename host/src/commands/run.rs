@@ -54,8 +54,8 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
         }
     };
     let report = pipeline::run(
-        &runtime,
-        &app,
+        std::sync::Arc::new(runtime.clone()),
+        std::sync::Arc::new(app.clone()),
         &args.connector,
         body,
         &args.content_type,
