@@ -516,14 +516,14 @@ fn pipeline_throughput(b: &Bench) -> anyhow::Result<Row> {
         met: s.median >= 5000.0,
         ratio: None,
         note: format!(
-            "batches of {per_batch} claims, one ingest call each, {CONCURRENCY} events in flight; every action executed over HTTP to a local sink (a new connection each), every event's audit entry durable before the batch answers; same run without parts: {}",
+            "batches of {per_batch} claims, one ingest call each, {CONCURRENCY} events in flight; every action executed over HTTP to a local sink (keep-alive), every event's audit entry durable before the batch answers; same run without parts: {}",
             others.join(", ")
         ),
     })
 }
 
 /// Events of one ingest in flight in the pipeline benchmark.
-const CONCURRENCY: usize = 32;
+const CONCURRENCY: usize = 64;
 
 /// p99 latency of calls during 50 hot swaps vs steady state; no call may fail.
 fn hot_swap(b: &Bench) -> anyhow::Result<Row> {

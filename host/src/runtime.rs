@@ -314,6 +314,8 @@ impl Plugin {
 struct Inner {
     engine: Engine,
     kv: Arc<dyn KvStore>,
+    /// Keep-alive connections of plugins' outgoing HTTP.
+    egress: crate::capability::pool::Pool,
     host_env: BTreeMap<String, String>,
     plugins: RwLock<HashMap<String, Arc<Plugin>>>,
     router: RwLock<Option<Weak<dyn Router>>>,
@@ -394,6 +396,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 engine,
                 kv,
+                egress: Default::default(),
                 host_env,
                 plugins: RwLock::new(HashMap::new()),
                 router: RwLock::new(None),
@@ -701,7 +704,7 @@ impl Runtime {
             kv: KvState::new(grants, self.inner.kv.clone()),
             models: ModelsState::new(grants, self, depth),
             config: ConfigState::new(grants),
-            http: HttpState::new(grants),
+            http: HttpState::new(grants, &self.inner.egress),
         };
         let mut store = Store::new(engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);

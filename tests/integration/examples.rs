@@ -151,6 +151,88 @@ async fn claims_webhook_execute_posts_the_action_to_its_endpoint() {
     assert!(msg.contains("503"), "{msg}");
 }
 
+/// A keep-alive HTTP/1.1 server on 127.0.0.1 answering 200 to every
+/// request; counts the connections it accepted and the requests it served.
+fn keep_alive_server() -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (conns, reqs) = (
+        std::sync::Arc::new(AtomicUsize::new(0)),
+        std::sync::Arc::new(AtomicUsize::new(0)),
+    );
+    let (c, r) = (conns.clone(), reqs.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten().take(64) {
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut stream = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 14\r\n\r\n{\"ref\":\"DS-1\"}";
+                    if stream.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, conns, reqs)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outgoing_http_reuses_keep_alive_connections_per_plugin() {
+    use std::sync::atomic::Ordering;
+    let (port, conns, reqs) = keep_alive_server();
+    let rt = runtime();
+    let url = format!("http://127.0.0.1:{port}/claims/payouts");
+    let mut m = manifest("claims-webhook");
+    m.set_config("endpoint", &url).expect("config");
+    let webhook = load_with(&rt, "claims-webhook", m);
+    let action = json!({"kind": "approve-payout", "event_id": "C-1", "payload": {"claim_id": "C-1", "amount": 12.5}, "rationale": "ok"});
+    for _ in 0..5 {
+        let r = call_json(&rt, &webhook, json!({"execute": action})).await;
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    }
+    assert_eq!(reqs.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "five sequential requests share one connection"
+    );
+}
+
 fn score(r: &evos::CallReport) -> f64 {
     let Some(CallOutput::Model(resp)) = &r.output else {
         panic!("{r:?}")

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::Descriptor;
+use super::pool::Pool;
 use crate::manifest::Manifest;
 use crate::runtime::Refusal;
 use crate::state::PluginState;
@@ -269,12 +270,14 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    pub(crate) fn new(grants: &super::Grants) -> HttpState {
+    pub(crate) fn new(grants: &super::Grants, pool: &Pool) -> HttpState {
         HttpState {
             ctx: WasiHttpCtx::new(),
             hooks: EgressHooks {
                 allowlist: grants.http.clone(),
                 refusals: Vec::new(),
+                plugin: grants.plugin.clone(),
+                pool: pool.clone(),
             },
         }
     }
@@ -285,6 +288,8 @@ impl HttpState {
 pub struct EgressHooks {
     allowlist: std::sync::Arc<Allowlist>,
     pub(crate) refusals: Vec<Refusal>,
+    plugin: std::sync::Arc<str>,
+    pool: Pool,
 }
 
 impl WasiHttpHooks for EgressHooks {
@@ -321,6 +326,17 @@ impl WasiHttpHooks for EgressHooks {
         options
             .between_bytes_timeout
             .get_or_insert(BETWEEN_BYTES_TIMEOUT);
+        // Plain HTTP reuses keep-alive connections; HTTPS connects per request.
+        if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+            let (pool, plugin) = (self.pool.clone(), self.plugin.clone());
+            return Box::new(async move {
+                let res = pool.send(plugin, request, options).await?;
+                Ok((
+                    res,
+                    Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+                ))
+            });
+        }
         Box::new(async move {
             use http_body_util::BodyExt;
             let (res, io) =

@@ -35,6 +35,7 @@ pub mod http;
 pub mod kv;
 pub mod log;
 pub mod models;
+pub mod pool;
 
 /// The shape every capability shares.
 pub struct Descriptor {
