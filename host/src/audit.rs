@@ -512,19 +512,18 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// The last entry's `seq` and `hash`: what [`write_anchor`] should record
 /// after a commit that appended entries. `None` for an empty log.
 pub fn head(conn: &Connection) -> Result<Option<Anchor>, AuditError> {
-    conn.query_row(
-        "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-        [],
-        |row| {
-            Ok(Anchor {
-                seq: row.get(0)?,
-                hash: row.get(1)?,
-                pending: 0,
+    conn.prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut stmt| {
+            stmt.query_row([], |row| {
+                Ok(Anchor {
+                    seq: row.get(0)?,
+                    hash: row.get(1)?,
+                    pending: 0,
+                })
             })
-        },
-    )
-    .optional()
-    .map_err(sql("reading the head of the chain"))
+            .optional()
+        })
+        .map_err(sql("reading the head of the chain"))
 }
 
 /// The result of [`verify`].

@@ -390,23 +390,15 @@ async fn audit_event(
         })
         .collect();
     let detail = json!({"trace_id": report.event.trace_id, "event_kind": report.event.kind, "steps": steps, "actions": actions});
-    let (store, actor, subject) = (
-        store.clone(),
-        connector.to_string(),
-        format!("event/{}", report.event.id),
-    );
-    // A durable write: on a blocking thread, not the async worker.
-    tokio::task::spawn_blocking(move || {
-        store.audit(NewEntry {
-            actor: &actor,
+    store
+        .audit_async(NewEntry {
+            actor: connector,
             action: "pipeline",
-            subject: &subject,
+            subject: &format!("event/{}", report.event.id),
             digest: None,
             detail,
         })
-    })
-    .await
-    .map_err(|e| Error::Refused(format!("the audit write did not finish: {e}")))?
+        .await
 }
 
 /// The connector the app binds to carry out `kind`.

@@ -23,7 +23,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::audit::{self, Anchor, NewEntry};
-use crate::capability::kv::{KvStore, KvStoreError};
+use crate::capability::kv::{KvFuture, KvStore, KvStoreError};
 use crate::{Error, Result};
 
 /// Migrations in order; `user_version` is the number applied.
@@ -131,13 +131,17 @@ pub struct HistoryRow {
 
 pub struct Store {
     dir: PathBuf,
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     /// A second connection for reads that must not wait behind a commit
     /// (WAL lets it read the last committed state meanwhile).
     reader: Mutex<Connection>,
-    /// Writes waiting for the next group commit (see [`Store::write`]).
-    queue: Mutex<Vec<Job>>,
+    /// Writes for the group-commit thread (see [`Store::write`]); the
+    /// thread ends when the store is dropped.
+    writer: std::sync::mpsc::Sender<Job>,
 }
+
+/// Most writes committed as one group.
+const GROUP_MAX: usize = 1024;
 
 /// How a queued write learns whether its group committed: `None` when it
 /// did, else why not.
@@ -173,6 +177,59 @@ pub(crate) fn crashpoint(name: &str) {
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }
+    }
+}
+
+fn not_run(label: &str) -> Error {
+    Error::Store {
+        context: format!("committing ({label})"),
+        message: "the store's commit thread stopped before the write ran".into(),
+    }
+}
+
+/// Commit `jobs` as one transaction (see [`Store::write`]).
+fn commit_group(conn: &mut Connection, anchor: &Path, jobs: Vec<Job>) {
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            let why = e.to_string();
+            for job in jobs {
+                job(None)(Some(&why));
+            }
+            return;
+        }
+    };
+    let before = audit::head(&tx).ok().flatten();
+    let delivers: Vec<Deliver> = jobs.into_iter().map(|job| job(Some(&tx))).collect();
+    let failed = (|| -> std::result::Result<(), String> {
+        let after = audit::head(&tx).map_err(|e| e.to_string())?;
+        let before_seq = before.as_ref().map_or(0, |a| a.seq);
+        let appended = after.as_ref().map_or(0, |a| a.seq) - before_seq;
+        if appended > 1 {
+            // Announce the group before committing it: a crash between
+            // the commit and the anchor update is then not tampering.
+            let announced = Anchor {
+                seq: before_seq,
+                hash: before
+                    .as_ref()
+                    .map_or_else(|| audit::GENESIS.to_owned(), |a| a.hash.clone()),
+                pending: appended,
+            };
+            audit::write_anchor(anchor, &announced).map_err(|e| e.to_string())?;
+        }
+        crashpoint("group:before-commit");
+        tx.commit().map_err(|e| e.to_string())?;
+        crashpoint("group:after-commit");
+        if appended > 0
+            && let Some(head) = after
+        {
+            audit::write_anchor(anchor, &head).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })();
+    let failed = failed.err();
+    for deliver in delivers {
+        deliver(failed.as_deref());
     }
 }
 
@@ -222,11 +279,30 @@ impl Store {
         reader
             .busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db_err("setting busy timeout"))?;
+        let conn = Arc::new(Mutex::new(conn));
+        let (writer, jobs) = std::sync::mpsc::channel::<Job>();
+        let (group_conn, anchor) = (conn.clone(), dir.join("audit.anchor"));
+        std::thread::Builder::new()
+            .name("evos-commit".into())
+            .spawn(move || {
+                // Take every write that is waiting, commit them together.
+                while let Ok(first) = jobs.recv() {
+                    let mut group = vec![first];
+                    while group.len() < GROUP_MAX {
+                        match jobs.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    commit_group(&mut lock(&group_conn), &anchor, group);
+                }
+            })
+            .map_err(|e| Error::io(&dir, e))?;
         Ok(Store {
             dir,
-            conn: Mutex::new(conn),
+            conn,
             reader: Mutex::new(reader),
-            queue: Mutex::new(Vec::new()),
+            writer,
         })
     }
 
@@ -258,21 +334,45 @@ impl Store {
         lock(&self.reader)
     }
 
-    /// Run `f` durably, sharing one transaction (and one fsync) with the
-    /// writes that arrive meanwhile: group commit. Each write runs in its
-    /// own savepoint, so one that fails rolls back alone; the call returns
-    /// only once the group committed, with `f`'s result, or the commit's
-    /// error for every write of the group. Audit entries appended by the
-    /// group are anchored as one transaction's (see [`audit`]).
+    /// Run `f` durably, sharing one transaction (and its syncs) with the
+    /// writes that arrive meanwhile: group commit, on the store's commit
+    /// thread. Each write runs in its own savepoint, so one that fails rolls
+    /// back alone; the result comes once the group committed: `f`'s, or the
+    /// commit's error for every write of the group. Audit entries appended
+    /// by the group are anchored as one transaction's (see [`audit`]).
     ///
-    /// Blocks the thread: from async code, call it on a blocking thread.
+    /// Blocks the thread until then; async code uses [`Store::write_async`].
     pub fn write<R: Send + 'static>(
         &self,
         label: &'static str,
         f: impl FnOnce(&Transaction<'_>) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        let slot: std::sync::Arc<Mutex<Option<Result<R>>>> = Default::default();
-        let out = slot.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit(label, f, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().unwrap_or_else(|_| Err(not_run(label)))
+    }
+
+    /// [`Store::write`] for async code: waits without holding a thread.
+    pub async fn write_async<R: Send + 'static>(
+        &self,
+        label: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(label, f, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await.unwrap_or_else(|_| Err(not_run(label)))
+    }
+
+    fn submit<R: Send + 'static>(
+        &self,
+        label: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<R> + Send + 'static,
+        reply: impl FnOnce(Result<R>) + Send + 'static,
+    ) {
         let job: Job = Box::new(move |tx: Option<&Transaction<'_>>| {
             let result = match tx {
                 Some(tx) => in_savepoint(tx, label, f),
@@ -282,77 +382,18 @@ impl Store {
                 }),
             };
             Box::new(move |failed: Option<&str>| {
-                let result = match failed {
+                reply(match failed {
                     Some(why) => Err(Error::Store {
                         context: format!("committing ({label})"),
                         message: why.to_string(),
                     }),
                     None => result,
-                };
-                *lock(&out) = Some(result);
+                })
             })
         });
-        lock(&self.queue).push(job);
-        // Whoever holds the connection next commits every queued write; a
-        // write that finds its result set was committed by someone else.
-        let mut conn = self.conn();
-        if let Some(result) = lock(&slot).take() {
-            return result;
-        }
-        let jobs = std::mem::take(&mut *lock(&self.queue));
-        self.commit_group(&mut conn, jobs);
-        drop(conn);
-        lock(&slot).take().unwrap_or_else(|| {
-            Err(Error::Store {
-                context: format!("committing ({label})"),
-                message: "the write was not run".into(),
-            })
-        })
-    }
-
-    fn commit_group(&self, conn: &mut Connection, jobs: Vec<Job>) {
-        let tx = match conn.transaction() {
-            Ok(tx) => tx,
-            Err(e) => {
-                let why = e.to_string();
-                for job in jobs {
-                    job(None)(Some(&why));
-                }
-                return;
-            }
-        };
-        let before = audit::head(&tx).ok().flatten();
-        let delivers: Vec<Deliver> = jobs.into_iter().map(|job| job(Some(&tx))).collect();
-        let failed = (|| -> std::result::Result<(), String> {
-            let after = audit::head(&tx).map_err(|e| e.to_string())?;
-            let before_seq = before.as_ref().map_or(0, |a| a.seq);
-            let appended = after.as_ref().map_or(0, |a| a.seq) - before_seq;
-            if appended > 1 {
-                // Announce the group before committing it: a crash between
-                // the commit and the anchor update is then not tampering.
-                let announced = Anchor {
-                    seq: before_seq,
-                    hash: before
-                        .as_ref()
-                        .map_or_else(|| audit::GENESIS.to_owned(), |a| a.hash.clone()),
-                    pending: appended,
-                };
-                audit::write_anchor(&self.anchor_path(), &announced).map_err(|e| e.to_string())?;
-            }
-            crashpoint("group:before-commit");
-            tx.commit().map_err(|e| e.to_string())?;
-            crashpoint("group:after-commit");
-            if appended > 0
-                && let Some(head) = after
-            {
-                audit::write_anchor(&self.anchor_path(), &head).map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        })();
-        let failed = failed.err();
-        for deliver in delivers {
-            deliver(failed.as_deref());
-        }
+        // A send fails only once the commit thread is gone; the reply
+        // channel then closes and the caller gets `not_run`.
+        let _ = self.writer.send(job);
     }
 
     /// Run `f` in one transaction; on success commit, then advance the audit
@@ -378,6 +419,31 @@ impl Store {
             audit::write_anchor(&self.anchor_path(), &head).map_err(Error::from)?;
         }
         Ok(result)
+    }
+
+    /// [`Store::audit`] for async code: waits without holding a thread.
+    pub async fn audit_async(&self, entry: NewEntry<'_>) -> Result<()> {
+        let (actor, action, subject) = (
+            entry.actor.to_owned(),
+            entry.action.to_owned(),
+            entry.subject.to_owned(),
+        );
+        let (digest, detail) = (entry.digest.map(str::to_owned), entry.detail);
+        self.write_async("audit", move |tx| {
+            audit::append(
+                tx,
+                NewEntry {
+                    actor: &actor,
+                    action: &action,
+                    subject: &subject,
+                    digest: digest.as_deref(),
+                    detail,
+                },
+            )
+            .map_err(Error::from)?;
+            Ok(())
+        })
+        .await
     }
 
     /// Append one audit entry, durably (group-committed with concurrent
@@ -714,6 +780,75 @@ impl SqliteKv {
     }
 }
 
+type KvJob<R> = Box<dyn FnOnce(&Transaction<'_>) -> Result<R> + Send>;
+
+/// The write of a kv `set`, and where it says why a quota refused it.
+fn kv_set(
+    ns: String,
+    key: String,
+    value: Vec<u8>,
+    max_keys: u64,
+) -> (KvJob<()>, Arc<Mutex<Option<String>>>) {
+    let quota: Arc<Mutex<Option<String>>> = Default::default();
+    let refused = quota.clone();
+    let job = Box::new(move |tx: &Transaction<'_>| {
+        let old: Option<i64> = tx
+            .prepare_cached("SELECT LENGTH(value) FROM kv WHERE namespace = ?1 AND key = ?2")
+            .and_then(|mut s| s.query_row(params![ns, key], |r| r.get(0)).optional())
+            .map_err(db_err("reading kv"))?;
+        let (keys, _bytes) = kv_usage(tx, &ns)?;
+        if old.is_none() && keys >= max_keys as i64 {
+            let why =
+                format!("the namespace holds {keys} keys, the limit `max-keys` is {max_keys}");
+            *lock(&refused) = Some(why.clone());
+            return Err(Error::Refused(why));
+        }
+        tx.prepare_cached(
+            "INSERT INTO kv (namespace, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT(namespace, key) DO UPDATE SET value = ?3",
+        )
+        .and_then(|mut s| s.execute(params![ns, key, value]))
+        .map_err(db_err("writing kv"))?;
+        let added_keys = i64::from(old.is_none());
+        let added_bytes = match old {
+            Some(old) => value.len() as i64 - old,
+            None => (key.len() + value.len()) as i64,
+        };
+        add_kv_usage(tx, &ns, added_keys, added_bytes)
+    });
+    (job, quota)
+}
+
+fn kv_result(written: Result<()>, quota: &Mutex<Option<String>>) -> Result<(), KvStoreError> {
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) => match lock(quota).take() {
+            Some(why) => Err(KvStoreError::Quota(why)),
+            None => Err(KvStoreError::Backend(format!("kv store: {e}"))),
+        },
+    }
+}
+
+fn kv_delete(ns: String, key: String) -> KvJob<bool> {
+    Box::new(move |tx: &Transaction<'_>| {
+        let old: Option<i64> = tx
+            .query_row(
+                "DELETE FROM kv WHERE namespace = ?1 AND key = ?2 RETURNING LENGTH(value)",
+                params![ns, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err("deleting kv"))?;
+        match old {
+            Some(old) => {
+                add_kv_usage(tx, &ns, -1, -(key.len() as i64 + old))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    })
+}
+
 /// Keys and bytes (keys plus values) a kv namespace holds.
 fn kv_usage(tx: &Transaction<'_>, ns: &str) -> Result<(i64, i64)> {
     Ok(tx
@@ -738,10 +873,6 @@ fn kv_err(e: rusqlite::Error) -> KvStoreError {
 }
 
 impl KvStore for SqliteKv {
-    fn blocking(&self) -> bool {
-        true
-    }
-
     fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, KvStoreError> {
         self.store
             .reader()
@@ -755,64 +886,32 @@ impl KvStore for SqliteKv {
     }
 
     fn set(&self, ns: &str, key: &str, value: &[u8], max_keys: u64) -> Result<(), KvStoreError> {
-        let (ns, key, value) = (ns.to_owned(), key.to_owned(), value.to_vec());
-        let quota: Arc<Mutex<Option<String>>> = Default::default();
-        let refused = quota.clone();
-        let written = self.store.write("kv", move |tx| {
-            let old: Option<i64> = tx
-                .prepare_cached("SELECT LENGTH(value) FROM kv WHERE namespace = ?1 AND key = ?2")
-                .and_then(|mut s| s.query_row(params![ns, key], |r| r.get(0)).optional())
-                .map_err(db_err("reading kv"))?;
-            let (keys, _bytes) = kv_usage(tx, &ns)?;
-            if old.is_none() && keys >= max_keys as i64 {
-                let why =
-                    format!("the namespace holds {keys} keys, the limit `max-keys` is {max_keys}");
-                *lock(&refused) = Some(why.clone());
-                return Err(Error::Refused(why));
-            }
-            tx.prepare_cached(
-                "INSERT INTO kv (namespace, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(namespace, key) DO UPDATE SET value = ?3",
-            )
-            .and_then(|mut s| s.execute(params![ns, key, value]))
-            .map_err(db_err("writing kv"))?;
-            let added_keys = i64::from(old.is_none());
-            let added_bytes = match old {
-                Some(old) => value.len() as i64 - old,
-                None => (key.len() + value.len()) as i64,
-            };
-            add_kv_usage(tx, &ns, added_keys, added_bytes)
-        });
-        match written {
-            Ok(()) => Ok(()),
-            Err(e) => match lock(&quota).take() {
-                Some(why) => Err(KvStoreError::Quota(why)),
-                None => Err(KvStoreError::Backend(format!("kv store: {e}"))),
-            },
-        }
+        let (job, quota) = kv_set(ns.to_owned(), key.to_owned(), value.to_vec(), max_keys);
+        kv_result(self.store.write("kv", job), &quota)
     }
 
     fn delete(&self, ns: &str, key: &str) -> Result<bool, KvStoreError> {
-        let (ns, key) = (ns.to_owned(), key.to_owned());
         self.store
-            .write("kv", move |tx| {
-                let old: Option<i64> = tx
-                    .query_row(
-                        "DELETE FROM kv WHERE namespace = ?1 AND key = ?2 RETURNING LENGTH(value)",
-                        params![ns, key],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(db_err("deleting kv"))?;
-                match old {
-                    Some(old) => {
-                        add_kv_usage(tx, &ns, -1, -(key.len() as i64 + old))?;
-                        Ok(true)
-                    }
-                    None => Ok(false),
-                }
-            })
+            .write("kv", kv_delete(ns.to_owned(), key.to_owned()))
             .map_err(|e| KvStoreError::Backend(format!("kv store: {e}")))
+    }
+
+    fn set_owned(&self, ns: Arc<str>, key: String, value: Vec<u8>, max_keys: u64) -> KvFuture<()> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            let (job, quota) = kv_set(ns.to_string(), key, value, max_keys);
+            kv_result(store.write_async("kv", job).await, &quota)
+        })
+    }
+
+    fn delete_owned(&self, ns: Arc<str>, key: String) -> KvFuture<bool> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            store
+                .write_async("kv", kv_delete(ns.to_string(), key))
+                .await
+                .map_err(|e| KvStoreError::Backend(format!("kv store: {e}")))
+        })
     }
 
     fn list_keys(&self, ns: &str, prefix: &str, limit: usize) -> Result<Vec<String>, KvStoreError> {

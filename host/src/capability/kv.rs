@@ -70,14 +70,13 @@ pub enum KvStoreError {
     Backend(String),
 }
 
+/// The future of an async kv operation.
+pub type KvFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, KvStoreError>> + Send>>;
+
 /// Storage behind the `kv` capability. Implementations enforce the key-count
 /// quota atomically with the write.
 pub trait KvStore: Send + Sync + 'static {
-    /// Whether operations block on I/O (a durable store): the host then runs
-    /// them on a blocking thread instead of the async worker.
-    fn blocking(&self) -> bool {
-        false
-    }
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, KvStoreError>;
     /// Insert or replace; a new key beyond `max_keys` is a `Quota` error.
     fn set(
@@ -88,6 +87,23 @@ pub trait KvStore: Send + Sync + 'static {
         max_keys: u64,
     ) -> Result<(), KvStoreError>;
     fn delete(&self, namespace: &str, key: &str) -> Result<bool, KvStoreError>;
+    /// [`KvStore::set`] for async callers; a durable store waits for its
+    /// commit without holding a thread.
+    fn set_owned(
+        &self,
+        namespace: Arc<str>,
+        key: String,
+        value: Vec<u8>,
+        max_keys: u64,
+    ) -> KvFuture<()> {
+        let result = self.set(&namespace, &key, &value, max_keys);
+        Box::pin(std::future::ready(result))
+    }
+    /// [`KvStore::delete`] for async callers.
+    fn delete_owned(&self, namespace: Arc<str>, key: String) -> KvFuture<bool> {
+        let result = self.delete(&namespace, &key);
+        Box::pin(std::future::ready(result))
+    }
     /// At most `limit` keys starting with `prefix`, in lexical order.
     fn list_keys(
         &self,
@@ -199,21 +215,6 @@ impl Cap<'_, KvState> {
     }
 }
 
-/// Run `op` against the plugin's store: on a blocking thread when the store
-/// blocks on I/O, so a durable write does not stall the async worker.
-async fn on_store<R: Send + 'static>(
-    state: &KvState,
-    op: impl FnOnce(&dyn KvStore, &str) -> Result<R, KvStoreError> + Send + 'static,
-) -> Result<R, KvStoreError> {
-    let (store, ns) = (state.store.clone(), state.namespace.clone());
-    if !store.blocking() {
-        return op(store.as_ref(), &ns);
-    }
-    tokio::task::spawn_blocking(move || op(store.as_ref(), &ns))
-        .await
-        .unwrap_or_else(|e| Err(KvStoreError::Backend(format!("kv store task failed: {e}"))))
-}
-
 impl Host for Cap<'_, KvState> {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         self.check_key(&key)?;
@@ -235,19 +236,18 @@ impl Host for Cap<'_, KvState> {
             self.refuse("kv", format!("quota: {why}"));
             return Err(KvError::QuotaExceeded(why));
         }
-        let max_keys = self.state.grant.max_keys;
-        on_store(&*self.state, move |store, ns| {
-            store.set(ns, &key, &value, max_keys)
-        })
-        .await
-        .map_err(|e| self.store_error(e))
+        let s = &self.state;
+        let write = s
+            .store
+            .set_owned(s.namespace.clone(), key, value, s.grant.max_keys);
+        write.await.map_err(|e| self.store_error(e))
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, KvError> {
         self.check_key(&key)?;
-        on_store(&*self.state, move |store, ns| store.delete(ns, &key))
-            .await
-            .map_err(|e| self.store_error(e))
+        let s = &self.state;
+        let delete = s.store.delete_owned(s.namespace.clone(), key);
+        delete.await.map_err(|e| self.store_error(e))
     }
 
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, KvError> {
