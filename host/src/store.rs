@@ -608,14 +608,16 @@ impl Store {
         histogram: &[u8],
     ) -> Result<()> {
         let outcomes = serde_json::to_string(outcomes).unwrap_or_else(|_| "{}".into());
-        self.conn()
-            .execute(
+        let histogram = histogram.to_vec();
+        self.write("stats", move |tx| {
+            tx.prepare_cached(
                 "INSERT INTO version_stats (version_id, outcomes, histogram, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(version_id) DO UPDATE SET outcomes = ?2, histogram = ?3, updated_at = ?4",
-                params![version_id, outcomes, histogram, now()],
             )
+            .and_then(|mut s| s.execute(params![version_id, outcomes, histogram, now()]))
             .map_err(db_err("writing stats"))?;
-        Ok(())
+            Ok(())
+        })
     }
 
     pub fn read_anchor(&self) -> Result<Option<Anchor>> {
