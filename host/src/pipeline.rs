@@ -30,9 +30,9 @@ use crate::{Error, Result};
 /// A call as it appears in a pipeline report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
-    pub plugin: String,
-    pub version: String,
-    pub digest: String,
+    pub plugin: Arc<str>,
+    pub version: Arc<str>,
+    pub digest: Arc<str>,
     pub outcome: String,
     pub fuel_consumed: u64,
     pub duration_us: u64,
@@ -482,8 +482,8 @@ async fn traced(
         duration_us = tracing::field::Empty,
     );
     let report = caller.call(plugin, input).instrument(span.clone()).await?;
-    span.record("version", report.version.as_str());
-    span.record("digest", report.digest.as_str());
+    span.record("version", &*report.version);
+    span.record("digest", &*report.digest);
     span.record("outcome", report.outcome.name());
     span.record("duration_us", report.duration_us);
     span.in_scope(|| tracing::debug!("step finished"));

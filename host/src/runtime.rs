@@ -250,9 +250,9 @@ pub struct Refusal {
 /// Everything about one call.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallReport {
-    pub plugin: String,
-    pub version: String,
-    pub digest: String,
+    pub plugin: Arc<str>,
+    pub version: Arc<str>,
+    pub digest: Arc<str>,
     pub kind: Kind,
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -279,9 +279,10 @@ enum Export {
 /// A loaded, fully linked plugin version, ready to be called.
 pub struct Plugin {
     manifest: Manifest,
-    /// The manifest's version as text (reports carry it on every call).
-    version: String,
-    digest: String,
+    /// Name, version and digest as reports carry them on every call.
+    name: Arc<str>,
+    version: Arc<str>,
+    digest: Arc<str>,
     cache_hit: bool,
     grants: Arc<Grants>,
     pre: InstancePre<PluginState>,
@@ -484,9 +485,10 @@ impl Runtime {
         let grants = Arc::new(Grants::new(&manifest, &self.inner.host_env));
         let concurrency = Arc::new(Semaphore::new(manifest.limits.max_concurrency.0 as usize));
         Ok(Arc::new(Plugin {
-            version: manifest.plugin.version.to_string(),
+            name: Arc::from(manifest.name()),
+            version: Arc::from(manifest.plugin.version.to_string()),
             manifest,
-            digest: compiled.digest,
+            digest: Arc::from(compiled.digest),
             cache_hit: compiled.cache_hit,
             grants,
             pre,
@@ -673,7 +675,7 @@ impl Runtime {
         }
 
         CallReport {
-            plugin: plugin.name().to_string(),
+            plugin: plugin.name.clone(),
             version: plugin.version.clone(),
             digest: plugin.digest.clone(),
             kind: plugin.kind(),
@@ -728,7 +730,7 @@ impl Runtime {
 
     fn report(&self, plugin: &Plugin, outcome: Outcome, start: Instant) -> CallReport {
         CallReport {
-            plugin: plugin.name().to_string(),
+            plugin: plugin.name.clone(),
             version: plugin.version.clone(),
             digest: plugin.digest.clone(),
             kind: plugin.kind(),

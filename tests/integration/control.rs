@@ -215,7 +215,7 @@ async fn canary_share_matches_its_weight_and_keys_are_sticky() {
             .await
             .expect("call");
         assert!(r.outcome.is_ok(), "{:?}", r.outcome);
-        if r.version == "1.1.0" {
+        if &*r.version == "1.1.0" {
             canary += 1;
         }
     }
@@ -346,10 +346,10 @@ async fn hot_swap_under_concurrent_load_fails_no_call() {
         for (outcome, digest) in h.await.expect("join") {
             assert_eq!(outcome, Outcome::Ok, "a call failed during hot swap");
             assert!(
-                live.contains(&digest),
+                live.contains(&*digest),
                 "answered by an unknown version {digest}"
             );
-            *by_digest.entry(digest).or_default() += 1;
+            *by_digest.entry(digest.to_string()).or_default() += 1;
             total += 1;
         }
     }

@@ -302,7 +302,7 @@ async fn claims_triage_scores_with_the_model_and_keeps_history() {
     assert_eq!(action.kind, "approve-payout");
     assert_eq!(action.event_id, "C-1");
     assert_eq!(r.nested.len(), 1, "the model call is part of the report");
-    assert_eq!(r.nested[0].plugin, "fraud-score");
+    assert_eq!(&*r.nested[0].plugin, "fraud-score");
     assert_eq!(r.nested[0].outcome, Outcome::Ok);
 
     let r = call_json(&rt, &triage, triage_event("C-2", "CL-9", 130.0, CALM)).await;

@@ -287,7 +287,7 @@ pub async fn call(cli: &Cli, args: &CallArgs) -> Result<Exit> {
             .await?;
         all_ok &= report.outcome.is_ok();
         *by_version
-            .entry(report.version.clone())
+            .entry(report.version.to_string())
             .or_default()
             .entry(report.outcome.name().to_string())
             .or_default() += 1;
