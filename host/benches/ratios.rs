@@ -724,6 +724,11 @@ fn main() -> anyhow::Result<()> {
     for r in &rows {
         md.push_str(&format!("- {}: {}\n", r.name, r.note));
     }
+    if rows.iter().any(|r| !r.met) {
+        md.push_str(
+            "\nTargets not met are explained, with the profiles behind them and what would change them, in [PERFORMANCE.md](PERFORMANCE.md).\n",
+        );
+    }
     print!("{md}");
     if let Some(path) = out {
         std::fs::write(&path, &md)?;

@@ -542,21 +542,25 @@ fn expect_kind(caller: &dyn Caller, name: &str, kind: Kind) -> Result<()> {
     }
 }
 
-/// A fresh W3C trace id: 32 lowercase hex digits, not all zero.
+/// A fresh W3C trace id: 32 lowercase hex digits, not all zero. Drawn from
+/// SipHash under keys the OS seeds randomly once per process, over a
+/// counter: unique and unpredictable without a system call per id.
 pub fn new_trace_id() -> String {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if filled.is_err() || bytes == [0u8; 16] {
-        // Fall back to time and a counter: unique, though not unpredictable.
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(1);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        bytes[..8].copy_from_slice(&now.to_be_bytes());
-        bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-    }
-    hex::encode(bytes)
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let word = |i: u64| {
+        let mut h = keys.build_hasher();
+        h.write_u64(n);
+        h.write_u64(i);
+        h.finish()
+    };
+    let (hi, lo) = (word(0), word(1));
+    let id = (u128::from(hi) << 64) | u128::from(lo);
+    // All zero is invalid in W3C trace context; a 2^-128 event, but cheap.
+    format!("{:032x}", id.max(1))
 }

@@ -240,15 +240,15 @@ fn in_savepoint<R>(
     label: &str,
     f: impl FnOnce(&Transaction<'_>) -> Result<R>,
 ) -> Result<R> {
-    tx.execute_batch("SAVEPOINT group_write")
-        .map_err(db_err("starting a savepoint"))?;
+    let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    run("SAVEPOINT group_write").map_err(db_err("starting a savepoint"))?;
     let result = f(tx);
-    let end = if result.is_ok() {
-        "RELEASE group_write"
+    let ended = if result.is_ok() {
+        run("RELEASE group_write")
     } else {
-        "ROLLBACK TO group_write; RELEASE group_write"
+        run("ROLLBACK TO group_write").and_then(|_| run("RELEASE group_write"))
     };
-    tx.execute_batch(end).map_err(|e| Error::Store {
+    ended.map_err(|e| Error::Store {
         context: format!("ending the savepoint of {label}"),
         message: e.to_string(),
     })?;
