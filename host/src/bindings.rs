@@ -9,4 +9,5 @@ wasmtime::component::bindgen!({
     path: "../wit",
     imports: { default: async },
     exports: { default: async },
+    ownership: Borrowing { duplicate_if_necessary: true },
 });

@@ -775,7 +775,7 @@ async fn invoke(
         (Export::Agent(idx), CallInput::Handle(event)) => {
             let guest = idx.load(&mut *store, &instance)?;
             guest
-                .call_handle(&mut *store, &wit::Event::from(event))
+                .call_handle(&mut *store, wit::EventParam::from(event))
                 .await?
                 .map(|actions| CallOutput::Actions(actions.into_iter().map(Action::from).collect()))
                 .map_err(GuestError::from)
@@ -791,15 +791,22 @@ async fn invoke(
         (Export::Connector(idx), CallInput::Execute(action)) => {
             let guest = idx.load(&mut *store, &instance)?;
             guest
-                .call_execute(&mut *store, &wit::Action::from(action))
+                .call_execute(&mut *store, wit::ActionParam::from(action))
                 .await?
                 .map(CallOutput::Receipt)
                 .map_err(GuestError::from)
         }
         (Export::ModelAdapter(idx), CallInput::Infer(request)) => {
             let guest = idx.load(&mut *store, &instance)?;
+            let (input, parameters) = request.texts();
             guest
-                .call_infer(&mut *store, &wit::ModelRequest::from(request))
+                .call_infer(
+                    &mut *store,
+                    wit::ModelRequestParam {
+                        input: &input,
+                        parameters: &parameters,
+                    },
+                )
                 .await?
                 .map(|r| CallOutput::Model(ModelResponse::from(r)))
                 .map_err(GuestError::from)
@@ -809,8 +816,8 @@ async fn invoke(
             let decision = guest
                 .call_evaluate(
                     &mut *store,
-                    &wit::Action::from(action),
-                    &wit::Event::from(event),
+                    wit::ActionParam::from(action),
+                    wit::EventParam::from(event),
                 )
                 .await?;
             Ok(CallOutput::Decision(Decision::from(decision)))

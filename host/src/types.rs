@@ -192,20 +192,23 @@ fn from_text(s: String) -> Value {
     serde_json::from_str(&s).unwrap_or(Value::String(s))
 }
 
-impl From<&Event> for wit::Event {
-    fn from(e: &Event) -> Self {
-        wit::Event {
-            id: e.id.clone(),
-            kind: e.kind.clone(),
-            source: e.source.clone(),
-            payload: e.payload.text().to_owned(),
-            trace_id: e.trace_id.clone(),
+// Values passed to a guest borrow from ours (no copies before lowering
+// into the guest's memory); values coming back are owned.
+
+impl<'a> From<&'a Event> for wit::EventParam<'a> {
+    fn from(e: &'a Event) -> Self {
+        wit::EventParam {
+            id: &e.id,
+            kind: &e.kind,
+            source: &e.source,
+            payload: e.payload.text(),
+            trace_id: &e.trace_id,
         }
     }
 }
 
-impl From<wit::Event> for Event {
-    fn from(e: wit::Event) -> Self {
+impl From<wit::EventResult> for Event {
+    fn from(e: wit::EventResult) -> Self {
         Event {
             id: e.id,
             kind: e.kind,
@@ -216,19 +219,19 @@ impl From<wit::Event> for Event {
     }
 }
 
-impl From<&Action> for wit::Action {
-    fn from(a: &Action) -> Self {
-        wit::Action {
-            kind: a.kind.clone(),
-            event_id: a.event_id.clone(),
-            payload: a.payload.text().to_owned(),
-            rationale: a.rationale.clone(),
+impl<'a> From<&'a Action> for wit::ActionParam<'a> {
+    fn from(a: &'a Action) -> Self {
+        wit::ActionParam {
+            kind: &a.kind,
+            event_id: &a.event_id,
+            payload: a.payload.text(),
+            rationale: &a.rationale,
         }
     }
 }
 
-impl From<wit::Action> for Action {
-    fn from(a: wit::Action) -> Self {
+impl From<wit::ActionResult> for Action {
+    fn from(a: wit::ActionResult) -> Self {
         Action {
             kind: a.kind,
             event_id: a.event_id,
@@ -248,17 +251,15 @@ impl From<wit::Decision> for Decision {
     }
 }
 
-impl From<&ModelRequest> for wit::ModelRequest {
-    fn from(r: &ModelRequest) -> Self {
-        wit::ModelRequest {
-            input: to_text(&r.input),
-            parameters: to_text(&r.parameters),
-        }
+impl ModelRequest {
+    /// The request's JSON texts, for [`wit::ModelRequestParam`].
+    pub(crate) fn texts(&self) -> (String, String) {
+        (to_text(&self.input), to_text(&self.parameters))
     }
 }
 
-impl From<wit::ModelRequest> for ModelRequest {
-    fn from(r: wit::ModelRequest) -> Self {
+impl From<wit::ModelRequestResult> for ModelRequest {
+    fn from(r: wit::ModelRequestResult) -> Self {
         ModelRequest {
             input: from_text(r.input),
             parameters: from_text(r.parameters),

@@ -53,7 +53,7 @@ impl Host for Cap<'_, ModelsState> {
     async fn infer(
         &mut self,
         model: String,
-        request: wit::ModelRequest,
+        request: wit::ModelRequestResult,
     ) -> std::result::Result<wit::ModelResponse, wit::Error> {
         if !self.state.allowed.contains(&model) {
             self.refuse(
