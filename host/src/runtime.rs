@@ -57,6 +57,26 @@ pub enum CallInput {
     Handle(Event),
 }
 
+/// Where a call input's JSON comes from.
+enum Source<'a> {
+    Value(Value),
+    Text(&'a [u8]),
+}
+
+impl Source<'_> {
+    fn parse<T: serde::de::DeserializeOwned>(self, what: &str) -> std::result::Result<T, String> {
+        match self {
+            Source::Value(v) => {
+                serde_json::from_value(v).map_err(|e| format!("expected {what}: {e}"))
+            }
+            Source::Text(t) => serde_json::from_slice(t).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => format!("expected {what}: {e}"),
+                _ => format!("malformed JSON: {e}"),
+            }),
+        }
+    }
+}
+
 impl CallInput {
     /// Build a call input from JSON, by kind:
     ///
@@ -67,18 +87,22 @@ impl CallInput {
     /// | model-adapter | `{"input": <json>, "parameters": <json>}`                        |
     /// | policy        | `{"action": {"kind", "event_id", "payload", "rationale"}, "event": <event>}` |
     pub fn from_json(kind: Kind, value: Value) -> std::result::Result<CallInput, String> {
-        fn parse<T: serde::de::DeserializeOwned>(
-            v: Value,
-            what: &str,
-        ) -> std::result::Result<T, String> {
-            serde_json::from_value(v).map_err(|e| format!("expected {what}: {e}"))
-        }
+        CallInput::parse(kind, Source::Value(value))
+    }
+
+    /// [`CallInput::from_json`] straight from JSON text, without building
+    /// the whole document as a `Value` first. Errors say whether the text
+    /// is not JSON at all or does not have the kind's shape.
+    pub fn from_json_slice(kind: Kind, text: &[u8]) -> std::result::Result<CallInput, String> {
+        CallInput::parse(kind, Source::Text(text))
+    }
+
+    fn parse(kind: Kind, source: Source<'_>) -> std::result::Result<CallInput, String> {
         match kind {
-            Kind::Agent => Ok(CallInput::Handle(parse(value, "an event object")?)),
-            Kind::ModelAdapter => Ok(CallInput::Infer(parse(
-                value,
-                "{\"input\": ..., \"parameters\": {...}}",
-            )?)),
+            Kind::Agent => Ok(CallInput::Handle(source.parse("an event object")?)),
+            Kind::ModelAdapter => Ok(CallInput::Infer(
+                source.parse("{\"input\": ..., \"parameters\": {...}}")?,
+            )),
             Kind::Policy => {
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]
@@ -86,13 +110,14 @@ impl CallInput {
                     action: Action,
                     event: Event,
                 }
-                let p: P = parse(value, "{\"action\": {...}, \"event\": {...}}")?;
+                let p: P = source.parse("{\"action\": {...}, \"event\": {...}}")?;
                 Ok(CallInput::Evaluate {
                     action: p.action,
                     event: p.event,
                 })
             }
             Kind::Connector => {
+                let value: Value = source.parse("a JSON object")?;
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]
                 struct Ingest {
@@ -105,11 +130,10 @@ impl CallInput {
                     execute: Action,
                 }
                 if value.get("execute").is_some() {
-                    let e: Execute = parse(value, "{\"execute\": <action>}")?;
+                    let e: Execute = Source::Value(value).parse("{\"execute\": <action>}")?;
                     return Ok(CallInput::Execute(e.execute));
                 }
-                let i: Ingest = parse(
-                    value,
+                let i: Ingest = Source::Value(value).parse(
                     "{\"content_type\": \"application/json\", \"body\": ...} or {\"execute\": <action>}",
                 )?;
                 let body = match i.body {
@@ -120,45 +144,6 @@ impl CallInput {
                     body,
                     content_type: i.content_type,
                 })
-            }
-        }
-    }
-
-    /// [`CallInput::from_json`] straight from JSON text, without building
-    /// the whole document as a `Value` first. Errors say whether the text
-    /// is not JSON at all or does not have the kind's shape.
-    pub fn from_json_slice(kind: Kind, text: &[u8]) -> std::result::Result<CallInput, String> {
-        fn parse<'a, T: serde::Deserialize<'a>>(
-            text: &'a [u8],
-            what: &str,
-        ) -> std::result::Result<T, String> {
-            serde_json::from_slice(text).map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => format!("expected {what}: {e}"),
-                _ => format!("malformed JSON: {e}"),
-            })
-        }
-        match kind {
-            Kind::Agent => Ok(CallInput::Handle(parse(text, "an event object")?)),
-            Kind::ModelAdapter => Ok(CallInput::Infer(parse(
-                text,
-                "{\"input\": ..., \"parameters\": {...}}",
-            )?)),
-            Kind::Policy => {
-                #[derive(Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct P {
-                    action: Action,
-                    event: Event,
-                }
-                let p: P = parse(text, "{\"action\": {...}, \"event\": {...}}")?;
-                Ok(CallInput::Evaluate {
-                    action: p.action,
-                    event: p.event,
-                })
-            }
-            Kind::Connector => {
-                let value: Value = parse(text, "a JSON object")?;
-                CallInput::from_json(kind, value)
             }
         }
     }

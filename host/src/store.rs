@@ -180,6 +180,30 @@ pub(crate) fn crashpoint(name: &str) {
     }
 }
 
+/// The write appending `entry` to the audit chain, owning what it needs.
+fn append_job(entry: NewEntry<'_>) -> impl FnOnce(&Transaction<'_>) -> Result<()> + Send + 'static {
+    let (actor, action, subject) = (
+        entry.actor.to_owned(),
+        entry.action.to_owned(),
+        entry.subject.to_owned(),
+    );
+    let (digest, detail) = (entry.digest.map(str::to_owned), entry.detail);
+    move |tx| {
+        audit::append(
+            tx,
+            NewEntry {
+                actor: &actor,
+                action: &action,
+                subject: &subject,
+                digest: digest.as_deref(),
+                detail,
+            },
+        )
+        .map_err(Error::from)?;
+        Ok(())
+    }
+}
+
 fn not_run(label: &str) -> Error {
     Error::Store {
         context: format!("committing ({label})"),
@@ -423,52 +447,13 @@ impl Store {
 
     /// [`Store::audit`] for async code: waits without holding a thread.
     pub async fn audit_async(&self, entry: NewEntry<'_>) -> Result<()> {
-        let (actor, action, subject) = (
-            entry.actor.to_owned(),
-            entry.action.to_owned(),
-            entry.subject.to_owned(),
-        );
-        let (digest, detail) = (entry.digest.map(str::to_owned), entry.detail);
-        self.write_async("audit", move |tx| {
-            audit::append(
-                tx,
-                NewEntry {
-                    actor: &actor,
-                    action: &action,
-                    subject: &subject,
-                    digest: digest.as_deref(),
-                    detail,
-                },
-            )
-            .map_err(Error::from)?;
-            Ok(())
-        })
-        .await
+        self.write_async("audit", append_job(entry)).await
     }
 
     /// Append one audit entry, durably (group-committed with concurrent
     /// writes; see [`Store::write`]).
     pub fn audit(&self, entry: NewEntry<'_>) -> Result<()> {
-        let (actor, action, subject) = (
-            entry.actor.to_owned(),
-            entry.action.to_owned(),
-            entry.subject.to_owned(),
-        );
-        let (digest, detail) = (entry.digest.map(str::to_owned), entry.detail);
-        self.write("audit", move |tx| {
-            audit::append(
-                tx,
-                NewEntry {
-                    actor: &actor,
-                    action: &action,
-                    subject: &subject,
-                    digest: digest.as_deref(),
-                    detail,
-                },
-            )
-            .map_err(Error::from)?;
-            Ok(())
-        })
+        self.write("audit", append_job(entry))
     }
 
     pub fn blob_path(&self, digest: &str) -> PathBuf {
