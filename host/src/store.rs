@@ -23,7 +23,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::audit::{self, Anchor, NewEntry};
-use crate::capability::kv::{KvFuture, KvStore, KvStoreError};
+use crate::capability::kv::{KvFuture, KvQuota, KvStore, KvStoreError};
 use crate::{Error, Result};
 
 /// Migrations in order; `user_version` is the number applied.
@@ -774,21 +774,33 @@ fn kv_set(
     ns: String,
     key: String,
     value: Vec<u8>,
-    max_keys: u64,
+    quota: KvQuota,
 ) -> (KvJob<()>, Arc<Mutex<Option<String>>>) {
-    let quota: Arc<Mutex<Option<String>>> = Default::default();
-    let refused = quota.clone();
+    let why: Arc<Mutex<Option<String>>> = Default::default();
+    let refused = why.clone();
     let job = Box::new(move |tx: &Transaction<'_>| {
         let old: Option<i64> = tx
             .prepare_cached("SELECT LENGTH(value) FROM kv WHERE namespace = ?1 AND key = ?2")
             .and_then(|mut s| s.query_row(params![ns, key], |r| r.get(0)).optional())
             .map_err(db_err("reading kv"))?;
-        let (keys, _bytes) = kv_usage(tx, &ns)?;
-        if old.is_none() && keys >= max_keys as i64 {
-            let why =
-                format!("the namespace holds {keys} keys, the limit `max-keys` is {max_keys}");
+        let (keys, bytes) = kv_usage(tx, &ns)?;
+        let refuse = |why: String| {
             *lock(&refused) = Some(why.clone());
-            return Err(Error::Refused(why));
+            Err(Error::Refused(why))
+        };
+        if old.is_none() && keys >= quota.max_keys as i64 {
+            return refuse(format!(
+                "the namespace holds {keys} keys, the limit `max-keys` is {}",
+                quota.max_keys
+            ));
+        }
+        let after =
+            bytes - old.map_or(0, |old| old + key.len() as i64) + (key.len() + value.len()) as i64;
+        if after > quota.max_total_bytes as i64 {
+            return refuse(crate::capability::kv::total_bytes_refusal(
+                after as u64,
+                quota,
+            ));
         }
         tx.prepare_cached(
             "INSERT INTO kv (namespace, key, value) VALUES (?1, ?2, ?3)
@@ -803,7 +815,7 @@ fn kv_set(
         };
         add_kv_usage(tx, &ns, added_keys, added_bytes)
     });
-    (job, quota)
+    (job, why)
 }
 
 fn kv_result(written: Result<()>, quota: &Mutex<Option<String>>) -> Result<(), KvStoreError> {
@@ -872,9 +884,9 @@ impl KvStore for SqliteKv {
             .map_err(kv_err)
     }
 
-    fn set(&self, ns: &str, key: &str, value: &[u8], max_keys: u64) -> Result<(), KvStoreError> {
-        let (job, quota) = kv_set(ns.to_owned(), key.to_owned(), value.to_vec(), max_keys);
-        kv_result(self.store.write("kv", job), &quota)
+    fn set(&self, ns: &str, key: &str, value: &[u8], quota: KvQuota) -> Result<(), KvStoreError> {
+        let (job, refused) = kv_set(ns.to_owned(), key.to_owned(), value.to_vec(), quota);
+        kv_result(self.store.write("kv", job), &refused)
     }
 
     fn delete(&self, ns: &str, key: &str) -> Result<bool, KvStoreError> {
@@ -883,11 +895,11 @@ impl KvStore for SqliteKv {
             .map_err(|e| KvStoreError::Backend(format!("kv store: {e}")))
     }
 
-    fn set_owned(&self, ns: Arc<str>, key: String, value: Vec<u8>, max_keys: u64) -> KvFuture<()> {
+    fn set_owned(&self, ns: Arc<str>, key: String, value: Vec<u8>, quota: KvQuota) -> KvFuture<()> {
         let store = self.store.clone();
         Box::pin(async move {
-            let (job, quota) = kv_set(ns.to_string(), key, value, max_keys);
-            kv_result(store.write_async("kv", job).await, &quota)
+            let (job, refused) = kv_set(ns.to_string(), key, value, quota);
+            kv_result(store.write_async("kv", job).await, &refused)
         })
     }
 
@@ -927,6 +939,13 @@ impl KvStore for SqliteKv {
 mod tests {
     use super::*;
 
+    fn keys(max_keys: u64) -> KvQuota {
+        KvQuota {
+            max_keys,
+            max_total_bytes: u64::MAX,
+        }
+    }
+
     fn temp_store(name: &str) -> (PathBuf, Arc<Store>) {
         let dir = std::env::temp_dir().join(format!("evos-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -954,7 +973,8 @@ mod tests {
                     for i in 0..25 {
                         store.audit(entry(t * 100 + i)).unwrap();
                         let kv = SqliteKv::new(store.clone());
-                        kv.set("ns", &format!("k{t}-{i}"), b"v", 10_000).unwrap();
+                        kv.set("ns", &format!("k{t}-{i}"), b"v", keys(10_000))
+                            .unwrap();
                     }
                 })
             })
@@ -983,10 +1003,10 @@ mod tests {
     fn kv_usage_follows_every_write() {
         let (dir, store) = temp_store("usage");
         let kv = SqliteKv::new(store.clone());
-        kv.set("a", "k1", b"12345", 10).unwrap();
-        kv.set("a", "k2", b"1", 10).unwrap();
-        kv.set("a", "k1", b"123", 10).unwrap(); // replace: no new key
-        kv.set("b", "k", b"xy", 10).unwrap();
+        kv.set("a", "k1", b"12345", keys(10)).unwrap();
+        kv.set("a", "k2", b"1", keys(10)).unwrap();
+        kv.set("a", "k1", b"123", keys(10)).unwrap(); // replace: no new key
+        kv.set("b", "k", b"xy", keys(10)).unwrap();
         assert!(kv.delete("a", "k2").unwrap());
         assert!(!kv.delete("a", "k2").unwrap());
         let conn = store.conn_for_reading();
@@ -1000,10 +1020,20 @@ mod tests {
         // a: "k1" + "123"; b: "k" + "xy".
         assert_eq!(kept, vec![("a".into(), 1, 5), ("b".into(), 1, 3)]);
         drop(conn);
+        // Total bytes count keys and values, replacing counts the difference.
+        let small = KvQuota {
+            max_keys: 100,
+            max_total_bytes: 8,
+        };
+        kv.set("c", "ab", b"123456", small).unwrap(); // 8 bytes: at the limit
+        kv.set("c", "ab", b"654321", small).unwrap(); // replacing: still 8
+        let err = kv.set("c", "x", b"", small).unwrap_err(); // 9 bytes
+        assert!(err.to_string().contains("max-total-bytes"), "{err}");
+        assert_eq!(kv.get("c", "x").unwrap(), None);
         // The quota counts from the kept usage.
-        kv.set("b", "k2", b"", 2).unwrap();
+        kv.set("b", "k2", b"", keys(2)).unwrap();
         assert!(matches!(
-            kv.set("b", "k3", b"", 2),
+            kv.set("b", "k3", b"", keys(2)),
             Err(KvStoreError::Quota(_))
         ));
         let _ = std::fs::remove_dir_all(dir);
@@ -1013,10 +1043,10 @@ mod tests {
     fn a_failing_write_rolls_back_alone() {
         let (dir, store) = temp_store("rollback");
         let kv = SqliteKv::new(store.clone());
-        kv.set("ns", "a", b"1", 1).unwrap();
+        kv.set("ns", "a", b"1", keys(1)).unwrap();
         // A second key exceeds max-keys = 1: refused as a quota, not stored.
         assert!(matches!(
-            kv.set("ns", "b", b"2", 1),
+            kv.set("ns", "b", b"2", keys(1)),
             Err(KvStoreError::Quota(_))
         ));
         let failed: Result<()> = store.write("test", |tx| {

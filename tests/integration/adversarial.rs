@@ -275,6 +275,28 @@ async fn kv_flood_stops_at_the_key_quota() {
     healthy_call(&rt).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_flood_stops_at_the_total_bytes_quota() {
+    let rt = runtime();
+    // 1 KiB values under keys like "flood/0": the fourth write would take
+    // the namespace past 3 KiB + 100 bytes.
+    let text = manifest_text("kv-flood").replace(
+        "kv = { max-value-bytes = 1024, max-keys = 100 }",
+        "kv = { max-value-bytes = 1024, max-keys = 100, max-total-bytes = 3172 }",
+    );
+    let flood = load_with(&rt, "kv-flood", manifest_from("kv-flood", &text));
+    let r = call_json(&rt, &flood, sample("kv-flood")).await;
+    let Outcome::Denied { capability, reason } = &r.outcome else {
+        panic!("{r:?}")
+    };
+    assert_eq!(capability, "kv");
+    assert!(
+        reason.contains("max-total-bytes") && reason.contains("3172"),
+        "{reason}"
+    );
+    healthy_call(&rt).await;
+}
+
 pub fn tempdir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "evos-test-{tag}-{}-{}",

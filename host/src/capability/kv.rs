@@ -37,6 +37,25 @@ pub struct KvGrant {
     pub max_keys: u64,
     #[serde(default = "KvGrant::default_key_bytes")]
     pub max_key_bytes: u64,
+    /// Bytes of keys and values the namespace may hold in all.
+    #[serde(default = "KvGrant::default_total_bytes")]
+    pub max_total_bytes: u64,
+}
+
+/// The quotas a store enforces atomically with a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuota {
+    pub max_keys: u64,
+    pub max_total_bytes: u64,
+}
+
+impl KvGrant {
+    pub fn quota(&self) -> KvQuota {
+        KvQuota {
+            max_keys: self.max_keys,
+            max_total_bytes: self.max_total_bytes,
+        }
+    }
 }
 
 impl KvGrant {
@@ -49,6 +68,9 @@ impl KvGrant {
     fn default_key_bytes() -> u64 {
         256
     }
+    fn default_total_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
 }
 
 impl Default for KvGrant {
@@ -57,6 +79,7 @@ impl Default for KvGrant {
             max_value_bytes: KvGrant::default_value_bytes(),
             max_keys: KvGrant::default_keys(),
             max_key_bytes: KvGrant::default_key_bytes(),
+            max_total_bytes: KvGrant::default_total_bytes(),
         }
     }
 }
@@ -78,13 +101,15 @@ pub type KvFuture<T> =
 /// quota atomically with the write.
 pub trait KvStore: Send + Sync + 'static {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, KvStoreError>;
-    /// Insert or replace; a new key beyond `max_keys` is a `Quota` error.
+    /// Insert or replace; a new key beyond `quota.max_keys`, or a namespace
+    /// growing past `quota.max_total_bytes` (keys plus values), is a
+    /// `Quota` error and writes nothing.
     fn set(
         &self,
         namespace: &str,
         key: &str,
         value: &[u8],
-        max_keys: u64,
+        quota: KvQuota,
     ) -> Result<(), KvStoreError>;
     fn delete(&self, namespace: &str, key: &str) -> Result<bool, KvStoreError>;
     /// [`KvStore::set`] for async callers; a durable store waits for its
@@ -94,9 +119,9 @@ pub trait KvStore: Send + Sync + 'static {
         namespace: Arc<str>,
         key: String,
         value: Vec<u8>,
-        max_keys: u64,
+        quota: KvQuota,
     ) -> KvFuture<()> {
-        let result = self.set(&namespace, &key, &value, max_keys);
+        let result = self.set(&namespace, &key, &value, quota);
         Box::pin(std::future::ready(result))
     }
     /// [`KvStore::delete`] for async callers.
@@ -137,14 +162,21 @@ impl KvStore for MemoryKv {
         self.with(|d| d.get(ns).and_then(|m| m.get(key)).cloned())
     }
 
-    fn set(&self, ns: &str, key: &str, value: &[u8], max_keys: u64) -> Result<(), KvStoreError> {
+    fn set(&self, ns: &str, key: &str, value: &[u8], quota: KvQuota) -> Result<(), KvStoreError> {
         self.with(|d| {
             let map = d.entry(ns.to_string()).or_default();
-            if !map.contains_key(key) && map.len() as u64 >= max_keys {
+            let old = map.get(key).map(|v| (key.len() + v.len()) as u64);
+            if old.is_none() && map.len() as u64 >= quota.max_keys {
                 return Err(KvStoreError::Quota(format!(
-                    "the namespace holds {} keys, the limit `max-keys` is {max_keys}",
-                    map.len()
+                    "the namespace holds {} keys, the limit `max-keys` is {}",
+                    map.len(),
+                    quota.max_keys
                 )));
+            }
+            let total: u64 = map.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+            let after = total - old.unwrap_or(0) + (key.len() + value.len()) as u64;
+            if after > quota.max_total_bytes {
+                return Err(KvStoreError::Quota(total_bytes_refusal(after, quota)));
             }
             map.insert(key.to_string(), value.to_vec());
             Ok(())
@@ -168,6 +200,14 @@ impl KvStore for MemoryKv {
                 .unwrap_or_default()
         })
     }
+}
+
+/// Why a write that would grow a namespace past `max-total-bytes` failed.
+pub(crate) fn total_bytes_refusal(after: u64, quota: KvQuota) -> String {
+    format!(
+        "the namespace would hold {after} bytes of keys and values, the limit `max-total-bytes` is {}",
+        quota.max_total_bytes
+    )
 }
 
 /// Most keys one `list-keys` call returns.
@@ -239,7 +279,7 @@ impl Host for Cap<'_, KvState> {
         let s = &self.state;
         let write = s
             .store
-            .set_owned(s.namespace.clone(), key, value, s.grant.max_keys);
+            .set_owned(s.namespace.clone(), key, value, s.grant.quota());
         write.await.map_err(|e| self.store_error(e))
     }
 
@@ -273,14 +313,22 @@ mod tests {
     #[test]
     fn namespaces_are_isolated_and_key_count_is_enforced() {
         let kv = MemoryKv::default();
-        kv.set("a", "k", b"1", 2).unwrap();
-        kv.set("a", "l", b"2", 2).unwrap();
+        let q = KvQuota {
+            max_keys: 2,
+            max_total_bytes: 1024,
+        };
+        kv.set("a", "k", b"1", q).unwrap();
+        kv.set("a", "l", b"2", q).unwrap();
         assert!(matches!(
-            kv.set("a", "m", b"3", 2),
+            kv.set("a", "m", b"3", q),
             Err(KvStoreError::Quota(_))
         ));
         // Replacing an existing key is not a new key.
-        kv.set("a", "k", b"9", 2).unwrap();
+        kv.set("a", "k", b"9", q).unwrap();
+        // Bytes: "k" + 1024 bytes would pass the total; refused, nothing kept.
+        let err = kv.set("a", "k", &[0u8; 1024], q).unwrap_err();
+        assert!(err.to_string().contains("max-total-bytes"), "{err}");
+        assert_eq!(kv.get("a", "k").unwrap(), Some(b"9".to_vec()));
         assert_eq!(kv.get("b", "k").unwrap(), None);
         assert_eq!(kv.get("a", "k").unwrap(), Some(b"9".to_vec()));
         assert_eq!(kv.list_keys("a", "", 10).unwrap(), vec!["k", "l"]);
