@@ -788,7 +788,9 @@ fn kv_set(
             *lock(&refused) = Some(why.clone());
             Err(Error::Refused(why))
         };
-        if old.is_none() && keys >= quota.max_keys as i64 {
+        // Compared as i128: limits are u64 and may exceed i64 (a manifest
+        // may say any number), counts are SQLite's i64.
+        if old.is_none() && i128::from(keys) >= i128::from(quota.max_keys) {
             return refuse(format!(
                 "the namespace holds {keys} keys, the limit `max-keys` is {}",
                 quota.max_keys
@@ -796,9 +798,9 @@ fn kv_set(
         }
         let after =
             bytes - old.map_or(0, |old| old + key.len() as i64) + (key.len() + value.len()) as i64;
-        if after > quota.max_total_bytes as i64 {
+        if i128::from(after) > i128::from(quota.max_total_bytes) {
             return refuse(crate::capability::kv::total_bytes_refusal(
-                after as u64,
+                after.max(0) as u64,
                 quota,
             ));
         }
