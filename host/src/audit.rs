@@ -500,7 +500,8 @@ pub fn write_anchor(path: &Path, anchor: &Anchor) -> Result<(), AuditError> {
     Ok(())
 }
 
-/// Make a rename in `dir` durable. Only Unix can open a directory to sync it.
+/// Make a new directory entry in `dir` durable. Only Unix can open a
+/// directory to sync it.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     if cfg!(unix) {
         File::open(dir)?.sync_all()
