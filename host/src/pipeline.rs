@@ -333,6 +333,37 @@ async fn decide(
             },
             Some(name) => {
                 expect_kind(caller, name, Kind::Connector)?;
+                // Fail closed: an audited pipeline carries out nothing it
+                // could not record first (a full or broken audit volume
+                // stops actions instead of letting them pass unrecorded).
+                if let Some(store) = &options.audit {
+                    let intent = store
+                        .audit_async(NewEntry {
+                            actor: name,
+                            action: "execute",
+                            subject: &format!("event/{}", event.id),
+                            digest: None,
+                            detail: json!({
+                                "trace_id": event.trace_id,
+                                "kind": action.kind,
+                                "proposed_by": proposed_by,
+                            }),
+                        })
+                        .await;
+                    if let Err(e) = intent {
+                        return Ok(ActionReport {
+                            action,
+                            proposed_by: proposed_by.to_string(),
+                            policies,
+                            disposition: Disposition::Failed {
+                                error: format!(
+                                    "not carried out: the audit log cannot record it ({e})"
+                                ),
+                            },
+                            execute_step: None,
+                        });
+                    }
+                }
                 let (report, result) = execute(
                     caller,
                     name,

@@ -42,6 +42,28 @@ const FUEL_YIELD_INTERVAL: u64 = 2_000_000;
 /// Captured stdout/stderr per call; output beyond this is dropped and counted.
 const STDIO_CAPACITY: usize = 64 * 1024;
 
+/// Entries in a call's resource table (pollables, streams, HTTP requests,
+/// fields, ...). Guards the host against a guest creating handles until
+/// host memory runs out (GHSA-852m-cvvp-9p4w).
+pub const MAX_TABLE_ENTRIES: usize = 10_000;
+/// Live component-model handles per call.
+pub const MAX_COMPONENT_HANDLES: usize = 10_000;
+/// Bytes one host call may carry from guest to host, before the kv value
+/// quota is added: a guest passing a huge string or list traps instead of
+/// making the host copy it.
+pub const HOSTCALL_BYTES: usize = 8 * 1024 * 1024;
+
+fn hostcall_bytes(grants: &Grants) -> usize {
+    let kv = grants
+        .kv
+        .map(|kv| {
+            usize::try_from(kv.max_value_bytes.saturating_add(kv.max_key_bytes))
+                .unwrap_or(usize::MAX)
+        })
+        .unwrap_or(0);
+    HOSTCALL_BYTES.saturating_add(kv)
+}
+
 /// The input of one call, by kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallInput {
@@ -413,6 +435,7 @@ impl Runtime {
     /// registered; see [`Runtime::register`].
     pub fn load(&self, manifest: Manifest, bytes: &[u8], what: &str) -> Result<Arc<Plugin>> {
         let engine = &self.inner.engine;
+        engine.check_size(bytes, what)?;
         let max = engine.config().max_memory_per_instance;
         if manifest.limits.memory.0 > max {
             return Err(Error::Manifest {
@@ -695,6 +718,12 @@ impl Runtime {
         };
         let mut store = Store::new(engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
+        // Host-side state a guest can make the host allocate, capped per
+        // call: resources in the WASI/HTTP table, component-model handles,
+        // and the bytes one host call may carry from guest to host.
+        store.data_mut().table.set_max_capacity(MAX_TABLE_ENTRIES);
+        store.set_max_component_handles(MAX_COMPONENT_HANDLES);
+        store.set_hostcall_fuel(hostcall_bytes(grants));
         if engine.config().fuel {
             store
                 .set_fuel(limits.fuel.0)

@@ -8,7 +8,6 @@
 // expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod adversarial;
 mod cache;
 mod capabilities;
 mod cli;

@@ -2,12 +2,15 @@
 //!
 //! Guards against log flooding (a plugin filling disks or drowning other
 //! plugins' lines): at most `max-lines` lines per call and `max-line-bytes`
-//! per line; control characters are escaped so a plugin cannot forge log
-//! lines or terminal escapes. Dropped lines are counted as refusals. A
-//! guest's stdout and stderr are captured into the same report, bounded the
-//! same way.
+//! per line, and across all calls of a plugin at most `lines-per-second`
+//! lines on average with bursts up to `burst` (a token bucket shared by the
+//! plugin's calls, so many short calls cannot add up to a flood either).
+//! Control characters are escaped so a plugin cannot forge log lines or
+//! terminal escapes. Dropped lines are counted as refusals. A guest's stdout
+//! and stderr are captured into the same report, bounded the same way.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::{Deserialize, Deserializer};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -38,6 +41,12 @@ pub struct LogGrant {
     pub max_lines: u32,
     #[serde(default = "LogGrant::default_line_bytes")]
     pub max_line_bytes: u32,
+    /// Average lines per second across all calls of the plugin.
+    #[serde(default = "LogGrant::default_rate")]
+    pub lines_per_second: u32,
+    /// Lines the plugin may log at once above the average.
+    #[serde(default = "LogGrant::default_burst")]
+    pub burst: u32,
 }
 
 impl LogGrant {
@@ -47,6 +56,12 @@ impl LogGrant {
     fn default_line_bytes() -> u32 {
         4096
     }
+    fn default_rate() -> u32 {
+        1000
+    }
+    fn default_burst() -> u32 {
+        5000
+    }
 }
 
 impl Default for LogGrant {
@@ -54,7 +69,54 @@ impl Default for LogGrant {
         LogGrant {
             max_lines: LogGrant::default_lines(),
             max_line_bytes: LogGrant::default_line_bytes(),
+            lines_per_second: LogGrant::default_rate(),
+            burst: LogGrant::default_burst(),
         }
+    }
+}
+
+/// The token bucket behind `lines-per-second` and `burst`, one per loaded
+/// plugin, shared by all its calls.
+#[derive(Debug)]
+pub struct LogRate {
+    per_second: f64,
+    burst: f64,
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl LogRate {
+    pub fn new(grant: &LogGrant) -> LogRate {
+        let burst = f64::from(grant.burst.max(1));
+        LogRate {
+            per_second: f64::from(grant.lines_per_second),
+            burst,
+            bucket: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Take one line's token; `false` when the plugin is over its rate.
+    fn take(&self) -> bool {
+        let mut bucket = match self.bucket.lock() {
+            Ok(b) => b,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (tokens, last) = &mut *bucket;
+        let now = Instant::now();
+        let refill = now.duration_since(*last).as_secs_f64() * self.per_second;
+        *tokens = (*tokens + refill).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Default for LogRate {
+    fn default() -> Self {
+        LogRate::new(&LogGrant::default())
     }
 }
 
@@ -92,6 +154,7 @@ pub struct LogState {
     pub(crate) grant: LogGrant,
     pub(crate) lines: Vec<LogLine>,
     pub(crate) plugin: std::sync::Arc<str>,
+    pub(crate) rate: Arc<LogRate>,
 }
 
 impl LogState {
@@ -100,6 +163,7 @@ impl LogState {
             grant: grants.log.unwrap_or_default(),
             lines: Vec::new(),
             plugin: grants.plugin.clone(),
+            rate: grants.log_rate.clone(),
         }
     }
 
@@ -113,6 +177,12 @@ impl LogState {
             return Err(format!(
                 "log line dropped: the limit of {} lines per call is reached (raise `max-lines` in the `log` grant)",
                 self.grant.max_lines
+            ));
+        }
+        if !self.rate.take() {
+            return Err(format!(
+                "log line dropped: the plugin logs faster than {} lines per second (bursts up to {}); raise `lines-per-second` or `burst` in the `log` grant",
+                self.grant.lines_per_second, self.grant.burst
             ));
         }
         let message = sanitize(message, self.grant.max_line_bytes as usize);
@@ -295,6 +365,7 @@ mod tests {
             grant: LogGrant {
                 max_lines: 2,
                 max_line_bytes: 100,
+                ..Default::default()
             },
             ..Default::default()
         };
@@ -302,5 +373,29 @@ mod tests {
         assert!(s.push("info", "two").is_ok());
         assert!(s.push("info", "three").is_err());
         assert_eq!(s.lines.len(), 2);
+    }
+
+    #[test]
+    fn the_rate_is_shared_across_calls_and_refills() {
+        let grant = LogGrant {
+            lines_per_second: 50,
+            burst: 3,
+            ..Default::default()
+        };
+        let rate = Arc::new(LogRate::new(&grant));
+        let call = || LogState {
+            grant,
+            rate: rate.clone(),
+            ..Default::default()
+        };
+        let (mut a, mut b) = (call(), call());
+        assert!(a.push("info", "1").is_ok());
+        assert!(b.push("info", "2").is_ok());
+        assert!(a.push("info", "3").is_ok());
+        let e = b.push("info", "4").unwrap_err();
+        assert!(e.contains("lines-per-second"), "{e}");
+        // 50 lines per second: one token back within 20 ms.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert!(b.push("info", "5").is_ok());
     }
 }

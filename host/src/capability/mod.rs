@@ -110,6 +110,7 @@ pub const TYPES: &[&str] = &["evos:plugin/types"];
 pub(crate) struct Grants {
     pub plugin: Arc<str>,
     pub log: Option<log::LogGrant>,
+    pub log_rate: Arc<log::LogRate>,
     pub kv: Option<kv::KvGrant>,
     pub models: Arc<[String]>,
     pub config: Arc<BTreeMap<String, String>>,
@@ -124,6 +125,7 @@ impl Grants {
         Grants {
             plugin: Arc::from(manifest.name()),
             log: caps.log,
+            log_rate: Arc::new(log::LogRate::new(&caps.log.unwrap_or_default())),
             kv: caps.kv,
             models: caps.models.iter().map(|m| m.to_string()).collect(),
             config: Arc::new(manifest.config.clone()),

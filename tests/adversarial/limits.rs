@@ -10,6 +10,8 @@ use serde_json::json;
 
 use crate::support::*;
 
+/// Threat: a plugin spins forever to hold a worker; the wall-clock limit stops it and
+/// other plugins are served meanwhile.
 #[tokio::test(flavor = "multi_thread")]
 async fn spin_forever_times_out_and_others_keep_running() {
     let rt = runtime();
@@ -43,6 +45,7 @@ async fn spin_forever_times_out_and_others_keep_running() {
     healthy_call(&rt).await;
 }
 
+/// Threat: a plugin burns CPU; its fuel budget stops it with `out-of-fuel`.
 #[tokio::test(flavor = "multi_thread")]
 async fn spin_forever_with_a_small_fuel_budget_runs_out_of_fuel() {
     let rt = runtime();
@@ -55,6 +58,8 @@ async fn spin_forever_with_a_small_fuel_budget_runs_out_of_fuel() {
     healthy_call(&rt).await;
 }
 
+/// Threat: a plugin grows its memory without bound; growth past the manifest limit is
+/// refused and the call ends `out-of-memory`.
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_hog_is_refused_memory() {
     let rt = runtime();
@@ -67,6 +72,8 @@ async fn memory_hog_is_refused_memory() {
     healthy_call(&rt).await;
 }
 
+/// Threat: a plugin recurses without bound to overflow the host stack; it ends
+/// `stack-overflow` with a backtrace, the host survives.
 #[tokio::test(flavor = "multi_thread")]
 async fn deep_recursion_overflows_the_stack_with_a_demangled_backtrace() {
     let rt = runtime();
@@ -84,6 +91,7 @@ async fn deep_recursion_overflows_the_stack_with_a_demangled_backtrace() {
     healthy_call(&rt).await;
 }
 
+/// Threat: a plugin reads or writes outside its read-only preopen.
 #[tokio::test(flavor = "multi_thread")]
 async fn fs_escape_is_confined_to_its_read_only_preopen() {
     // A sandbox of the test's own, with a symlink pointing outside it and a
@@ -138,6 +146,8 @@ async fn fs_escape_is_confined_to_its_read_only_preopen() {
     healthy_call(&rt).await;
 }
 
+/// Threat: a plugin posts data to a host outside its allowlist; nothing leaves and the
+/// refusal is in the report.
 #[tokio::test(flavor = "multi_thread")]
 async fn http_exfil_is_denied_and_nothing_leaves() {
     let canary = Downstream::start(200);
@@ -173,6 +183,8 @@ async fn http_exfil_is_denied_and_nothing_leaves() {
     healthy_call(&rt).await;
 }
 
+/// Threat: a component imports privileged interfaces its manifest does not grant; it
+/// is refused before it runs.
 #[tokio::test(flavor = "multi_thread")]
 async fn import_ungranted_is_refused_at_link_time_naming_imports_and_grants() {
     let rt = runtime();
@@ -199,6 +211,7 @@ async fn import_ungranted_is_refused_at_link_time_naming_imports_and_grants() {
     healthy_call(&rt).await;
 }
 
+/// Threat: a plugin floods the log; lines past the per-call cap are dropped and counted.
 #[tokio::test(flavor = "multi_thread")]
 async fn log_flood_is_capped_and_reported() {
     let rt = runtime();
@@ -216,6 +229,8 @@ async fn log_flood_is_capped_and_reported() {
     healthy_call(&rt).await;
 }
 
+/// Threat: a plugin floods stdout; the capture stops at its cap and the guest keeps
+/// running.
 #[tokio::test(flavor = "multi_thread")]
 async fn stdout_flood_is_captured_up_to_its_cap_without_crashing_the_guest() {
     let rt = runtime();
@@ -250,6 +265,8 @@ async fn stdout_flood_is_captured_up_to_its_cap_without_crashing_the_guest() {
     healthy_call(&rt).await;
 }
 
+/// Threat: a plugin fills kv with keys; writes past `max-keys` are refused and nothing
+/// past the quota is stored.
 #[tokio::test(flavor = "multi_thread")]
 async fn kv_flood_stops_at_the_key_quota() {
     let rt = runtime();
@@ -275,6 +292,8 @@ async fn kv_flood_stops_at_the_key_quota() {
     healthy_call(&rt).await;
 }
 
+/// Threat: a plugin fills kv with large values; writes past `max-total-bytes` are
+/// refused and usage stays at the quota.
 #[tokio::test(flavor = "multi_thread")]
 async fn kv_flood_stops_at_the_total_bytes_quota() {
     let rt = runtime();
