@@ -87,20 +87,21 @@ impl Agent for HostAbuse {
             Op::Trap => core::arch::wasm32::unreachable(),
             Op::Fill { pages, byte } => {
                 let start = grow(pages)?;
-                for addr in start..start + pages * PAGE {
+                let word = u64::from_ne_bytes([byte; 8]);
+                for addr in (start..start + pages * PAGE).step_by(8) {
                     // SAFETY: freshly grown memory that nothing else uses.
-                    unsafe { core::ptr::write_volatile(addr as *mut u8, byte) };
+                    unsafe { core::ptr::write_volatile(addr as *mut u64, word) };
                 }
                 json!({ "filled": pages * PAGE })
             }
             Op::Scan { pages } => {
                 let start = grow(pages)?;
                 let mut nonzero = 0u64;
-                for addr in start..start + pages * PAGE {
+                for addr in (start..start + pages * PAGE).step_by(8) {
                     // SAFETY: freshly grown memory that nothing else uses.
-                    if unsafe { core::ptr::read_volatile(addr as *const u8) } != 0 {
-                        nonzero += 1;
-                    }
+                    let word = unsafe { core::ptr::read_volatile(addr as *const u64) };
+                    nonzero +=
+                        u64::from((word.to_ne_bytes()).iter().filter(|b| **b != 0).count() as u32);
                 }
                 json!({ "scanned": pages * PAGE, "nonzero": nonzero })
             }
