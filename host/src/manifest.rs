@@ -23,7 +23,7 @@
 //! log = true                      # or { max-lines = 1000, max-line-bytes = 4096 }
 //! kv = { max-value-bytes = 65536, max-keys = 10000, max-key-bytes = 256 }
 //! models = ["fraud-score"]        # model adapters an agent may call
-//! http = ["https://claims.example.com:443/api/*"]
+//! http = ["https://claims.example.com:443/api/*"]   # or { allow = [...], total-timeout = "30s", ... }
 //! files = [{ host = "data/rates", guest = "/rates", mode = "ro" }]
 //! env = ["REGION"]
 //!
@@ -42,7 +42,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::capability::files::FileGrant;
-use crate::capability::http::HttpRule;
+use crate::capability::http::HttpGrant;
 use crate::capability::kv::KvGrant;
 use crate::capability::log::LogGrant;
 use crate::{Error, Result};
@@ -141,8 +141,10 @@ pub struct Capabilities {
     pub kv: Option<KvGrant>,
     #[serde(default)]
     pub models: Vec<PluginName>,
+    /// Outgoing HTTP: a list of allowlist entries, or a table with `allow`
+    /// and request limits (see [`crate::capability::http`]).
     #[serde(default)]
-    pub http: Vec<HttpRule>,
+    pub http: HttpGrant,
     #[serde(default)]
     pub files: Vec<FileGrant>,
     #[serde(default)]

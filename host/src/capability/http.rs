@@ -1,32 +1,59 @@
-//! `http`: outgoing HTTP through `wasi:http/outgoing-handler`, allowlisted.
+//! `http`: outgoing HTTP through `wasi:http/outgoing-handler`, through the
+//! host's egress engine.
 //!
-//! Guards against exfiltration and SSRF: every request a plugin sends is
-//! matched against the manifest's allowlist (scheme, host, port, path prefix)
-//! in [`WasiHttpHooks::send_request`] before any connection is made. A
-//! request outside the list fails with `HTTP-request-denied` and is recorded
-//! as a refusal in the call's report, even if the guest swallows the error.
-//! URLs with userinfo (`http://allowed@evil/`) are refused outright.
+//! Guards against exfiltration and SSRF. Every request a plugin sends goes
+//! through [`EgressHooks::send_request`] before any connection is made:
 //!
-//! Accepted allowlist entries:
+//! 1. the URL is normalized and matched against the manifest's allowlist
+//!    (scheme, host, port, path prefix; see [`super::egress`] for the entry
+//!    forms and the normalization);
+//! 2. the host resolves the name itself and vets every address (loopback,
+//!    private, link-local, metadata ... need an explicit IP/CIDR grant);
+//! 3. the connection goes to a vetted address ([`super::pool`]), TLS to the
+//!    original name for `https`;
+//! 4. hop-by-hop and forbidden headers are stripped both ways (a guest
+//!    cannot even set them: `wasi:http` refuses them in `fields`), `Host` is
+//!    the normalized authority, the path the normalized path;
+//! 5. redirects are not followed: a 3xx reaches the guest as is;
+//! 6. connect, first-byte and total timeouts and a response-size cap come
+//!    from the manifest, with the defaults of [`HttpLimits`].
 //!
-//! | entry                                  | matches                                   |
-//! |----------------------------------------|-------------------------------------------|
-//! | `https://api.example.com`              | any path, port 443                        |
-//! | `https://api.example.com:8443/v1/*`    | paths starting `/v1/`, port 8443          |
-//! | `http://127.0.0.1:*/hooks/*`           | any port, paths starting `/hooks/`        |
-//! | `https://*.example.com/status`         | any subdomain, exactly `/status`          |
-//! | `http://[::1]:8080/*`                  | IPv6 literal                              |
+//! A refused request fails with `HTTP-request-denied` and is recorded as a
+//! refusal in the call's report, even if the guest swallows the error; so is
+//! a response body cut off at the size cap.
+//!
+//! Manifest forms:
+//!
+//! ```toml
+//! [capabilities]
+//! http = ["https://api.example.com/v1/*"]
+//! # or, with limits (defaults shown):
+//! http = { allow = ["https://api.example.com/v1/*", "http://[10.0.0.0/8]:8080/*"],
+//!          connect-timeout = "5s", first-byte-timeout = "10s",
+//!          total-timeout = "30s", max-response-bytes = "8MiB" }
+//! ```
+//!
+//! Fields a guest builds are capped at [`FIELD_SIZE_LIMIT`] bytes (wasmtime
+//! accounting) per `fields` resource; a guest that exceeds it traps
+//! (GHSA-243v-98vx-264h is the advisory about unbounded fields).
 
 use std::fmt;
-use std::str::FromStr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde::Deserialize;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{
+    DEFAULT_FORBIDDEN_HEADERS, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpCtx,
+    WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 use super::Descriptor;
-use super::pool::Pool;
-use crate::manifest::Manifest;
+use super::egress::{Host, Target};
+pub use super::egress::{HttpRule, Scheme};
+use super::pool::{Limits, Pool, Upstream};
+use crate::manifest::{Manifest, Timeout};
 use crate::runtime::Refusal;
 use crate::state::PluginState;
 use crate::{Error, Result};
@@ -40,227 +67,262 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
     link,
 };
 
+/// Bytes (as wasmtime accounts them: names, values and their in-memory
+/// overhead) one guest-built `fields` resource may hold. Real request
+/// headers fit in a few KiB; the cap keeps a guest that piles up fields
+/// resources (up to the call's resource-table capacity) from tying up host
+/// memory.
+pub const FIELD_SIZE_LIMIT: usize = 32 * 1024;
+
+/// Per-plugin request limits (`[capabilities] http = { ... }`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
-    Http,
-    Https,
+pub struct HttpLimits {
+    /// DNS, TCP connect and TLS handshake together. Default 5s.
+    pub connect_timeout: Duration,
+    /// From sending the request to the response head. Default 10s.
+    pub first_byte_timeout: Duration,
+    /// The whole request, response body included. Default 30s.
+    pub total_timeout: Duration,
+    /// Largest response body. Default 8 MiB.
+    pub max_response_bytes: u64,
 }
 
-impl Scheme {
-    fn default_port(self) -> u16 {
-        match self {
-            Scheme::Http => 80,
-            Scheme::Https => 443,
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            connect_timeout: Duration::from_secs(5),
+            first_byte_timeout: Duration::from_secs(10),
+            total_timeout: Duration::from_secs(30),
+            max_response_bytes: 8 * 1024 * 1024,
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum HostPattern {
-    Exact(String),
-    /// `*.example.com`: any name ending in `.example.com`.
-    Subdomains(String),
+/// Longest pause between response body frames unless the guest asks for
+/// less.
+const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest `max-response-bytes` a manifest may set.
+const MAX_RESPONSE_BYTES_CEILING: u64 = 1024 * 1024 * 1024;
+
+/// `[capabilities] http`: the allowlist and the request limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpGrant {
+    pub allow: Vec<HttpRule>,
+    pub limits: HttpLimits,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PathPattern {
-    Any,
-    Prefix(String),
-    Exact(String),
+impl HttpGrant {
+    /// No entry: `http` is not granted.
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+    }
+
+    /// The allowlist entries.
+    pub fn iter(&self) -> std::slice::Iter<'_, HttpRule> {
+        self.allow.iter()
+    }
 }
 
-/// One allowlist entry, parsed once at manifest load.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct HttpRule {
-    text: String,
-    scheme: Scheme,
-    host: HostPattern,
-    /// `None` = any port.
-    port: Option<u16>,
-    path: PathPattern,
+/// The table form.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct HttpTable {
+    allow: Vec<HttpRule>,
+    connect_timeout: Option<Timeout>,
+    first_byte_timeout: Option<Timeout>,
+    total_timeout: Option<Timeout>,
+    max_response_bytes: Option<ResponseBytes>,
 }
 
-impl TryFrom<String> for HttpRule {
+/// A response-size cap: `"8MiB"` or a number of bytes.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ResponseBytesText {
+    Text(String),
+    Bytes(i64),
+}
+
+#[derive(Deserialize)]
+#[serde(try_from = "ResponseBytesText")]
+struct ResponseBytes(u64);
+
+impl TryFrom<ResponseBytesText> for ResponseBytes {
     type Error = String;
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl fmt::Display for HttpRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-fn normalize_host(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
-}
-
-fn valid_host(host: &str) -> bool {
-    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return inner.parse::<std::net::Ipv6Addr>().is_ok();
-    }
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
-
-impl FromStr for HttpRule {
-    type Err = String;
-    fn from_str(text: &str) -> std::result::Result<Self, String> {
-        let bad = |why: &str| {
-            format!(
-                "invalid http allowlist entry {text:?}: {why}; write e.g. \"https://api.example.com:443/v1/*\""
-            )
+    fn try_from(v: ResponseBytesText) -> std::result::Result<Self, String> {
+        let n = match v {
+            ResponseBytesText::Bytes(n) => u64::try_from(n).unwrap_or(0),
+            ResponseBytesText::Text(s) => s
+                .parse::<bytesize::ByteSize>()
+                .map_err(|e| {
+                    format!("invalid max-response-bytes {s:?}: {e}; write a size like \"8MiB\"")
+                })?
+                .as_u64(),
         };
-        let (scheme, rest) = text
-            .split_once("://")
-            .ok_or_else(|| bad("missing scheme"))?;
-        let scheme = match scheme.to_ascii_lowercase().as_str() {
-            "http" => Scheme::Http,
-            "https" => Scheme::Https,
-            _ => return Err(bad("the scheme must be http or https")),
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if authority.contains('@') {
-            return Err(bad("userinfo (`user@`) is not allowed"));
-        }
-        if path.contains(['?', '#']) {
-            return Err(bad(
-                "query strings and fragments are not matched; end the entry at the path",
+        if n == 0 || n > MAX_RESPONSE_BYTES_CEILING {
+            return Err(format!(
+                "max-response-bytes must be between 1 byte and 1GiB, got {n}"
             ));
         }
-        let (host, port) = if authority.starts_with('[') {
-            match authority.find(']') {
-                Some(i) => {
-                    let host = &authority[..=i];
-                    let rest = &authority[i + 1..];
-                    (host, rest.strip_prefix(':'))
-                }
-                None => return Err(bad("unclosed IPv6 literal")),
-            }
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        let port = match port {
-            None => Some(scheme.default_port()),
-            Some("*") => None,
-            Some(p) => Some(
-                p.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| bad("invalid port"))?,
-            ),
-        };
-        let host = normalize_host(host);
-        let host = match host.strip_prefix("*.") {
-            Some(base) if valid_host(base) => HostPattern::Subdomains(format!(".{base}")),
-            Some(_) => return Err(bad("invalid host")),
-            None if host.contains('*') => {
-                return Err(bad(
-                    "`*` is only allowed as the first label (`*.example.com`)",
-                ));
-            }
-            None if valid_host(&host) => HostPattern::Exact(host),
-            None => return Err(bad("invalid host")),
-        };
-        let path = match path {
-            "" | "/*" => PathPattern::Any,
-            p if p.ends_with('*') => {
-                let prefix = &p[..p.len() - 1];
-                if prefix.contains('*') {
-                    return Err(bad("`*` is only allowed at the end of the path"));
-                }
-                PathPattern::Prefix(prefix.to_string())
-            }
-            p if p.contains('*') => return Err(bad("`*` is only allowed at the end of the path")),
-            p => PathPattern::Exact(p.to_string()),
-        };
-        Ok(HttpRule {
-            text: text.to_string(),
-            scheme,
-            host,
-            port,
-            path,
-        })
+        Ok(ResponseBytes(n))
     }
 }
 
-impl HttpRule {
-    fn matches(&self, scheme: Scheme, host: &str, port: u16, path: &str) -> bool {
-        self.scheme == scheme
-            && match &self.host {
-                HostPattern::Exact(h) => h == host,
-                HostPattern::Subdomains(suffix) => host.ends_with(suffix.as_str()),
+impl<'de> Deserialize<'de> for HttpGrant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = HttpGrant;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a list of entries like [\"https://api.example.com/v1/*\"] or a table like { allow = [...], total-timeout = \"30s\" }",
+                )
             }
-            && self.port.is_none_or(|p| p == port)
-            && match &self.path {
-                PathPattern::Any => true,
-                PathPattern::Prefix(p) => path.starts_with(p.as_str()),
-                PathPattern::Exact(p) => path == p,
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> std::result::Result<HttpGrant, A::Error> {
+                let allow = Vec::<HttpRule>::deserialize(
+                    serde::de::value::SeqAccessDeserializer::new(seq),
+                )?;
+                Ok(HttpGrant {
+                    allow,
+                    limits: HttpLimits::default(),
+                })
             }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<HttpGrant, A::Error> {
+                let t = HttpTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                if t.allow.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "`allow` needs at least one entry such as \"https://api.example.com/v1/*\"; remove `http` to grant nothing",
+                    ));
+                }
+                let d = HttpLimits::default();
+                Ok(HttpGrant {
+                    allow: t.allow,
+                    limits: HttpLimits {
+                        connect_timeout: t.connect_timeout.map_or(d.connect_timeout, |t| t.0),
+                        first_byte_timeout: t
+                            .first_byte_timeout
+                            .map_or(d.first_byte_timeout, |t| t.0),
+                        total_timeout: t.total_timeout.map_or(d.total_timeout, |t| t.0),
+                        max_response_bytes: t
+                            .max_response_bytes
+                            .map_or(d.max_response_bytes, |b| b.0),
+                    },
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
-/// The rules of one plugin.
+/// One plugin's egress policy, built once at load.
 #[derive(Debug, Clone, Default)]
 pub struct Allowlist {
-    rules: Vec<HttpRule>,
+    rules: super::egress::Allowlist,
+    limits: HttpLimits,
 }
 
 impl Allowlist {
-    pub fn new(rules: Vec<HttpRule>) -> Allowlist {
-        Allowlist { rules }
+    pub fn new(grant: HttpGrant) -> Allowlist {
+        Allowlist {
+            rules: super::egress::Allowlist::new(grant.allow),
+            limits: grant.limits,
+        }
     }
 
-    /// `Ok` when some rule allows `uri`; otherwise why not.
-    pub fn check(&self, uri: &http::Uri) -> std::result::Result<(), String> {
-        let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-            Some("http") => Scheme::Http,
-            Some("https") => Scheme::Https,
-            other => return Err(format!("scheme {other:?} is not allowed")),
+    /// Resolve `target`'s host (an IP literal resolves to itself) and keep
+    /// the addresses that pass vetting. `Ok(Err(why))` is a refusal.
+    async fn resolve(
+        &self,
+        target: &Target,
+        timeout: Duration,
+    ) -> std::result::Result<std::result::Result<Vec<SocketAddr>, String>, wasmtime_wasi_http::Error>
+    {
+        let found: Vec<IpAddr> = match &target.host {
+            Host::Ip(ip) => vec![*ip],
+            Host::Name(name) => {
+                let lookup = tokio::net::lookup_host((name.as_str(), target.port));
+                match tokio::time::timeout(timeout, lookup).await {
+                    Err(_) => return Err(wasmtime_wasi_http::Error::DnsTimeout),
+                    Ok(Err(e)) => {
+                        return Err(wasmtime_wasi_http::Error::DnsError {
+                            rcode: Some(e.to_string()),
+                            info_code: None,
+                        });
+                    }
+                    Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+                }
+            }
         };
-        let authority = uri.authority().ok_or("the request has no host")?;
-        if authority.as_str().contains('@') {
-            return Err(format!("{uri}: URLs with userinfo are refused"));
+        let mut vetted = Vec::new();
+        let mut first_refusal = None;
+        for ip in found {
+            let ip = ip.to_canonical();
+            match self.rules.vet(target, ip) {
+                Ok(()) => {
+                    let addr = SocketAddr::new(ip, target.port);
+                    if !vetted.contains(&addr) {
+                        vetted.push(addr);
+                    }
+                }
+                Err(why) => {
+                    first_refusal.get_or_insert(why);
+                }
+            }
         }
-        let host = normalize_host(authority.host());
-        let port = authority.port_u16().unwrap_or(scheme.default_port());
-        let path = uri.path();
-        if path
-            .split('/')
-            .any(|seg| seg == ".." || seg.eq_ignore_ascii_case("%2e%2e"))
-        {
-            return Err(format!("{uri}: dot-segments in the path are refused"));
+        Ok(match (vetted.is_empty(), first_refusal) {
+            (false, _) => Ok(vetted),
+            (true, Some(why)) => Err(format!("{target}: {why}")),
+            (true, None) => Err(format!("{target}: {} resolved to no address", target.host)),
+        })
+    }
+}
+
+/// A call's refusals from `http`, shared with the request and body tasks
+/// (a response cut at its size cap is refused after `send_request` has
+/// returned). Iterating takes them.
+#[derive(Clone, Default)]
+pub struct Refusals(Arc<Mutex<Vec<Refusal>>>);
+
+impl Refusals {
+    fn push(&self, detail: String) {
+        // A plugin hammering a refused URL must not grow host memory
+        // without bound: keep the first refusals and count the rest.
+        const MAX_REFUSALS: usize = 64;
+        let mut list = match self.0.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if list.len() < MAX_REFUSALS {
+            list.push(Refusal {
+                capability: "http".into(),
+                detail,
+                count: 1,
+            });
+        } else if let Some(last) = list.last_mut() {
+            last.count += 1;
         }
-        if self
-            .rules
-            .iter()
-            .any(|r| r.matches(scheme, &host, port, path))
-        {
-            Ok(())
-        } else {
-            Err(format!("{uri} is not in the http allowlist"))
+    }
+
+    fn take(&self) -> Vec<Refusal> {
+        match self.0.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         }
     }
 }
 
-/// Default timeouts for outgoing requests the guest did not bound itself.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
-const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+impl IntoIterator for Refusals {
+    type Item = Refusal;
+    type IntoIter = std::vec::IntoIter<Refusal>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.take().into_iter()
+    }
+}
 
 /// Per-call http state.
 #[derive(Default)]
@@ -271,11 +333,13 @@ pub struct HttpState {
 
 impl HttpState {
     pub(crate) fn new(grants: &super::Grants, pool: &Pool) -> HttpState {
+        let mut ctx = WasiHttpCtx::new();
+        ctx.set_field_size_limit(FIELD_SIZE_LIMIT);
         HttpState {
-            ctx: WasiHttpCtx::new(),
+            ctx,
             hooks: EgressHooks {
                 allowlist: grants.http.clone(),
-                refusals: Vec::new(),
+                refusals: Refusals::default(),
                 plugin: grants.plugin.clone(),
                 pool: pool.clone(),
             },
@@ -283,67 +347,159 @@ impl HttpState {
     }
 }
 
-/// Enforces the allowlist on every outgoing request.
+/// Headers that never cross the sandbox boundary in either direction:
+/// wasmtime's defaults (connection, keep-alive, proxy-authenticate,
+/// proxy-authorization, proxy-connection, transfer-encoding, upgrade, host,
+/// http2-settings) plus the other hop-by-hop headers (`te`, `trailer`) and
+/// every `proxy-*` header.
+pub fn is_forbidden_header(name: &HeaderName) -> bool {
+    DEFAULT_FORBIDDEN_HEADERS.contains(name)
+        || *name == header::TE
+        || *name == header::TRAILER
+        || name.as_str().starts_with("proxy-")
+}
+
+/// Remove hop-by-hop headers: the fixed set and any the `Connection`
+/// header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(&name);
+    }
+    let forbidden: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_forbidden_header(n))
+        .cloned()
+        .collect();
+    for name in forbidden {
+        headers.remove(&name);
+    }
+}
+
+/// Enforces the egress policy on every outgoing request.
 #[derive(Default)]
 pub struct EgressHooks {
-    allowlist: std::sync::Arc<Allowlist>,
-    pub(crate) refusals: Vec<Refusal>,
-    plugin: std::sync::Arc<str>,
+    allowlist: Arc<Allowlist>,
+    pub(crate) refusals: Refusals,
+    plugin: Arc<str>,
     pool: Pool,
 }
 
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl EgressHooks {
+    fn refuse(&self, why: String) -> SendFuture {
+        self.refusals.push(why);
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
 impl WasiHttpHooks for EgressHooks {
+    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
+        Arc::new(is_forbidden_header)
+    }
+
+    fn p2_error_from_tls(
+        &mut self,
+        err: &std::io::Error,
+    ) -> wasmtime_wasi_http::p2::bindings::http::types::ErrorCode {
+        use tokio_rustls::rustls::Error as Tls;
+        use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, TlsAlertReceivedPayload};
+        match err.get_ref().and_then(|e| e.downcast_ref::<Tls>()) {
+            Some(Tls::InvalidCertificate(_)) => ErrorCode::TlsCertificateError,
+            Some(Tls::AlertReceived(alert)) => {
+                ErrorCode::TlsAlertReceived(TlsAlertReceivedPayload {
+                    alert_id: Some(u8::from(*alert)),
+                    alert_message: Some(format!("{alert:?}")),
+                })
+            }
+            _ => ErrorCode::TlsProtocolError,
+        }
+    }
+
     fn send_request(
         &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<
-                        dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>>
-                            + Send,
-                    >,
-                )>,
-            > + Send,
-    > {
+    ) -> SendFuture {
         _ = fut;
-        if let Err(why) = self.allowlist.check(request.uri()) {
-            if self.refusals.len() < 64 {
-                self.refusals.push(Refusal {
-                    capability: "http".into(),
-                    detail: why,
-                    count: 1,
-                });
-            }
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        let target = match Target::parse(request.uri()) {
+            Ok(t) => t,
+            Err(why) => return self.refuse(why),
+        };
+        if let Err(why) = self.allowlist.rules.check(&target) {
+            return self.refuse(why);
         }
-        let mut options = options.unwrap_or_default();
-        options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
-        options.first_byte_timeout.get_or_insert(FIRST_BYTE_TIMEOUT);
-        options
-            .between_bytes_timeout
-            .get_or_insert(BETWEEN_BYTES_TIMEOUT);
-        // Plain HTTP reuses keep-alive connections; HTTPS connects per request.
-        if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
-            let (pool, plugin) = (self.pool.clone(), self.plugin.clone());
-            return Box::new(async move {
-                let res = pool.send(plugin, request, options).await?;
-                Ok((
-                    res,
-                    Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
-                ))
-            });
-        }
+        // What goes on the wire is what was matched: the normalized path
+        // and authority, no hop-by-hop headers.
+        let Ok(uri) = http::Uri::try_from(target.path_and_query()) else {
+            return self.refuse(format!("{target}: the normalized path is not a valid URI"));
+        };
+        let Ok(host) = HeaderValue::try_from(target.authority()) else {
+            return self.refuse(format!("{target}: the host is not a valid header value"));
+        };
+        *request.uri_mut() = uri;
+        strip_hop_by_hop(request.headers_mut());
+        request.headers_mut().insert(header::HOST, host);
+
+        let limits = self.allowlist.limits;
+        let options = options.unwrap_or_default();
+        let at_most = |asked: Option<Duration>, max: Duration| asked.map_or(max, |a| a.min(max));
+        let connect = at_most(options.connect_timeout, limits.connect_timeout);
+        let start = tokio::time::Instant::now();
+        let limits = Limits {
+            connect,
+            first_byte: at_most(options.first_byte_timeout, limits.first_byte_timeout),
+            between_bytes: at_most(options.between_bytes_timeout, BETWEEN_BYTES_TIMEOUT),
+            deadline: start + limits.total_timeout,
+            max_response_bytes: limits.max_response_bytes,
+        };
+        let (allowlist, pool, plugin) = (
+            self.allowlist.clone(),
+            self.pool.clone(),
+            self.plugin.clone(),
+        );
+        let refusals = self.refusals.clone();
         Box::new(async move {
-            use http_body_util::BodyExt;
-            let (res, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let addrs = match allowlist.resolve(&target, connect).await? {
+                Ok(addrs) => addrs,
+                Err(why) => {
+                    refusals.push(why);
+                    return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+                }
+            };
+            let upstream = Upstream {
+                https: target.scheme == Scheme::Https,
+                host: target.host.clone(),
+                addrs,
+            };
+            let url = target.to_string();
+            let on_oversize = Box::new(move |max: u64| {
+                refusals.push(format!(
+                    "the response from {url} exceeded max-response-bytes ({max} bytes) and was cut off; raise `max-response-bytes` in the `http` grant if intended"
+                ));
+            });
+            let mut res = pool
+                .send(plugin, &upstream, request, limits, on_oversize)
+                .await?;
+            strip_hop_by_hop(res.headers_mut());
             Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+                res,
+                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
             ))
         })
     }
@@ -368,67 +524,87 @@ fn link(linker: &mut wasmtime::component::Linker<PluginState>) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn allow(rules: &[&str], uri: &str) -> bool {
-        let list = Allowlist::new(rules.iter().map(|r| r.parse().unwrap()).collect());
-        list.check(&uri.parse().unwrap()).is_ok()
+    #[derive(Deserialize)]
+    struct Caps {
+        http: HttpGrant,
+    }
+
+    fn grant(toml_text: &str) -> std::result::Result<HttpGrant, String> {
+        toml::from_str::<Caps>(toml_text)
+            .map(|c| c.http)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
-    fn matches_scheme_host_port_and_path_prefix() {
-        let r = ["https://api.example.com:443/v1/*"];
-        assert!(allow(&r, "https://api.example.com/v1/items"));
-        assert!(allow(&r, "https://API.example.com.:443/v1/x"));
-        assert!(!allow(&r, "http://api.example.com/v1/items"));
-        assert!(!allow(&r, "https://api.example.com:8443/v1/items"));
-        assert!(!allow(&r, "https://api.example.com/v2/items"));
-        assert!(!allow(&r, "https://evil.com/v1/items"));
-        assert!(!allow(&r, "https://api.example.com.evil.com/v1/items"));
+    fn list_and_table_forms() {
+        let g = grant("http = [\"https://api.example.com/v1/*\"]").unwrap();
+        assert_eq!(g.allow.len(), 1);
+        assert_eq!(g.limits, HttpLimits::default());
+        let g = grant(
+            "http = { allow = [\"http://127.0.0.1:*/*\"], connect-timeout = \"2s\", first-byte-timeout = \"250ms\", total-timeout = \"3s\", max-response-bytes = \"64KiB\" }",
+        )
+        .unwrap();
+        assert_eq!(g.limits.connect_timeout, Duration::from_secs(2));
+        assert_eq!(g.limits.first_byte_timeout, Duration::from_millis(250));
+        assert_eq!(g.limits.total_timeout, Duration::from_secs(3));
+        assert_eq!(g.limits.max_response_bytes, 64 * 1024);
+        let g = grant("http = { allow = [\"http://127.0.0.1:*/*\"], max-response-bytes = 1000 }")
+            .unwrap();
+        assert_eq!(g.limits.max_response_bytes, 1000);
     }
 
     #[test]
-    fn wildcards_and_exact_paths() {
-        assert!(allow(
-            &["http://127.0.0.1:*/hooks/*"],
-            "http://127.0.0.1:5555/hooks/a"
-        ));
-        assert!(!allow(
-            &["http://127.0.0.1:*/hooks/*"],
-            "http://127.0.0.2:5555/hooks/a"
-        ));
-        assert!(allow(
-            &["https://*.example.com/status"],
-            "https://a.b.example.com/status"
-        ));
-        assert!(!allow(
-            &["https://*.example.com/status"],
-            "https://example.com/status"
-        ));
-        assert!(!allow(
-            &["https://*.example.com/status"],
-            "https://a.example.com/status/x"
-        ));
-        assert!(allow(&["http://[::1]:8080/*"], "http://[::1]:8080/x"));
+    fn table_errors_are_explained() {
+        let e = grant("http = { allow = [\"http://a.test\"], timeout = \"1s\" }").unwrap_err();
+        assert!(
+            e.contains("unknown field `timeout`") && e.contains("total-timeout"),
+            "{e}"
+        );
+        let e = grant("http = { allow = [] }").unwrap_err();
+        assert!(e.contains("at least one entry"), "{e}");
+        let e =
+            grant("http = { allow = [\"http://a.test\"], total-timeout = \"soon\" }").unwrap_err();
+        assert!(e.contains("invalid timeout"), "{e}");
+        let e = grant("http = { allow = [\"http://a.test\"], max-response-bytes = \"0B\" }")
+            .unwrap_err();
+        assert!(e.contains("between 1 byte and 1GiB"), "{e}");
+        let e = grant("http = \"https://a.test\"").unwrap_err();
+        assert!(e.contains("a list of entries"), "{e}");
+        let e = grant("http = [\"https://u@a.test\"]").unwrap_err();
+        assert!(e.contains("userinfo"), "{e}");
     }
 
     #[test]
-    fn userinfo_and_dot_segments_are_refused() {
-        let r = ["http://allowed.test/*"];
-        assert!(!allow(&r, "http://allowed.test@127.0.0.1/x"));
-        assert!(!allow(&r, "http://allowed.test/a/../b"));
-    }
-
-    #[test]
-    fn bad_entries_are_explained() {
-        for bad in [
-            "ftp://x.com",
-            "x.com/path",
-            "http://u@x.com",
-            "http://x.com:0",
-            "http://x.com/a*b",
-            "http://*x.com",
+    fn hop_by_hop_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-foo", "1"),
+            ("host", "evil"),
+            ("x-kept", "1"),
         ] {
-            let e = bad.parse::<HttpRule>().unwrap_err();
-            assert!(e.contains("invalid http allowlist entry"), "{e}");
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn refusals_are_capped_and_taken() {
+        let r = Refusals::default();
+        for i in 0..100 {
+            r.push(format!("r{i}"));
+        }
+        let list: Vec<Refusal> = r.clone().into_iter().collect();
+        assert_eq!(list.len(), 64);
+        assert_eq!(list[63].count, 37);
+        assert!(r.into_iter().next().is_none());
     }
 }

@@ -29,6 +29,7 @@ use crate::state::PluginState;
 use crate::{Error, Result};
 
 pub mod config;
+pub mod egress;
 pub mod env;
 pub mod files;
 pub mod http;

@@ -1,21 +1,34 @@
-//! Keep-alive connections for plugins' outgoing plain-HTTP requests.
+//! Connections for plugins' outgoing HTTP: connect to vetted addresses
+//! only, TLS to the original name, keep-alive per plugin.
 //!
-//! Opening a TCP connection per request costs a handshake on both ends and,
-//! for many upstreams, a thread or task on theirs. Requests a plugin sends
-//! to the same `host:port` reuse an idle HTTP/1.1 connection instead. Idle
-//! connections are kept per plugin (one plugin's requests never travel on a
-//! connection another plugin opened), at most [`IDLE_PER_KEY`] per upstream,
-//! for at most [`IDLE_FOR`]. A connection goes back to the pool only once
-//! its response body has been read to the end; a connection the upstream
-//! closed meanwhile is dropped, and a request it refused before sending is
-//! retried once on a fresh connection.
+//! The egress check ([`super::egress`]) resolves a request's name and vets
+//! every address; this module connects to one of those addresses
+//! ([`Upstream::addrs`]) and never resolves anything itself, so a second DNS
+//! answer cannot point the connection somewhere else (DNS rebinding). For
+//! `https` it does the TLS handshake itself: the server name (SNI and
+//! certificate check) is the request's original host, verified against the
+//! Mozilla roots of `webpki-roots`.
 //!
-//! Connect, first-byte and between-bytes timeouts apply as for a fresh
-//! connection. The allowlist is checked before a request gets here.
+//! Opening a connection per request costs a handshake on both ends.
+//! Requests a plugin sends to the same upstream (scheme, name and vetted
+//! address) reuse an idle HTTP/1.1 connection instead. Idle connections are
+//! kept per plugin (one plugin's requests never travel on a connection
+//! another plugin opened), at most [`IDLE_PER_KEY`] per upstream, for at
+//! most [`IDLE_FOR`]. A connection goes back to the pool only once its
+//! response body has been read to the end; a connection the upstream closed
+//! meanwhile is dropped, and a request it refused before sending is retried
+//! once on a fresh connection.
+//!
+//! Every request runs under [`Limits`]: connect (DNS, TCP and TLS), first
+//! byte, between bytes, a total deadline covering the whole exchange
+//! including the response body, and a cap on response body bytes. They
+//! guard against a slow or endless upstream holding a plugin's call (and a
+//! host worker) and against a huge response filling host memory.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -23,14 +36,46 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::rustls;
+use wasmtime_wasi_http::{Error, WasiBody};
+
+use super::egress::Host;
 
 /// Idle connections kept per plugin and upstream.
 pub const IDLE_PER_KEY: usize = 32;
 /// How long an idle connection is kept.
 pub const IDLE_FOR: Duration = Duration::from_secs(30);
 
-type Key = (Arc<str>, String);
+/// Where a request goes: already matched and vetted.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub https: bool,
+    /// The request's host: the TLS server name, and part of the pool key.
+    pub host: Host,
+    /// Vetted addresses, tried in order.
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Time and size bounds of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// DNS, TCP connect and TLS handshake together.
+    pub connect: Duration,
+    /// From sending the request to the response head.
+    pub first_byte: Duration,
+    /// Longest pause between response body frames.
+    pub between_bytes: Duration,
+    /// The whole exchange, response body included, ends by then.
+    pub deadline: tokio::time::Instant,
+    /// Largest response body, in bytes.
+    pub max_response_bytes: u64,
+}
+
+/// Called once when a response body exceeds its cap.
+pub type OnOversize = Box<dyn FnOnce(u64) + Send>;
+
+type Key = (Arc<str>, bool, String, SocketAddr);
 
 struct Idle {
     sender: SendRequest<WasiBody>,
@@ -78,60 +123,52 @@ impl Pool {
         }
     }
 
-    /// Send `request` (absolute `http://` URI) for `plugin`, on an idle
-    /// connection when one is open.
+    /// Send `request` (origin-form URI, headers final) for `plugin` to one
+    /// of `upstream`'s vetted addresses, on an idle connection when one is
+    /// open.
     pub async fn send(
         &self,
         plugin: Arc<str>,
-        mut request: http::Request<WasiBody>,
-        options: RequestOptions,
+        upstream: &Upstream,
+        request: http::Request<WasiBody>,
+        limits: Limits,
+        on_oversize: OnOversize,
     ) -> Result<http::Response<WasiBody>, Error> {
-        let uri = request.uri();
-        let authority = uri.authority().ok_or(Error::HttpRequestUriInvalid)?;
-        let address = format!(
-            "{}:{}",
-            authority.host(),
-            authority.port_u16().unwrap_or(80)
-        );
-        // On the wire the request names only its path; the upstream is the
-        // connection's.
-        let path = uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_owned();
-        *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
-        let key: Key = (plugin, address);
-        let connect_timeout = options.connect_timeout.unwrap_or(Duration::from_secs(30));
-        let first_byte = options
-            .first_byte_timeout
-            .unwrap_or(Duration::from_secs(30));
-        let between_bytes = options
-            .between_bytes_timeout
-            .unwrap_or(Duration::from_secs(30))
-            .max(Duration::from_nanos(1));
-
+        let name = upstream.host.to_string();
+        let key_for =
+            |addr: SocketAddr| -> Key { (plugin.clone(), upstream.https, name.clone(), addr) };
         let mut request = Some(request);
         let mut fresh = false;
         loop {
-            let mut sender = match self.checkout(&key) {
-                Some(s) => s,
+            let idle = upstream
+                .addrs
+                .iter()
+                .find_map(|a| self.checkout(&key_for(*a)).map(|s| (s, *a)));
+            let (mut sender, addr) = match idle {
+                Some(found) => found,
                 None => {
                     fresh = true;
-                    connect(&key.1, connect_timeout).await?
+                    connect(upstream, &limits).await?
                 }
             };
+            let key = key_for(addr);
             let Some(req) = request.take() else {
                 return Err(Error::InternalError(Some(
                     "the request was consumed before it was sent".into(),
                 )));
             };
-            let sent = tokio::time::timeout(first_byte, sender.try_send_request(req)).await;
-            match sent {
-                Err(_) => return Err(Error::ConnectionReadTimeout),
+            let first_byte = tokio::time::Instant::now() + limits.first_byte;
+            let (until, late) = if first_byte < limits.deadline {
+                (first_byte, Error::ConnectionReadTimeout)
+            } else {
+                (limits.deadline, Error::HttpResponseTimeout)
+            };
+            match tokio::time::timeout_at(until, sender.try_send_request(req)).await {
+                Err(_) => return Err(late),
                 Ok(Ok(response)) => {
                     let (head, incoming) = response.into_parts();
-                    let mut timeout = tokio::time::interval(between_bytes);
+                    let mut timeout =
+                        tokio::time::interval(limits.between_bytes.max(Duration::from_nanos(1)));
                     timeout.reset();
                     let give_back = if incoming.is_end_stream() {
                         // Nothing to read: the connection is free now.
@@ -143,6 +180,10 @@ impl Pool {
                     let body = PooledBody {
                         incoming,
                         timeout,
+                        deadline: Box::pin(tokio::time::sleep_until(limits.deadline)),
+                        read: 0,
+                        max: limits.max_response_bytes,
+                        on_oversize: Some(on_oversize),
                         give_back,
                     };
                     return Ok(http::Response::from_parts(
@@ -161,33 +202,93 @@ impl Pool {
     }
 }
 
-/// Open a connection to `address` and drive it on its own task.
-async fn connect(address: &str, timeout: Duration) -> Result<SendRequest<WasiBody>, Error> {
-    let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await
-    {
-        Ok(stream) => stream.map_err(Error::Connect)?,
-        Err(_) => return Err(Error::ConnectionTimeout),
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// Open a connection to the first vetted address that answers, TLS on top
+/// for https, and drive it on its own task.
+async fn connect(
+    upstream: &Upstream,
+    limits: &Limits,
+) -> Result<(SendRequest<WasiBody>, SocketAddr), Error> {
+    let until = (tokio::time::Instant::now() + limits.connect).min(limits.deadline);
+    let work = async {
+        let mut last = None;
+        let mut connected = None;
+        for addr in &upstream.addrs {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => {
+                    connected = Some((s, *addr));
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let (tcp, addr) = match connected {
+            Some(c) => c,
+            None => {
+                return Err(match last {
+                    Some(e) => Error::Connect(e),
+                    None => Error::DestinationNotFound,
+                });
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = if upstream.https {
+            let name = match &upstream.host {
+                Host::Name(n) => rustls::pki_types::ServerName::try_from(n.clone())
+                    .map_err(|_| Error::DestinationNotFound)?,
+                Host::Ip(ip) => rustls::pki_types::ServerName::IpAddress((*ip).into()),
+            };
+            let connector = tokio_rustls::TlsConnector::from(tls_config()?);
+            Box::new(connector.connect(name, tcp).await.map_err(Error::Tls)?)
+        } else {
+            Box::new(tcp)
+        };
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        // The connection lives as long as a sender for it does (a call's,
+        // or the pool's); its task ends with it.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok((sender, addr))
     };
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = tokio::time::timeout(
-        timeout,
-        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)),
-    )
-    .await
-    .map_err(|_| Error::ConnectionTimeout)??;
-    // The connection lives as long as a sender for it does (a call's, or
-    // the pool's); its task ends with it.
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+    match tokio::time::timeout_at(until, work).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::ConnectionTimeout),
+    }
 }
 
-/// A response body with the between-bytes timeout that hands its
-/// connection back to the pool once read to the end.
+/// The client TLS configuration: Mozilla's roots, rustls' safe defaults.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, Error> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+            };
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+            .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| Error::InternalError(Some(format!("TLS configuration: {e}"))))
+}
+
+/// A response body under the request's limits that hands its connection
+/// back to the pool once read to the end.
 struct PooledBody {
     incoming: hyper::body::Incoming,
     timeout: tokio::time::Interval,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    read: u64,
+    max: u64,
+    on_oversize: Option<OnOversize>,
     give_back: Option<(Pool, Key, SendRequest<WasiBody>)>,
 }
 
@@ -199,6 +300,10 @@ impl Body for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.give_back = None;
+            return Poll::Ready(Some(Err(Error::HttpResponseTimeout)));
+        }
         match Pin::new(&mut self.incoming).poll_frame(cx) {
             Poll::Ready(None) => {
                 if let Some((pool, key, sender)) = self.give_back.take() {
@@ -216,6 +321,18 @@ impl Body for PooledBody {
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.read = self.read.saturating_add(data.len() as u64);
+                    if self.read > self.max {
+                        // The connection is mid-body: never reuse it.
+                        self.give_back = None;
+                        let max = self.max;
+                        if let Some(report) = self.on_oversize.take() {
+                            report(max);
+                        }
+                        return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(max)))));
+                    }
+                }
                 self.timeout.reset();
                 Poll::Ready(Some(Ok(frame)))
             }
