@@ -18,7 +18,7 @@ fn engine_at(dir: &std::path::Path) -> Engine {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn second_load_hits_the_cache_and_tampering_is_refused() {
-    let dir = crate::adversarial::tempdir("cache");
+    let dir = crate::support::tempdir("cache");
     let bytes = component("payout-limit");
 
     let first = Runtime::new(engine_at(&dir));

@@ -82,7 +82,7 @@ fn check_passes_every_example_and_warns_on_over_grants() {
         );
     }
     // pii-guard never reads config: granting it is an over-grant warning.
-    let dir = crate::adversarial::tempdir("overgrant");
+    let dir = crate::support::tempdir("overgrant");
     let m = dir.join("pii-guard.toml");
     std::fs::write(
         &m,
@@ -168,7 +168,7 @@ fn invoke_exits_1_when_the_outcome_is_not_ok() {
 
 #[test]
 fn bad_manifests_exit_2_naming_file_line_and_fix() {
-    let dir = crate::adversarial::tempdir("badmanifest");
+    let dir = crate::support::tempdir("badmanifest");
     let cases = [
         ("syntax.toml", "[plugin\nname = \"x\"\n", "line 1"),
         (
@@ -242,7 +242,7 @@ fn evos_in(dir: &std::path::Path, args: &[&str]) -> Output {
 
 #[test]
 fn platform_walkthrough_and_audit_tamper_detection() {
-    let dir = crate::adversarial::tempdir("walkthrough");
+    let dir = crate::support::tempdir("walkthrough");
     let v12 = path(root().join("policies/versions/fraud-score-1.2.0.toml"));
     let steps: Vec<Vec<String>> = vec![
         vec![

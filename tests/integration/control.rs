@@ -67,7 +67,7 @@ fn traffic() -> Vec<CallInput> {
 }
 
 fn data_dir(tag: &str) -> PathBuf {
-    crate::adversarial::tempdir(tag)
+    crate::support::tempdir(tag)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -142,7 +142,7 @@ async fn kill_9_at_every_step_leaves_one_consistent_version() {
         ("rollback:before-swap", &rollback, true, ("1.0.0", None)),
     ];
     for (point, args, with_canary, expected) in cases {
-        let dir = crate::adversarial::tempdir("crash");
+        let dir = crate::support::tempdir("crash");
         {
             let reg = open(&dir);
             reg.deploy(

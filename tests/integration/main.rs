@@ -15,4 +15,7 @@ mod control;
 mod crash;
 mod examples;
 mod server;
+// Shared with the adversarial catalogue (tests/adversarial), which uses
+// parts these tests do not.
+#[allow(dead_code)]
 mod support;

@@ -29,7 +29,7 @@ impl Drop for Server {
 }
 
 async fn start(downstream: &Downstream, tweak: impl FnOnce(&mut ServerConfig)) -> Server {
-    let dir = crate::adversarial::tempdir("server");
+    let dir = crate::support::tempdir("server");
     let mut config = ServerConfig::new(&dir, root().join("evos.toml"));
     config.engine.cache_dir = Some(root().join("target/evos-test-cache"));
     config.engine.max_instances = 64;
@@ -709,7 +709,7 @@ async fn circuit_breaker_opens_on_a_failing_downstream_and_closes_after_recovery
 #[tokio::test(flavor = "multi_thread")]
 async fn pending_reviews_survive_a_restart() {
     let downstream = Downstream::start(200);
-    let dir = crate::adversarial::tempdir("restart");
+    let dir = crate::support::tempdir("restart");
     let config = || {
         let mut c = ServerConfig::new(&dir, root().join("evos.toml"));
         c.engine.cache_dir = Some(root().join("target/evos-test-cache"));

@@ -220,34 +220,11 @@ struct CheckedDir {
     via: PathBuf,
 }
 
-/// `O_PATH` where its value is the generic Linux one.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "s390x",
-        target_arch = "loongarch64",
-        target_arch = "powerpc64"
-    )
-))]
-const O_PATH: i32 = 0o10_000_000;
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "s390x",
-        target_arch = "loongarch64",
-        target_arch = "powerpc64"
-    )
-)))]
+/// Opening with `O_PATH` resolves the directory without opening it for
+/// reading (no permission on its contents needed, nothing to close early).
+#[cfg(target_os = "linux")]
+const O_PATH: i32 = libc::O_PATH;
+#[cfg(not(target_os = "linux"))]
 const O_PATH: i32 = 0;
 
 impl CheckedDir {
