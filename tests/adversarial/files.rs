@@ -897,3 +897,27 @@ async fn fs_escape_is_confined_to_its_read_only_preopen() {
     );
     healthy_call(&rt).await;
 }
+
+/// Threat: a manifest grants a directory read-only inside one it grants read-write (or
+/// mounts two grants at one guest path), so the read-only promise does not hold; loading
+/// fails and says which grants conflict.
+#[test]
+fn manifest_refuses_a_read_only_grant_inside_a_read_write_one() {
+    let f = Fixture::new("manifest-overlap");
+    let (rw, ro) = (f.path("rw"), f.path("rw/sub"));
+    std::fs::create_dir_all(&ro).unwrap();
+    let err = probe_manifest(&[(&rw, "/rw", "rw"), (&ro, "/ro", "ro")])
+        .expect_err("ro inside rw")
+        .to_string();
+    assert!(
+        err.contains("inside the read-write grant") && err.contains("/rw"),
+        "{err}"
+    );
+    let err = probe_manifest(&[(&rw, "/data", "ro"), (&f.path("ro"), "/data", "ro")])
+        .expect_err("one guest path twice")
+        .to_string();
+    assert!(err.contains("two grants are mounted at \"/data\""), "{err}");
+    // Both read-only, or read-write inside read-only, say what they mean.
+    probe_manifest(&[(&rw, "/rw", "ro"), (&ro, "/ro", "ro")]).unwrap();
+    probe_manifest(&[(&rw, "/a", "ro"), (&ro, "/b", "rw")]).unwrap();
+}

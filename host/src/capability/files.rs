@@ -184,6 +184,36 @@ impl FileGrant {
     }
 }
 
+/// Refuse grant sets that say one thing and mean another: two grants at one
+/// guest path, and a read-only directory inside a read-write one (the
+/// plugin could write it through the read-write preopen). Called once all
+/// host paths are resolved.
+pub(crate) fn check_grants(grants: &[FileGrant]) -> std::result::Result<(), String> {
+    for (i, a) in grants.iter().enumerate() {
+        for b in &grants[i + 1..] {
+            if a.guest == b.guest {
+                return Err(format!(
+                    "files: two grants are mounted at {:?}; give each directory its own guest path",
+                    a.guest
+                ));
+            }
+        }
+        for b in grants {
+            if a.mode == Mode::Rw && b.mode == Mode::Ro && b.resolved.starts_with(&a.resolved) {
+                return Err(format!(
+                    "files: {:?} is granted read-only but lies inside the read-write grant {:?}, \
+                     so the plugin could write it through {}; grant the read-write directory \
+                     without it, or make both read-only",
+                    b.host_display(),
+                    a.host_display(),
+                    a.guest
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) -> Result<()> {
     for grant in &grants.files {
         let perms = match grant.mode {
