@@ -202,7 +202,14 @@ fn send(req: &Request, out: &mut Attempt) -> Result<(), Failure> {
                 out.body = String::from_utf8_lossy(&preview).into_owned();
                 let why = match wasi::http::types::http_error_code(&e) {
                     Some(code) => http_client::describe(&code),
-                    None => e.to_debug_string(),
+                    // Not an `error-code`: the host's message, without
+                    // the backtrace a debug string may carry.
+                    None => e
+                        .to_debug_string()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
                 };
                 return Err(failed(format!("reading the body: {why}")));
             }
