@@ -461,7 +461,7 @@ impl WasiHttpHooks for EgressHooks {
         let at_most = |asked: Option<Duration>, max: Duration| asked.map_or(max, |a| a.min(max));
         let connect = at_most(options.connect_timeout, limits.connect_timeout);
         let start = tokio::time::Instant::now();
-        let limits = Limits {
+        let mut limits = Limits {
             connect,
             first_byte: at_most(options.first_byte_timeout, limits.first_byte_timeout),
             between_bytes: at_most(options.between_bytes_timeout, BETWEEN_BYTES_TIMEOUT),
@@ -482,6 +482,8 @@ impl WasiHttpHooks for EgressHooks {
                     return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
                 }
             };
+            // One connect budget for DNS, TCP and TLS together.
+            limits.connect = limits.connect.saturating_sub(start.elapsed());
             let upstream = Upstream {
                 https: target.scheme == Scheme::Https,
                 host: target.host.clone(),
