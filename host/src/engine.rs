@@ -41,7 +41,9 @@ pub struct EngineConfig {
     /// Largest linear memory one instance may ever have; manifests asking
     /// for more are refused at load.
     pub max_memory_per_instance: u64,
-    /// Largest component accepted, checked before compiling.
+    /// Largest component accepted, checked before parsing or compiling
+    /// (64 MiB by default; the example plugins are 15-260 KiB). The API's
+    /// upload endpoint takes bodies up to this size.
     pub max_component_bytes: u64,
     /// How often the epoch advances; wall-clock limits have this resolution.
     pub epoch_tick: Duration,
@@ -177,19 +179,47 @@ impl Engine {
         timeout.as_nanos().div_ceil(tick) as u64 + 1
     }
 
+    /// Refuse a component larger than `max_component_bytes`, before any
+    /// parsing or compiling: guards against an upload or deploy that would
+    /// make the host spend memory and CPU (Cranelift's time grows with the
+    /// code) on an arbitrarily large input.
+    pub fn check_size(&self, bytes: &[u8], what: &str) -> Result<()> {
+        let max = self.inner.config.max_component_bytes;
+        let size = bytes.len() as u64;
+        if size <= max {
+            return Ok(());
+        }
+        Err(Error::InvalidComponent {
+            what: what.into(),
+            message: format!(
+                "component is {} ({size} bytes); the limit is {} ({max} bytes), checked before compiling; strip debug info (`wasm-tools strip`) or raise the host's `max_component_bytes`",
+                bytesize::ByteSize(size).display().iec(),
+                bytesize::ByteSize(max).display().iec(),
+            ),
+        })
+    }
+
+    /// Everything that can be checked about a component without a manifest
+    /// or a compile: its size, that it is a component (not a core module)
+    /// and that it is valid WebAssembly (wasmparser's validator, which
+    /// reads every function body). What an upload must pass before it is
+    /// stored.
+    pub fn validate_component(&self, bytes: &[u8], what: &str) -> Result<()> {
+        self.check_size(bytes, what)?;
+        crate::inspect::ensure_component(bytes, what)?;
+        wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::default())
+            .validate_all(bytes)
+            .map(|_| ())
+            .map_err(|e| Error::InvalidComponent {
+                what: what.into(),
+                message: format!("invalid WebAssembly: {e}"),
+            })
+    }
+
     /// Compile `bytes` (or load the cached compilation). `what` names the
     /// component in errors.
     pub fn compile(&self, bytes: &[u8], what: &str) -> Result<Compiled> {
-        let max = self.inner.config.max_component_bytes;
-        if bytes.len() as u64 > max {
-            return Err(Error::InvalidComponent {
-                what: what.into(),
-                message: format!(
-                    "{} bytes exceeds the limit of {max} bytes for a component",
-                    bytes.len()
-                ),
-            });
-        }
+        self.check_size(bytes, what)?;
         crate::inspect::ensure_component(bytes, what)?;
         let digest = hex::encode(Sha256::digest(bytes));
         if let Some(cache) = &self.inner.cache {

@@ -577,9 +577,63 @@ async fn decide_review(
     Ok(axum::Json(review).into_response())
 }
 
-async fn upload(State(host): State<Arc<Host>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+/// Store a component for a later deploy. The body is read only after the
+/// token is checked, and only up to the engine's `max_component_bytes`
+/// (the API's general body limit does not apply: components are larger
+/// than requests). Bytes that are not a valid component are refused before
+/// anything is stored.
+async fn upload(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult {
+    use http_body_util::BodyExt;
     authorize(&host, &headers, Permission::Deploy, None, "/v1/components")?;
-    crate::inspect::ensure_component(&body, "uploaded component")?;
+    let engine = host.registry.runtime().engine().clone();
+    let max = engine.config().max_component_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!(
+                "component exceeds the limit of {} ({max} bytes)",
+                bytesize::ByteSize(max).display().iec()
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let body = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "the request body could not be read",
+                )
+            }
+        })?
+        .to_bytes();
+    let validated = tokio::task::spawn_blocking(move || {
+        engine.validate_component(&body, "uploaded component")?;
+        Ok::<_, Error>(body)
+    })
+    .await
+    .map_err(|e| Error::InvalidComponent {
+        what: "uploaded component".into(),
+        message: format!("validation did not finish: {e}"),
+    })?;
+    let body = validated?;
     let digest = host.registry.store().put_blob(&body)?;
     Ok((
         StatusCode::CREATED,
