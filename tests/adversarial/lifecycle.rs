@@ -11,7 +11,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use evos::app::App;
 use evos::capability::kv::MemoryKv;
 use evos::pipeline::{self, Disposition, RunOptions};
 use evos::store::Store;
@@ -338,14 +337,7 @@ async fn a_full_audit_volume_fails_closed() {
     }
     let downstream = Downstream::start(200);
     let store = Arc::new(Store::open(&dir).expect("store"));
-    let mut app = App::load(root().join("evos.toml")).expect("app");
-    for p in &mut app.plugins {
-        if p.name == "claims-webhook" {
-            p.manifest
-                .set_config("endpoint", &downstream.url("/claims/payouts"))
-                .expect("config");
-        }
-    }
+    let app = claims_app(&downstream.url("/claims/payouts"));
     let rt = Runtime::with_parts(engine(), Arc::new(MemoryKv::default()), BTreeMap::new());
     app.load_into(&rt).expect("load app");
     let (rt, app) = (Arc::new(rt), Arc::new(app));

@@ -6,8 +6,6 @@
 //! the `deploy-refused` entry that records the attempt.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -722,32 +720,6 @@ async fn refused_deploys_of_malformed_input_change_nothing() {
     assert!(report.outcome.is_ok(), "{report:?}");
 }
 
-/// A raw HTTP/1.1 request to 127.0.0.1:`port`; the status and body.
-fn http(port: u16, path: &str, token: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).expect("write");
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 /// Threat: an API client uploads malformed components to `/v1/components`
 /// (truncated, corrupt code, a core module, larger than the cap) to fill the
 /// blob store or plant bytes a later deploy trusts; each is refused with a
@@ -787,7 +759,9 @@ async fn malformed_uploads_store_nothing() {
     ));
     let upload = |body: Vec<u8>| {
         let token = token.clone();
-        tokio::task::spawn_blocking(move || http(port, "/v1/components", &token, &body))
+        tokio::task::spawn_blocking(move || {
+            http_request(port, "POST", "/v1/components", Some(&token), &body, &[])
+        })
     };
 
     let whole = component("payout-limit");

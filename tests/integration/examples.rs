@@ -1,6 +1,5 @@
 //! The example plugins do their real work through the host.
 
-use evos::app::App;
 use evos::pipeline::{self, Disposition, RunOptions};
 use evos::types::{Decision, GuestError};
 use evos::{CallOutput, Outcome};
@@ -449,14 +448,7 @@ async fn pii_guard_denies_unredacted_pii_and_allows_clean_actions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pipeline_runs_claims_end_to_end() {
     let downstream = Downstream::start(200);
-    let mut app = App::load(root().join("evos.toml")).expect("app");
-    for p in &mut app.plugins {
-        if p.name == "claims-webhook" {
-            p.manifest
-                .set_config("endpoint", &downstream.url("/claims/payouts"))
-                .expect("config");
-        }
-    }
+    let app = claims_app(&downstream.url("/claims/payouts"));
     let rt = runtime();
     app.load_into(&rt).expect("load app");
     let body = json!({"claims": [

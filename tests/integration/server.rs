@@ -34,14 +34,7 @@ async fn start(downstream: &Downstream, tweak: impl FnOnce(&mut ServerConfig)) -
     config.engine.cache_dir = Some(root().join("target/evos-test-cache"));
     config.engine.max_instances = 64;
     tweak(&mut config);
-    let mut app = App::load(root().join("evos.toml")).expect("app");
-    for p in &mut app.plugins {
-        if p.name == "claims-webhook" {
-            p.manifest
-                .set_config("endpoint", &downstream.url("/claims/payouts"))
-                .expect("config");
-        }
-    }
+    let app = claims_app(&downstream.url("/claims/payouts"));
     let (host, boot) = Host::bootstrap_with(config, app).await.expect("bootstrap");
     let token_file = boot
         .admin_token_file
@@ -84,46 +77,6 @@ async fn start(downstream: &Downstream, tweak: impl FnOnce(&mut ServerConfig)) -
     }
 }
 
-/// One HTTP/1.1 request; returns status and body.
-fn request(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &[u8],
-    extra: &[(&str, &str)],
-) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    if let Some(t) = token {
-        head.push_str(&format!("authorization: Bearer {t}\r\n"));
-    }
-    for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).expect("write");
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = match text.split_once("\r\n\r\n") {
-        Some((_, b)) => b.to_string(),
-        None => String::new(),
-    };
-    (status, body)
-}
-
 async fn req(
     port: u16,
     method: &'static str,
@@ -134,7 +87,7 @@ async fn req(
 ) -> (u16, String) {
     tokio::task::spawn_blocking(move || {
         let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        request(port, method, &path, token.as_deref(), &body, &extra)
+        http_request(port, method, &path, token.as_deref(), &body, &extra)
     })
     .await
     .expect("join")
