@@ -179,7 +179,9 @@ pub fn check(manifest: &Manifest, inspection: &Inspection) -> CheckReport {
             } else {
                 reachable.push(Reach {
                     import: import.clone(),
-                    provided_by: if (cap.granted)(manifest) {
+                    provided_by: if capability::sockets::ALWAYS_REFUSED.contains(&name) {
+                        format!("{} grant (linked, every use refused)", cap.name)
+                    } else if (cap.granted)(manifest) {
                         format!("{} grant", cap.name)
                     } else {
                         "baseline WASI (inert: nothing granted)".into()
@@ -190,15 +192,6 @@ pub fn check(manifest: &Manifest, inspection: &Inspection) -> CheckReport {
             reachable.push(Reach {
                 import: import.clone(),
                 provided_by: "baseline WASI".into(),
-            });
-        } else if capability::NEVER_LINKED.contains(&name) {
-            under.push(Finding {
-                subject: import.clone(),
-                capability: None,
-                message: format!(
-                    "component imports `{import}`: evos grants no raw sockets; reach HTTP services through wasi:http with an `http` grant in {}",
-                    manifest.origin
-                ),
             });
         } else if name
             == manifest

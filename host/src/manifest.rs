@@ -24,6 +24,7 @@
 //! kv = { max-value-bytes = 65536, max-keys = 10000, max-key-bytes = 256 }
 //! models = ["fraud-score"]        # model adapters an agent may call
 //! http = ["https://claims.example.com:443/api/*"]   # or { allow = [...], total-timeout = "30s", ... }
+//! sockets = ["tcp://db.example.com:5432", "tcp://[10.0.0.0/8]:5432"]   # outgoing TCP only
 //! files = [{ host = "data/rates", guest = "/rates", mode = "ro" }]
 //! env = ["REGION"]
 //!
@@ -180,6 +181,10 @@ pub struct Capabilities {
     /// and request limits (see [`crate::capability::http`]).
     #[serde(default)]
     pub http: HttpGrant,
+    /// Outgoing TCP: `tcp://host:port` entries vetted like `http`'s (see
+    /// [`crate::capability::sockets`]).
+    #[serde(default)]
+    pub sockets: Vec<crate::capability::sockets::SocketRule>,
     #[serde(default)]
     pub files: Vec<FileGrant>,
     #[serde(default)]
@@ -517,6 +522,9 @@ impl Manifest {
             }
             if !caps.http.is_empty() {
                 return refuse("http", pure);
+            }
+            if !caps.sockets.is_empty() {
+                return refuse("sockets", pure);
             }
             if !caps.files.is_empty() {
                 return refuse("files", pure);

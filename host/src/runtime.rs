@@ -633,6 +633,7 @@ impl Runtime {
 
         let mut refusals = state.refusals;
         refusals.extend(state.http.hooks.refusals);
+        refusals.extend(state.wasi.socket_refusals.take());
         let mut logs = state.log.lines;
         let pipes = state
             .wasi

@@ -17,6 +17,7 @@ use crate::capability::http::HttpState;
 use crate::capability::kv::KvState;
 use crate::capability::log::{CapturedOutput, LogState};
 use crate::capability::models::ModelsState;
+use crate::capability::sockets::Refusals as SocketRefusals;
 use crate::runtime::Refusal;
 
 pub struct PluginState {
@@ -49,6 +50,8 @@ pub(crate) struct LazyWasi {
     capacity: usize,
     /// The guest's captured stdout and stderr, once the context exists.
     pub(crate) output: Option<(CapturedOutput, CapturedOutput)>,
+    /// What the `sockets` address check refused during the call.
+    pub(crate) socket_refusals: SocketRefusals,
 }
 
 impl LazyWasi {
@@ -59,6 +62,7 @@ impl LazyWasi {
             grants,
             capacity,
             output: None,
+            socket_refusals: SocketRefusals::default(),
         }
     }
 
@@ -68,6 +72,7 @@ impl LazyWasi {
             grants,
             capacity,
             output,
+            socket_refusals,
         } = self;
         ctx.get_or_insert_with(|| {
             let (stdout, stderr) = output.get_or_insert_with(|| {
@@ -82,7 +87,13 @@ impl LazyWasi {
                 b
             };
             let mut builder = base();
-            match prepare_wasi(grants, &mut CallSetup { wasi: &mut builder }) {
+            match prepare_wasi(
+                grants,
+                &mut CallSetup {
+                    wasi: &mut builder,
+                    socket_refusals,
+                },
+            ) {
                 Ok(()) => builder.build(),
                 Err(e) => {
                     // A granted directory that cannot be opened now: the

@@ -675,3 +675,269 @@ async fn https_goes_to_the_vetted_address_and_verifies_the_certificate() {
         "SNI is the original name"
     );
 }
+
+/// A TCP echo server on 127.0.0.1: reads until the peer stops writing,
+/// answers `echo: <what it read>`, and counts the connections it accepted.
+struct Echo {
+    port: u16,
+    accepted: Arc<Mutex<usize>>,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(Mutex::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                *count.lock().unwrap() += 1;
+                std::thread::spawn(move || {
+                    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                    let mut got = Vec::new();
+                    let _ = (&mut stream).take(4096).read_to_end(&mut got);
+                    let mut reply = b"echo: ".to_vec();
+                    reply.extend_from_slice(&got);
+                    let _ = stream.write_all(&reply);
+                });
+            }
+        });
+        Echo { port, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        *self.accepted.lock().unwrap()
+    }
+}
+
+/// The tcp-probe plugin with `sockets = <grant>` (TOML) instead of its own.
+fn tcp_probe_with(grant: &str) -> (evos::Runtime, Arc<evos::Plugin>) {
+    let text = format!(
+        "[plugin]\nname = \"tcp-probe\"\nkind = \"agent\"\nversion = \"0.1.0\"\n\n[limits]\ntimeout = \"10s\"\n\n[capabilities]\nsockets = {grant}\n"
+    );
+    let rt = runtime();
+    let plugin = load_with(&rt, "tcp-probe", manifest_from("tcp-probe", &text));
+    (rt, plugin)
+}
+
+/// Run `attempts` and return the report and the per-attempt results
+/// (`ok: ...` or `refused: ...`).
+async fn tcp_probe(
+    rt: &evos::Runtime,
+    plugin: &Arc<evos::Plugin>,
+    attempts: Vec<Value>,
+) -> (CallReport, Vec<String>) {
+    let event = json!({"id": "e", "kind": "test.tcp-probe", "payload": {"attempts": attempts}});
+    let r = call_json(rt, plugin, event).await;
+    let results = match &r.output {
+        Some(CallOutput::Actions(actions)) => actions[0].payload["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect(),
+        _ => panic!("no report: {r:?}"),
+    };
+    (r, results)
+}
+
+fn socket_refusals(r: &CallReport) -> Vec<String> {
+    r.refusals
+        .iter()
+        .filter(|f| f.capability == "sockets")
+        .map(|f| f.detail.clone())
+        .collect()
+}
+
+/// Threat: vetting breaks what it should allow; a loopback address and
+/// port granted explicitly connects and talks, and nothing is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_a_granted_address_connects_and_talks() {
+    let echo = Echo::start();
+    let (rt, p) = tcp_probe_with(&format!(r#"["tcp://127.0.0.1:{}"]"#, echo.port));
+    let (r, results) = tcp_probe(
+        &rt,
+        &p,
+        vec![json!({"connect": format!("127.0.0.1:{}", echo.port), "send": "ping"})],
+    )
+    .await;
+    assert_eq!(results, ["ok: echo: ping"], "{r:?}");
+    assert!(socket_refusals(&r).is_empty(), "{:?}", r.refusals);
+    assert_eq!(echo.accepted(), 1);
+}
+
+/// Threat: a component that opens raw TCP sockets is deployed under a
+/// manifest that grants none; it is refused at load, naming the
+/// `wasi:sockets` imports and the `sockets = [...]` line to add.
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_not_granted_is_refused_at_load() {
+    let rt = runtime();
+    let text = "[plugin]\nname = \"tcp-probe\"\nkind = \"agent\"\nversion = \"0.1.0\"\n";
+    let err = rt
+        .load(
+            manifest_from("tcp-probe", text),
+            &component("tcp-probe"),
+            "tcp-probe",
+        )
+        .err()
+        .expect("must not load");
+    let msg = err.to_string();
+    assert!(msg.contains("wasi:sockets/tcp"), "{msg}");
+    assert!(msg.contains("grants no `sockets`"), "{msg}");
+    assert!(msg.contains("sockets = [\"tcp://"), "{msg}");
+    assert!(rt.get("tcp-probe").is_none());
+}
+
+/// Threat: a plugin granted one address and port connects to another
+/// service on the same address; the entry names the port, so the
+/// connection is refused before any packet leaves.
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_a_granted_address_on_another_port_is_refused() {
+    let (granted, other) = (Echo::start(), Echo::start());
+    let (rt, p) = tcp_probe_with(&format!(r#"["tcp://127.0.0.1:{}"]"#, granted.port));
+    let (r, results) = tcp_probe(
+        &rt,
+        &p,
+        vec![json!({"connect": format!("127.0.0.1:{}", other.port), "send": "x"})],
+    )
+    .await;
+    assert!(results[0].starts_with("refused:"), "{results:?}");
+    let refused = socket_refusals(&r);
+    assert!(
+        refused.len() == 1 && refused[0].contains("names this address but a different port"),
+        "{refused:?}"
+    );
+    assert_eq!(other.accepted() + granted.accepted(), 0);
+}
+
+/// Threat: under a grant that names a host only, a plugin reaches the
+/// loopback service that name resolves to, writing loopback as an address
+/// (`127.0.0.1`, `[::1]`, IPv4-mapped `[::ffff:127.0.0.1]`, NAT64
+/// `[64:ff9b::7f00:1]`, 6to4 `[2002:7f00:1::1]`) or asking the guest's
+/// resolver; names grant public addresses only, and the guest cannot look
+/// names up.
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_loopback_forms_under_a_name_grant_are_refused() {
+    let echo = Echo::start();
+    let port = echo.port;
+    let (rt, p) = tcp_probe_with(&format!(r#"["tcp://localhost:{port}"]"#));
+    let forms = [
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+        format!("[64:ff9b::7f00:1]:{port}"),
+        format!("[2002:7f00:1::1]:{port}"),
+    ];
+    let mut attempts: Vec<Value> = forms
+        .iter()
+        .map(|a| json!({"connect": a, "send": "x"}))
+        .collect();
+    attempts.push(json!({"lookup": format!("localhost:{port}")}));
+    let (r, results) = tcp_probe(&rt, &p, attempts).await;
+    for (result, form) in results.iter().zip(forms.iter().chain([&"lookup".into()])) {
+        assert!(result.starts_with("refused:"), "{form}: {result}");
+    }
+    let refused = socket_refusals(&r).join("\n");
+    assert!(refused.contains("127.0.0.1"), "{refused}");
+    assert!(refused.contains("a loopback address"), "{refused}");
+    assert!(refused.contains("a NAT64 address"), "{refused}");
+    assert!(refused.contains("a 6to4 address"), "{refused}");
+    assert!(
+        refused.contains("looking up \"localhost\" is refused"),
+        "{refused}"
+    );
+    assert_eq!(echo.accepted(), 0);
+}
+
+/// Threat: a plugin with a broad CIDR grant (`0.0.0.0/0`, `169.254.0.0/16`)
+/// opens a TCP connection to the cloud metadata endpoint, or to `0.0.0.0`
+/// (which Linux routes to the local host); metadata needs an entry naming
+/// exactly that address and the unspecified address is never reachable.
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_metadata_under_a_broad_grant_is_refused() {
+    let echo = Echo::start();
+    let (rt, p) = tcp_probe_with(r#"["tcp://[169.254.0.0/16]:*", "tcp://[0.0.0.0/0]:*"]"#);
+    let (r, results) = tcp_probe(
+        &rt,
+        &p,
+        vec![
+            json!({"connect": "169.254.169.254:80", "send": "GET /latest/meta-data/"}),
+            json!({"connect": format!("0.0.0.0:{}", echo.port), "send": "x"}),
+        ],
+    )
+    .await;
+    for result in &results {
+        assert!(result.starts_with("refused:"), "{results:?}");
+    }
+    let refused = socket_refusals(&r).join("\n");
+    assert!(
+        refused.contains("a cloud metadata address")
+            && refused.contains("tcp://169.254.169.254:80"),
+        "{refused}"
+    );
+    assert_eq!(echo.accepted(), 0);
+}
+
+/// Threat: a plugin granted outgoing TCP opens a listener (on loopback or
+/// every interface) to receive connections from outside the sandbox;
+/// binding to an address and listening are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_bind_and_listen_are_refused() {
+    let (rt, p) = tcp_probe_with(r#"["tcp://[0.0.0.0/0]:*", "tcp://[::/0]:*"]"#);
+    let (r, results) = tcp_probe(
+        &rt,
+        &p,
+        vec![
+            json!({"listen": "127.0.0.1:0"}),
+            json!({"listen": "0.0.0.0:0"}),
+            json!({"listen": "[::]:0"}),
+        ],
+    )
+    .await;
+    for result in &results {
+        assert!(result.starts_with("refused:"), "{results:?}");
+    }
+    let refused = socket_refusals(&r).join("\n");
+    assert!(
+        refused.contains("binding a TCP socket to 127.0.0.1:0"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("listening for TCP connections"),
+        "{refused}"
+    );
+}
+
+/// Threat: a plugin sends UDP (DNS-style exfiltration, or reaching a UDP
+/// service) under a TCP grant, or a manifest grants UDP; a `udp://` entry
+/// is refused at load and creating a UDP socket is refused at run time.
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_udp_is_refused() {
+    let text = "[plugin]\nname = \"tcp-probe\"\nkind = \"agent\"\nversion = \"0.1.0\"\n\n[capabilities]\nsockets = [\"udp://127.0.0.1:53\"]\n";
+    let path = manifest_path("tcp-probe");
+    let err = evos::Manifest::parse(text, &path.display().to_string(), path.parent().unwrap())
+        .expect_err("a udp entry must be refused")
+        .to_string();
+    assert!(err.contains("UDP is not grantable"), "{err}");
+
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let port = server.local_addr().unwrap().port();
+    let (rt, p) = tcp_probe_with(r#"["tcp://[0.0.0.0/0]:*", "tcp://127.0.0.1:53"]"#);
+    let (r, results) = tcp_probe(
+        &rt,
+        &p,
+        vec![json!({"udp": format!("127.0.0.1:{port}"), "send": "secret"})],
+    )
+    .await;
+    assert!(results[0].starts_with("refused:"), "{results:?}");
+    let refused = socket_refusals(&r).join("\n");
+    assert!(
+        refused.contains("creating a UDP socket is refused"),
+        "{refused}"
+    );
+    let mut buf = [0; 64];
+    assert!(server.recv_from(&mut buf).is_err(), "a datagram got out");
+}

@@ -1,5 +1,7 @@
 //! The egress allowlist: which outgoing HTTP requests a plugin may make, and
-//! which network addresses they may reach.
+//! which network addresses they may reach. `sockets` (outgoing TCP) uses the
+//! same host normalization, CIDR entries and address vetting
+//! ([`vet_address`]); see [`super::sockets`].
 //!
 //! Guards against exfiltration and server-side request forgery (SSRF). Both
 //! the manifest's entries and every request URL are normalized the same way
@@ -93,7 +95,8 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    fn single(addr: IpAddr) -> Cidr {
+    /// Exactly one address (IPv4-mapped IPv6 as its IPv4 address).
+    pub fn single(addr: IpAddr) -> Cidr {
         let addr = addr.to_canonical();
         Cidr {
             addr,
@@ -123,7 +126,9 @@ impl Cidr {
         }
     }
 
-    fn parse(text: &str) -> Result<Cidr, String> {
+    /// `10.0.0.0/8`, `fd00::/8` or one address. Bits set after the prefix
+    /// and IPv4-mapped IPv6 are refused with the spelling to use instead.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
         let (addr, prefix) = match text.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),
@@ -385,7 +390,7 @@ impl fmt::Display for Host {
 
 /// Normalize a host the way a request's host is: WHATWG host parsing
 /// (case, IDNA, percent-decoding, IPv4 forms), then one trailing dot off.
-fn normalize_host(scheme: Scheme, host: &str) -> Result<Host, String> {
+pub fn normalize_host(scheme: Scheme, host: &str) -> Result<Host, String> {
     let url = url::Url::parse(&format!("{}://{host}/", scheme.as_str()))
         .map_err(|e| format!("invalid host {host:?}: {e}"))?;
     host_of(&url)
@@ -731,27 +736,53 @@ impl Allowlist {
             Host::Name(n) => format!("{n} resolved to {ip}, which is"),
             Host::Ip(_) => format!("{ip} is"),
         };
-        match classify(ip) {
-            Class::Public => Ok(()),
-            Class::Never { what } => Err(format!(
-                "{subject} {what}; such addresses are never reachable"
-            )),
-            Class::Special { what, exact_only } => {
-                if self.rules.iter().any(|r| r.grants(target, ip, exact_only)) {
-                    return Ok(());
-                }
-                let hint = if exact_only {
-                    format!(
-                        "grant it explicitly with an entry naming exactly that address (e.g. \"{}://{}:{}/*\") if intended",
-                        target.scheme.as_str(),
-                        Host::Ip(ip),
-                        target.port
-                    )
-                } else {
-                    "grant it explicitly with an IP or CIDR entry if intended".to_string()
-                };
-                Err(format!("{subject} {what}; {hint}"))
+        vet_address(
+            ip,
+            &subject,
+            |exact_only| self.rules.iter().any(|r| r.grants(target, ip, exact_only)),
+            || {
+                format!(
+                    "{}://{}:{}/*",
+                    target.scheme.as_str(),
+                    Host::Ip(ip),
+                    target.port
+                )
+            },
+        )
+    }
+}
+
+/// Vet one address a connection would go to: public addresses pass,
+/// never-reachable ones fail, special-purpose ones pass only when
+/// `granted(exact_only)` says an IP/CIDR entry grants them (`exact_only`:
+/// only an entry naming exactly this address counts). `subject` starts the
+/// refusal (`"10.0.0.5 is"`, `"db.example resolved to 10.0.0.5, which is"`);
+/// `exact_entry` writes the entry that would grant a metadata address.
+/// The one vetting rule of `http` and `sockets`.
+pub fn vet_address(
+    ip: IpAddr,
+    subject: &str,
+    granted: impl Fn(bool) -> bool,
+    exact_entry: impl FnOnce() -> String,
+) -> Result<(), String> {
+    match classify(ip) {
+        Class::Public => Ok(()),
+        Class::Never { what } => Err(format!(
+            "{subject} {what}; such addresses are never reachable"
+        )),
+        Class::Special { what, exact_only } => {
+            if granted(exact_only) {
+                return Ok(());
             }
+            let hint = if exact_only {
+                format!(
+                    "grant it explicitly with an entry naming exactly that address (e.g. \"{}\") if intended",
+                    exact_entry()
+                )
+            } else {
+                "grant it explicitly with an IP or CIDR entry if intended".to_string()
+            };
+            Err(format!("{subject} {what}; {hint}"))
         }
     }
 }

@@ -37,6 +37,7 @@ pub mod kv;
 pub mod log;
 pub mod models;
 pub mod pool;
+pub mod sockets;
 
 /// The shape every capability shares.
 pub struct Descriptor {
@@ -62,19 +63,9 @@ pub const ALL: &[&Descriptor] = &[
     &models::DESCRIPTOR,
     &config::DESCRIPTOR,
     &http::DESCRIPTOR,
+    &sockets::DESCRIPTOR,
     &files::DESCRIPTOR,
     &env::DESCRIPTOR,
-];
-
-/// Interfaces that are never linked: evos grants no raw network access.
-pub const NEVER_LINKED: &[&str] = &[
-    "wasi:sockets/network",
-    "wasi:sockets/instance-network",
-    "wasi:sockets/tcp",
-    "wasi:sockets/tcp-create-socket",
-    "wasi:sockets/udp",
-    "wasi:sockets/udp-create-socket",
-    "wasi:sockets/ip-name-lookup",
 ];
 
 /// Baseline WASI interfaces: always linked, inert unless `env`/`files` grant
@@ -116,6 +107,7 @@ pub(crate) struct Grants {
     pub models: Arc<[String]>,
     pub config: Arc<BTreeMap<String, String>>,
     pub http: Arc<http::Allowlist>,
+    pub sockets: Arc<sockets::SocketPolicy>,
     pub env: Vec<(String, String)>,
     pub files: Vec<files::FileGrant>,
 }
@@ -131,6 +123,7 @@ impl Grants {
             models: caps.models.iter().map(|m| m.to_string()).collect(),
             config: Arc::new(manifest.config.clone()),
             http: Arc::new(http::Allowlist::new(caps.http.clone())),
+            sockets: Arc::new(sockets::SocketPolicy::new(caps.sockets.clone())),
             env: env::resolve(&caps.env, host_env),
             files: caps.files.clone(),
         }
@@ -155,11 +148,15 @@ pub(crate) fn linker_for(
 /// Per-call inputs every `prepare` may fill.
 pub(crate) struct CallSetup<'a> {
     pub wasi: &'a mut WasiCtxBuilder,
+    /// Where the `sockets` address check records what it refuses.
+    pub socket_refusals: &'a sockets::Refusals,
 }
 
-/// Apply the non-privileged refinements of baseline WASI for one call.
+/// Configure the call's WASI context: the refinements of baseline WASI and,
+/// when granted, the `sockets` address check.
 pub(crate) fn prepare_wasi(grants: &Grants, setup: &mut CallSetup<'_>) -> Result<()> {
     env::prepare(grants, setup);
+    sockets::prepare(grants, setup);
     files::prepare(grants, setup)
 }
 
@@ -201,7 +198,8 @@ impl HasData for HasIo {
     type Data<'a> = &'a mut wasmtime::component::ResourceTable;
 }
 
-/// Baseline WASI: io, clocks, random, cli, filesystem. Never sockets.
+/// Baseline WASI: io, clocks, random, cli, filesystem. Sockets only through
+/// a `sockets` grant ([`sockets`]).
 fn add_baseline_wasi(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
     use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
     use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
