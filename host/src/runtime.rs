@@ -632,7 +632,7 @@ impl Runtime {
         let state = store.into_data();
 
         let mut refusals = state.refusals;
-        refusals.extend(state.http.hooks.refusals);
+        refusals.extend(state.http.hooks.refusals.take());
         refusals.extend(state.wasi.socket_refusals.take());
         let mut logs = state.log.lines;
         let pipes = state

@@ -12,12 +12,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::capability::{CallSetup, Grants, prepare_wasi};
 
+use crate::capability::SharedRefusals as SocketRefusals;
 use crate::capability::config::ConfigState;
 use crate::capability::http::HttpState;
 use crate::capability::kv::KvState;
 use crate::capability::log::{CapturedOutput, LogState};
 use crate::capability::models::ModelsState;
-use crate::capability::sockets::Refusals as SocketRefusals;
 use crate::runtime::Refusal;
 
 pub struct PluginState {

@@ -39,7 +39,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -49,12 +49,11 @@ use wasmtime_wasi_http::{
     WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use super::Descriptor;
 use super::egress::{Host, Target};
 pub use super::egress::{HttpRule, Scheme};
 use super::pool::{Limits, Pool, Upstream};
+use super::{Descriptor, SharedRefusals};
 use crate::manifest::{Manifest, Timeout};
-use crate::runtime::Refusal;
 use crate::state::PluginState;
 use crate::{Error, Result};
 
@@ -282,48 +281,6 @@ impl Allowlist {
     }
 }
 
-/// A call's refusals from `http`, shared with the request and body tasks
-/// (a response cut at its size cap is refused after `send_request` has
-/// returned). Iterating takes them.
-#[derive(Clone, Default)]
-pub struct Refusals(Arc<Mutex<Vec<Refusal>>>);
-
-impl Refusals {
-    fn push(&self, detail: String) {
-        // A plugin hammering a refused URL must not grow host memory
-        // without bound: keep the first refusals and count the rest.
-        const MAX_REFUSALS: usize = 64;
-        let mut list = match self.0.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if list.len() < MAX_REFUSALS {
-            list.push(Refusal {
-                capability: "http".into(),
-                detail,
-                count: 1,
-            });
-        } else if let Some(last) = list.last_mut() {
-            last.count += 1;
-        }
-    }
-
-    fn take(&self) -> Vec<Refusal> {
-        match self.0.lock() {
-            Ok(mut g) => std::mem::take(&mut *g),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
-    }
-}
-
-impl IntoIterator for Refusals {
-    type Item = Refusal;
-    type IntoIter = std::vec::IntoIter<Refusal>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.take().into_iter()
-    }
-}
-
 /// Per-call http state.
 #[derive(Default)]
 pub struct HttpState {
@@ -339,7 +296,7 @@ impl HttpState {
             ctx,
             hooks: EgressHooks {
                 allowlist: grants.http.clone(),
-                refusals: Refusals::default(),
+                refusals: SharedRefusals::default(),
                 plugin: grants.plugin.clone(),
                 pool: pool.clone(),
             },
@@ -386,7 +343,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[derive(Default)]
 pub struct EgressHooks {
     allowlist: Arc<Allowlist>,
-    pub(crate) refusals: Refusals,
+    pub(crate) refusals: SharedRefusals,
     plugin: Arc<str>,
     pool: Pool,
 }
@@ -402,7 +359,7 @@ type SendFuture = Box<
 
 impl EgressHooks {
     fn refuse(&self, why: String) -> SendFuture {
-        self.refusals.push(why);
+        self.refusals.push("http", why);
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
@@ -478,7 +435,7 @@ impl WasiHttpHooks for EgressHooks {
             let addrs = match allowlist.resolve(&target, connect).await? {
                 Ok(addrs) => addrs,
                 Err(why) => {
-                    refusals.push(why);
+                    refusals.push("http", why);
                     return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
                 }
             };
@@ -491,7 +448,7 @@ impl WasiHttpHooks for EgressHooks {
             };
             let url = target.to_string();
             let on_oversize = Box::new(move |max: u64| {
-                refusals.push(format!(
+                refusals.push("http", format!(
                     "the response from {url} exceeded max-response-bytes ({max} bytes) and was cut off; raise `max-response-bytes` in the `http` grant if intended"
                 ));
             });
@@ -596,17 +553,5 @@ mod tests {
         }
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
-    }
-
-    #[test]
-    fn refusals_are_capped_and_taken() {
-        let r = Refusals::default();
-        for i in 0..100 {
-            r.push(format!("r{i}"));
-        }
-        let list: Vec<Refusal> = r.clone().into_iter().collect();
-        assert_eq!(list.len(), 64);
-        assert_eq!(list[63].count, 37);
-        assert!(r.into_iter().next().is_none());
     }
 }

@@ -149,7 +149,7 @@ pub(crate) fn linker_for(
 pub(crate) struct CallSetup<'a> {
     pub wasi: &'a mut WasiCtxBuilder,
     /// Where the `sockets` address check records what it refuses.
-    pub socket_refusals: &'a sockets::Refusals,
+    pub socket_refusals: &'a SharedRefusals,
 }
 
 /// Configure the call's WASI context: the refinements of baseline WASI and,
@@ -169,17 +169,48 @@ pub struct Cap<'a, S> {
 
 impl<S> Cap<'_, S> {
     pub(crate) fn refuse(&mut self, capability: &str, detail: impl Into<String>) {
-        // A plugin hammering a refused capability must not grow host memory
-        // without bound: keep the first refusals and count the rest.
-        const MAX_REFUSALS: usize = 64;
-        if self.refusals.len() < MAX_REFUSALS {
-            self.refusals.push(Refusal {
-                capability: capability.to_string(),
-                detail: detail.into(),
-                count: 1,
-            });
-        } else if let Some(last) = self.refusals.last_mut() {
-            last.count += 1;
+        record_refusal(self.refusals, capability, detail.into());
+    }
+}
+
+/// Refusals kept per list: a plugin hammering a refused capability must not
+/// grow host memory without bound, so the first ones are kept and the rest
+/// counted on the last.
+const MAX_REFUSALS: usize = 64;
+
+/// Add a refusal to a call's list, within [`MAX_REFUSALS`].
+pub(crate) fn record_refusal(list: &mut Vec<Refusal>, capability: &str, detail: String) {
+    if list.len() < MAX_REFUSALS {
+        list.push(Refusal {
+            capability: capability.to_string(),
+            detail,
+            count: 1,
+        });
+    } else if let Some(last) = list.last_mut() {
+        last.count += 1;
+    }
+}
+
+/// A call's refusals, shared with work that runs outside any host call's
+/// view of the store (an HTTP body cut at its size cap after
+/// `send_request` returned, a socket connect's address check).
+#[derive(Debug, Clone, Default)]
+pub struct SharedRefusals(Arc<std::sync::Mutex<Vec<Refusal>>>);
+
+impl SharedRefusals {
+    pub(crate) fn push(&self, capability: &str, detail: String) {
+        let mut list = match self.0.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        record_refusal(&mut list, capability, detail);
+    }
+
+    /// The refusals so far; the list is left empty.
+    pub(crate) fn take(&self) -> Vec<Refusal> {
+        match self.0.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         }
     }
 }
@@ -233,4 +264,21 @@ fn add_baseline_wasi(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
     filesystem::preopens::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
     bindings::filesystem::types::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_capped_and_taken() {
+        let r = SharedRefusals::default();
+        for i in 0..100 {
+            r.push("http", format!("r{i}"));
+        }
+        let list = r.take();
+        assert_eq!(list.len(), MAX_REFUSALS);
+        assert_eq!(list[MAX_REFUSALS - 1].count, 37);
+        assert!(r.take().is_empty());
+    }
 }

@@ -41,7 +41,6 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -52,7 +51,7 @@ use wasmtime_wasi::p2::{SocketError, SocketResult, UdpSocket};
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSockets, WasiSocketsView as _};
 
 use super::egress::{Cidr, Host, Scheme, normalize_host, vet_address};
-use super::{CallSetup, Descriptor, Grants};
+use super::{CallSetup, Descriptor, Grants, record_refusal};
 use crate::manifest::Manifest;
 use crate::runtime::Refusal;
 use crate::state::PluginState;
@@ -314,44 +313,6 @@ impl SocketPolicy {
     }
 }
 
-/// A call's `sockets` refusals, shared with the address check (which runs
-/// in a connect's future, outside any host call's view of the store).
-#[derive(Clone, Default)]
-pub(crate) struct Refusals(Arc<Mutex<Vec<Refusal>>>);
-
-impl Refusals {
-    fn push(&self, detail: String) {
-        let mut list = match self.0.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        push_capped(&mut list, detail);
-    }
-
-    /// The refusals so far; the list is left empty.
-    pub(crate) fn take(&self) -> Vec<Refusal> {
-        match self.0.lock() {
-            Ok(mut g) => std::mem::take(&mut *g),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
-    }
-}
-
-/// A plugin hammering a refused address must not grow host memory without
-/// bound: keep the first refusals and count the rest.
-fn push_capped(list: &mut Vec<Refusal>, detail: String) {
-    const MAX_REFUSALS: usize = 64;
-    if list.len() < MAX_REFUSALS {
-        list.push(Refusal {
-            capability: "sockets".into(),
-            detail,
-            count: 1,
-        });
-    } else if let Some(last) = list.last_mut() {
-        last.count += 1;
-    }
-}
-
 /// Configure the call's WASI context: TCP through the policy's address
 /// check, UDP and name lookups off. Without a grant, sockets stay off
 /// (wasmtime's defaults) and are not linked at all.
@@ -372,7 +333,7 @@ pub(crate) fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) {
                 match policy.check(addr, use_).await {
                     Ok(()) => true,
                     Err(why) => {
-                        refusals.push(why);
+                        refusals.push("sockets", why);
                         false
                     }
                 }
@@ -416,8 +377,9 @@ impl sockets::udp_create_socket::Host for Refuse<'_> {
         &mut self,
         _family: IpAddressFamily,
     ) -> SocketResult<Resource<UdpSocket>> {
-        push_capped(
+        record_refusal(
             self.0,
+            "sockets",
             "creating a UDP socket is refused: `sockets` grants outgoing TCP connections only"
                 .into(),
         );
@@ -433,8 +395,9 @@ impl sockets::ip_name_lookup::Host for Refuse<'_> {
     ) -> SocketResult<Resource<sockets::ip_name_lookup::ResolveAddressStream>> {
         let mut name = name;
         name.truncate(name.floor_char_boundary(253));
-        push_capped(
+        record_refusal(
             self.0,
+            "sockets",
             format!(
                 "looking up {name:?} is refused: plugins connect to addresses they are given; a `sockets` name entry is resolved by the host"
             ),
@@ -635,17 +598,5 @@ mod tests {
                 .await
                 .is_err()
         );
-    }
-
-    #[test]
-    fn refusals_are_capped_and_taken() {
-        let r = Refusals::default();
-        for i in 0..100 {
-            r.push(format!("r{i}"));
-        }
-        let list = r.take();
-        assert_eq!(list.len(), 64);
-        assert_eq!(list[63].count, 37);
-        assert!(r.take().is_empty());
     }
 }
