@@ -6,6 +6,16 @@
 //! the tests and `evos.toml` expect them. Guest plugins are a separate
 //! workspace built here rather than by a build script: cargo building cargo
 //! from build.rs fights over locks and hides errors.
+//!
+//! `cargo xtask fuzz [--seconds N] [TARGET...]` runs the libFuzzer targets in
+//! `host/fuzz/` (manifest parser, http allowlist parser, component loader)
+//! for N seconds each (60 by default), seeded from `policies/` and
+//! `target/plugins/`, and fails on any crash. It installs cargo-fuzz when
+//! missing and builds with the default (stable) toolchain: without a
+//! sanitizer (`-s none`) every flag cargo-fuzz passes is a stable `-C` flag,
+//! so no nightly is needed. The targets are safe Rust, so coverage-guided
+//! search for panics, hangs and memory blow-ups is what is wanted; an
+//! AddressSanitizer build of wasmtime would need nightly and take longer.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,9 +29,11 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("plugins") => plugins(),
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask plugins | bench [--quick]\n\n  plugins   build every guest plugin into target/plugins/<name>.wasm\n  bench     run the ratio benchmarks, write docs/BENCHMARKS.md (--quick: a short smoke run)"
+                "usage: cargo xtask plugins | bench [--quick] | fuzz [--seconds N] [TARGET...]\n\n  plugins   build every guest plugin into target/plugins/<name>.wasm\n  bench     run the ratio benchmarks, write docs/BENCHMARKS.md (--quick: a short smoke run)\n  fuzz      run the fuzz targets in host/fuzz for N seconds each (default 60; targets: {})",
+                FUZZ_TARGETS.join(", ")
             );
             std::process::exit(2);
         }
@@ -72,6 +84,207 @@ fn bench(quick: bool) -> Result<()> {
         bail!("the benchmarks failed");
     }
     Ok(())
+}
+
+/// Largest plugin used as a seed for the component target.
+const MAX_COMPONENT_SEED: u64 = 100 * 1024;
+
+/// The fuzz targets of `host/fuzz`, in the order they run.
+const FUZZ_TARGETS: [&str; 3] = ["manifest", "allowlist", "component"];
+
+/// Build the fuzz targets and run each for `--seconds` (a crash, a hang past
+/// libFuzzer's per-input timeout or a memory blow-up fails the run, with the
+/// input saved under host/fuzz/artifacts/<target>/).
+fn fuzz(args: &[String]) -> Result<()> {
+    let mut seconds: u64 = 60;
+    let mut targets = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--seconds" => {
+                seconds = rest
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .context("--seconds needs a number of seconds")?;
+            }
+            t if FUZZ_TARGETS.contains(&t) => targets.push(t),
+            other => bail!(
+                "unknown fuzz argument `{other}`; targets are {}",
+                FUZZ_TARGETS.join(", ")
+            ),
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.to_vec();
+    }
+    let root = root();
+    let fuzz_dir = root.join("host/fuzz");
+    let work = fuzz_dir.join("target");
+    ensure_cargo_fuzz()?;
+    if targets.contains(&"component") && wasm_files(&root.join("target/plugins")).is_empty() {
+        plugins()?;
+    }
+    let seeds = fuzz_seeds(&root, &work.join("seeds"))?;
+
+    // The same flags for build and run, so `run` finds the build current.
+    let cargo_fuzz = |sub: &str| {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(&root)
+            .args(["fuzz", sub, "--sanitizer", "none", "--fuzz-dir"])
+            .arg(&fuzz_dir)
+            .arg("--target-dir")
+            .arg(&work)
+            // Flags from the environment would change every crate's hash
+            // and defeat the build cache.
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR");
+        cmd
+    };
+    let started = std::time::Instant::now();
+    let status = cargo_fuzz("build")
+        .status()
+        .context("running `cargo fuzz build`")?;
+    if !status.success() {
+        bail!("building the fuzz targets failed");
+    }
+    eprintln!("fuzz targets built in {:.0?}", started.elapsed());
+
+    let mut failed = Vec::new();
+    for target in &targets {
+        let corpus = work.join("corpus").join(target);
+        let artifacts = fuzz_dir.join("artifacts").join(target);
+        for d in [&corpus, &artifacts] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        eprintln!("fuzzing `{target}` for {seconds}s");
+        let mut run = cargo_fuzz("run");
+        run.arg(target)
+            .arg(&corpus)
+            .arg(seeds.join(target))
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            // An input that takes this long is a hang.
+            .arg("-timeout=30")
+            .arg("-rss_limit_mb=4096")
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .arg("-print_final_stats=1")
+            // Real plugins are up to a few hundred KiB; manifests and
+            // allowlist entries are small.
+            .arg(if *target == "component" {
+                "-max_len=1048576"
+            } else {
+                "-max_len=65536"
+            });
+        let status = run
+            .status()
+            .with_context(|| format!("running `cargo fuzz run {target}`"))?;
+        if !status.success() {
+            failed.push(*target);
+        }
+    }
+    eprintln!("fuzzing took {:.0?} in all", started.elapsed());
+    if !failed.is_empty() {
+        bail!(
+            "fuzz targets failed: {}; the inputs are in host/fuzz/artifacts/<target>/ (reproduce with `cargo fuzz run -s none --fuzz-dir host/fuzz --target-dir host/fuzz/target <target> <input>`)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// cargo-fuzz from crates.io, when `cargo fuzz` is not installed.
+fn ensure_cargo_fuzz() -> Result<()> {
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed {
+        return Ok(());
+    }
+    eprintln!("installing cargo-fuzz (cargo install cargo-fuzz --locked)");
+    let status = Command::new("cargo")
+        .args(["install", "cargo-fuzz", "--locked"])
+        .status()
+        .context("running `cargo install cargo-fuzz`")?;
+    if !status.success() {
+        bail!("`cargo install cargo-fuzz --locked` failed");
+    }
+    Ok(())
+}
+
+fn wasm_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Seed corpora, rebuilt on each run under `out/<target>/`: every manifest
+/// in policies/ (manifest), every URL-like string in them plus the
+/// committed entries in host/fuzz/seeds/allowlist/ (allowlist), and the
+/// built plugins (component).
+fn fuzz_seeds(root: &Path, out: &Path) -> Result<PathBuf> {
+    let _ = std::fs::remove_dir_all(out);
+    let dir = |name: &str| -> Result<PathBuf> {
+        let d = out.join(name);
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        Ok(d)
+    };
+    let (manifests, allowlist, components) =
+        (dir("manifest")?, dir("allowlist")?, dir("component")?);
+    let mut tomls = Vec::new();
+    let mut stack = vec![root.join("policies")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "toml") {
+                tomls.push(p);
+            }
+        }
+    }
+    tomls.sort();
+    let mut entries = 0;
+    for (i, path) in tomls.iter().enumerate() {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        std::fs::write(manifests.join(format!("{i:03}.toml")), &text)?;
+        // Quoted strings that look like URLs: this only has to find good
+        // seeds, not parse TOML.
+        for line in text.lines().filter(|l| l.contains("://")) {
+            for (j, quoted) in line.split('"').enumerate() {
+                if j % 2 == 1 && quoted.contains("://") {
+                    entries += 1;
+                    std::fs::write(allowlist.join(format!("policy-{entries:03}")), quoted)?;
+                }
+            }
+        }
+    }
+    let committed = root.join("host/fuzz/seeds/allowlist");
+    for entry in std::fs::read_dir(&committed)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        std::fs::copy(entry.path(), allowlist.join(entry.file_name()))?;
+    }
+    // Only the smaller plugins: every valid input is compiled by an
+    // instrumented Cranelift, so a seed's size sets the fuzzer's pace.
+    for wasm in wasm_files(&root.join("target/plugins")) {
+        let small = std::fs::metadata(&wasm).is_ok_and(|m| m.len() <= MAX_COMPONENT_SEED);
+        if let (true, Some(name)) = (small, wasm.file_name()) {
+            std::fs::copy(&wasm, components.join(name))?;
+        }
+    }
+    Ok(out.to_path_buf())
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
