@@ -63,6 +63,13 @@ fn run_alone(test: &str, prefix: Option<&str>) -> Value {
         out.status.success(),
         "child {test} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
+    eprintln!(
+        "{test}: {}",
+        stdout
+            .lines()
+            .find(|l| l.contains("EVOS-RESULT"))
+            .unwrap_or("")
+    );
     let line = stdout
         .lines()
         .find_map(|l| l.split_once("EVOS-RESULT ").map(|(_, r)| r))
@@ -176,67 +183,79 @@ async fn an_exhausted_instance_pool_refuses_clearly_and_recovers() {
 }
 
 /// Threat: a plugin traps on every call, as fast as it can, to slow down the plugins that
-/// share the host; another plugin's p99 stays within 4x its undisturbed p99 plus 2 ms.
+/// share the host; another plugin's p99 next to it stays within 2x (plus 1 ms) of its p99
+/// next to a neighbour as busy that succeeds on every call.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trapping_neighbour_leaves_anothers_p99_within_bound() {
     const TEST: &str = "a_trapping_neighbour_leaves_anothers_p99_within_bound";
     if !is_child(TEST) {
         let r = run_alone(TEST, None);
-        let (quiet, noisy) = (
-            r["quiet_p99_us"].as_f64().unwrap(),
-            r["noisy_p99_us"].as_f64().unwrap(),
-        );
+        let busy = r["busy_p99_us"].as_f64().unwrap();
+        let trapping = r["trapping_p99_us"].as_f64().unwrap();
         assert!(
             r["traps"].as_u64().unwrap() > 100,
             "the neighbour kept trapping: {r}"
         );
         assert!(
-            noisy <= 4.0 * quiet + 2000.0,
-            "p99 {noisy} µs next to a trapping plugin vs {quiet} µs alone: {r}"
+            trapping <= 2.0 * busy + 1000.0,
+            "p99 {trapping} µs next to a trapping plugin vs {busy} µs next to a busy healthy one: {r}"
         );
         return;
     }
     let rt = runtime();
     let healthy = load(&rt, "payout-limit");
-    let trapper = abuser(&rt, "trapper", |t| t);
+    let neighbour = abuser(&rt, "neighbour", |t| t);
     let input = sample("payout-limit");
-    // Quiet and noisy blocks alternate, so anything else loading the machine
-    // weighs on both alike.
-    let (mut quiet, mut noisy) = (Vec::new(), Vec::new());
+    // The neighbour keeps one core busy either way: calls that succeed,
+    // or calls that trap. What differs is only the trapping (unwinding,
+    // backtrace, tearing the instance down). Blocks alternate, so anything
+    // else loading the machine weighs on both alike.
+    let (mut quiet, mut busy, mut trapping) = (Vec::new(), Vec::new(), Vec::new());
     let mut traps = 0u64;
-    for _block in 0..5 {
-        for _ in 0..60 {
+    for _block in 0..10 {
+        for _ in 0..100 {
             let t = Instant::now();
-            let r = call_json(&rt, &healthy, input.clone()).await;
+            assert!(
+                call_json(&rt, &healthy, input.clone())
+                    .await
+                    .outcome
+                    .is_ok()
+            );
             quiet.push(t.elapsed());
-            assert!(r.outcome.is_ok());
         }
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let neighbour = {
-            let (rt, trapper, stop) = (rt.clone(), trapper.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let r = abuse(&rt, &trapper, json!({"op": "trap"})).await;
-                    assert!(matches!(r.outcome, Outcome::Trap { .. }), "{r:?}");
-                    n += 1;
-                }
-                n
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        for _ in 0..60 {
-            let t = Instant::now();
-            let r = call_json(&rt, &healthy, input.clone()).await;
-            noisy.push(t.elapsed());
-            assert!(r.outcome.is_ok());
+        for (op, samples) in [("env", &mut busy), ("trap", &mut trapping)] {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let task = {
+                let (rt, neighbour, stop) = (rt.clone(), neighbour.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut traps = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let r = abuse(&rt, &neighbour, json!({ "op": op })).await;
+                        traps += u64::from(matches!(r.outcome, Outcome::Trap { .. }));
+                        tokio::task::yield_now().await;
+                    }
+                    traps
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            for _ in 0..200 {
+                let t = Instant::now();
+                assert!(
+                    call_json(&rt, &healthy, input.clone())
+                        .await
+                        .outcome
+                        .is_ok()
+                );
+                samples.push(t.elapsed());
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            traps += task.await.expect("neighbour");
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        traps += neighbour.await.expect("neighbour");
     }
     report(json!({
         "quiet_p99_us": p99(&mut quiet).as_micros() as u64,
-        "noisy_p99_us": p99(&mut noisy).as_micros() as u64,
+        "busy_p99_us": p99(&mut busy).as_micros() as u64,
+        "trapping_p99_us": p99(&mut trapping).as_micros() as u64,
         "traps": traps,
     }));
 }
