@@ -271,6 +271,10 @@ pub struct CallReport {
     pub backtrace: Vec<String>,
     pub refusals: Vec<Refusal>,
     pub logs: Vec<LogLine>,
+    /// Lines in `logs` not written to the host log: the plugin logs faster
+    /// than its `log` grant's `lines-per-second`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub log_lines_suppressed: u64,
     /// Calls this call made through the host (e.g. model adapters).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nested: Vec<CallReport>,
@@ -695,6 +699,7 @@ impl Runtime {
             backtrace,
             refusals,
             logs,
+            log_lines_suppressed: state.log.suppressed,
             nested: state.models.nested,
         }
     }
@@ -756,9 +761,14 @@ impl Runtime {
             backtrace: Vec::new(),
             refusals: Vec::new(),
             logs: Vec::new(),
+            log_lines_suppressed: 0,
             nested: Vec::new(),
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Read a component file; a missing one says how to build it.

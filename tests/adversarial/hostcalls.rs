@@ -85,33 +85,29 @@ async fn oversized_host_call_argument_traps_before_the_host_copies_it() {
     healthy_call(&rt).await;
 }
 
-/// Threat: a plugin floods the host log across many short calls, each under the per-call
-/// cap; the plugin-wide rate limit drops the excess and reports it.
+/// Threat: a plugin floods the host's log across many short calls, each under the per-call
+/// cap; the plugin-wide rate keeps the excess out of the host log (it stays in the bounded
+/// call reports, counted) without failing the plugin's calls.
 #[tokio::test(flavor = "multi_thread")]
 async fn log_rate_limit_holds_across_calls() {
     let rt = runtime();
     // burst 500, 200 lines per second (policies/adversarial/host-abuse.toml).
     let p = abuser(&rt, "log-rate", |t| t);
-    let mut kept = 0;
-    let mut dropped = 0u64;
+    let mut suppressed = 0;
     for _ in 0..4 {
         let r = abuse(&rt, &p, json!({"op": "log-burst", "lines": 400})).await;
-        kept += r.logs.len();
-        dropped += r
-            .refusals
-            .iter()
-            .filter(|f| f.detail.contains("lines per second"))
-            .map(|f| f.count)
-            .sum::<u64>();
+        assert!(r.outcome.is_ok(), "over the rate is not a failure: {r:?}");
+        assert_eq!(r.logs.len(), 400, "the report keeps every line");
+        suppressed += r.log_lines_suppressed;
     }
-    // 1,600 lines asked for in well under a second: the burst plus what
-    // refilled meanwhile gets through, the rest is dropped and counted.
-    assert!((500..1000).contains(&kept), "kept {kept}");
-    assert!(dropped > 0, "drops are reported");
+    // 1,600 lines in well under a second: the burst plus what refilled
+    // meanwhile reached the host log, the rest was held back.
+    let written = 1600 - suppressed;
+    assert!((500..1000).contains(&written), "{written} lines written");
     // Tokens come back with time.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let r = abuse(&rt, &p, json!({"op": "log-burst", "lines": 50})).await;
-    assert_eq!(r.logs.len(), 50, "{r:?}");
+    assert_eq!(r.log_lines_suppressed, 0, "{r:?}");
 }
 
 /// Threat: a plugin forges host log lines or terminal escapes with newlines and control
