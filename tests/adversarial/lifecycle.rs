@@ -182,6 +182,22 @@ async fn an_exhausted_instance_pool_refuses_clearly_and_recovers() {
     assert!(r.outcome.is_ok(), "{r:?}");
 }
 
+/// `n` calls of `plugin`, one after the other, each timed into `samples`.
+async fn timed_calls(
+    rt: &Runtime,
+    plugin: &Arc<evos::Plugin>,
+    input: &Value,
+    n: usize,
+    samples: &mut Vec<Duration>,
+) {
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = call_json(rt, plugin, input.clone()).await;
+        samples.push(t.elapsed());
+        assert!(r.outcome.is_ok(), "{r:?}");
+    }
+}
+
 /// Threat: a plugin traps on every call, as fast as it can, to slow down the plugins that
 /// share the host; another plugin's p99 next to it stays within 2x (plus 1 ms) of its p99
 /// next to a neighbour as busy that succeeds on every call.
@@ -213,16 +229,7 @@ async fn a_trapping_neighbour_leaves_anothers_p99_within_bound() {
     let (mut quiet, mut busy, mut trapping) = (Vec::new(), Vec::new(), Vec::new());
     let mut traps = 0u64;
     for _block in 0..10 {
-        for _ in 0..100 {
-            let t = Instant::now();
-            assert!(
-                call_json(&rt, &healthy, input.clone())
-                    .await
-                    .outcome
-                    .is_ok()
-            );
-            quiet.push(t.elapsed());
-        }
+        timed_calls(&rt, &healthy, &input, 100, &mut quiet).await;
         for (op, samples) in [("env", &mut busy), ("trap", &mut trapping)] {
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let task = {
@@ -238,16 +245,7 @@ async fn a_trapping_neighbour_leaves_anothers_p99_within_bound() {
                 })
             };
             tokio::time::sleep(Duration::from_millis(10)).await;
-            for _ in 0..200 {
-                let t = Instant::now();
-                assert!(
-                    call_json(&rt, &healthy, input.clone())
-                        .await
-                        .outcome
-                        .is_ok()
-                );
-                samples.push(t.elapsed());
-            }
+            timed_calls(&rt, &healthy, &input, 200, samples).await;
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             traps += task.await.expect("neighbour");
         }
