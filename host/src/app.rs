@@ -29,7 +29,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::manifest::{Kind, Manifest, PluginName};
-use crate::runtime::{Plugin, Runtime, read_component};
+use crate::runtime::{Plugin, Runtime};
 use crate::{Error, Result};
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +138,7 @@ impl App {
 impl AppPlugin {
     /// Load this plugin into `runtime` and register it.
     pub fn load_into(&self, runtime: &Runtime) -> Result<Arc<Plugin>> {
-        let bytes = read_component(&self.component)?;
+        let bytes = runtime.engine().read_component(&self.component)?;
         let plugin = runtime.load(
             self.manifest.clone(),
             &bytes,

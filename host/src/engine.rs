@@ -184,8 +184,11 @@ impl Engine {
     /// make the host spend memory and CPU (Cranelift's time grows with the
     /// code) on an arbitrarily large input.
     pub fn check_size(&self, bytes: &[u8], what: &str) -> Result<()> {
+        self.check_length(bytes.len() as u64, what)
+    }
+
+    fn check_length(&self, size: u64, what: &str) -> Result<()> {
         let max = self.inner.config.max_component_bytes;
-        let size = bytes.len() as u64;
         if size <= max {
             return Ok(());
         }
@@ -197,6 +200,35 @@ impl Engine {
                 bytesize::ByteSize(max).display().iec(),
             ),
         })
+    }
+
+    /// Read a component file, refusing one over the size cap before
+    /// reading it (the file's length, then at most one byte past the cap
+    /// in case it grows meanwhile). A missing file says how to build it.
+    pub fn read_component(&self, path: &Path) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let what = path.display().to_string();
+        let cannot = |e: std::io::Error| Error::InvalidComponent {
+            what: what.clone(),
+            message: format!(
+                "cannot read the component: {e}{}",
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    "; build the plugins with `cargo xtask plugins`"
+                } else {
+                    ""
+                }
+            ),
+        };
+        let file = std::fs::File::open(path).map_err(cannot)?;
+        let length = file.metadata().map_err(cannot)?.len();
+        self.check_length(length, &what)?;
+        let max = self.inner.config.max_component_bytes;
+        let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        file.take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(cannot)?;
+        self.check_size(&bytes, &what)?;
+        Ok(bytes)
     }
 
     /// Everything that can be checked about a component without a manifest

@@ -430,7 +430,7 @@ impl Runtime {
         let path = component.as_ref();
         self.load(
             manifest,
-            &read_component(path)?,
+            &self.inner.engine.read_component(path)?,
             &path.display().to_string(),
         )
     }
@@ -769,21 +769,6 @@ impl Runtime {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
-}
-
-/// Read a component file; a missing one says how to build it.
-pub fn read_component(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::InvalidComponent {
-        what: path.display().to_string(),
-        message: format!(
-            "cannot read the component: {e}{}",
-            if e.kind() == std::io::ErrorKind::NotFound {
-                "; build the plugins with `cargo xtask plugins`"
-            } else {
-                ""
-            }
-        ),
-    })
 }
 
 type GuestResult = std::result::Result<CallOutput, GuestError>;

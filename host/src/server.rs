@@ -129,7 +129,7 @@ impl Host {
         let mut report = Bootstrap::default();
         for p in &app.plugins {
             if registry.route(&p.name).is_none() {
-                let bytes = crate::runtime::read_component(&p.component)?;
+                let bytes = registry.runtime().engine().read_component(&p.component)?;
                 registry
                     .deploy(
                         p.manifest.clone(),
