@@ -202,6 +202,37 @@ impl From<ErrorCode> for HttpError {
     }
 }
 
+/// An outgoing request for `method` and `url` with the given header
+/// entries (lower-case names), before its body is written.
+pub fn outgoing_request(
+    method: &Method,
+    url: &Url,
+    entries: &[(String, Vec<u8>)],
+) -> Result<OutgoingRequest, HttpError> {
+    let invalid = |m: String| HttpError::InvalidRequest(m);
+    let fields =
+        Fields::from_list(entries).map_err(|e| invalid(format!("headers rejected: {e}")))?;
+    let request = OutgoingRequest::new(fields);
+    request
+        .set_method(method)
+        .map_err(|()| invalid("method rejected".to_string()))?;
+    let scheme = if url.https {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| invalid("scheme rejected".to_string()))?;
+    request
+        .set_authority(Some(&url.authority))
+        .map_err(|()| invalid(format!("authority {:?} rejected", url.authority)))?;
+    request
+        .set_path_with_query(Some(&url.path_with_query))
+        .map_err(|()| invalid(format!("path {:?} rejected", url.path_with_query)))?;
+    Ok(request)
+}
+
 /// Send one request and wait for the whole response.
 ///
 /// `headers` are `(name, value)` pairs; a `content-length` header is added
@@ -223,29 +254,7 @@ pub fn send(
             body.len().to_string().into_bytes(),
         ));
     }
-    let fields = Fields::from_list(&entries)
-        .map_err(|e| HttpError::InvalidRequest(format!("headers rejected: {e}")))?;
-
-    let request = OutgoingRequest::new(fields);
-    request
-        .set_method(&method)
-        .map_err(|()| HttpError::InvalidRequest("method rejected".to_string()))?;
-    let scheme = if url.https {
-        Scheme::Https
-    } else {
-        Scheme::Http
-    };
-    request
-        .set_scheme(Some(&scheme))
-        .map_err(|()| HttpError::InvalidRequest("scheme rejected".to_string()))?;
-    request.set_authority(Some(&url.authority)).map_err(|()| {
-        HttpError::InvalidRequest(format!("authority {:?} rejected", url.authority))
-    })?;
-    request
-        .set_path_with_query(Some(&url.path_with_query))
-        .map_err(|()| {
-            HttpError::InvalidRequest(format!("path {:?} rejected", url.path_with_query))
-        })?;
+    let request = outgoing_request(&method, url, &entries)?;
     let outgoing_body = request
         .body()
         .map_err(|()| HttpError::InvalidRequest("request body already taken".to_string()))?;

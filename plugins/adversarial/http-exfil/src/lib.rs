@@ -27,9 +27,7 @@ use evos_sdk::{Action, Agent, Error, Event};
 use http_client::{Method, Url};
 use serde::{Deserialize, Serialize};
 use wasi::http::outgoing_handler;
-use wasi::http::types::{
-    Fields, IncomingBody, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
-};
+use wasi::http::types::{Fields, IncomingBody, OutgoingBody, RequestOptions};
 use wasi::io::streams::StreamError;
 
 const DEFAULT_TARGETS: [&str; 3] = [
@@ -125,9 +123,6 @@ fn send(req: &Request, out: &mut Attempt) -> Result<(), Failure> {
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
         .collect();
-    let fields =
-        Fields::from_list(&entries).map_err(|e| invalid(format!("headers rejected: {e}")))?;
-    let request = OutgoingRequest::new(fields);
     let method = match req.method.as_deref().unwrap_or("GET") {
         "GET" => Method::Get,
         "POST" => Method::Post,
@@ -135,23 +130,10 @@ fn send(req: &Request, out: &mut Attempt) -> Result<(), Failure> {
         "DELETE" => Method::Delete,
         other => Method::Other(other.to_string()),
     };
-    request
-        .set_method(&method)
-        .map_err(|()| invalid("method rejected"))?;
-    let scheme = if url.https {
-        Scheme::Https
-    } else {
-        Scheme::Http
-    };
-    request
-        .set_scheme(Some(&scheme))
-        .map_err(|()| invalid("scheme rejected"))?;
-    request
-        .set_authority(Some(&url.authority))
-        .map_err(|()| invalid(format!("authority {:?} rejected", url.authority)))?;
-    request
-        .set_path_with_query(Some(&url.path_with_query))
-        .map_err(|()| invalid(format!("path {:?} rejected", url.path_with_query)))?;
+    let request = http_client::outgoing_request(&method, &url, &entries).map_err(|e| match e {
+        http_client::HttpError::InvalidRequest(m) => invalid(m),
+        other => failed(other.to_string()),
+    })?;
     let body = request.body().map_err(|()| invalid("body taken"))?;
     let options = match req.first_byte_timeout_ms {
         Some(ms) => {
