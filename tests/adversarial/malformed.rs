@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use evos::capability::kv::MemoryKv;
 use evos::registry::Registry;
@@ -762,19 +761,7 @@ async fn malformed_uploads_store_nothing() {
         .expect("token")
         .trim()
         .to_string();
-    let listener = evos::server::bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(evos::server::serve(
-        host.clone(),
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
+    let (port, stop) = serve_on_loopback(host.clone()).await;
     let upload = |body: Vec<u8>| {
         let token = token.clone();
         tokio::task::spawn_blocking(move || {

@@ -52,23 +52,7 @@ async fn start(downstream: &Downstream, tweak: impl FnOnce(&mut ServerConfig)) -
         .expect("token")
         .trim()
         .to_string();
-    let listener = evos::server::bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let h = host.clone();
-    tokio::spawn(async move {
-        let _ = evos::server::serve(
-            h,
-            listener,
-            async {
-                let _ = rx.await;
-            },
-            Duration::from_secs(5),
-        )
-        .await;
-    });
+    let (port, tx) = serve_on_loopback(host.clone()).await;
     Server {
         port,
         host,

@@ -307,3 +307,24 @@ pub fn claims_app(endpoint: &str) -> evos::app::App {
     }
     app
 }
+
+/// Serve `host`'s API on an ephemeral 127.0.0.1 port until the returned
+/// sender is dropped or sent to; the port and that sender.
+pub async fn serve_on_loopback(
+    host: Arc<evos::server::Host>,
+) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    let listener = evos::server::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(evos::server::serve(
+        host,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        std::time::Duration::from_secs(5),
+    ));
+    (port, stop)
+}
