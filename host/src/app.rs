@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::approval::DeployerGrants;
 use crate::manifest::{Kind, Manifest, PluginName};
 use crate::runtime::{Plugin, Runtime};
 use crate::{Error, Result};
@@ -36,6 +37,10 @@ use crate::{Error, Result};
 #[serde(deny_unknown_fields)]
 struct RawApp {
     plugins: BTreeMap<PluginName, RawEntry>,
+    /// What deployer tokens may grant beyond the safe set
+    /// ([`crate::approval`]).
+    #[serde(default)]
+    deployers: DeployerGrants,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +75,8 @@ pub struct AppPlugin {
 pub struct App {
     pub path: PathBuf,
     pub plugins: Vec<AppPlugin>,
+    /// What deployer tokens may grant beyond the safe set.
+    pub deployers: DeployerGrants,
 }
 
 impl App {
@@ -81,9 +88,10 @@ impl App {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| err(format!("cannot read the app file: {e}")))?;
-        let raw: RawApp =
+        let mut raw: RawApp =
             toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        raw.deployers.resolve(base).map_err(err)?;
         let mut plugins = Vec::new();
         for (name, entry) in raw.plugins {
             let manifest = Manifest::load(base.join(&entry.manifest))?;
@@ -121,6 +129,7 @@ impl App {
         Ok(App {
             path: path.to_path_buf(),
             plugins,
+            deployers: raw.deployers,
         })
     }
 

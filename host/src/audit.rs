@@ -148,6 +148,28 @@ pub struct Entry {
     pub hash: String,
 }
 
+impl Entry {
+    /// Whether a token scoped to `scope` may read this entry: `*` reads
+    /// everything; a narrower scope reads the entries about its plugins
+    /// (the subject, a `connector`, `proposed_by` or `plugin` in the
+    /// detail, the connector acting in a pipeline or execute entry), and
+    /// nothing host-wide (tokens, refused requests).
+    pub fn visible_to(&self, scope: &str) -> bool {
+        if scope == "*" {
+            return true;
+        }
+        let matches = |name: &str| crate::auth::scope_matches(scope, name);
+        let in_detail = ["connector", "proposed_by", "plugin"]
+            .iter()
+            .filter_map(|k| self.detail.get(k).and_then(Value::as_str))
+            .any(matches);
+        let plugin_subject = !self.subject.contains('/') && matches(&self.subject);
+        let acting_connector =
+            matches!(self.action.as_str(), "pipeline" | "execute") && matches(&self.actor);
+        plugin_subject || in_detail || acting_connector
+    }
+}
+
 /// What the caller records; [`append`] adds `seq`, `at` and the hashes.
 #[derive(Debug, Clone)]
 pub struct NewEntry<'a> {
@@ -444,13 +466,11 @@ pub fn write_anchor(path: &Path, anchor: &Anchor) -> Result<(), AuditError> {
         }
     };
     let created = !path.exists();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io_err("opening the anchor"))?;
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let file = opts.open(path).map_err(io_err("opening the anchor"))?;
     let mut current = vec![0u8; 2 * SLOT];
     let n = file
         .read_at(&mut current, 0)
@@ -537,6 +557,9 @@ pub struct Verification {
     pub entries: i64,
     /// The first thing wrong, when not intact.
     pub problem: Option<Problem>,
+    /// Whether an anchor was given and the chain leads to it. Without an
+    /// anchor, an intact chain may still have lost its newest entries.
+    pub anchored: bool,
     /// Something a reviewer should know that is not tampering (an entry
     /// committed but not yet anchored, no anchor given).
     pub note: Option<String>,
@@ -612,6 +635,7 @@ pub fn verify(conn: &Connection, anchor: Option<&Anchor>) -> Result<Verification
             intact: true,
             entries: good,
             problem: None,
+            anchored: false,
             note,
         });
     };
@@ -675,6 +699,7 @@ pub fn verify(conn: &Connection, anchor: Option<&Anchor>) -> Result<Verification
             intact: true,
             entries: good,
             problem: None,
+            anchored: true,
             note: None,
         });
     }
@@ -692,6 +717,7 @@ pub fn verify(conn: &Connection, anchor: Option<&Anchor>) -> Result<Verification
             intact: true,
             entries: good,
             problem: None,
+            anchored: true,
             note: Some(format!(
                 "{unanchored} committed but the anchor still records entry {}: the process stopped between the commit and the anchor update, which is not tampering; write the anchor from the current head to close the gap",
                 anchor.seq
@@ -717,6 +743,7 @@ fn broken(entries: i64, problem: Problem) -> Verification {
         intact: false,
         entries,
         problem: Some(problem),
+        anchored: false,
         note: None,
     }
 }

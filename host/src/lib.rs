@@ -31,6 +31,7 @@
 )]
 
 pub mod app;
+pub mod approval;
 pub mod audit;
 pub mod auth;
 mod bindings;
@@ -49,6 +50,7 @@ pub mod server;
 mod state;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod types;
 
 pub use engine::{Engine, EngineConfig};

@@ -269,6 +269,7 @@ impl Registry {
         let store = Arc::new(Store::open(data_dir)?);
         let engine = Engine::new(config)?;
         let runtime = Runtime::with_parts(engine, Arc::new(SqliteKv::new(store.clone())), host_env);
+        runtime.protect(store.dir(), "data directory");
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -501,6 +502,7 @@ impl Registry {
                 actor: HOST_ACTOR,
                 version_id: Some(canary_id),
                 detail: &detail,
+                seen: seen(&route),
             },
             canary.plugin.digest(),
             Route {
@@ -596,6 +598,7 @@ impl Registry {
                     actor,
                     version_id: Some(vid),
                     detail: &detail,
+                    seen: current.as_deref().and_then(seen),
                 },
                 &digest,
             )?;
@@ -689,6 +692,7 @@ impl Registry {
                 actor,
                 version_id: Some(canary.version_id),
                 detail: &detail,
+                seen: seen(&route),
             },
             canary.plugin.digest(),
             Route {
@@ -705,6 +709,19 @@ impl Registry {
         &self,
         name: &str,
         to: Option<&str>,
+        actor: &str,
+    ) -> Result<ChangeReport> {
+        self.rollback_with(name, to, false, actor).await
+    }
+
+    /// [`Registry::rollback`]; a version the host rolled back automatically
+    /// is reinstated only with `force`, and the refusal says why it was
+    /// rolled back.
+    pub async fn rollback_with(
+        &self,
+        name: &str,
+        to: Option<&str>,
+        force: bool,
         actor: &str,
     ) -> Result<ChangeReport> {
         let _guard = self.control.lock().await;
@@ -725,6 +742,7 @@ impl Registry {
                     actor,
                     version_id: Some(canary.version_id),
                     detail: &detail,
+                    seen: seen(&route),
                 },
                 canary.plugin.digest(),
                 Route {
@@ -735,12 +753,36 @@ impl Registry {
         }
 
         let target_id = self.rollback_target(name, to, route.stable.version_id)?;
+        if !force
+            && let Some(auto) = self
+                .store
+                .history(name)?
+                .into_iter()
+                .rev()
+                .find(|h| h.action == "auto-rollback" && h.version_id == Some(target_id))
+        {
+            let version = self
+                .store
+                .version(target_id)
+                .map(|v| v.version)
+                .unwrap_or_else(|_| target_id.to_string());
+            let reason = auto
+                .detail
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .unwrap_or("its rollout policy was breached");
+            return Err(Error::Refused(format!(
+                "`{name}` {version} was rolled back automatically at {}: {reason}; reinstating it needs --force (API: \"force\": true)",
+                auto.at
+            )));
+        }
         let target = self.load_version(target_id)?;
         self.runtime.smoke(&target.plugin).await?;
         let detail = json!({
             "from": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
             "to": {"version": target.plugin.version(), "digest": target.plugin.digest(), "version_id": target_id},
             "grants": grants_summary(target.plugin.manifest()),
+            "forced": force,
         });
         self.switch(
             &Change {
@@ -751,6 +793,7 @@ impl Registry {
                 actor,
                 version_id: Some(target_id),
                 detail: &detail,
+                seen: seen(&route),
             },
             target.plugin.digest(),
             Route {
@@ -791,6 +834,49 @@ impl Registry {
                     })
             }
         }
+    }
+
+    /// Bring every route in line with the deployments in the store: the
+    /// way changes committed by another process (a CLI `deploy`,
+    /// `promote` or `rollback` on this data directory, another node) go
+    /// live here. Versions already loaded are reused; new ones are loaded
+    /// and linked before their route is swapped in. Returns the plugins
+    /// whose route changed.
+    pub async fn sync(&self) -> Result<Vec<String>> {
+        let _guard = self.control.lock().await;
+        let mut changed = Vec::new();
+        for d in self.store.deployments()? {
+            let current = self.route(&d.plugin);
+            let wanted = (d.stable_id, d.canary_id, d.canary_weight);
+            if current.as_deref().and_then(seen) == Some(wanted) {
+                continue;
+            }
+            let reuse = |id: i64| {
+                current.as_ref().and_then(|r| {
+                    std::iter::once(&r.stable)
+                        .chain(r.canary.as_ref().map(|(c, _)| c))
+                        .find(|l| l.version_id == id)
+                        .cloned()
+                })
+            };
+            let stable = match reuse(d.stable_id) {
+                Some(l) => l,
+                None => self.load_version(d.stable_id)?,
+            };
+            let canary = match d.canary_id {
+                Some(id) => Some((
+                    match reuse(id) {
+                        Some(l) => l,
+                        None => self.load_version(id)?,
+                    },
+                    d.canary_weight,
+                )),
+                None => None,
+            };
+            blocking(|| self.install(&d.plugin, Route { stable, canary }));
+            changed.push(d.plugin);
+        }
+        Ok(changed)
     }
 
     /// Status of one plugin or all.
@@ -892,6 +978,15 @@ fn record_change(tx: &rusqlite::Transaction<'_>, change: &Change<'_>, digest: &s
         },
     )?;
     Ok(())
+}
+
+/// The deployment a route was built from.
+fn seen(route: &Route) -> Option<(i64, Option<i64>, u8)> {
+    Some((
+        route.stable.version_id,
+        route.canary.as_ref().map(|(c, _)| c.version_id),
+        route.canary.as_ref().map_or(0, |(_, w)| *w),
+    ))
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -87,6 +87,19 @@ pub struct Review {
     pub result: Option<String>,
 }
 
+impl Review {
+    /// Whether a token scoped to `scope` may see and decide this review:
+    /// the agent that proposed it or the connector that would carry it out
+    /// is inside the scope.
+    pub fn visible_to(&self, scope: &str) -> bool {
+        crate::auth::scope_matches(scope, &self.proposed_by)
+            || self
+                .connector
+                .as_deref()
+                .is_some_and(|c| crate::auth::scope_matches(scope, c))
+    }
+}
+
 /// The queue over a data directory.
 #[derive(Clone)]
 pub struct ReviewQueue {
@@ -158,7 +171,7 @@ impl ReviewQueue {
                     action: "escalated",
                     subject: &format!("review/{id}"),
                     digest: None,
-                    detail: json!({"trace_id": event.trace_id, "action": action.kind, "event_id": event.id, "reasons": reasons}),
+                    detail: json!({"trace_id": event.trace_id, "action": action.kind, "event_id": event.id, "reasons": reasons, "proposed_by": proposed_by, "connector": connector}),
                 },
             )?;
             Ok(id)
@@ -218,10 +231,18 @@ impl ReviewQueue {
             ReviewStatus::Rejected
         };
         self.store.transaction("review", |tx| {
-            let current: Option<String> = tx
-                .query_row("SELECT status FROM reviews WHERE id = ?1", [id], |r| r.get(0))
+            let current: Option<(String, String, Option<String>)> = tx
+                .query_row(
+                    "SELECT status, proposed_by, connector FROM reviews WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
                 .optional()
                 .map_err(db("reading a review"))?;
+            let (current, proposed_by, connector) = match current {
+                Some((status, p, c)) => (Some(status), p, c),
+                None => (None, String::new(), None),
+            };
             match current.as_deref() {
                 None => return Err(Error::Refused(format!("no review {id}"))),
                 Some("pending") => {}
@@ -241,7 +262,7 @@ impl ReviewQueue {
                     action: if approve { "review-approved" } else { "review-rejected" },
                     subject: &format!("review/{id}"),
                     digest: None,
-                    detail: json!({"comment": comment}),
+                    detail: json!({"comment": comment, "proposed_by": proposed_by, "connector": connector}),
                 },
             )?;
             Ok(())
@@ -264,6 +285,13 @@ impl ReviewQueue {
             ReviewStatus::Failed
         };
         self.store.transaction("review", |tx| {
+            let (proposed_by, connector): (String, Option<String>) = tx
+                .query_row(
+                    "SELECT proposed_by, connector FROM reviews WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(db("reading a review"))?;
             tx.execute(
                 "UPDATE reviews SET status = ?2, result = ?3 WHERE id = ?1",
                 params![id, status.as_str(), result],
@@ -280,7 +308,7 @@ impl ReviewQueue {
                     },
                     subject: &format!("review/{id}"),
                     digest: None,
-                    detail: json!({"result": result, "step": detail}),
+                    detail: json!({"result": result, "step": detail, "proposed_by": proposed_by, "connector": connector}),
                 },
             )?;
             Ok(())

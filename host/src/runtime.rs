@@ -9,7 +9,7 @@
 //! timeout or exhaustion ends only its own store.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -331,6 +331,9 @@ struct Inner {
     host_env: BTreeMap<String, String>,
     plugins: RwLock<HashMap<String, Arc<Plugin>>>,
     router: RwLock<Option<Weak<dyn Router>>>,
+    /// Host directories no `files` grant may reach (canonical paths, with
+    /// what they are): the data directory and the compile cache.
+    protected: RwLock<Vec<(PathBuf, &'static str)>>,
 }
 
 /// Resolves plugin names for calls the host makes on a plugin's behalf
@@ -404,7 +407,7 @@ impl Runtime {
         kv: Arc<dyn KvStore>,
         host_env: BTreeMap<String, String>,
     ) -> Runtime {
-        Runtime {
+        let runtime = Runtime {
             inner: Arc::new(Inner {
                 engine,
                 kv,
@@ -412,7 +415,45 @@ impl Runtime {
                 host_env,
                 plugins: RwLock::new(HashMap::new()),
                 router: RwLock::new(None),
+                protected: RwLock::new(Vec::new()),
             }),
+        };
+        if let Some(cache) = runtime.inner.engine.config().cache_dir.clone() {
+            runtime.protect(&cache, "compile cache");
+        }
+        runtime
+    }
+
+    /// Refuse `manifest` if its `files` grants reach a protected directory
+    /// (see [`Runtime::protect`]).
+    pub fn check_protected(&self, manifest: &Manifest) -> Result<()> {
+        let protected = match self.inner.protected.read() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        capability::files::check_protected(&manifest.capabilities.files, &protected).map_err(
+            |message| Error::Manifest {
+                path: manifest.origin.clone(),
+                message,
+            },
+        )
+    }
+
+    /// Refuse, from now on, every manifest whose `files` grants reach `dir`
+    /// (the directory itself, a parent of it, or anything inside it).
+    /// Directories that do not exist yet are protected by the path they
+    /// will have.
+    pub fn protect(&self, dir: &Path, what: &'static str) {
+        let canonical = dir.canonicalize().unwrap_or_else(|_| {
+            // Not created yet: protect the absolute path it will have.
+            std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+        });
+        let mut list = match self.inner.protected.write() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !list.iter().any(|(p, _)| *p == canonical) {
+            list.push((canonical, what));
         }
     }
 
@@ -450,6 +491,7 @@ impl Runtime {
                 ),
             });
         }
+        self.check_protected(&manifest)?;
         let inspection = inspect::inspect(bytes, what)?;
         let report = inspect::check(&manifest, &inspection);
         if !report.under_granted.is_empty() {

@@ -69,6 +69,11 @@ pub struct ServerConfig {
     pub queue_per_plugin: usize,
     /// Retries and circuit breakers for connectors' executions.
     pub breaker: crate::breaker::BreakerConfig,
+    /// Refused requests audited per client address and second, on average
+    /// (see [`RefusalRate`]).
+    pub refusal_audit_rate: f64,
+    /// Refused requests a client may have audited in a burst.
+    pub refusal_audit_burst: f64,
 }
 
 impl ServerConfig {
@@ -86,6 +91,8 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(30),
             queue_per_plugin: 64,
             breaker: Default::default(),
+            refusal_audit_rate: 5.0,
+            refusal_audit_burst: 50.0,
         }
     }
 }
@@ -100,7 +107,77 @@ pub struct Host {
     pub breakers: Arc<crate::breaker::Breakers>,
     config: ServerConfig,
     admission: Mutex<HashMap<String, Arc<Semaphore>>>,
+    refusals: RefusalRate,
 }
+
+/// Bounds how fast one client can grow the audit log with refused
+/// requests: a token bucket per client address. Refusals past it are still
+/// refused, but counted instead of audited one by one; the next refusal of
+/// that client that is audited carries the count (`suppressed_before`),
+/// and `evos_audit_refusals_suppressed_total` counts them all.
+struct RefusalRate {
+    rate: f64,
+    burst: f64,
+    clients: Mutex<HashMap<std::net::IpAddr, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: std::time::Instant,
+    suppressed: u64,
+}
+
+/// Clients tracked at once; past it, clients whose bucket refilled are
+/// forgotten (they would start full anyway).
+const RATE_CLIENTS_MAX: usize = 65_536;
+
+impl RefusalRate {
+    /// `Some(suppressed since the last audited refusal)` when this refusal
+    /// of `client` is to be audited, `None` when it is over the rate.
+    fn admit(&self, client: std::net::IpAddr) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let mut clients = match self.clients.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if clients.len() >= RATE_CLIENTS_MAX && !clients.contains_key(&client) {
+            let (rate, burst) = (self.rate, self.burst);
+            clients.retain(|_, b| {
+                b.suppressed > 0
+                    || b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst
+            });
+            if clients.len() >= RATE_CLIENTS_MAX {
+                // Every tracked client is mid-burst: refuse to track more
+                // rather than grow; the newcomer is not audited.
+                return None;
+            }
+        }
+        let bucket = clients.entry(client).or_insert(Bucket {
+            tokens: self.burst,
+            last: now,
+            suppressed: 0,
+        });
+        let refill = now.duration_since(bucket.last).as_secs_f64() * self.rate;
+        bucket.tokens = (bucket.tokens + refill).min(self.burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Some(std::mem::take(&mut bucket.suppressed))
+        } else {
+            bucket.suppressed += 1;
+            None
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The address of the client whose request is being handled.
+    static CLIENT: std::net::IpAddr;
+}
+
+/// Longest URL path, plugin name or reason kept in an audit entry of a
+/// refused request; longer ones are cut and carry their digest.
+const AUDITED_FIELD_MAX: usize = 256;
 
 /// What `bootstrap` did that the operator should know.
 #[derive(Debug, Clone, Default)]
@@ -161,6 +238,11 @@ impl Host {
             tokens,
             reviews,
             metrics: crate::telemetry::Metrics::default(),
+            refusals: RefusalRate {
+                rate: config.refusal_audit_rate,
+                burst: config.refusal_audit_burst.max(1.0),
+                clients: Mutex::new(HashMap::new()),
+            },
             config,
             admission: Mutex::new(HashMap::new()),
         });
@@ -269,14 +351,37 @@ fn authorize(
         Some(b) => host.tokens.authenticate(b.trim())?,
         None => None,
     };
+    // Everything here may come from an anonymous client: the path and the
+    // plugin name are bounded before they reach the audit log, and each
+    // client's refusals are audited at a bounded rate.
+    let path = crate::text::bounded(path, AUDITED_FIELD_MAX);
+    let shown_plugin = plugin.map(|p| crate::text::bounded(p, AUDITED_FIELD_MAX));
     let refuse = |status: StatusCode, code: &'static str, actor: &str, why: String| {
-        let _ = host.registry.store().audit(NewEntry {
-            actor,
-            action: "access-refused",
-            subject: path,
-            digest: None,
-            detail: json!({"status": status.as_u16(), "permission": permission, "plugin": plugin, "reason": why}),
-        });
+        let client = CLIENT.try_with(|c| *c).ok();
+        let admitted = match client {
+            Some(ip) => host.refusals.admit(ip),
+            None => Some(0),
+        };
+        match admitted {
+            Some(suppressed) => {
+                let mut detail = json!({"status": status.as_u16(), "permission": permission, "plugin": shown_plugin, "reason": why, "client": client});
+                if suppressed > 0 {
+                    detail["suppressed_before"] = json!(suppressed);
+                }
+                let _ = host.registry.store().audit(NewEntry {
+                    actor,
+                    action: "access-refused",
+                    subject: &path,
+                    digest: None,
+                    detail,
+                });
+            }
+            None => {
+                host.metrics
+                    .refusals_suppressed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         ApiError::new(status, code, why)
     };
     match token {
@@ -293,7 +398,10 @@ fn authorize(
                 t.role,
                 t.scope,
                 permission,
-                plugin.map(|p| format!(" `{p}`")).unwrap_or_default()
+                shown_plugin
+                    .as_ref()
+                    .map(|p| format!(" `{p}`"))
+                    .unwrap_or_default()
             );
             Err(refuse(
                 StatusCode::FORBIDDEN,
@@ -331,20 +439,157 @@ pub fn router(host: Arc<Host>) -> Router {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
         })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(
-            move |req: Request, next: Next| async move {
-                match tokio::time::timeout(timeout, next.run(req)).await {
-                    Ok(resp) => resp,
-                    Err(_) => ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "timeout",
-                        "the request took too long",
-                    )
-                    .into_response(),
-                }
-            },
-        ))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            edge(req, next, timeout)
+        }))
         .with_state(host)
+}
+
+/// What every request passes through: the client's address for the
+/// handlers ([`CLIENT`]), the whole-request time limit, and the documented
+/// error shape for errors produced before a handler runs (a body over the
+/// limit, a path that does not parse), which axum answers in plain text.
+async fn edge(req: Request, next: Next, timeout: Duration) -> Response {
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let run = async {
+        match tokio::time::timeout(timeout, next.run(req)).await {
+            Ok(resp) => resp,
+            Err(_) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request took too long",
+            )
+            .into_response(),
+        }
+    };
+    let resp = match client {
+        Some(ip) => CLIENT.scope(ip, run).await,
+        None => run.await,
+    };
+    as_json_error(resp).await
+}
+
+/// An error response that is not JSON, rewritten as `{"error": {"code",
+/// "message"}}` with its text as the message.
+async fn as_json_error(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        StatusCode::NOT_FOUND => "not-found",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        s if s.is_server_error() => "internal",
+        _ => "bad-request",
+    };
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let mut message = String::from_utf8_lossy(&text).trim().to_string();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        message = "the request body is larger than this host accepts (evos up --max-body)".into();
+    } else if message.is_empty() {
+        message = status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_lowercase();
+    }
+    let mut fixed = ApiError::new(status, code, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
+}
+
+/// Raise this process's soft limit of open files to its hard limit: each
+/// connection, outgoing request and pooled component needs descriptors,
+/// and the soft limit is often a low default (1024). Returns the limits
+/// before and after, when they could be read.
+pub fn raise_open_file_limit() -> Option<(u64, u64)> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let before = limit.current?;
+    let after = limit.maximum.unwrap_or(u64::MAX);
+    if after > before {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_err() {
+            return Some((before, before));
+        }
+    }
+    Some((before, getrlimit(Resource::Nofile).current.unwrap_or(before)))
+}
+
+/// How the accept loop backs off when accepting fails for lack of
+/// resources (EMFILE, ENFILE, ENOBUFS, ENOMEM): the failing connection
+/// stays in the kernel's backlog, so retrying at once fails again, at
+/// full speed. The loop pauses, doubling from 5 ms to 1 s while failures
+/// last, and logs one warning per interval with the count.
+struct AcceptBackoff {
+    pause: Duration,
+    failures: u64,
+    last_report: Option<std::time::Instant>,
+}
+
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+const ACCEPT_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+impl AcceptBackoff {
+    fn new() -> AcceptBackoff {
+        AcceptBackoff {
+            pause: Duration::ZERO,
+            failures: 0,
+            last_report: None,
+        }
+    }
+
+    /// An accept failed with `e`: how long to pause, and the warning to
+    /// log now, if any.
+    fn failed(&mut self, e: &std::io::Error) -> (Duration, Option<String>) {
+        let exhausted = matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        );
+        self.failures += 1;
+        if exhausted {
+            self.pause = (self.pause * 2).clamp(ACCEPT_PAUSE_MIN, ACCEPT_PAUSE_MAX);
+        }
+        let now = std::time::Instant::now();
+        let due = self
+            .last_report
+            .is_none_or(|t| now.duration_since(t) >= ACCEPT_REPORT_EVERY);
+        let warning = due.then(|| {
+            self.last_report = Some(now);
+            let count = std::mem::take(&mut self.failures);
+            if exhausted {
+                format!(
+                    "accepting connections failed {count} time(s) since the last report: {e}; pausing accepts (up to {ACCEPT_PAUSE_MAX:?}) until descriptors free up; raise the open-file limit (ulimit -n) if this persists"
+                )
+            } else {
+                format!("accepting a connection failed {count} time(s) since the last report: {e}")
+            }
+        });
+        (if exhausted { self.pause } else { Duration::ZERO }, warning)
+    }
+
+    fn succeeded(&mut self) {
+        self.pause = Duration::ZERO;
+    }
 }
 
 /// Serve on `listener` until `shutdown` resolves; then stop accepting and
@@ -356,23 +601,43 @@ pub async fn serve(
     drain: Duration,
 ) -> Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
 
     let header_timeout = host.config.header_timeout;
     let app = router(host.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut backoff = AcceptBackoff::new();
+    let background = tokio::spawn(keep_in_step(host.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(a) => a,
+                let (stream, peer) = match accepted {
+                    Ok(a) => {
+                        backoff.succeeded();
+                        a
+                    }
                     Err(e) => {
-                        tracing::warn!("accept failed: {e}");
+                        host.metrics
+                            .accept_errors
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let (pause, warning) = backoff.failed(&e);
+                        if let Some(w) = warning {
+                            tracing::warn!("{w}");
+                        }
+                        if !pause.is_zero() {
+                            tokio::select! {
+                                _ = tokio::time::sleep(pause) => {}
+                                _ = &mut shutdown => break,
+                            }
+                        }
                         continue;
                     }
                 };
-                let service = TowerToHyperService::new(app.clone());
+                let app = app.clone();
+                let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    tower_service::Service::call(&mut app.clone(), req)
+                });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_timeout)
@@ -388,6 +653,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    background.abort();
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
@@ -396,6 +662,53 @@ pub async fn serve(
     }
     host.registry.flush_stats()?;
     Ok(())
+}
+
+/// How often a serving host looks for control-plane changes made by other
+/// processes.
+pub const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// How often a serving host persists its per-version call statistics.
+pub const FLUSH_STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// What a serving host does besides answering requests: pick up
+/// control-plane changes committed by other processes (it watches the
+/// store's generation), and persist per-version statistics every second,
+/// so `status` from another process is current and a crash loses at most
+/// a second of counts.
+async fn keep_in_step(host: Arc<Host>) {
+    let mut seen = host.registry.store().generation().ok();
+    let mut watch = tokio::time::interval(WATCH_EVERY);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_flush = tokio::time::Instant::now();
+    loop {
+        watch.tick().await;
+        let generation = host.registry.store().generation().ok();
+        if generation.is_some() && generation != seen {
+            match host.registry.sync().await {
+                Ok(changed) => {
+                    for plugin in changed {
+                        tracing::info!(
+                            plugin,
+                            "picked up a deployment change committed by another process"
+                        );
+                    }
+                    seen = generation;
+                }
+                Err(e) => tracing::warn!(
+                    "could not apply a deployment change committed by another process (retrying): {e}"
+                ),
+            }
+        }
+        if last_flush.elapsed() >= FLUSH_STATS_EVERY {
+            last_flush = tokio::time::Instant::now();
+            let registry = host.registry.clone();
+            match tokio::task::spawn_blocking(move || registry.flush_stats()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("could not persist call statistics: {e}"),
+                Err(e) => tracing::warn!("persisting call statistics stopped: {e}"),
+            }
+        }
+    }
 }
 
 /// Bind `addr`.
@@ -412,8 +725,8 @@ async fn readyz(State(host): State<Arc<Host>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(host): State<Arc<Host>>, headers: HeaderMap) -> ApiResult {
-    authorize(&host, &headers, Permission::Metrics, None, "/metrics")?;
-    let text = crate::telemetry::render(&host)?;
+    let token = authorize(&host, &headers, Permission::Metrics, None, "/metrics")?;
+    let text = crate::telemetry::render(&host, &token.scope)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
@@ -509,8 +822,14 @@ async fn list_reviews(
     headers: HeaderMap,
     Query(f): Query<ReviewFilter>,
 ) -> ApiResult {
-    authorize(&host, &headers, Permission::Review, None, "/v1/reviews")?;
-    Ok(axum::Json(host.reviews.list(f.status)?).into_response())
+    let token = authorize(&host, &headers, Permission::Review, None, "/v1/reviews")?;
+    let visible: Vec<_> = host
+        .reviews
+        .list(f.status)?
+        .into_iter()
+        .filter(|r| r.visible_to(&token.scope))
+        .collect();
+    Ok(axum::Json(visible).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -552,12 +871,23 @@ async fn decide_review(
         }
     };
     let d: Decision = json_body(&body)?;
-    if host.reviews.get(id)?.is_none() {
+    let Some(pending) = host.reviews.get(id)? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not-found",
             format!("no review {id}"),
         ));
+    };
+    if !pending.visible_to(&token.scope) {
+        // Checked again with the plugin, so the refusal is audited as any
+        // other scope refusal.
+        authorize(
+            &host,
+            &headers,
+            Permission::Review,
+            Some(&pending.proposed_by),
+            &path,
+        )?;
     }
     let reviewer = format!("{} (token {})", token.name, token.id);
     let review = host
@@ -574,6 +904,7 @@ async fn decide_review(
     } else {
         review
     };
+    host.metrics.observe_review(&review);
     Ok(axum::Json(review).into_response())
 }
 
@@ -676,6 +1007,24 @@ async fn deploy(
             ),
         ));
     }
+    // The host's own directories are refused to everyone, before anything
+    // else is said about the grants (and audited as a refused deploy).
+    if let Err(e) = host.registry.runtime().check_protected(&manifest) {
+        refused_deploy(&host, &token, &manifest, &e.to_string()).await;
+        return Err(e.into());
+    }
+    if token.role != Role::Admin
+        && let Err(problems) = host.app.deployers.check(&manifest, &token.scope)
+    {
+        let why = format!(
+            "token {} (deployer scoped to {:?}) may not give these grants: {}",
+            token.id,
+            token.scope,
+            problems.join("; ")
+        );
+        refused_deploy(&host, &token, &manifest, &why).await;
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", why));
+    }
     if req.digest.len() != 64 || !req.digest.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -703,6 +1052,21 @@ async fn deploy(
     Ok(axum::Json(report).into_response())
 }
 
+/// Audit a deploy refused before it reached the registry.
+async fn refused_deploy(host: &Host, token: &Token, manifest: &Manifest, reason: &str) {
+    let _ = host
+        .registry
+        .store()
+        .audit_async(NewEntry {
+            actor: &format!("token/{}", token.id),
+            action: "deploy-refused",
+            subject: manifest.name(),
+            digest: None,
+            detail: json!({"version": manifest.plugin.version.to_string(), "manifest": manifest.origin, "reason": reason}),
+        })
+        .await;
+}
+
 async fn promote(
     State(host): State<Arc<Host>>,
     UrlPath(name): UrlPath<String>,
@@ -722,6 +1086,9 @@ async fn promote(
 #[serde(deny_unknown_fields)]
 struct RollbackRequest {
     to: Option<String>,
+    /// Reinstate a version the host rolled back automatically.
+    #[serde(default)]
+    force: bool,
 }
 
 async fn rollback(
@@ -735,7 +1102,12 @@ async fn rollback(
     let req: RollbackRequest = json_body(&body)?;
     let report = host
         .registry
-        .rollback(&name, req.to.as_deref(), &format!("token/{}", token.id))
+        .rollback_with(
+            &name,
+            req.to.as_deref(),
+            req.force,
+            &format!("token/{}", token.id),
+        )
         .await?;
     Ok(axum::Json(report).into_response())
 }
@@ -829,13 +1201,14 @@ async fn audit_log(
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult {
-    authorize(&host, &headers, Permission::Audit, None, "/v1/audit")?;
-    let entries = crate::audit::list(
+    let token = authorize(&host, &headers, Permission::Audit, None, "/v1/audit")?;
+    let mut entries = crate::audit::list(
         &host.registry.store().conn_for_reading(),
         q.after.unwrap_or(0),
         q.since.as_deref(),
     )
     .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.to_string()))?;
+    entries.retain(|e| e.visible_to(&token.scope));
     Ok(axum::Json(entries).into_response())
 }
 
@@ -851,4 +1224,74 @@ async fn audit_verify(State(host): State<Arc<Host>>, headers: HeaderMap) -> ApiR
         StatusCode::CONFLICT
     };
     Ok((status, axum::Json(v)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emfile() -> std::io::Error {
+        std::io::Error::from_raw_os_error(libc::EMFILE)
+    }
+
+    #[test]
+    fn accept_backoff_pauses_on_exhaustion_and_reports_once_per_interval() {
+        let mut b = AcceptBackoff::new();
+        let (first, warning) = b.failed(&emfile());
+        assert_eq!(first, ACCEPT_PAUSE_MIN);
+        assert!(warning.is_some_and(|w| w.contains("ulimit -n")));
+        let mut pauses = vec![first];
+        let mut warnings = 0;
+        for _ in 0..10_000 {
+            let (p, w) = b.failed(&emfile());
+            pauses.push(p);
+            warnings += usize::from(w.is_some());
+        }
+        assert_eq!(warnings, 0, "one warning per interval, however many failures");
+        assert!(pauses.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(pauses.last().copied(), Some(ACCEPT_PAUSE_MAX));
+        b.succeeded();
+        assert_eq!(b.failed(&emfile()).0, ACCEPT_PAUSE_MIN);
+        let other = std::io::Error::from_raw_os_error(libc::ECONNABORTED);
+        assert_eq!(b.failed(&other).0, Duration::ZERO, "no pause for a lost client");
+    }
+
+    #[test]
+    fn refusal_rate_allows_a_burst_then_counts_what_it_holds_back() {
+        let rate = RefusalRate {
+            rate: 0.0,
+            burst: 3.0,
+            clients: Mutex::new(HashMap::new()),
+        };
+        let a: std::net::IpAddr = [10, 0, 0, 1].into();
+        let b: std::net::IpAddr = [10, 0, 0, 2].into();
+        assert_eq!(
+            (0..5).map(|_| rate.admit(a)).collect::<Vec<_>>(),
+            [Some(0), Some(0), Some(0), None, None]
+        );
+        assert_eq!(rate.admit(b), Some(0), "clients have their own buckets");
+        let refilling = RefusalRate {
+            rate: 1e9,
+            burst: 1.0,
+            clients: Mutex::new(HashMap::new()),
+        };
+        assert_eq!(refilling.admit(a), Some(0));
+        // With a refill this fast, the next admit sees a full bucket.
+        std::thread::sleep(Duration::from_millis(1));
+        assert_eq!(refilling.admit(a), Some(0));
+        let slow = RefusalRate {
+            rate: 0.0,
+            burst: 1.0,
+            clients: Mutex::new(HashMap::new()),
+        };
+        assert_eq!(slow.admit(a), Some(0));
+        assert_eq!(slow.admit(a), None);
+        assert_eq!(slow.admit(a), None);
+        if let Ok(mut c) = slow.clients.lock()
+            && let Some(bucket) = c.get_mut(&a)
+        {
+            bucket.tokens = 1.0;
+        }
+        assert_eq!(slow.admit(a), Some(2), "the next audited refusal carries the count");
+    }
 }

@@ -87,6 +87,13 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;
      INSERT INTO kv_usage (namespace, keys, bytes)
         SELECT namespace, COUNT(*), SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)) FROM kv GROUP BY namespace;",
+    // 6: the control-plane generation, advanced by every deployment
+    // change, so a host sees changes other processes commit.
+    "CREATE TABLE control_generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        generation INTEGER NOT NULL
+     );
+     INSERT INTO control_generation (id, generation) VALUES (1, 0);",
 ];
 
 /// A stored plugin version.
@@ -166,6 +173,38 @@ fn db_err(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
 
 pub(crate) fn now() -> String {
     humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+/// Create `dir` and its missing parents as 0700: the data directory holds
+/// the admin token, the database and the components, readable by the
+/// host's user only. Existing directories keep their mode (a data
+/// directory the operator made is theirs to set).
+fn private_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Create `path` as 0600 if missing, and make it 0600 if it is not: the
+/// database holds token hashes, kv data and reviews. SQLite creates its
+/// `-wal` and `-shm` files with the database file's mode.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        opts.mode(0o600);
+        let file = opts.open(path)?;
+        if file.metadata()?.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    #[cfg(not(unix))]
+    opts.open(path)?;
+    Ok(())
 }
 
 /// Fault injection for crash-safety tests: when `EVOS_CRASHPOINT` names
@@ -283,8 +322,9 @@ impl Store {
     /// Open (creating if needed) the data directory and migrate its database.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(|e| Error::io(&dir, e))?;
+        private_dirs(&dir.join("blobs/sha256")).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join("evos.db");
+        private_file(&path).map_err(|e| Error::io(&path, e))?;
         let mut conn = Connection::open(&path).map_err(db_err("opening evos.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err("enabling WAL"))?;
@@ -470,7 +510,11 @@ impl Store {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &path)?;
@@ -502,6 +546,19 @@ impl Store {
 
     pub fn deployment(&self, plugin: &str) -> Result<Option<DeploymentRow>> {
         deployment(&self.conn(), plugin)
+    }
+
+    /// The control-plane generation: it advances with every deployment
+    /// change committed by any process sharing this data directory. Read
+    /// on the read-only connection, so it never waits behind a commit.
+    pub fn generation(&self) -> Result<i64> {
+        self.reader()
+            .query_row(
+                "SELECT generation FROM control_generation WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_err("reading the control generation"))
     }
 
     pub fn deployments(&self) -> Result<Vec<DeploymentRow>> {
@@ -699,6 +756,11 @@ pub(crate) struct Change<'a> {
     /// The version the change is about (deployed, promoted, rolled back to).
     pub version_id: Option<i64>,
     pub detail: &'a serde_json::Value,
+    /// The deployment the change was decided on (stable id, canary id,
+    /// weight), `None` for a plugin not yet deployed. Another process may
+    /// have changed it meanwhile; then the change is refused rather than
+    /// overwriting what it never saw.
+    pub seen: Option<(i64, Option<i64>, u8)>,
 }
 
 /// Set what serves a plugin and record the change in history.
@@ -711,7 +773,15 @@ pub(crate) fn set_deployment(tx: &Transaction<'_>, c: &Change<'_>) -> Result<()>
         actor,
         version_id,
         detail,
+        seen,
     } = *c;
+    let now_row = deployment(tx, plugin)?.map(|d| (d.stable_id, d.canary_id, d.canary_weight));
+    if now_row != seen {
+        return Err(Error::Refused(format!(
+            "the deployment of `{plugin}` was changed by another process after this host last saw it; \
+             this host has picked the change up (or will within a second): check `evos status {plugin}` and retry"
+        )));
+    }
     let at = now();
     let (canary_id, weight) = match canary {
         Some((id, w)) => (Some(id), w),
@@ -729,6 +799,9 @@ pub(crate) fn set_deployment(tx: &Transaction<'_>, c: &Change<'_>) -> Result<()>
         params![plugin, at, action, actor, version_id, stable_id, canary_id, weight, detail.to_string()],
     )
     .map_err(db_err("recording history"))?;
+    tx.prepare_cached("UPDATE control_generation SET generation = generation + 1 WHERE id = 1")
+        .and_then(|mut st| st.execute([]))
+        .map_err(db_err("advancing the control generation"))?;
     Ok(())
 }
 

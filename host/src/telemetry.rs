@@ -21,6 +21,12 @@ pub struct Metrics {
     denied: AtomicU64,
     escalated: AtomicU64,
     failed: AtomicU64,
+    /// Actions proposed by agents (each counted once, whatever became of it).
+    proposed: AtomicU64,
+    /// Refusals not audited one by one (see `server::RefusalRate`).
+    pub(crate) refusals_suppressed: AtomicU64,
+    /// Failed accepts of the listener.
+    pub(crate) accept_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -31,6 +37,7 @@ impl Metrics {
         self.events
             .fetch_add(report.events.len() as u64, Ordering::Relaxed);
         for a in report.actions() {
+            self.proposed.fetch_add(1, Ordering::Relaxed);
             let counter = match a.disposition {
                 Disposition::Executed { .. } => &self.executed,
                 Disposition::Allowed => &self.allowed,
@@ -41,6 +48,16 @@ impl Metrics {
             counter.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// Count what became of an escalated action a reviewer approved.
+    pub fn observe_review(&self, review: &crate::review::Review) {
+        use crate::review::ReviewStatus;
+        match review.status {
+            ReviewStatus::Executed => self.executed.fetch_add(1, Ordering::Relaxed),
+            ReviewStatus::Failed => self.failed.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
 }
 
 /// Escape a label value.
@@ -50,10 +67,18 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Render every metric of `host`.
-pub fn render(host: &Host) -> Result<String> {
+/// Render the metrics of `host` a token scoped to `scope` may see: the
+/// series of plugins (and connectors) inside its scope, and the host-wide
+/// series (pipeline totals, the review queue) only for `*`.
+pub fn render(host: &Host, scope: &str) -> Result<String> {
     let mut out = String::new();
-    let status = host.registry.status(None)?;
+    let host_wide = scope == "*";
+    let status: Vec<_> = host
+        .registry
+        .status(None)?
+        .into_iter()
+        .filter(|p| crate::auth::scope_matches(scope, &p.plugin))
+        .collect();
     let _ = writeln!(
         out,
         "# HELP evos_calls_total Plugin calls by version and outcome."
@@ -165,49 +190,81 @@ pub fn render(host: &Host) -> Result<String> {
     }
     let m = &host.metrics;
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let _ = writeln!(
-        out,
-        "# HELP evos_pipeline_events_total Events produced by connectors."
-    );
-    let _ = writeln!(out, "# TYPE evos_pipeline_events_total counter");
-    let _ = writeln!(out, "evos_pipeline_events_total {}", load(&m.events));
-    let _ = writeln!(
-        out,
-        "evos_pipeline_ingest_failures_total {}",
-        load(&m.ingest_failures)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP evos_pipeline_actions_total Proposed actions by what became of them."
-    );
-    let _ = writeln!(out, "# TYPE evos_pipeline_actions_total counter");
-    let actions = [
-        ("executed", load(&m.executed)),
-        ("allowed", load(&m.allowed)),
-        ("denied", load(&m.denied)),
-        ("escalated", load(&m.escalated)),
-        ("failed", load(&m.failed)),
-    ];
-    for (d, n) in actions {
+    if host_wide {
         let _ = writeln!(
             out,
-            "evos_pipeline_actions_total{{disposition=\"{d}\"}} {n}"
+            "# HELP evos_pipeline_events_total Events produced by connectors."
         );
+        let _ = writeln!(out, "# TYPE evos_pipeline_events_total counter");
+        let _ = writeln!(out, "evos_pipeline_events_total {}", load(&m.events));
+        let _ = writeln!(
+            out,
+            "# HELP evos_pipeline_ingest_failures_total Ingests whose connector refused or failed the input."
+        );
+        let _ = writeln!(out, "# TYPE evos_pipeline_ingest_failures_total counter");
+        let _ = writeln!(
+            out,
+            "evos_pipeline_ingest_failures_total {}",
+            load(&m.ingest_failures)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP evos_pipeline_actions_total Proposed actions by what became of them; an escalated action a reviewer approves is counted again as executed or failed when it is carried out."
+        );
+        let _ = writeln!(out, "# TYPE evos_pipeline_actions_total counter");
+        let actions = [
+            ("executed", load(&m.executed)),
+            ("allowed", load(&m.allowed)),
+            ("denied", load(&m.denied)),
+            ("escalated", load(&m.escalated)),
+            ("failed", load(&m.failed)),
+        ];
+        for (d, n) in actions {
+            let _ = writeln!(
+                out,
+                "evos_pipeline_actions_total{{disposition=\"{d}\"}} {n}"
+            );
+        }
+        let decided = load(&m.proposed);
+        let _ = writeln!(
+            out,
+            "# HELP evos_escalation_rate Share of the actions agents proposed that policies escalated to a human."
+        );
+        let _ = writeln!(out, "# TYPE evos_escalation_rate gauge");
+        let rate = if decided == 0 {
+            0.0
+        } else {
+            load(&m.escalated) as f64 / decided as f64
+        };
+        let _ = writeln!(out, "evos_escalation_rate {rate}");
+        let _ = writeln!(
+            out,
+            "# HELP evos_audit_refusals_suppressed_total Refused requests not written to the audit log one by one because their client exceeded the refusal rate (counted in the next entry written for that client)."
+        );
+        let _ = writeln!(out, "# TYPE evos_audit_refusals_suppressed_total counter");
+        let _ = writeln!(
+            out,
+            "evos_audit_refusals_suppressed_total {}",
+            load(&m.refusals_suppressed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP evos_accept_errors_total Connections the listener failed to accept (e.g. out of file descriptors)."
+        );
+        let _ = writeln!(out, "# TYPE evos_accept_errors_total counter");
+        let _ = writeln!(out, "evos_accept_errors_total {}", load(&m.accept_errors));
     }
-    let total: u64 = actions.iter().map(|(_, n)| n).sum();
-    let _ = writeln!(out, "# TYPE evos_escalation_rate gauge");
-    let rate = if total == 0 {
-        0.0
-    } else {
-        load(&m.escalated) as f64 / total as f64
-    };
-    let _ = writeln!(out, "evos_escalation_rate {rate}");
     let _ = writeln!(
         out,
         "# HELP evos_breaker_state Circuit breaker per connector: 0 closed, 1 half-open, 2 open."
     );
     let _ = writeln!(out, "# TYPE evos_breaker_state gauge");
-    for (connector, state) in host.breakers.states() {
+    for (connector, state) in host
+        .breakers
+        .states()
+        .into_iter()
+        .filter(|(c, _)| crate::auth::scope_matches(scope, c))
+    {
         let v = match state {
             crate::breaker::State::Closed => 0,
             crate::breaker::State::HalfOpen => 1,
@@ -220,11 +277,13 @@ pub fn render(host: &Host) -> Result<String> {
             state.as_str()
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP evos_review_queue_depth Actions waiting for a human."
-    );
-    let _ = writeln!(out, "# TYPE evos_review_queue_depth gauge");
-    let _ = writeln!(out, "evos_review_queue_depth {}", host.reviews.pending()?);
+    if host_wide {
+        let _ = writeln!(
+            out,
+            "# HELP evos_review_queue_depth Actions waiting for a human."
+        );
+        let _ = writeln!(out, "# TYPE evos_review_queue_depth gauge");
+        let _ = writeln!(out, "evos_review_queue_depth {}", host.reviews.pending()?);
+    }
     Ok(out)
 }

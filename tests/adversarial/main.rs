@@ -12,6 +12,7 @@
 
 mod catalogue;
 mod egress;
+mod escalation;
 mod files;
 mod hostcalls;
 mod lifecycle;

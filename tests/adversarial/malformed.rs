@@ -753,6 +753,7 @@ async fn malformed_uploads_store_nothing() {
     let app = evos::app::App {
         path: root().join("evos.toml"),
         plugins: Vec::new(),
+        deployers: Default::default(),
     };
     let (host, boot) = evos::server::Host::bootstrap_with(config, app)
         .await

@@ -108,6 +108,11 @@ impl Cidr {
         self.prefix == max_prefix(self.addr)
     }
 
+    /// Whether every address of `other` lies in this range.
+    pub fn covers(&self, other: &Cidr) -> bool {
+        self.prefix <= other.prefix && self.contains(other.addr)
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
@@ -337,6 +342,41 @@ impl FromStr for HttpRule {
 }
 
 impl HttpRule {
+    /// Whether this entry names addresses (an IP literal or CIDR): the only
+    /// entries that reach loopback, private, link-local and metadata
+    /// addresses, so the ones a deployer needs approval for.
+    pub fn names_addresses(&self) -> bool {
+        matches!(self.host, HostPattern::Addrs(_))
+    }
+
+    /// Whether everything this entry allows is also allowed by `wider`:
+    /// same scheme, a host range or name set that includes this one's, any
+    /// port or the same, and a path pattern that includes this one's.
+    pub fn covered_by(&self, wider: &HttpRule) -> bool {
+        let host = match (&wider.host, &self.host) {
+            (HostPattern::Addrs(w), HostPattern::Addrs(n)) => w.covers(n),
+            (HostPattern::Name(w), HostPattern::Name(n)) => w == n,
+            (HostPattern::Subdomains(w), HostPattern::Name(n) | HostPattern::Subdomains(n)) => {
+                n.ends_with(w.as_str())
+            }
+            _ => false,
+        };
+        let port = match (wider.port, self.port) {
+            (None, _) => true,
+            (Some(w), Some(n)) => w == n,
+            (Some(_), None) => false,
+        };
+        let path = match (&wider.path, &self.path) {
+            (PathPattern::Any, _) => true,
+            (PathPattern::Prefix(w), PathPattern::Prefix(n) | PathPattern::Exact(n)) => {
+                n.starts_with(w.as_str())
+            }
+            (PathPattern::Exact(w), PathPattern::Exact(n)) => w == n,
+            _ => false,
+        };
+        self.scheme == wider.scheme && host && port && path
+    }
+
     fn matches_host(&self, host: &Host) -> bool {
         match (&self.host, host) {
             (HostPattern::Name(n), Host::Name(h)) => n == h,

@@ -214,6 +214,38 @@ pub(crate) fn check_grants(grants: &[FileGrant]) -> std::result::Result<(), Stri
     Ok(())
 }
 
+/// Refuse grants that would hand a plugin the host's own state: a
+/// directory in `protected` (the data directory, the compile cache), one
+/// of their parents, or anything inside them. The data directory holds the
+/// admin token, the compile cache's key, the database and the audit anchor:
+/// whoever reads them acts as the host. `protected` holds canonical paths.
+pub(crate) fn check_protected(
+    grants: &[FileGrant],
+    protected: &[(PathBuf, &'static str)],
+) -> std::result::Result<(), String> {
+    for grant in grants {
+        for (dir, what) in protected {
+            let relation = if grant.resolved == *dir {
+                "is"
+            } else if dir.starts_with(&grant.resolved) {
+                "contains"
+            } else if grant.resolved.starts_with(dir) {
+                "lies inside"
+            } else {
+                continue;
+            };
+            return Err(format!(
+                "files: host directory {:?} ({}) {relation} this host's {what} ({}), which holds                  the host's secrets and state; no manifest may grant it. Grant a directory                  outside {} instead, e.g. host = \"data/<plugin>\"",
+                grant.host_display(),
+                grant.resolved.display(),
+                dir.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) -> Result<()> {
     for grant in &grants.files {
         let perms = match grant.mode {

@@ -30,8 +30,19 @@
 //! # or, with limits (defaults shown):
 //! http = { allow = ["https://api.example.com/v1/*", "http://[10.0.0.0/8]:8080/*"],
 //!          connect-timeout = "5s", first-byte-timeout = "10s",
-//!          total-timeout = "30s", max-response-bytes = "8MiB" }
+//!          total-timeout = "30s", max-response-bytes = "8MiB",
+//!          max-connections = 64, max-connections-per-call = 16 }
 //! ```
+//!
+//! Connections are bounded so that one plugin cannot starve the host (and
+//! its API) of file descriptors: `max-connections` open outgoing
+//! connections per plugin, idle keep-alive ones included (idle ones are
+//! closed first when the plugin needs a new one; a request beyond the limit
+//! waits for one within its connect timeout, then fails with
+//! `connection-limit-reached`), and `max-connections-per-call` requests in
+//! flight per call (refused at once beyond it). A host out of descriptors
+//! fails the request with `connection-limit-reached`, not as if the
+//! upstream refused it. Each is a refusal in the call's report.
 //!
 //! Fields a guest builds are capped at [`FIELD_SIZE_LIMIT`] bytes (wasmtime
 //! accounting) per `fields` resource; a guest that exceeds it traps
@@ -51,7 +62,7 @@ use wasmtime_wasi_http::{
 
 use super::egress::{Host, Target};
 pub use super::egress::{HttpRule, Scheme};
-use super::pool::{Limits, Pool, Upstream};
+use super::pool::{ConnectError, Connections, Limits, Pool, Upstream};
 use super::{Descriptor, SharedRefusals};
 use crate::manifest::{Manifest, Timeout};
 use crate::state::PluginState;
@@ -84,6 +95,12 @@ pub struct HttpLimits {
     pub total_timeout: Duration,
     /// Largest response body. Default 8 MiB.
     pub max_response_bytes: u64,
+    /// Outgoing connections the plugin may have open at once, across all
+    /// its calls, idle keep-alive connections included. Default 64.
+    pub max_connections: u32,
+    /// Requests one call may have in flight at once (each holds a
+    /// connection). Default 16.
+    pub max_connections_per_call: u32,
 }
 
 impl Default for HttpLimits {
@@ -93,9 +110,14 @@ impl Default for HttpLimits {
             first_byte_timeout: Duration::from_secs(10),
             total_timeout: Duration::from_secs(30),
             max_response_bytes: 8 * 1024 * 1024,
+            max_connections: 64,
+            max_connections_per_call: 16,
         }
     }
 }
+
+/// Most connections a manifest may grant one plugin, or one call.
+const MAX_CONNECTIONS_CEILING: u32 = 4096;
 
 /// Longest pause between response body frames unless the guest asks for
 /// less.
@@ -131,6 +153,8 @@ struct HttpTable {
     first_byte_timeout: Option<Timeout>,
     total_timeout: Option<Timeout>,
     max_response_bytes: Option<ResponseBytes>,
+    max_connections: Option<u32>,
+    max_connections_per_call: Option<u32>,
 }
 
 /// A response-size cap: `"8MiB"` or a number of bytes.
@@ -199,6 +223,30 @@ impl<'de> Deserialize<'de> for HttpGrant {
                     ));
                 }
                 let d = HttpLimits::default();
+                let connections = |key: &str,
+                                   v: Option<u32>,
+                                   default: u32|
+                 -> std::result::Result<u32, A::Error> {
+                    match v {
+                    None => Ok(default),
+                    Some(n) if (1..=MAX_CONNECTIONS_CEILING).contains(&n) => Ok(n),
+                    Some(n) => Err(serde::de::Error::custom(format!(
+                        "`{key}` is {n}; it must be between 1 and {MAX_CONNECTIONS_CEILING}"
+                    ))),
+                    }
+                };
+                let max_connections =
+                    connections("max-connections", t.max_connections, d.max_connections)?;
+                let max_connections_per_call = connections(
+                    "max-connections-per-call",
+                    t.max_connections_per_call,
+                    d.max_connections_per_call.min(max_connections),
+                )?;
+                if max_connections_per_call > max_connections {
+                    return Err(serde::de::Error::custom(format!(
+                        "`max-connections-per-call` ({max_connections_per_call}) exceeds `max-connections` ({max_connections}); a call cannot hold more connections than its plugin"
+                    )));
+                }
                 Ok(HttpGrant {
                     allow: t.allow,
                     limits: HttpLimits {
@@ -210,6 +258,8 @@ impl<'de> Deserialize<'de> for HttpGrant {
                         max_response_bytes: t
                             .max_response_bytes
                             .map_or(d.max_response_bytes, |b| b.0),
+                        max_connections,
+                        max_connections_per_call,
                     },
                 })
             }
@@ -219,16 +269,27 @@ impl<'de> Deserialize<'de> for HttpGrant {
 }
 
 /// One plugin's egress policy, built once at load.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Allowlist {
     rules: super::egress::Allowlist,
     limits: HttpLimits,
+    /// Permits for the plugin's open connections (`max-connections`).
+    connections: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Allowlist {
+    fn default() -> Allowlist {
+        Allowlist::new(HttpGrant::default())
+    }
 }
 
 impl Allowlist {
     pub fn new(grant: HttpGrant) -> Allowlist {
         Allowlist {
             rules: super::egress::Allowlist::new(grant.allow),
+            connections: Arc::new(tokio::sync::Semaphore::new(
+                grant.limits.max_connections as usize,
+            )),
             limits: grant.limits,
         }
     }
@@ -295,6 +356,9 @@ impl HttpState {
         HttpState {
             ctx,
             hooks: EgressHooks {
+                in_flight: Arc::new(tokio::sync::Semaphore::new(
+                    grants.http.limits.max_connections_per_call as usize,
+                )),
                 allowlist: grants.http.clone(),
                 refusals: SharedRefusals::default(),
                 plugin: grants.plugin.clone(),
@@ -340,12 +404,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Enforces the egress policy on every outgoing request.
-#[derive(Default)]
 pub struct EgressHooks {
     allowlist: Arc<Allowlist>,
     pub(crate) refusals: SharedRefusals,
     plugin: Arc<str>,
     pool: Pool,
+    /// Permits for this call's requests in flight
+    /// (`max-connections-per-call`).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 type SendFuture = Box<
@@ -356,6 +422,21 @@ type SendFuture = Box<
             )>,
         > + Send,
 >;
+
+impl Default for EgressHooks {
+    fn default() -> EgressHooks {
+        let allowlist = Arc::new(Allowlist::default());
+        EgressHooks {
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                allowlist.limits.max_connections_per_call as usize,
+            )),
+            allowlist,
+            refusals: SharedRefusals::default(),
+            plugin: Arc::from(""),
+            pool: Pool::default(),
+        }
+    }
+}
 
 impl EgressHooks {
     fn refuse(&self, why: String) -> SendFuture {
@@ -409,6 +490,12 @@ impl WasiHttpHooks for EgressHooks {
         let Ok(host) = HeaderValue::try_from(target.authority()) else {
             return self.refuse(format!("{target}: the host is not a valid header value"));
         };
+        let Ok(in_flight) = self.in_flight.clone().try_acquire_owned() else {
+            return self.refuse(format!(
+                "{target}: this call already has {} requests in flight, its `max-connections-per-call`; wait for a response (or raise the limit in the `http` grant)",
+                self.allowlist.limits.max_connections_per_call
+            ));
+        };
         *request.uri_mut() = uri;
         strip_hop_by_hop(request.headers_mut());
         request.headers_mut().insert(header::HOST, host);
@@ -447,14 +534,37 @@ impl WasiHttpHooks for EgressHooks {
                 addrs,
             };
             let url = target.to_string();
+            let oversize_refusals = refusals.clone();
+            let oversize_url = url.clone();
             let on_oversize = Box::new(move |max: u64| {
-                refusals.push("http", format!(
-                    "the response from {url} exceeded max-response-bytes ({max} bytes) and was cut off; raise `max-response-bytes` in the `http` grant if intended"
+                oversize_refusals.push("http", format!(
+                    "the response from {oversize_url} exceeded max-response-bytes ({max} bytes) and was cut off; raise `max-response-bytes` in the `http` grant if intended"
                 ));
             });
-            let mut res = pool
-                .send(plugin, &upstream, request, limits, on_oversize)
-                .await?;
+            let conns = Connections {
+                plugin: allowlist.connections.clone(),
+                max: allowlist.limits.max_connections,
+                in_flight,
+            };
+            let sent = pool
+                .send(plugin, &upstream, request, limits, on_oversize, conns)
+                .await;
+            let mut res = match sent {
+                Ok(res) => res,
+                Err(ConnectError::PluginLimit { open }) => {
+                    refusals.push("http", format!(
+                        "{url}: the plugin already has {open} open connections, its `max-connections`, and none freed up within the connect timeout; raise `max-connections` in the `http` grant if intended"
+                    ));
+                    return Err(wasmtime_wasi_http::Error::ConnectionLimitReached);
+                }
+                Err(ConnectError::HostExhausted(e)) => {
+                    refusals.push("http", format!(
+                        "{url}: the host is out of resources for new connections ({e}); the request was not sent"
+                    ));
+                    return Err(wasmtime_wasi_http::Error::ConnectionLimitReached);
+                }
+                Err(ConnectError::Http(e)) => return Err(e),
+            };
             strip_hop_by_hop(res.headers_mut());
             Ok((
                 res,

@@ -242,7 +242,7 @@ pub(crate) fn sanitize(message: &str, max: usize) -> String {
             out.push_str("…[truncated]");
             break;
         }
-        if c.is_control() {
+        if crate::text::dangerous(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);

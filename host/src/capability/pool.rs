@@ -72,6 +72,40 @@ pub struct Limits {
     pub max_response_bytes: u64,
 }
 
+/// The connection permits a request needs: the plugin's, for a new
+/// connection (held by the connection until it closes), and the call's
+/// in-flight permit (held until the response body is done or dropped).
+pub struct Connections {
+    pub plugin: Arc<tokio::sync::Semaphore>,
+    /// The plugin's `max-connections`, for the refusal.
+    pub max: u32,
+    pub in_flight: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Why [`Pool::send`] did not get a response.
+pub enum ConnectError {
+    /// The plugin's open connections stayed at `max-connections`.
+    PluginLimit { open: u32 },
+    /// The host is out of descriptors or buffers (EMFILE, ENFILE, ...).
+    HostExhausted(std::io::Error),
+    Http(Error),
+}
+
+impl From<Error> for ConnectError {
+    fn from(e: Error) -> ConnectError {
+        ConnectError::Http(e)
+    }
+}
+
+/// Whether a connect failed for lack of host resources rather than
+/// anything the upstream did.
+fn host_exhausted(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
 /// Called once when a response body exceeds its cap.
 pub type OnOversize = Box<dyn FnOnce(u64) + Send>;
 
@@ -108,6 +142,12 @@ impl Pool {
         None
     }
 
+    /// Close `plugin`'s idle connections, releasing their permits.
+    fn evict(&self, plugin: &Arc<str>) {
+        let mut idle = self.idle();
+        idle.retain(|key, _| key.0 != *plugin);
+    }
+
     fn checkin(&self, key: Key, sender: SendRequest<WasiBody>) {
         if !sender.is_ready() {
             return;
@@ -133,7 +173,8 @@ impl Pool {
         request: http::Request<WasiBody>,
         limits: Limits,
         on_oversize: OnOversize,
-    ) -> Result<http::Response<WasiBody>, Error> {
+        conns: Connections,
+    ) -> Result<http::Response<WasiBody>, ConnectError> {
         let name = upstream.host.to_string();
         let key_for =
             |addr: SocketAddr| -> Key { (plugin.clone(), upstream.https, name.clone(), addr) };
@@ -148,14 +189,15 @@ impl Pool {
                 Some(found) => found,
                 None => {
                     fresh = true;
-                    connect(upstream, &limits).await?
+                    let permit = self.connection_permit(&plugin, &conns, &limits).await?;
+                    connect(upstream, &limits, permit).await?
                 }
             };
             let key = key_for(addr);
             let Some(req) = request.take() else {
-                return Err(Error::InternalError(Some(
+                return Err(ConnectError::Http(Error::InternalError(Some(
                     "the request was consumed before it was sent".into(),
-                )));
+                ))));
             };
             let first_byte = tokio::time::Instant::now() + limits.first_byte;
             let (until, late) = if first_byte < limits.deadline {
@@ -164,7 +206,7 @@ impl Pool {
                 (limits.deadline, Error::HttpResponseTimeout)
             };
             match tokio::time::timeout_at(until, sender.try_send_request(req)).await {
-                Err(_) => return Err(late),
+                Err(_) => return Err(late.into()),
                 Ok(Ok(response)) => {
                     let (head, incoming) = response.into_parts();
                     let mut timeout =
@@ -185,6 +227,7 @@ impl Pool {
                         max: limits.max_response_bytes,
                         on_oversize: Some(on_oversize),
                         give_back,
+                        _in_flight: conns.in_flight,
                     };
                     return Ok(http::Response::from_parts(
                         head,
@@ -195,9 +238,29 @@ impl Pool {
                     // Not sent: the idle connection was no longer usable.
                     // Retry once, on a fresh connection.
                     Some(req) if !fresh => request = Some(req),
-                    _ => return Err(Error::from(e.into_error())),
+                    _ => return Err(Error::from(e.into_error()).into()),
                 },
             }
+        }
+    }
+
+    /// A permit for one more open connection of `plugin`: at once when
+    /// there is one; else after closing the plugin's idle connections,
+    /// waiting at most the connect budget.
+    async fn connection_permit(
+        &self,
+        plugin: &Arc<str>,
+        conns: &Connections,
+        limits: &Limits,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ConnectError> {
+        if let Ok(p) = conns.plugin.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        self.evict(plugin);
+        let until = (tokio::time::Instant::now() + limits.connect).min(limits.deadline);
+        match tokio::time::timeout_at(until, conns.plugin.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(ConnectError::PluginLimit { open: conns.max }),
         }
     }
 }
@@ -210,7 +273,8 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 async fn connect(
     upstream: &Upstream,
     limits: &Limits,
-) -> Result<(SendRequest<WasiBody>, SocketAddr), Error> {
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(SendRequest<WasiBody>, SocketAddr), ConnectError> {
     let until = (tokio::time::Instant::now() + limits.connect).min(limits.deadline);
     let work = async {
         let mut last = None;
@@ -221,6 +285,7 @@ async fn connect(
                     connected = Some((s, *addr));
                     break;
                 }
+                Err(e) if host_exhausted(&e) => return Err(ConnectError::HostExhausted(e)),
                 Err(e) => last = Some(e),
             }
         }
@@ -230,34 +295,42 @@ async fn connect(
                 return Err(match last {
                     Some(e) => Error::Connect(e),
                     None => Error::DestinationNotFound,
-                });
+                }
+                .into());
             }
         };
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn Stream> = if upstream.https {
             let name = match &upstream.host {
                 Host::Name(n) => rustls::pki_types::ServerName::try_from(n.clone())
-                    .map_err(|_| Error::DestinationNotFound)?,
+                    .map_err(|_| ConnectError::Http(Error::DestinationNotFound))?,
                 Host::Ip(ip) => rustls::pki_types::ServerName::IpAddress((*ip).into()),
             };
             let connector = tokio_rustls::TlsConnector::from(tls_config()?);
-            Box::new(connector.connect(name, tcp).await.map_err(Error::Tls)?)
+            Box::new(
+                connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| ConnectError::Http(Error::Tls(e)))?,
+            )
         } else {
             Box::new(tcp)
         };
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
-            .await?;
+            .await
+            .map_err(|e| ConnectError::Http(e.into()))?;
         // The connection lives as long as a sender for it does (a call's,
-        // or the pool's); its task ends with it.
+        // or the pool's); its task ends with it, and so does its permit.
         tokio::spawn(async move {
+            let _permit = permit;
             let _ = conn.await;
         });
         Ok((sender, addr))
     };
     match tokio::time::timeout_at(until, work).await {
         Ok(r) => r,
-        Err(_) => Err(Error::ConnectionTimeout),
+        Err(_) => Err(Error::ConnectionTimeout.into()),
     }
 }
 
@@ -290,6 +363,8 @@ struct PooledBody {
     max: u64,
     on_oversize: Option<OnOversize>,
     give_back: Option<(Pool, Key, SendRequest<WasiBody>)>,
+    /// The call's in-flight permit, released with the body.
+    _in_flight: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Body for PooledBody {

@@ -41,6 +41,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -81,6 +82,12 @@ pub const ALWAYS_REFUSED: &[&str] = &[
     "wasi:sockets/udp-create-socket",
     "wasi:sockets/ip-name-lookup",
 ];
+
+/// TCP connections one call may open: a call's sockets close with the
+/// call, so this bounds what one plugin holds to this many per call in
+/// flight (its `max-concurrency`), keeping a plugin from exhausting the
+/// host's file descriptors.
+pub const CONNECTS_PER_CALL: u32 = 16;
 
 /// How long the host waits for one name entry to resolve when checking a
 /// connection.
@@ -197,6 +204,23 @@ impl FromStr for SocketRule {
 }
 
 impl SocketRule {
+    /// Whether everything this entry allows is also allowed by `wider`:
+    /// the same name, or an address range inside `wider`'s, on any port or
+    /// the same one.
+    pub fn covered_by(&self, wider: &SocketRule) -> bool {
+        let peer = match (&wider.peer, &self.peer) {
+            (Peer::Addrs(w), Peer::Addrs(n)) => w.covers(n),
+            (Peer::Name(w), Peer::Name(n)) => w == n,
+            _ => false,
+        };
+        let port = match (wider.port, self.port) {
+            (None, _) => true,
+            (Some(w), Some(n)) => w == n,
+            (Some(_), None) => false,
+        };
+        peer && port
+    }
+
     fn port_matches(&self, port: u16) -> bool {
         self.port.is_none_or(|p| p == port)
     }
@@ -322,6 +346,7 @@ pub(crate) fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) {
     }
     let policy = grants.sockets.clone();
     let refusals = setup.socket_refusals.clone();
+    let connects = Arc::new(std::sync::atomic::AtomicU32::new(0));
     setup
         .wasi
         .allow_tcp(true)
@@ -329,7 +354,19 @@ pub(crate) fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) {
         .allow_ip_name_lookup(false)
         .socket_addr_check(move |addr, use_| {
             let (policy, refusals) = (policy.clone(), refusals.clone());
+            let over = matches!(use_, SocketAddrUse::TcpConnect)
+                && connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    >= CONNECTS_PER_CALL;
             Box::pin(async move {
+                if over {
+                    refusals.push(
+                        "sockets",
+                        format!(
+                            "connect to {addr} refused: a call may open at most {CONNECTS_PER_CALL} TCP connections"
+                        ),
+                    );
+                    return false;
+                }
                 match policy.check(addr, use_).await {
                     Ok(()) => true,
                     Err(why) => {

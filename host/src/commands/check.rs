@@ -30,28 +30,28 @@ pub fn run(args: &Args) -> Result<Exit> {
         value["ok"] = serde_json::Value::Bool(ok);
         print_json(&value)?;
     } else {
-        println!(
+        say!(
             "plugin {} ({}) sha256:{}",
             report.plugin, report.kind, report.digest
         );
-        println!("can reach:");
+        say!("can reach:");
         for r in &report.reachable {
-            println!("  {:<45} via {}", r.import, r.provided_by);
+            say!("  {:<45} via {}", r.import, r.provided_by);
         }
         if !report.exports_kind {
-            println!(
+            say!(
                 "error: the component does not export `{}`, which a {} must",
                 manifest.kind().export_interface(),
                 manifest.kind()
             );
         }
         for f in &report.under_granted {
-            println!("error: {}", f.message);
+            say!("error: {}", f.message);
         }
         for f in &report.over_granted {
-            println!("warning: {}", f.message);
+            say!("warning: {}", f.message);
         }
-        println!(
+        say!(
             "{}",
             if ok {
                 "ok: every import is granted"

@@ -31,17 +31,17 @@ fn print_change(r: &ChangeReport, json: bool) -> Result<()> {
     if json {
         return print_json(r);
     }
-    println!(
+    say!(
         "{} {} {} (sha256:{})",
         r.action,
         r.plugin,
         r.version,
         &r.digest[..12.min(r.digest.len())]
     );
-    println!("  stable  {}", r.stable);
+    say!("  stable  {}", r.stable);
     match &r.canary {
-        Some((c, w)) => println!("  canary  {c} at {w}%"),
-        None => println!("  canary  none"),
+        Some((c, w)) => say!("  canary  {c} at {w}%"),
+        None => say!("  canary  none"),
     }
     Ok(())
 }
@@ -77,8 +77,8 @@ pub async fn deploy(cli: &Cli, args: &DeployArgs) -> Result<Exit> {
             | evos::Error::WrongKind { .. }
             | evos::Error::Refused(_)),
         ) => {
-            eprintln!("refused: {e}");
-            eprintln!("nothing was changed");
+            shout!("refused: {e}");
+            shout!("nothing was changed");
             Ok(Exit::Negative)
         }
         Err(e) => Err(e.into()),
@@ -103,6 +103,11 @@ pub struct RollbackArgs {
     /// A version (e.g. 1.0.0) or digest prefix (8+ hex digits) to restore.
     #[arg(long)]
     to: Option<String>,
+    /// Reinstate a version even though the host rolled it back
+    /// automatically (the refusal without it says why it was).
+    #[arg(long)]
+    force: bool,
+    /// Print the result as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -111,7 +116,7 @@ pub async fn rollback(cli: &Cli, args: &RollbackArgs) -> Result<Exit> {
     let registry = open(cli)?;
     refusal_is_negative(
         registry
-            .rollback(&args.plugin, args.to.as_deref(), &actor())
+            .rollback_with(&args.plugin, args.to.as_deref(), args.force, &actor())
             .await,
         args.json,
     )
@@ -124,7 +129,7 @@ fn refusal_is_negative(result: evos::Result<ChangeReport>, json: bool) -> Result
             Ok(Exit::Success)
         }
         Err(evos::Error::Refused(why)) => {
-            eprintln!("refused: {why}");
+            shout!("refused: {why}");
             Ok(Exit::Negative)
         }
         Err(e) => Err(e.into()),
@@ -146,16 +151,16 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     if status.is_empty() {
-        println!("nothing deployed in {}", cli.data_dir.display());
+        say!("nothing deployed in {}", cli.data_dir.display());
     }
     for p in &status {
-        println!("{} ({})", p.plugin, p.kind);
+        say!("{} ({})", p.plugin, p.kind);
         for (role, v) in
             std::iter::once(("stable", &p.stable)).chain(p.canary.iter().map(|c| ("canary", c)))
         {
             let outcomes: Vec<String> =
                 v.outcomes.iter().map(|(k, n)| format!("{k}={n}")).collect();
-            println!(
+            say!(
                 "  {role:<6} {:<8} sha256:{} {:>3}%  calls {:>6}  p50 {}us p95 {}us p99 {}us  {}",
                 v.version,
                 &v.digest[..12.min(v.digest.len())],
@@ -208,7 +213,7 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> Result<Exit> {
             Some(_) => format!(" canary {} at {}%", label(h.canary_id), h.canary_weight),
             None => String::new(),
         };
-        println!(
+        say!(
             "{}  {:<14} by {:<12} stable {}{canary}",
             h.at,
             h.action,
@@ -216,7 +221,7 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> Result<Exit> {
             label(h.stable_id)
         );
         if let Some(reason) = h.detail.get("reason").and_then(|r| r.as_str()) {
-            println!("    reason: {reason}");
+            say!("    reason: {reason}");
         }
     }
     Ok(Exit::Success)
@@ -307,17 +312,17 @@ pub async fn call(cli: &Cli, args: &CallArgs) -> Result<Exit> {
     } else {
         for (version, outcomes) in &by_version {
             let o: Vec<String> = outcomes.iter().map(|(k, n)| format!("{k}={n}")).collect();
-            println!("{} {version}: {}", args.plugin, o.join(" "));
+            say!("{} {version}: {}", args.plugin, o.join(" "));
         }
         let route = registry.route(&args.plugin);
         if let Some(r) = route {
             match &r.canary {
-                Some((c, w)) => println!(
+                Some((c, w)) => say!(
                     "now: stable {} + canary {} at {w}%",
                     r.stable.plugin.version(),
                     c.plugin.version()
                 ),
-                None => println!("now: stable {} (no canary)", r.stable.plugin.version()),
+                None => say!("now: stable {} (no canary)", r.stable.plugin.version()),
             }
         }
     }
@@ -359,7 +364,7 @@ pub fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
                         .as_deref()
                         .map(|d| &d[..12.min(d.len())])
                         .unwrap_or("-");
-                    println!(
+                    say!(
                         "{:>5} {} {:<18} {:<14} by {:<14} {digest} {}",
                         e.seq, e.at, e.action, e.subject, e.actor, e.detail
                     );
@@ -372,13 +377,22 @@ pub fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
             let v = evos::audit::verify(&store.conn_for_reading(), anchor.as_ref())?;
             if *json {
                 print_json(&v)?;
-            } else if v.intact {
-                println!("intact: {} entries, chain and anchor agree", v.entries);
+            } else if v.intact && v.anchored {
+                say!("intact: {} entries, chain and anchor agree", v.entries);
                 if let Some(note) = &v.note {
-                    println!("note: {note}");
+                    say!("note: {note}");
+                }
+            } else if v.intact {
+                say!(
+                    "chain intact: {} entries, but there is no anchor file ({}): deleting the newest entries would not be detected",
+                    v.entries,
+                    store.anchor_path().display()
+                );
+                if let Some(note) = &v.note {
+                    say!("note: {note}");
                 }
             } else if let Some(p) = &v.problem {
-                println!("TAMPERED at entry {}: {:?}: {}", p.seq, p.kind, p.message);
+                say!("TAMPERED at entry {}: {:?}: {}", p.seq, p.kind, p.message);
             }
             Ok(if v.intact {
                 Exit::Success

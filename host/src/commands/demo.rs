@@ -128,12 +128,13 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     } else {
         config.engine.cache_dir = Some(cli.data_dir.join("cache"));
     }
-    println!(
+    say!(
         "== starting evos up on a fresh data directory {}",
         data_dir.display()
     );
+    let _ = evos::server::raise_open_file_limit();
     let (host, boot) = Host::bootstrap_with(config, app).await?;
-    println!("   deployed {}", boot.deployed.join(", "));
+    say!("   deployed {}", boot.deployed.join(", "));
     let admin = match &boot.admin_token_file {
         Some(path) => std::fs::read_to_string(path)?.trim().to_string(),
         None => bail!("the demo's data directory already had tokens"),
@@ -152,13 +153,13 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         },
         Duration::from_secs(5),
     ));
-    println!(
+    say!(
         "   listening on http://127.0.0.1:{port}; downstream claims system on 127.0.0.1:{sink_port}"
     );
 
     let claims = std::fs::read(&args.claims)
         .with_context(|| format!("reading {}", args.claims.display()))?;
-    println!(
+    say!(
         "\n== POST /v1/ingest/claims-webhook ({})",
         args.claims.display()
     );
@@ -166,7 +167,7 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     if status != 200 {
         bail!("ingest answered {status}: {body}");
     }
-    println!("   trace {}", body["trace_id"].as_str().unwrap_or("?"));
+    say!("   trace {}", body["trace_id"].as_str().unwrap_or("?"));
     let mut escalated = Vec::new();
     for event in body["report"]["events"].as_array().into_iter().flatten() {
         for a in event["actions"].as_array().into_iter().flatten() {
@@ -182,7 +183,7 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
                 .or_else(|| a["receipt"].as_str().map(String::from))
                 .or_else(|| a["error"].as_str().map(String::from))
                 .unwrap_or_default();
-            println!(
+            say!(
                 "   {:<7} {:<17} -> {status:<9} {why}",
                 a["action"]["event_id"].as_str().unwrap_or("?"),
                 a["action"]["kind"].as_str().unwrap_or("?"),
@@ -193,10 +194,12 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         }
     }
 
-    println!("\n== GET /v1/reviews?status=pending (as a reviewer)");
+    println!();
+
+    say!("== GET /v1/reviews?status=pending (as a reviewer)");
     let (_, reviews) = http(port, "GET", "/v1/reviews?status=pending", &reviewer, b"").await?;
     for r in reviews.as_array().into_iter().flatten() {
-        println!(
+        say!(
             "   review {} {} for {}: {}",
             r["id"],
             r["action"]["kind"].as_str().unwrap_or("?"),
@@ -205,7 +208,8 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         );
     }
     for id in &escalated {
-        println!("\n== POST /v1/reviews/{id}/approve");
+        println!();
+        say!("== POST /v1/reviews/{id}/approve");
         let (status, r) = http(
             port,
             "POST",
@@ -214,7 +218,7 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
             br#"{"comment":"invoices checked"}"#,
         )
         .await?;
-        println!(
+        say!(
             "   {status}: review {} is {} ({})",
             r["id"],
             r["status"].as_str().unwrap_or("?"),
@@ -223,27 +227,31 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     }
 
     let delivered = received.lock().map(|r| r.len()).unwrap_or(0);
-    println!("\n== the downstream claims system received {delivered} action(s)");
-    println!("\n== GET /v1/audit/verify");
+    println!();
+    say!("== the downstream claims system received {delivered} action(s)");
+    println!();
+    say!("== GET /v1/audit/verify");
     let (status, v) = http(port, "GET", "/v1/audit/verify", &admin, b"").await?;
-    println!(
+    say!(
         "   {status}: intact={} entries={}",
         v["intact"], v["entries"]
     );
     let (_, metrics) = http(port, "GET", "/metrics", &admin, b"").await?;
-    println!("\n== GET /metrics (excerpt)");
+    println!();
+    say!("== GET /metrics (excerpt)");
     for line in metrics.as_str().unwrap_or("").lines().filter(|l| {
         l.starts_with("evos_pipeline_actions_total")
             || l.starts_with("evos_review_queue_depth")
             || l.starts_with("evos_calls_total{plugin=\"fraud-score\"")
     }) {
-        println!("   {line}");
+        say!("   {line}");
     }
 
     let _ = stop_tx.send(());
     server.await.context("joining the server")??;
     if args.keep {
-        println!("\ndata directory kept at {}", data_dir.display());
+        println!();
+        say!("data directory kept at {}", data_dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&data_dir);
     }

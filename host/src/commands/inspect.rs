@@ -22,16 +22,16 @@ pub fn run(args: &Args) -> Result<Exit> {
     if args.json {
         print_json(&info)?;
     } else {
-        println!("component {}", args.component.display());
-        println!("digest    sha256:{}", info.digest);
-        println!("size      {} bytes", info.size);
-        println!("imports   ({})", info.imports.len());
+        say!("component {}", args.component.display());
+        say!("digest    sha256:{}", info.digest);
+        say!("size      {} bytes", info.size);
+        say!("imports   ({})", info.imports.len());
         for i in &info.imports {
-            println!("  {i}");
+            say!("  {i}");
         }
-        println!("exports   ({})", info.exports.len());
+        say!("exports   ({})", info.exports.len());
         for e in &info.exports {
-            println!("  {e}");
+            say!("  {e}");
         }
     }
     Ok(Exit::Success)

@@ -64,39 +64,39 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
 
 pub fn print_report(r: &CallReport, indent: usize) -> Result<()> {
     let pad = " ".repeat(indent);
-    println!(
+    say!(
         "{pad}plugin         {} {} (sha256:{})",
         r.plugin,
         r.version,
         &r.digest[..12.min(r.digest.len())]
     );
-    println!("{pad}outcome        {}", r.outcome.summary());
-    println!("{pad}fuel_consumed  {}", r.fuel_consumed);
-    println!("{pad}duration_us    {}", r.duration_us);
+    say!("{pad}outcome        {}", r.outcome.summary());
+    say!("{pad}fuel_consumed  {}", r.fuel_consumed);
+    say!("{pad}duration_us    {}", r.duration_us);
     if let Some(out) = &r.output {
         let text = serde_json::to_string_pretty(out)?;
-        println!("{pad}output");
+        say!("{pad}output");
         for line in text.lines() {
-            println!("{pad}  {line}");
+            say!("{pad}  {line}");
         }
     }
     if !r.backtrace.is_empty() {
-        println!("{pad}backtrace");
+        say!("{pad}backtrace");
         for (i, f) in r.backtrace.iter().enumerate() {
-            println!("{pad}  {i:>3}: {f}");
+            say!("{pad}  {i:>3}: {f}");
         }
     }
     for refusal in &r.refusals {
-        println!(
+        say!(
             "{pad}refused        {}: {} (x{})",
             refusal.capability, refusal.detail, refusal.count
         );
     }
     for line in &r.logs {
-        println!("{pad}log [{}] {}", line.level, line.message);
+        say!("{pad}log [{}] {}", line.level, line.message);
     }
     for nested in &r.nested {
-        println!("{pad}nested call:");
+        say!("{pad}nested call:");
         print_report(nested, indent + 2)?;
     }
     Ok(())

@@ -8,6 +8,23 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+/// Print one line of human-readable output on stdout. Control characters
+/// in it are escaped ([`evos::text::escape`]): values in it may come from
+/// API clients, manifests or plugins, and must neither forge lines nor
+/// drive the terminal. JSON output uses `print_json` instead.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", evos::text::escape(&format!($($arg)*)))
+    };
+}
+
+/// [`say!`] on stderr.
+macro_rules! shout {
+    ($($arg:tt)*) => {
+        eprintln!("{}", evos::text::escape(&format!($($arg)*)))
+    };
+}
+
 mod check;
 mod control;
 mod demo;
@@ -87,8 +104,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("EVOS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colours only for a terminal: a log file or pipe gets plain text.
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => fmt.init(),
@@ -121,9 +140,12 @@ pub fn main() -> ExitCode {
         Ok(Exit::Success) => ExitCode::SUCCESS,
         Ok(Exit::Negative) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", evos::text::escape_lines(&e.to_string()));
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!(
+                    "  caused by: {}",
+                    evos::text::escape_lines(&cause.to_string())
+                );
             }
             ExitCode::from(2)
         }
@@ -153,11 +175,13 @@ fn runtime(cli: &Cli) -> Result<evos::Runtime> {
         evos::store::Store::open(&cli.data_dir)
             .with_context(|| format!("opening the data directory {}", cli.data_dir.display()))?,
     );
-    Ok(evos::Runtime::with_parts(
+    let runtime = evos::Runtime::with_parts(
         engine(cli)?,
         std::sync::Arc::new(evos::store::SqliteKv::new(store)),
         std::env::vars().collect(),
-    ))
+    );
+    runtime.protect(&cli.data_dir, "data directory");
+    Ok(runtime)
 }
 
 /// Read a file, or standard input for `-`.

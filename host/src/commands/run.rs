@@ -66,29 +66,29 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
         print_json(&report)?;
     } else {
         let s = &report.ingest;
-        println!(
+        say!(
             "ingest   {} {} -> {} ({} us)",
             s.plugin, s.version, s.outcome, s.duration_us
         );
         for e in &report.events {
-            println!(
+            say!(
                 "event    {} {} trace={}",
                 e.event.kind, e.event.id, e.event.trace_id
             );
             for a in &e.agents {
-                println!(
+                say!(
                     "  agent  {} {} -> {} (fuel {}, {} us)",
                     a.plugin, a.version, a.outcome, a.fuel_consumed, a.duration_us
                 );
                 for n in &a.nested {
-                    println!(
+                    say!(
                         "    model {} {} -> {} (fuel {}, {} us)",
                         n.plugin, n.version, n.outcome, n.fuel_consumed, n.duration_us
                     );
                 }
             }
             for a in &e.actions {
-                println!(
+                say!(
                     "  action {} by {}: {}",
                     a.action.kind, a.proposed_by, a.action.rationale
                 );
@@ -98,7 +98,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
                         evos::types::Decision::Deny(r) => format!("deny: {r}"),
                         evos::types::Decision::Escalate(r) => format!("escalate: {r}"),
                     };
-                    println!("    policy {} -> {d}", p.policy);
+                    say!("    policy {} -> {d}", p.policy);
                 }
                 let verdict = match &a.disposition {
                     Disposition::Executed { connector, receipt } => {
@@ -111,11 +111,11 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
                     }
                     Disposition::Failed { error } => format!("failed: {error}"),
                 };
-                println!("    => {verdict}");
+                say!("    => {verdict}");
             }
         }
         if let Some(err) = &report.ingest_error {
-            println!("ingest failed: {err}");
+            say!("ingest failed: {err}");
         }
     }
     Ok(if report.ingest_error.is_none() {

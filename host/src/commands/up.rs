@@ -30,6 +30,11 @@ pub struct UpArgs {
 }
 
 pub async fn up(cli: &Cli, args: &UpArgs) -> Result<Exit> {
+    if let Some((before, after)) = evos::server::raise_open_file_limit()
+        && after != before
+    {
+        tracing::info!("raised the open-file limit from {before} to {after}");
+    }
     let mut config = ServerConfig::new(&cli.data_dir, &args.app);
     config.max_body_bytes = usize::try_from(args.max_body.as_u64()).unwrap_or(usize::MAX);
     if cli.no_cache {
@@ -37,10 +42,10 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> Result<Exit> {
     }
     let (host, boot) = Host::bootstrap(config).await?;
     for name in &boot.deployed {
-        eprintln!("deployed {name} from {}", args.app.display());
+        shout!("deployed {name} from {}", args.app.display());
     }
     if let Some(path) = &boot.admin_token_file {
-        eprintln!(
+        shout!(
             "created the first admin token in {} (mode 0600); use it as `Authorization: Bearer <token>`",
             path.display()
         );
@@ -49,13 +54,13 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> Result<Exit> {
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
-    eprintln!(
+    shout!(
         "evos listening on http://{addr} (data in {})",
         cli.data_dir.display()
     );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
-        eprintln!("shutting down: finishing requests in flight");
+        shout!("shutting down: finishing requests in flight");
     };
     evos::server::serve(host, listener, shutdown, args.drain).await?;
     Ok(Exit::Success)
@@ -108,8 +113,8 @@ pub fn token(cli: &Cli, cmd: &TokenCommand) -> Result<Exit> {
                     &serde_json::json!({"token": secret, "id": t.id, "role": t.role, "scope": t.scope}),
                 )?;
             } else {
-                println!("{secret}");
-                eprintln!(
+                say!("{secret}");
+                shout!(
                     "token {} ({} scoped to {:?}); the secret above is shown only once",
                     t.id, t.role, t.scope
                 );
@@ -126,7 +131,7 @@ pub fn token(cli: &Cli, cmd: &TokenCommand) -> Result<Exit> {
                         .as_deref()
                         .map(|r| format!("revoked {r}"))
                         .unwrap_or_else(|| "active".into());
-                    println!(
+                    say!(
                         "{}  {:<9} {:<16} {:<24} {state}",
                         t.id, t.role, t.scope, t.name
                     );
@@ -135,7 +140,7 @@ pub fn token(cli: &Cli, cmd: &TokenCommand) -> Result<Exit> {
         }
         TokenCommand::Revoke { id } => {
             tokens.revoke(id, &super::control::actor())?;
-            println!("revoked {id}");
+            say!("revoked {id}");
         }
     }
     Ok(Exit::Success)
@@ -175,7 +180,7 @@ pub async fn review(cli: &Cli, cmd: &ReviewCommand) -> Result<Exit> {
         if json {
             print_json(r)
         } else {
-            println!(
+            say!(
                 "review {} [{}] {} for event {} (trace {}): {}",
                 r.id,
                 r.status.as_str(),
@@ -185,7 +190,7 @@ pub async fn review(cli: &Cli, cmd: &ReviewCommand) -> Result<Exit> {
                 r.reasons.join("; ")
             );
             if let Some(result) = &r.result {
-                println!("  result: {result}");
+                say!("  result: {result}");
             }
             Ok(())
         }
