@@ -135,7 +135,7 @@ fn engine(cache: Option<PathBuf>) -> anyhow::Result<Engine> {
 }
 
 fn policy_input() -> anyhow::Result<CallInput> {
-    let v: serde_json::Value = serde_json::from_slice(&read("plugins/payout-limit/sample.json")?)?;
+    let v: serde_json::Value = serde_json::from_slice(&read("plugins/payout-limit/invoke-input.json")?)?;
     CallInput::from_json(::evos::manifest::Kind::Policy, v).map_err(anyhow::Error::msg)
 }
 
@@ -216,7 +216,7 @@ fn cold_load(b: &Bench) -> anyhow::Result<Row> {
     let bytes = read("target/plugins/fraud-score.wasm")?;
     let manifest = Manifest::load(root().join("policies/fraud-score.toml"))?;
     let input: serde_json::Value =
-        serde_json::from_slice(&read("plugins/fraud-score/sample.json")?)?;
+        serde_json::from_slice(&read("plugins/fraud-score/invoke-input.json")?)?;
     let input = CallInput::from_json(::evos::manifest::Kind::ModelAdapter, input)
         .map_err(anyhow::Error::msg)?;
     let cache = std::env::temp_dir().join(format!("evos-bench-cache-{}", std::process::id()));
@@ -553,7 +553,7 @@ fn hot_swap(b: &Bench) -> anyhow::Result<Row> {
         "bench",
     ))?;
     let input: serde_json::Value =
-        serde_json::from_slice(&read("plugins/fraud-score/sample.json")?)?;
+        serde_json::from_slice(&read("plugins/fraud-score/invoke-input.json")?)?;
     let input = CallInput::from_json(::evos::manifest::Kind::ModelAdapter, input)
         .map_err(anyhow::Error::msg)?;
     let calls_per_phase = if b.runs <= 3 { 3_000 } else { 10_000 };

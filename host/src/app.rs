@@ -86,8 +86,13 @@ impl App {
             path: path.display().to_string(),
             message,
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| err(format!("cannot read the app file: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let looked = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            err(format!(
+                "cannot read the app file (looked at {}): {e}; run evos from the directory that holds the app file (evos.toml in the repository), or name it with --app <path>",
+                looked.display()
+            ))
+        })?;
         let mut raw: RawApp =
             toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));

@@ -135,10 +135,7 @@ impl DeployerGrants {
                     Mode::Rw => "rw",
                 };
                 problems.push(approve(
-                    format!(
-                        "files grant of {} ({mode})",
-                        grant.host_path().display()
-                    ),
+                    format!("files grant of {} ({mode})", grant.host_path().display()),
                     format!(
                         "files = [{{ host = {:?}, mode = \"{mode}\" }}]",
                         grant.host_path().display().to_string()
@@ -149,7 +146,10 @@ impl DeployerGrants {
         for var in &caps.env {
             if !self.env.contains(var) {
                 problems.push(approve(
-                    format!("env variable {:?} (the host's environment may hold secrets)", var.0),
+                    format!(
+                        "env variable {:?} (the host's environment may hold secrets)",
+                        var.0
+                    ),
                     format!("env = [{:?}]", var.0),
                 ));
             }
@@ -182,7 +182,9 @@ mod tests {
 
     #[test]
     fn safe_grants_need_no_approval() {
-        let m = manifest("log = true\nkv = {}\nhttp = [\"https://api.example.com:443/v1/*\"]\nmodels = [\"claims-model\"]");
+        let m = manifest(
+            "log = true\nkv = {}\nhttp = [\"https://api.example.com:443/v1/*\"]\nmodels = [\"claims-model\"]",
+        );
         assert_eq!(DeployerGrants::default().check(&m, "claims-*"), Ok(()));
     }
 
@@ -192,7 +194,10 @@ mod tests {
         let problems = DeployerGrants::default()
             .check(&m, "*")
             .expect_err("refused");
-        assert!(problems[0].contains("needs an operator's approval"), "{problems:?}");
+        assert!(
+            problems[0].contains("needs an operator's approval"),
+            "{problems:?}"
+        );
         assert!(problems[0].contains("[deployers]"), "{problems:?}");
         let approved = grants("http = [\"http://127.0.0.1:*/claims/*\"]");
         assert_eq!(approved.check(&m, "*"), Ok(()));
@@ -202,7 +207,9 @@ mod tests {
 
     #[test]
     fn sockets_env_and_models_outside_scope_are_refused() {
-        let m = manifest("sockets = [\"tcp://[10.1.2.3]:5432\"]\nenv = [\"HOME\"]\nmodels = [\"other-model\"]");
+        let m = manifest(
+            "sockets = [\"tcp://[10.1.2.3]:5432\"]\nenv = [\"HOME\"]\nmodels = [\"other-model\"]",
+        );
         let problems = DeployerGrants::default()
             .check(&m, "claims-*")
             .expect_err("refused");

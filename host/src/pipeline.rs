@@ -39,6 +39,32 @@ pub struct Step {
     /// Nested calls (model adapters) made by this step.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nested: Vec<Step>,
+    /// A model adapter's answer (its `output` and the model it names), so
+    /// the record of a decision shows the score it rested on. Answers
+    /// larger than [`MODEL_OUTPUT_KEPT`] bytes are kept as their digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_output: Option<serde_json::Value>,
+}
+
+/// Largest model answer (as JSON text) kept whole in a step.
+pub const MODEL_OUTPUT_KEPT: usize = 4096;
+/// Longest agent rationale kept whole in an audit entry.
+pub const RATIONALE_KEPT: usize = 4096;
+
+fn model_output(r: &CallReport) -> Option<serde_json::Value> {
+    let Some(crate::runtime::CallOutput::Model(resp)) = &r.output else {
+        return None;
+    };
+    let text = resp.output.to_string();
+    Some(if text.len() <= MODEL_OUTPUT_KEPT {
+        json!({"model": resp.model, "output": resp.output})
+    } else {
+        json!({
+            "model": resp.model,
+            "output_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
+            "output_bytes": text.len(),
+        })
+    })
 }
 
 impl From<&CallReport> for Step {
@@ -51,6 +77,7 @@ impl From<&CallReport> for Step {
             fuel_consumed: r.fuel_consumed,
             duration_us: r.duration_us,
             nested: r.nested.iter().map(Step::from).collect(),
+            model_output: model_output(r),
         }
     }
 }
@@ -247,8 +274,18 @@ async fn handle_event(
             (report.outcome.is_ok(), &report.output)
         {
             for action in proposed {
-                actions
-                    .push(decide(caller, app, &event, action.clone(), &entry.name, options).await?);
+                let index = actions.len();
+                actions.push(
+                    decide(
+                        caller,
+                        app,
+                        &event,
+                        (index, action.clone()),
+                        &entry.name,
+                        options,
+                    )
+                    .await?,
+                );
             }
         }
     }
@@ -263,7 +300,7 @@ async fn decide(
     caller: &dyn Caller,
     app: &App,
     event: &Event,
-    action: Action,
+    (index, action): (usize, Action),
     proposed_by: &str,
     options: &RunOptions,
 ) -> Result<ActionReport> {
@@ -308,7 +345,7 @@ async fn decide(
     } else if !escalations.is_empty() {
         let review_id = match &options.reviews {
             Some(queue) => Some(queue.enqueue(
-                &action,
+                (index, &action),
                 event,
                 &escalations,
                 proposed_by,
@@ -369,6 +406,7 @@ async fn decide(
                     name,
                     &action,
                     &event.trace_id,
+                    &idempotency_key(&event.id, index),
                     options.breakers.as_deref(),
                 )
                 .await?;
@@ -413,6 +451,8 @@ async fn audit_event(
         .map(|a| {
             json!({
                 "kind": a.action.kind,
+                "rationale": crate::text::bounded(&a.action.rationale, RATIONALE_KEPT),
+                "payload_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(a.action.payload.text().as_bytes())),
                 "proposed_by": a.proposed_by,
                 "policies": a.policies.iter().map(|p| json!({"policy": p.policy, "decision": p.decision, "version": p.step.version, "digest": p.step.digest})).collect::<Vec<_>>(),
                 "disposition": a.disposition,
@@ -445,11 +485,45 @@ fn executor<'a>(app: &'a App, kind: &str) -> Option<&'a str> {
 /// jitter) for failures that may pass (upstream errors, timeouts). Returns
 /// the last attempt's report (none when the breaker refused) and the receipt
 /// or the error.
+/// The headers every outgoing request of an `execute` call carries: a W3C
+/// `traceparent` continuing the event's trace (a fresh span id) and an
+/// `idempotency-key` naming the action: `<event id>/<action index>`.
+fn downstream_headers(
+    trace_id: &str,
+    idempotency_key: &str,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let span = &new_trace_id()[..16];
+    let mut headers = Vec::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("00-{trace_id}-{span}-01")) {
+        headers.push((http::HeaderName::from_static("traceparent"), v));
+    }
+    if let Ok(v) = http::HeaderValue::from_str(idempotency_key) {
+        headers.push((http::HeaderName::from_static("idempotency-key"), v));
+    }
+    headers
+}
+
+/// The idempotency key of the action at `index` of `event_id`'s actions,
+/// as a header value: the event id percent-encodes anything outside
+/// visible ASCII.
+pub fn idempotency_key(event_id: &str, index: usize) -> String {
+    let mut key = String::with_capacity(event_id.len() + 4);
+    for b in event_id.bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            key.push(char::from(b));
+        } else {
+            key.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{key}/{index}")
+}
+
 async fn execute(
     caller: &dyn Caller,
     connector: &str,
     action: &Action,
     trace_id: &str,
+    idempotency_key: &str,
     breakers: Option<&Breakers>,
 ) -> Result<(Option<CallReport>, std::result::Result<String, String>)> {
     if let Some(b) = breakers
@@ -467,7 +541,14 @@ async fn execute(
     let mut attempt = 0;
     loop {
         let input = CallInput::Execute(action.clone());
-        let report = traced(caller, "execute", connector, trace_id, input).await?;
+        // The downstream sees the trace and can drop repeats (retries, a
+        // redelivered event): the key is the same for every attempt.
+        let headers = downstream_headers(trace_id, idempotency_key);
+        let report = crate::capability::http::with_outgoing_headers(
+            headers,
+            traced(caller, "execute", connector, trace_id, input),
+        )
+        .await?;
         let result = receipt(&report);
         let retryable = matches!(
             report.outcome,
@@ -545,6 +626,7 @@ pub async fn carry_out(
         connector,
         &review.action,
         &review.trace_id,
+        &idempotency_key(&review.event.id, review.action_index),
         breakers,
     )
     .await?;

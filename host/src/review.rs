@@ -34,6 +34,11 @@ pub const MIGRATION: &str = "CREATE TABLE reviews (
 );
 CREATE INDEX reviews_status ON reviews(status, id);";
 
+/// Migration 7: the action's position among its event's actions, for the
+/// idempotency key an approved action is carried out with.
+pub const MIGRATION_ACTION_INDEX: &str =
+    "ALTER TABLE reviews ADD COLUMN action_index INTEGER NOT NULL DEFAULT 0;";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReviewStatus {
@@ -85,6 +90,9 @@ pub struct Review {
     pub comment: Option<String>,
     /// The execution receipt or error, once carried out.
     pub result: Option<String>,
+    /// The action's position among its event's actions (the idempotency
+    /// key is `<event id>/<action index>`).
+    pub action_index: usize,
 }
 
 impl Review {
@@ -113,7 +121,7 @@ fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
     }
 }
 
-const SELECT: &str = "SELECT id, created_at, status, trace_id, connector, proposed_by, action, event, reasons, decided_by, decided_at, comment, result FROM reviews";
+const SELECT: &str = "SELECT id, created_at, status, trace_id, connector, proposed_by, action, event, reasons, decided_by, decided_at, comment, result, action_index FROM reviews";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Review> {
     fn parse<T: serde::de::DeserializeOwned>(i: usize, text: String) -> rusqlite::Result<T> {
@@ -136,6 +144,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Review> {
         decided_at: r.get(10)?,
         comment: r.get(11)?,
         result: r.get(12)?,
+        action_index: usize::try_from(r.get::<_, i64>(13)?).unwrap_or(0),
     })
 }
 
@@ -147,7 +156,7 @@ impl ReviewQueue {
     /// Queue an escalated action; returns its review id.
     pub fn enqueue(
         &self,
-        action: &Action,
+        (index, action): (usize, &Action),
         event: &Event,
         reasons: &[String],
         proposed_by: &str,
@@ -158,9 +167,9 @@ impl ReviewQueue {
         let reasons_json = serde_json::to_string(reasons).unwrap_or_default();
         self.store.transaction("review", |tx| {
             tx.execute(
-                "INSERT INTO reviews (created_at, status, trace_id, connector, proposed_by, action, event, reasons)
-                 VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![now(), event.trace_id, connector, proposed_by, action_json, event_json, reasons_json],
+                "INSERT INTO reviews (created_at, status, trace_id, connector, proposed_by, action, event, reasons, action_index)
+                 VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![now(), event.trace_id, connector, proposed_by, action_json, event_json, reasons_json, index as i64],
             )
             .map_err(db("queueing a review"))?;
             let id = tx.last_insert_rowid();

@@ -531,7 +531,10 @@ pub fn raise_open_file_limit() -> Option<(u64, u64)> {
             return Some((before, before));
         }
     }
-    Some((before, getrlimit(Resource::Nofile).current.unwrap_or(before)))
+    Some((
+        before,
+        getrlimit(Resource::Nofile).current.unwrap_or(before),
+    ))
 }
 
 /// How the accept loop backs off when accepting fails for lack of
@@ -584,7 +587,14 @@ impl AcceptBackoff {
                 format!("accepting a connection failed {count} time(s) since the last report: {e}")
             }
         });
-        (if exhausted { self.pause } else { Duration::ZERO }, warning)
+        (
+            if exhausted {
+                self.pause
+            } else {
+                Duration::ZERO
+            },
+            warning,
+        )
     }
 
     fn succeeded(&mut self) {
@@ -1247,13 +1257,20 @@ mod tests {
             pauses.push(p);
             warnings += usize::from(w.is_some());
         }
-        assert_eq!(warnings, 0, "one warning per interval, however many failures");
+        assert_eq!(
+            warnings, 0,
+            "one warning per interval, however many failures"
+        );
         assert!(pauses.windows(2).all(|w| w[1] >= w[0]));
         assert_eq!(pauses.last().copied(), Some(ACCEPT_PAUSE_MAX));
         b.succeeded();
         assert_eq!(b.failed(&emfile()).0, ACCEPT_PAUSE_MIN);
         let other = std::io::Error::from_raw_os_error(libc::ECONNABORTED);
-        assert_eq!(b.failed(&other).0, Duration::ZERO, "no pause for a lost client");
+        assert_eq!(
+            b.failed(&other).0,
+            Duration::ZERO,
+            "no pause for a lost client"
+        );
     }
 
     #[test]
@@ -1292,6 +1309,10 @@ mod tests {
         {
             bucket.tokens = 1.0;
         }
-        assert_eq!(slow.admit(a), Some(2), "the next audited refusal carries the count");
+        assert_eq!(
+            slow.admit(a),
+            Some(2),
+            "the next audited refusal carries the count"
+        );
     }
 }

@@ -94,6 +94,8 @@ const MIGRATIONS: &[&str] = &[
         generation INTEGER NOT NULL
      );
      INSERT INTO control_generation (id, generation) VALUES (1, 0);",
+    // 7: reviews remember their action's index (idempotency keys).
+    crate::review::MIGRATION_ACTION_INDEX,
 ];
 
 /// A stored plugin version.

@@ -43,10 +43,7 @@ pub fn escape(text: &str) -> Cow<'_, str> {
 /// [`escape`] for text meant to span lines (an error with a quoted
 /// excerpt): newlines stay, every other dangerous character is escaped.
 pub fn escape_lines(text: &str) -> String {
-    text.split('\n')
-        .map(escape)
-        .collect::<Vec<_>>()
-        .join("\n")
+    text.split('\n').map(escape).collect::<Vec<_>>().join("\n")
 }
 
 /// `text` cut to at most `max` bytes (at a character boundary) when longer,

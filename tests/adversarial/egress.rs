@@ -925,3 +925,126 @@ async fn sockets_udp_is_refused() {
     let mut buf = [0; 64];
     assert!(server.recv_from(&mut buf).is_err(), "a datagram got out");
 }
+
+/// A local server that answers every request after `hold` and closes the
+/// connection, counting connections open at once.
+struct Holding {
+    port: u16,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Holding {
+    fn start(hold: Duration) -> Holding {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (o, m) = (open.clone(), most.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let now = o.fetch_add(1, SeqCst) + 1;
+                m.fetch_max(now, SeqCst);
+                let o = o.clone();
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                        if line == "\r\n" {
+                            break;
+                        }
+                        line.clear();
+                    }
+                    std::thread::sleep(hold);
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    );
+                    drop(stream);
+                    o.fetch_sub(1, SeqCst);
+                });
+            }
+        });
+        Holding { port, most }
+    }
+
+    fn most(&self) -> usize {
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Start `count` requests at once from one call of `plugin`.
+async fn burst(
+    rt: &evos::Runtime,
+    plugin: &Arc<evos::Plugin>,
+    url: &str,
+    count: usize,
+) -> (CallReport, Value) {
+    let event = json!({"id": "e", "kind": "test.http-exfil", "payload": {"burst": {"url": url, "count": count}}});
+    let r = call_json(rt, plugin, event).await;
+    let report = match &r.output {
+        Some(CallOutput::Actions(actions)) => actions[0].payload.value().clone(),
+        _ => panic!("no report: {r:?}"),
+    };
+    (r, report)
+}
+
+/// Threat: one call opens hundreds of outgoing connections at once and
+/// holds them, starving the host (and its API) of file descriptors.
+/// Requests beyond `max-connections-per-call` in flight are refused at
+/// once and reported; the upstream never sees more at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_call_cannot_hold_more_connections_than_its_limit() {
+    let upstream = Holding::start(Duration::from_millis(400));
+    let (rt, p) = exfil_with(&format!(
+        "{{ allow = [\"http://127.0.0.1:{}/*\"], max-connections-per-call = 4 }}",
+        upstream.port
+    ));
+    let (r, report) = burst(&rt, &p, &format!("http://127.0.0.1:{}/x", upstream.port), 40).await;
+    assert_eq!(report["responses"], 4, "{report}");
+    let errors = report["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 36, "{report}");
+    assert!(errors.iter().all(|e| e == "HTTP-request-denied"), "{report}");
+    assert!(upstream.most() <= 4, "{} connections at once", upstream.most());
+    assert!(
+        refusals(&r).contains("max-connections-per-call"),
+        "{}",
+        refusals(&r)
+    );
+    // The default is bounded too.
+    let (rt, p) = exfil_with(&format!("[\"http://127.0.0.1:{}/*\"]", upstream.port));
+    let (_, report) = burst(&rt, &p, &format!("http://127.0.0.1:{}/x", upstream.port), 200).await;
+    assert_eq!(report["responses"], 16, "{report}");
+    assert!(upstream.most() <= 16, "{} connections at once", upstream.most());
+}
+
+/// Threat: a plugin's concurrent calls together hold more outgoing
+/// connections than its grant allows. Beyond `max-connections`, a request
+/// waits for one to close (idle keep-alive connections are closed first)
+/// for its connect timeout, then fails with `connection-limit-reached`,
+/// reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_cannot_hold_more_connections_than_its_limit() {
+    let upstream = Holding::start(Duration::from_millis(1500));
+    let (rt, p) = exfil_with(&format!(
+        "{{ allow = [\"http://127.0.0.1:{}/*\"], max-connections = 2, connect-timeout = \"300ms\" }}",
+        upstream.port
+    ));
+    let url = format!("http://127.0.0.1:{}/x", upstream.port);
+    let first = burst(&rt, &p, &url, 2);
+    let second = async {
+        // Let the first call take both connections.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        burst(&rt, &p, &url, 1).await
+    };
+    let ((_, a), (r, b)) = tokio::join!(first, second);
+    assert_eq!(a["responses"], 2, "{a}");
+    assert_eq!(b["responses"], 0, "{b}");
+    assert_eq!(b["errors"][0], "connection-limit-reached", "{b}");
+    assert!(refusals(&r).contains("max-connections"), "{}", refusals(&r));
+    assert!(upstream.most() <= 2, "{} connections at once", upstream.most());
+    // Once the first call's connections are gone, the plugin connects again.
+    let (_, c) = burst(&rt, &p, &url, 2).await;
+    assert_eq!(c["responses"], 2, "{c}");
+}

@@ -86,7 +86,12 @@ impl Api {
             _ => {
                 // A deployer may upload too; an admin uploads when it cannot.
                 let (s, b) = self
-                    .send("POST", "/v1/components", Some(&self.admin), component.to_vec())
+                    .send(
+                        "POST",
+                        "/v1/components",
+                        Some(&self.admin),
+                        component.to_vec(),
+                    )
                     .await;
                 assert_eq!(s, 201, "{b}");
                 serde_json::from_str::<Value>(&b).unwrap()["digest"]

@@ -117,7 +117,7 @@ fn inspect_lists_digest_imports_and_exports() {
 
 #[test]
 fn invoke_prints_outcome_fuel_and_duration() {
-    let sample = root().join("plugins/payout-limit/sample.json");
+    let sample = root().join("plugins/payout-limit/invoke-input.json");
     let out = evos(&[
         "invoke",
         &path(manifest_path("payout-limit")),
@@ -136,7 +136,7 @@ fn invoke_prints_outcome_fuel_and_duration() {
 
 #[test]
 fn invoke_an_agent_resolves_its_model_through_the_app_file() {
-    let sample = root().join("plugins/claims-triage/sample.json");
+    let sample = root().join("plugins/claims-triage/invoke-input.json");
     let out = evos(&[
         "invoke",
         &path(manifest_path("claims-triage")),
@@ -154,7 +154,7 @@ fn invoke_an_agent_resolves_its_model_through_the_app_file() {
 
 #[test]
 fn invoke_exits_1_when_the_outcome_is_not_ok() {
-    let sample = root().join("plugins/adversarial/deep-recursion/sample.json");
+    let sample = root().join("plugins/adversarial/deep-recursion/invoke-input.json");
     let out = evos(&[
         "invoke",
         &path(manifest_path("deep-recursion")),

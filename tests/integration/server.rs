@@ -290,7 +290,7 @@ async fn authorization_matrix_scopes_and_revocation() {
             .expect("token");
         tokens.insert(role.as_str(), t);
     }
-    let sample = std::fs::read(root().join("plugins/payout-limit/sample.json")).expect("sample");
+    let sample = std::fs::read(root().join("plugins/payout-limit/invoke-input.json")).expect("sample");
     // (method, path, body, roles allowed)
     let endpoints: Vec<(&str, &str, Vec<u8>, &[&str])> = vec![
         ("GET", "/metrics", vec![], &["admin", "auditor"]),
@@ -520,7 +520,7 @@ async fn bad_input_gets_clear_status_codes() {
     .await;
     assert_eq!(status, 200, "{body}");
     let event =
-        std::fs::read(root().join("plugins/adversarial/spin-forever/sample.json")).expect("sample");
+        std::fs::read(root().join("plugins/adversarial/spin-forever/invoke-input.json")).expect("sample");
     let first = {
         let (t, event) = (t.clone(), event.clone());
         tokio::spawn(req(

@@ -106,7 +106,7 @@ pub fn sample(name: &str) -> serde_json::Value {
     } else {
         root().join("plugins/adversarial").join(name)
     };
-    let text = std::fs::read_to_string(dir.join("sample.json")).expect("sample.json");
+    let text = std::fs::read_to_string(dir.join("invoke-input.json")).expect("invoke-input.json");
     serde_json::from_str(&text).expect("sample is JSON")
 }
 

@@ -135,7 +135,7 @@ fn measure(b: &Bench) -> anyhow::Result<Measured> {
     let hello = root().join("target/plugins/bench-hello-http.wasm");
     read("target/plugins/bench-hello-http.wasm")?;
     read("target/plugins/bench-allow.wasm")?;
-    let body = read("plugins/payout-limit/sample.json")?;
+    let body = read("plugins/payout-limit/invoke-input.json")?;
     let wasmtime_version = version(&wasmtime)?;
 
     // Declared before the servers, so it is removed after they are killed.

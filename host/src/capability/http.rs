@@ -228,11 +228,11 @@ impl<'de> Deserialize<'de> for HttpGrant {
                                    default: u32|
                  -> std::result::Result<u32, A::Error> {
                     match v {
-                    None => Ok(default),
-                    Some(n) if (1..=MAX_CONNECTIONS_CEILING).contains(&n) => Ok(n),
-                    Some(n) => Err(serde::de::Error::custom(format!(
-                        "`{key}` is {n}; it must be between 1 and {MAX_CONNECTIONS_CEILING}"
-                    ))),
+                        None => Ok(default),
+                        Some(n) if (1..=MAX_CONNECTIONS_CEILING).contains(&n) => Ok(n),
+                        Some(n) => Err(serde::de::Error::custom(format!(
+                            "`{key}` is {n}; it must be between 1 and {MAX_CONNECTIONS_CEILING}"
+                        ))),
                     }
                 };
                 let max_connections =
@@ -342,6 +342,23 @@ impl Allowlist {
     }
 }
 
+tokio::task_local! {
+    /// Headers the host adds to every outgoing request of the calls made
+    /// inside [`with_outgoing_headers`].
+    static OUTGOING: Arc<[(HeaderName, HeaderValue)]>;
+}
+
+/// Run `call` so that every outgoing HTTP request of the plugin calls it
+/// makes carries `headers`, replacing any of the same name the guest set.
+/// The pipeline uses it to pass the W3C `traceparent` and an idempotency
+/// key to the downstream system on `execute`, whatever the connector does.
+pub async fn with_outgoing_headers<F: Future>(
+    headers: Vec<(HeaderName, HeaderValue)>,
+    call: F,
+) -> F::Output {
+    OUTGOING.scope(headers.into(), call).await
+}
+
 /// Per-call http state.
 #[derive(Default)]
 pub struct HttpState {
@@ -356,6 +373,9 @@ impl HttpState {
         HttpState {
             ctx,
             hooks: EgressHooks {
+                added_headers: OUTGOING
+                    .try_with(Arc::clone)
+                    .unwrap_or_else(|_| Arc::new([])),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(
                     grants.http.limits.max_connections_per_call as usize,
                 )),
@@ -412,6 +432,8 @@ pub struct EgressHooks {
     /// Permits for this call's requests in flight
     /// (`max-connections-per-call`).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Headers the host sets on every request of this call.
+    added_headers: Arc<[(HeaderName, HeaderValue)]>,
 }
 
 type SendFuture = Box<
@@ -434,6 +456,7 @@ impl Default for EgressHooks {
             refusals: SharedRefusals::default(),
             plugin: Arc::from(""),
             pool: Pool::default(),
+            added_headers: Arc::new([]),
         }
     }
 }
@@ -499,6 +522,9 @@ impl WasiHttpHooks for EgressHooks {
         *request.uri_mut() = uri;
         strip_hop_by_hop(request.headers_mut());
         request.headers_mut().insert(header::HOST, host);
+        for (name, value) in self.added_headers.iter() {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
 
         let limits = self.allowlist.limits;
         let options = options.unwrap_or_default();

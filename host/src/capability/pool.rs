@@ -85,7 +85,9 @@ pub struct Connections {
 /// Why [`Pool::send`] did not get a response.
 pub enum ConnectError {
     /// The plugin's open connections stayed at `max-connections`.
-    PluginLimit { open: u32 },
+    PluginLimit {
+        open: u32,
+    },
     /// The host is out of descriptors or buffers (EMFILE, ENFILE, ...).
     HostExhausted(std::io::Error),
     Http(Error),

@@ -32,7 +32,9 @@ pub fn run(args: &Args) -> Result<Exit> {
     } else {
         say!(
             "plugin {} ({}) sha256:{}",
-            report.plugin, report.kind, report.digest
+            report.plugin,
+            report.kind,
+            report.digest
         );
         say!("can reach:");
         for r in &report.reachable {

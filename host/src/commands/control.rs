@@ -55,6 +55,7 @@ pub struct DeployArgs {
     /// Deploy as a canary receiving this percentage of calls (1-100).
     #[arg(long, value_name = "PERCENT")]
     canary: Option<u8>,
+    /// Print the result as JSON (for scripts and CI).
     #[arg(long)]
     json: bool,
 }
@@ -87,7 +88,9 @@ pub async fn deploy(cli: &Cli, args: &DeployArgs) -> Result<Exit> {
 
 #[derive(clap::Args)]
 pub struct PromoteArgs {
+    /// The deployed plugin (its manifest name).
     plugin: String,
+    /// Print the result as JSON (for scripts and CI).
     #[arg(long)]
     json: bool,
 }
@@ -99,6 +102,7 @@ pub async fn promote(cli: &Cli, args: &PromoteArgs) -> Result<Exit> {
 
 #[derive(clap::Args)]
 pub struct RollbackArgs {
+    /// The deployed plugin (its manifest name).
     plugin: String,
     /// A version (e.g. 1.0.0) or digest prefix (8+ hex digits) to restore.
     #[arg(long)]
@@ -138,7 +142,9 @@ fn refusal_is_negative(result: evos::Result<ChangeReport>, json: bool) -> Result
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
+    /// One plugin; all deployed plugins when left out.
     plugin: Option<String>,
+    /// Print the result as JSON (for scripts and CI).
     #[arg(long)]
     json: bool,
 }
@@ -178,7 +184,9 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
 
 #[derive(clap::Args)]
 pub struct HistoryArgs {
+    /// The deployed plugin (its manifest name).
     plugin: String,
+    /// Print the result as JSON (for scripts and CI).
     #[arg(long)]
     json: bool,
 }
@@ -241,6 +249,7 @@ pub struct CallArgs {
     /// Routing key: the same key always reaches the same version.
     #[arg(long)]
     key: Option<String>,
+    /// Print the result as JSON (for scripts and CI).
     #[arg(long)]
     json: bool,
 }
@@ -340,11 +349,13 @@ pub enum AuditCommand {
         /// Only entries at or after this time (RFC 3339) or this long ago (e.g. 1h).
         #[arg(long)]
         since: Option<String>,
+        /// Print the result as JSON (for scripts and CI).
         #[arg(long)]
         json: bool,
     },
     /// Check the hash chain; exit 1 naming the first bad entry.
     Verify {
+        /// Print the result as JSON (for scripts and CI).
         #[arg(long)]
         json: bool,
     },
@@ -366,7 +377,12 @@ pub fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
                         .unwrap_or("-");
                     say!(
                         "{:>5} {} {:<18} {:<14} by {:<14} {digest} {}",
-                        e.seq, e.at, e.action, e.subject, e.actor, e.detail
+                        e.seq,
+                        e.at,
+                        e.action,
+                        e.subject,
+                        e.actor,
+                        e.detail
                     );
                 }
             }

@@ -158,7 +158,15 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     );
 
     let claims = std::fs::read(&args.claims)
-        .with_context(|| format!("reading {}", args.claims.display()))?;
+        .with_context(|| {
+            format!(
+                "reading the sample claims {} (looked at {}); run from the repository root or pass --claims <file>",
+                args.claims.display(),
+                std::path::absolute(&args.claims)
+                    .unwrap_or_else(|_| args.claims.clone())
+                    .display()
+            )
+        })?;
     say!(
         "\n== POST /v1/ingest/claims-webhook ({})",
         args.claims.display()
@@ -234,7 +242,8 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     let (status, v) = http(port, "GET", "/v1/audit/verify", &admin, b"").await?;
     say!(
         "   {status}: intact={} entries={}",
-        v["intact"], v["entries"]
+        v["intact"],
+        v["entries"]
     );
     let (_, metrics) = http(port, "GET", "/metrics", &admin, b"").await?;
     println!();

@@ -89,7 +89,9 @@ pub fn print_report(r: &CallReport, indent: usize) -> Result<()> {
     for refusal in &r.refusals {
         say!(
             "{pad}refused        {}: {} (x{})",
-            refusal.capability, refusal.detail, refusal.count
+            refusal.capability,
+            refusal.detail,
+            refusal.count
         );
     }
     for line in &r.logs {

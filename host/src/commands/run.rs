@@ -68,29 +68,44 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
         let s = &report.ingest;
         say!(
             "ingest   {} {} -> {} ({} us)",
-            s.plugin, s.version, s.outcome, s.duration_us
+            s.plugin,
+            s.version,
+            s.outcome,
+            s.duration_us
         );
         for e in &report.events {
             say!(
                 "event    {} {} trace={}",
-                e.event.kind, e.event.id, e.event.trace_id
+                e.event.kind,
+                e.event.id,
+                e.event.trace_id
             );
             for a in &e.agents {
                 say!(
                     "  agent  {} {} -> {} (fuel {}, {} us)",
-                    a.plugin, a.version, a.outcome, a.fuel_consumed, a.duration_us
+                    a.plugin,
+                    a.version,
+                    a.outcome,
+                    a.fuel_consumed,
+                    a.duration_us
                 );
                 for n in &a.nested {
                     say!(
                         "    model {} {} -> {} (fuel {}, {} us)",
-                        n.plugin, n.version, n.outcome, n.fuel_consumed, n.duration_us
+                        n.plugin,
+                        n.version,
+                        n.outcome,
+                        n.fuel_consumed,
+                        n.duration_us
                     );
                 }
             }
             for a in &e.actions {
                 say!(
                     "  action {} by {}: {}",
-                    a.action.kind, a.proposed_by, a.action.rationale
+                    a.action.kind,
+                    a.proposed_by,
+                    a.action.rationale
                 );
                 for p in &a.policies {
                     let d = match &p.decision {
@@ -116,6 +131,16 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
         }
         if let Some(err) = &report.ingest_error {
             say!("ingest failed: {err}");
+            if args
+                .input
+                .file_name()
+                .is_some_and(|n| n == "invoke-input.json")
+            {
+                shout!(
+                    "hint: {} is input for one plugin call (`evos invoke`/`evos call`); `evos run` takes what the connector ingests, e.g. plugins/claims-webhook/claims.json",
+                    args.input.display()
+                );
+            }
         }
     }
     Ok(if report.ingest_error.is_none() {

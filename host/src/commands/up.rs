@@ -78,16 +78,21 @@ pub enum TokenCommand {
         /// Plugin-name pattern the token is limited to: `*`, a name, or a prefix ending in `*`.
         #[arg(long, default_value = "*")]
         scope: String,
+        /// Print the result as JSON (for scripts and CI).
         #[arg(long)]
         json: bool,
     },
     /// List tokens (never their secrets).
     List {
+        /// Print the result as JSON (for scripts and CI).
         #[arg(long)]
         json: bool,
     },
     /// Revoke a token by id.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id (the part after `evos_`, as `token list` shows).
+        id: String,
+    },
 }
 
 fn store(cli: &Cli) -> Result<std::sync::Arc<evos::store::Store>> {
@@ -116,7 +121,9 @@ pub fn token(cli: &Cli, cmd: &TokenCommand) -> Result<Exit> {
                 say!("{secret}");
                 shout!(
                     "token {} ({} scoped to {:?}); the secret above is shown only once",
-                    t.id, t.role, t.scope
+                    t.id,
+                    t.role,
+                    t.scope
                 );
             }
         }
@@ -133,7 +140,10 @@ pub fn token(cli: &Cli, cmd: &TokenCommand) -> Result<Exit> {
                         .unwrap_or_else(|| "active".into());
                     say!(
                         "{}  {:<9} {:<16} {:<24} {state}",
-                        t.id, t.role, t.scope, t.name
+                        t.id,
+                        t.role,
+                        t.scope,
+                        t.name
                     );
                 }
             }
@@ -150,24 +160,32 @@ pub fn token(cli: &Cli, cmd: &TokenCommand) -> Result<Exit> {
 pub enum ReviewCommand {
     /// List reviews (pending by default).
     List {
+        /// Show reviews in every state, not only pending ones.
         #[arg(long)]
         all: bool,
+        /// Print the result as JSON (for scripts and CI).
         #[arg(long)]
         json: bool,
     },
     /// Approve a review; the action is carried out by its connector.
     Approve {
+        /// The review id, as `review list` shows it.
         id: i64,
+        /// Why: kept with the decision in the review and the audit log.
         #[arg(long)]
         comment: Option<String>,
+        /// Print the result as JSON (for scripts and CI).
         #[arg(long)]
         json: bool,
     },
     /// Reject a review; the action is dropped.
     Reject {
+        /// The review id, as `review list` shows it.
         id: i64,
+        /// Why: kept with the decision in the review and the audit log.
         #[arg(long)]
         comment: Option<String>,
+        /// Print the result as JSON (for scripts and CI).
         #[arg(long)]
         json: bool,
     },

@@ -20,6 +20,11 @@
 //!   `count` fields of `value-bytes` bytes to one `fields` resource and
 //!   reports how far it got.
 //!
+//! - `{"burst": {"url", "count"}}`: starts `count` GETs to `url` before
+//!   waiting for any (as many connections at once as the host allows),
+//!   then waits for each and reports `{"responses": n, "errors": [...]}`
+//!   in a `burst-report` action.
+//!
 //! URLs are passed to `wasi:http` verbatim (userinfo and odd hosts
 //! included), so the host sees exactly what an attacker would write.
 
@@ -45,6 +50,13 @@ struct Probe {
     targets: Option<Vec<String>>,
     requests: Option<Vec<Request>>,
     field_flood: Option<Flood>,
+    burst: Option<Burst>,
+}
+
+#[derive(Deserialize)]
+struct Burst {
+    url: String,
+    count: usize,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +227,47 @@ fn flood(f: &Flood) -> String {
     format!("all {} fields accepted", f.count)
 }
 
+/// Start every request of `b` first, then collect what came back.
+fn burst(b: &Burst) -> Result<serde_json::Value, Error> {
+    let url = Url::parse_verbatim(&b.url).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    let mut pending = Vec::new();
+    let mut errors = Vec::new();
+    for _ in 0..b.count {
+        let request = http_client::outgoing_request(&Method::Get, &url, &[])
+            .map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let Ok(body) = request.body() else {
+            errors.push("body taken".to_string());
+            continue;
+        };
+        match outgoing_handler::handle(request, None) {
+            Ok(p) => {
+                let _ = OutgoingBody::finish(body, None);
+                pending.push(p);
+            }
+            Err(e) => errors.push(http_client::describe(&e)),
+        }
+    }
+    let mut responses = 0;
+    for p in pending {
+        p.subscribe().block();
+        match p.get() {
+            Some(Ok(Ok(response))) => {
+                responses += 1;
+                // Read the body to its end so the connection is free again.
+                if let Ok(incoming) = response.consume() {
+                    if let Ok(stream) = incoming.stream() {
+                        while stream.blocking_read(16 * 1024).is_ok() {}
+                    }
+                    drop(IncomingBody::finish(incoming));
+                }
+            }
+            Some(Ok(Err(code))) => errors.push(http_client::describe(&code)),
+            _ => errors.push("no response".to_string()),
+        }
+    }
+    Ok(serde_json::json!({"responses": responses, "errors": errors}))
+}
+
 struct HttpExfil;
 
 impl Agent for HttpExfil {
@@ -224,6 +277,15 @@ impl Agent for HttpExfil {
         } else {
             evos_sdk::json::parse(&event.payload)?
         };
+        if let Some(b) = &probe_spec.burst {
+            let payload = burst(b)?;
+            return Ok(vec![Action::new(
+                "burst-report",
+                &event,
+                &payload,
+                "every request of the burst reported",
+            )?]);
+        }
         if probe_spec.requests.is_some() || probe_spec.field_flood.is_some() {
             let attempts: Vec<Attempt> = probe_spec.requests.iter().flatten().map(probe).collect();
             let flood = probe_spec.field_flood.as_ref().map(flood);
