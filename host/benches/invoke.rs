@@ -32,7 +32,8 @@ fn bench(c: &mut Criterion) {
         return eprintln!("no engine");
     };
     let runtime = Runtime::with_parts(engine, Arc::new(MemoryKv::default()), BTreeMap::new());
-    let sample = std::fs::read(root().join("plugins/payout-limit/invoke-input.json")).unwrap_or_default();
+    let sample =
+        std::fs::read(root().join("plugins/payout-limit/invoke-input.json")).unwrap_or_default();
     let value: serde_json::Value = serde_json::from_slice(&sample).unwrap_or_default();
     let Ok(input) = CallInput::from_json(evos::manifest::Kind::Policy, value.clone()) else {
         return eprintln!("bad sample input");

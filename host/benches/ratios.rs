@@ -135,7 +135,8 @@ fn engine(cache: Option<PathBuf>) -> anyhow::Result<Engine> {
 }
 
 fn policy_input() -> anyhow::Result<CallInput> {
-    let v: serde_json::Value = serde_json::from_slice(&read("plugins/payout-limit/invoke-input.json")?)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&read("plugins/payout-limit/invoke-input.json")?)?;
     CallInput::from_json(::evos::manifest::Kind::Policy, v).map_err(anyhow::Error::msg)
 }
 

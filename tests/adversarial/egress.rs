@@ -1001,12 +1001,25 @@ async fn one_call_cannot_hold_more_connections_than_its_limit() {
         "{{ allow = [\"http://127.0.0.1:{}/*\"], max-connections-per-call = 4 }}",
         upstream.port
     ));
-    let (r, report) = burst(&rt, &p, &format!("http://127.0.0.1:{}/x", upstream.port), 40).await;
+    let (r, report) = burst(
+        &rt,
+        &p,
+        &format!("http://127.0.0.1:{}/x", upstream.port),
+        40,
+    )
+    .await;
     assert_eq!(report["responses"], 4, "{report}");
     let errors = report["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 36, "{report}");
-    assert!(errors.iter().all(|e| e == "HTTP-request-denied"), "{report}");
-    assert!(upstream.most() <= 4, "{} connections at once", upstream.most());
+    assert!(
+        errors.iter().all(|e| e == "HTTP-request-denied"),
+        "{report}"
+    );
+    assert!(
+        upstream.most() <= 4,
+        "{} connections at once",
+        upstream.most()
+    );
     assert!(
         refusals(&r).contains("max-connections-per-call"),
         "{}",
@@ -1014,9 +1027,19 @@ async fn one_call_cannot_hold_more_connections_than_its_limit() {
     );
     // The default is bounded too.
     let (rt, p) = exfil_with(&format!("[\"http://127.0.0.1:{}/*\"]", upstream.port));
-    let (_, report) = burst(&rt, &p, &format!("http://127.0.0.1:{}/x", upstream.port), 200).await;
+    let (_, report) = burst(
+        &rt,
+        &p,
+        &format!("http://127.0.0.1:{}/x", upstream.port),
+        200,
+    )
+    .await;
     assert_eq!(report["responses"], 16, "{report}");
-    assert!(upstream.most() <= 16, "{} connections at once", upstream.most());
+    assert!(
+        upstream.most() <= 16,
+        "{} connections at once",
+        upstream.most()
+    );
 }
 
 /// Threat: a plugin's concurrent calls together hold more outgoing
@@ -1043,7 +1066,11 @@ async fn a_plugin_cannot_hold_more_connections_than_its_limit() {
     assert_eq!(b["responses"], 0, "{b}");
     assert_eq!(b["errors"][0], "connection-limit-reached", "{b}");
     assert!(refusals(&r).contains("max-connections"), "{}", refusals(&r));
-    assert!(upstream.most() <= 2, "{} connections at once", upstream.most());
+    assert!(
+        upstream.most() <= 2,
+        "{} connections at once",
+        upstream.most()
+    );
     // Once the first call's connections are gone, the plugin connects again.
     let (_, c) = burst(&rt, &p, &url, 2).await;
     assert_eq!(c["responses"], 2, "{c}");

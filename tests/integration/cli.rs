@@ -403,3 +403,77 @@ fn json_logs_carry_each_pipeline_step_with_plugin_version_and_digest() {
             .any(|s| s["span"]["trace_id"].as_str().map(str::len) == Some(32))
     );
 }
+
+/// Regression: `audit verify` said "chain and anchor agree" when there was
+/// no anchor file at all.
+#[test]
+fn audit_verify_without_an_anchor_says_so() {
+    let dir = tempdir("verify-no-anchor");
+    let store = evos::store::Store::open(&dir).expect("store");
+    store
+        .audit(evos::audit::NewEntry {
+            actor: "test",
+            action: "note",
+            subject: "x",
+            digest: None,
+            detail: serde_json::json!({}),
+        })
+        .expect("audit");
+    drop(store);
+    std::fs::remove_file(dir.join("audit.anchor")).expect("anchor");
+    let out = Command::new(env!("CARGO_BIN_EXE_evos"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["audit", "verify"])
+        .output()
+        .expect("run");
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(!said.contains("anchor agree"), "{said}");
+    assert!(said.contains("no anchor file"), "{said}");
+}
+
+/// Regression: logs carried ANSI colours into files and pipes.
+#[test]
+fn logs_are_plain_text_when_stderr_is_not_a_terminal() {
+    let out = Command::new(env!("CARGO_BIN_EXE_evos"))
+        .args([
+            "invoke",
+            &path(manifest_path("log-flood")),
+            &path(component_path("log-flood")),
+            "--input",
+            &path(root().join("plugins/adversarial/log-flood/invoke-input.json")),
+        ])
+        .current_dir(root())
+        .env("EVOS_DATA_DIR", tempdir("plain-logs"))
+        .env("EVOS_LOG", "info")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("INFO"), "the plugin logged: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+}
+
+/// Regression: `evos up` and `evos demo` run outside the repository said
+/// only "cannot read the app file".
+#[test]
+fn commands_outside_the_repository_say_where_they_looked() {
+    let elsewhere = tempdir("elsewhere");
+    for cmd in ["up", "demo"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_evos"))
+            .arg(cmd)
+            .current_dir(&elsewhere)
+            .env("EVOS_DATA_DIR", elsewhere.join("data"))
+            .output()
+            .expect("run");
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{said}");
+        assert!(
+            said.contains(&format!(
+                "looked at {}",
+                elsewhere.join("evos.toml").display()
+            )) && said.contains("--app"),
+            "{cmd}: {said}"
+        );
+    }
+}

@@ -397,3 +397,48 @@ async fn kv_data_and_quotas_survive_a_restart() {
             >= 2
     );
 }
+
+/// Regression: `rollback --to` a version the host had rolled back
+/// automatically reinstated it without a word. It needs `force`, and the
+/// refusal says why the version was rolled back.
+#[tokio::test(flavor = "multi_thread")]
+async fn reinstating_an_automatically_rolled_back_version_needs_force() {
+    let inputs = traffic();
+    let dir = data_dir("force");
+    let reg = open(&dir);
+    deploy(&reg, "1.0.0", None).await;
+    deploy(&reg, "1.2.0", Some(50)).await;
+    let mut calls = 0;
+    while reg.route("fraud-score").expect("route").canary.is_some() && calls < 1000 {
+        reg.call("fraud-score", inputs[calls % inputs.len()].clone(), None)
+            .await
+            .expect("call");
+        calls += 1;
+    }
+    assert!(reg.route("fraud-score").expect("route").canary.is_none());
+    let refused = reg
+        .rollback("fraud-score", Some("1.2.0"), "test")
+        .await
+        .expect_err("refused without force");
+    let message = refused.to_string();
+    assert!(
+        message.contains("rolled back automatically") && message.contains("--force"),
+        "{message}"
+    );
+    assert!(message.contains("rate"), "says why: {message}");
+    assert_eq!(
+        reg.route("fraud-score")
+            .expect("route")
+            .stable
+            .plugin
+            .version(),
+        "1.0.0"
+    );
+    let report = reg
+        .rollback_with("fraud-score", Some("1.2.0"), true, "test")
+        .await
+        .expect("forced");
+    assert_eq!(report.version, "1.2.0");
+    let last = reg.store().history("fraud-score").expect("history");
+    assert_eq!(last.last().expect("entry").detail["forced"], true);
+}

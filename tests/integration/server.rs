@@ -143,6 +143,23 @@ async fn claims_flow_through_pipeline_review_and_execution() {
     // Only the allowed claim reached downstream so far (C-1004 is flagged
     // as fraud, which nothing guards: it is executed too).
     let before = downstream.requests().len();
+    // The downstream sees the caller's trace and a key to drop repeats.
+    let delivered = |claim: &str| {
+        downstream
+            .requests()
+            .into_iter()
+            .find(|r| r.body.contains(claim))
+            .unwrap_or_else(|| panic!("{claim} not delivered"))
+    };
+    let c1001 = delivered("C-1001");
+    assert!(
+        c1001
+            .header("traceparent")
+            .is_some_and(|t| t.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")),
+        "{:?}",
+        c1001.headers
+    );
+    assert_eq!(c1001.header("idempotency-key"), Some("C-1001/0"));
     assert!(
         downstream
             .requests()
@@ -193,13 +210,15 @@ async fn claims_flow_through_pipeline_review_and_execution() {
     assert_eq!(review["status"], "executed", "{review}");
     assert!(review["decided_by"].as_str().unwrap_or("").contains("rita"));
     assert_eq!(downstream.requests().len(), before + 1);
+    let approved = downstream.requests().last().expect("request").clone();
+    assert!(approved.body.contains("C-1002"));
+    assert_eq!(approved.header("idempotency-key"), Some("C-1002/0"));
     assert!(
-        downstream
-            .requests()
-            .last()
-            .expect("request")
-            .body
-            .contains("C-1002")
+        approved
+            .header("traceparent")
+            .is_some_and(|t| t.contains("-4bf92f3577b34da6a3ce929d0e0e4736-")),
+        "{:?}",
+        approved.headers
     );
     // Deciding twice is refused.
     let (status, _) = req(
@@ -245,6 +264,35 @@ async fn claims_flow_through_pipeline_review_and_execution() {
             "no {a} entry in {actions:?}"
         );
     }
+    // The event's entry explains the decision: the agent's rationale, the
+    // payload's digest, the model's version and score.
+    let entries = json_of(&body);
+    let event = entries
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["action"] == "pipeline" && e["subject"] == "event/C-1002")
+        .expect("pipeline entry of C-1002");
+    let action = &event["detail"]["actions"][0];
+    assert!(
+        action["rationale"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("Fraud score")),
+        "{event}"
+    );
+    assert_eq!(action["payload_sha256"].as_str().map(str::len), Some(64));
+    let model = event["detail"]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .flat_map(|s| s["nested"].as_array().into_iter().flatten())
+        .find(|n| n["plugin"] == "fraud-score")
+        .expect("the model step");
+    assert_eq!(model["version"], "1.0.0");
+    assert!(
+        model["model_output"]["output"]["score"].is_number(),
+        "{model}"
+    );
 
     // Metrics carry per-version series after the traffic.
     let (status, text) = req(
@@ -265,6 +313,25 @@ async fn claims_flow_through_pipeline_review_and_execution() {
         "{text}"
     );
     assert!(text.contains("evos_review_queue_depth 0"), "{text}");
+    // The approved action counts as executed, with the two executed at once.
+    assert!(
+        text.contains("evos_pipeline_actions_total{disposition=\"executed\"} 3"),
+        "{text}"
+    );
+    // Every metric is described.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|f| text.contains(&format!("# TYPE {f} histogram")))
+            .unwrap_or(name);
+        assert!(
+            text.contains(&format!("# HELP {family} "))
+                && text.contains(&format!("# TYPE {family} ")),
+            "{family} has no HELP or TYPE"
+        );
+    }
     assert!(
         text.contains("evos_model_usage_units_total{plugin=\"fraud-score\""),
         "{text}"
@@ -290,7 +357,8 @@ async fn authorization_matrix_scopes_and_revocation() {
             .expect("token");
         tokens.insert(role.as_str(), t);
     }
-    let sample = std::fs::read(root().join("plugins/payout-limit/invoke-input.json")).expect("sample");
+    let sample =
+        std::fs::read(root().join("plugins/payout-limit/invoke-input.json")).expect("sample");
     // (method, path, body, roles allowed)
     let endpoints: Vec<(&str, &str, Vec<u8>, &[&str])> = vec![
         ("GET", "/metrics", vec![], &["admin", "auditor"]),
@@ -418,6 +486,11 @@ async fn bad_input_gets_clear_status_codes() {
     )
     .await;
     assert_eq!(status, 413, "oversized body");
+    assert_eq!(
+        json_of(&body_of_413(s.port, &s.admin).await)["error"]["code"],
+        "too-large",
+        "every error has the documented JSON shape"
+    );
     let (status, body) = req(
         s.port,
         "POST",
@@ -519,8 +592,8 @@ async fn bad_input_gets_clear_status_codes() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let event =
-        std::fs::read(root().join("plugins/adversarial/spin-forever/invoke-input.json")).expect("sample");
+    let event = std::fs::read(root().join("plugins/adversarial/spin-forever/invoke-input.json"))
+        .expect("sample");
     let first = {
         let (t, event) = (t.clone(), event.clone());
         tokio::spawn(req(
@@ -769,4 +842,133 @@ async fn slow_clients_are_cut_off() {
     // The server still answers others.
     let (status, _) = req(s.port, "GET", "/healthz".into(), None, vec![], vec![]).await;
     assert_eq!(status, 200);
+}
+
+/// The body of an oversized ingest (the API's error shape).
+async fn body_of_413(port: u16, admin: &str) -> String {
+    let (status, body) = req(
+        port,
+        "POST",
+        "/v1/ingest/claims-webhook".into(),
+        Some(admin.to_string()),
+        vec![b' '; 200 * 1024],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 413);
+    body
+}
+
+/// Regression: a CLI `deploy`/`promote`/`rollback` on the data directory
+/// of a running host was ignored by it until a restart (the canary then
+/// went live unannounced). The host now picks changes up while serving,
+/// and a change decided on a deployment another process has since changed
+/// is refused instead of overwriting it.
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_made_by_another_process_go_live_without_a_restart() {
+    let downstream = Downstream::start(200);
+    let s = start(&downstream, |_| {}).await;
+    let other = evos::registry::Registry::open(
+        s.host.registry.store().dir(),
+        evos::EngineConfig {
+            cache_dir: Some(root().join("target/evos-test-cache")),
+            max_instances: 16,
+            ..Default::default()
+        },
+        std::collections::BTreeMap::new(),
+    )
+    .expect("second process's registry");
+    let manifest = evos::Manifest::load(root().join("policies/versions/fraud-score-1.1.0.toml"))
+        .expect("1.1.0");
+    other
+        .deploy(
+            manifest,
+            &component("fraud-score-retrained"),
+            "1.1.0",
+            Some(30),
+            "cli:other",
+        )
+        .await
+        .expect("canary from the other process");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let live = loop {
+        let route = s.host.registry.route("fraud-score").expect("route");
+        if let Some((canary, weight)) = &route.canary {
+            break (canary.plugin.version().to_string(), *weight);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host never picked up the canary"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(live, ("1.1.0".to_string(), 30));
+
+    // The host promotes through its API; the other process, still seeing
+    // the canary, is refused rather than undoing the promotion.
+    let (status, body) = req(
+        s.port,
+        "POST",
+        "/v1/plugins/fraud-score/promote".into(),
+        Some(s.admin.clone()),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let refused = other
+        .rollback("fraud-score", None, "cli:other")
+        .await
+        .expect_err("stale rollback");
+    assert!(
+        refused.to_string().contains("changed by another process"),
+        "{refused}"
+    );
+    let stable = s.host.registry.route("fraud-score").expect("route");
+    assert_eq!(stable.stable.plugin.version(), "1.1.0");
+    assert!(stable.canary.is_none());
+}
+
+/// Regression: per-version stats were written only at shutdown or on a
+/// swap, so `status` from another process was stale and a kill -9 lost
+/// every count. They are persisted every second while serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn call_stats_are_persisted_while_serving() {
+    let downstream = Downstream::start(200);
+    let s = start(&downstream, |_| {}).await;
+    let sample =
+        std::fs::read(root().join("plugins/payout-limit/invoke-input.json")).expect("input");
+    for _ in 0..5 {
+        let (status, body) = req(
+            s.port,
+            "POST",
+            "/v1/plugins/payout-limit/invoke".into(),
+            Some(s.admin.clone()),
+            sample.clone(),
+            vec![],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let version = s
+        .host
+        .registry
+        .route("payout-limit")
+        .expect("route")
+        .stable
+        .version_id;
+    let reader = evos::store::Store::open(s.host.registry.store().dir()).expect("store");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (outcomes, _) = reader.stats(version).expect("stats");
+        let calls: u64 = outcomes.values().sum();
+        if calls == 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "persisted calls stayed at {calls}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -131,7 +131,18 @@ pub async fn healthy_call(rt: &Runtime) {
 pub struct Received {
     pub method: String,
     pub path: String,
+    /// Header names in lower case, values as sent.
+    pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A local HTTP/1.1 server on 127.0.0.1 that records requests and answers
@@ -214,6 +225,7 @@ fn serve_one(
     let method = parts.next()?.to_string();
     let path = parts.next()?.to_string();
     let mut length = 0usize;
+    let mut headers = Vec::new();
     loop {
         let mut header = String::new();
         reader.read_line(&mut header).ok()?;
@@ -221,10 +233,11 @@ fn serve_one(
         if h.is_empty() {
             break;
         }
-        if let Some((k, v)) = h.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse().unwrap_or(0);
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
     let mut body = vec![0u8; length];
@@ -232,6 +245,7 @@ fn serve_one(
     rec.lock().ok()?.push(Received {
         method,
         path,
+        headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     });
     let reply = format!("{{\"status\":{status},\"ref\":\"DS-1\"}}");
