@@ -521,11 +521,14 @@ pub fn raise_open_file_limit() -> Option<(u64, u64)> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     let before = limit.current?;
-    let after = limit.maximum.unwrap_or(u64::MAX);
-    if after > before {
+    // An unlimited hard limit cannot be a soft one (the kernel caps open
+    // files at `nr_open`): leave the soft limit as it is then.
+    if let Some(hard) = limit.maximum
+        && hard > before
+    {
         let raised = Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
+            current: Some(hard),
+            maximum: Some(hard),
         };
         if setrlimit(Resource::Nofile, raised).is_err() {
             return Some((before, before));

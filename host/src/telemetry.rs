@@ -60,6 +60,12 @@ impl Metrics {
     }
 }
 
+/// Write a metric family's `HELP` and `TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
 /// Escape a label value.
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -79,11 +85,12 @@ pub fn render(host: &Host, scope: &str) -> Result<String> {
         .into_iter()
         .filter(|p| crate::auth::scope_matches(scope, &p.plugin))
         .collect();
-    let _ = writeln!(
-        out,
-        "# HELP evos_calls_total Plugin calls by version and outcome."
+    family(
+        &mut out,
+        "evos_calls_total",
+        "counter",
+        "Plugin calls by version and outcome.",
     );
-    let _ = writeln!(out, "# TYPE evos_calls_total counter");
     let versions: Vec<_> = status
         .iter()
         .flat_map(|p| {
@@ -102,11 +109,12 @@ pub fn render(host: &Host, scope: &str) -> Result<String> {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP evos_call_duration_seconds Plugin call latency."
+    family(
+        &mut out,
+        "evos_call_duration_seconds",
+        "histogram",
+        "Plugin call latency.",
     );
-    let _ = writeln!(out, "# TYPE evos_call_duration_seconds histogram");
     for (p, v, _) in &versions {
         let l = format!(
             "plugin=\"{}\",version=\"{}\"",
@@ -127,11 +135,12 @@ pub fn render(host: &Host, scope: &str) -> Result<String> {
         );
         let _ = writeln!(out, "evos_call_duration_seconds_count{{{l}}} {}", v.calls);
     }
-    let _ = writeln!(
-        out,
-        "# HELP evos_fuel_consumed_total Fuel burned by plugin calls."
+    family(
+        &mut out,
+        "evos_fuel_consumed_total",
+        "counter",
+        "Fuel burned by plugin calls.",
     );
-    let _ = writeln!(out, "# TYPE evos_fuel_consumed_total counter");
     for (p, v, _) in &versions {
         let _ = writeln!(
             out,
@@ -141,21 +150,24 @@ pub fn render(host: &Host, scope: &str) -> Result<String> {
             v.fuel_consumed
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP evos_model_usage_units_total Units reported by model adapters."
+    family(
+        &mut out,
+        "evos_model_usage_units_total",
+        "counter",
+        "Units reported by model adapters.",
     );
-    let _ = writeln!(out, "# TYPE evos_model_usage_units_total counter");
-    let _ = writeln!(
-        out,
-        "# HELP evos_model_usage_units_per_1k_calls Units per 1,000 calls (cost driver)."
+    family(
+        &mut out,
+        "evos_model_usage_units_per_1k_calls",
+        "gauge",
+        "Units per 1,000 calls (cost driver).",
     );
-    let _ = writeln!(out, "# TYPE evos_model_usage_units_per_1k_calls gauge");
-    let _ = writeln!(
-        out,
-        "# HELP evos_model_cost_per_1k_calls Cost of 1,000 calls at the manifest's [cost] prices."
+    family(
+        &mut out,
+        "evos_model_cost_per_1k_calls",
+        "gauge",
+        "Cost of 1,000 calls at the manifest's [cost] prices.",
     );
-    let _ = writeln!(out, "# TYPE evos_model_cost_per_1k_calls gauge");
     for (p, v, _) in versions
         .iter()
         .filter(|(p, _, _)| p.kind == "model-adapter")
@@ -191,27 +203,30 @@ pub fn render(host: &Host, scope: &str) -> Result<String> {
     let m = &host.metrics;
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     if host_wide {
-        let _ = writeln!(
-            out,
-            "# HELP evos_pipeline_events_total Events produced by connectors."
+        family(
+            &mut out,
+            "evos_pipeline_events_total",
+            "counter",
+            "Events produced by connectors.",
         );
-        let _ = writeln!(out, "# TYPE evos_pipeline_events_total counter");
         let _ = writeln!(out, "evos_pipeline_events_total {}", load(&m.events));
-        let _ = writeln!(
-            out,
-            "# HELP evos_pipeline_ingest_failures_total Ingests whose connector refused or failed the input."
+        family(
+            &mut out,
+            "evos_pipeline_ingest_failures_total",
+            "counter",
+            "Ingests whose connector refused or failed the input.",
         );
-        let _ = writeln!(out, "# TYPE evos_pipeline_ingest_failures_total counter");
         let _ = writeln!(
             out,
             "evos_pipeline_ingest_failures_total {}",
             load(&m.ingest_failures)
         );
-        let _ = writeln!(
-            out,
-            "# HELP evos_pipeline_actions_total Proposed actions by what became of them; an escalated action a reviewer approves is counted again as executed or failed when it is carried out."
+        family(
+            &mut out,
+            "evos_pipeline_actions_total",
+            "counter",
+            "Proposed actions by what became of them; an escalated action a reviewer approves is counted again as executed or failed when it is carried out.",
         );
-        let _ = writeln!(out, "# TYPE evos_pipeline_actions_total counter");
         let actions = [
             ("executed", load(&m.executed)),
             ("allowed", load(&m.allowed)),
@@ -226,39 +241,43 @@ pub fn render(host: &Host, scope: &str) -> Result<String> {
             );
         }
         let decided = load(&m.proposed);
-        let _ = writeln!(
-            out,
-            "# HELP evos_escalation_rate Share of the actions agents proposed that policies escalated to a human."
+        family(
+            &mut out,
+            "evos_escalation_rate",
+            "gauge",
+            "Share of the actions agents proposed that policies escalated to a human.",
         );
-        let _ = writeln!(out, "# TYPE evos_escalation_rate gauge");
         let rate = if decided == 0 {
             0.0
         } else {
             load(&m.escalated) as f64 / decided as f64
         };
         let _ = writeln!(out, "evos_escalation_rate {rate}");
-        let _ = writeln!(
-            out,
-            "# HELP evos_audit_refusals_suppressed_total Refused requests not written to the audit log one by one because their client exceeded the refusal rate (counted in the next entry written for that client)."
+        family(
+            &mut out,
+            "evos_audit_refusals_suppressed_total",
+            "counter",
+            "Refused requests not written to the audit log one by one because their client exceeded the refusal rate (counted in the next entry written for that client).",
         );
-        let _ = writeln!(out, "# TYPE evos_audit_refusals_suppressed_total counter");
         let _ = writeln!(
             out,
             "evos_audit_refusals_suppressed_total {}",
             load(&m.refusals_suppressed)
         );
-        let _ = writeln!(
-            out,
-            "# HELP evos_accept_errors_total Connections the listener failed to accept (e.g. out of file descriptors)."
+        family(
+            &mut out,
+            "evos_accept_errors_total",
+            "counter",
+            "Connections the listener failed to accept (e.g. out of file descriptors).",
         );
-        let _ = writeln!(out, "# TYPE evos_accept_errors_total counter");
         let _ = writeln!(out, "evos_accept_errors_total {}", load(&m.accept_errors));
     }
-    let _ = writeln!(
-        out,
-        "# HELP evos_breaker_state Circuit breaker per connector: 0 closed, 1 half-open, 2 open."
+    family(
+        &mut out,
+        "evos_breaker_state",
+        "gauge",
+        "Circuit breaker per connector: 0 closed, 1 half-open, 2 open.",
     );
-    let _ = writeln!(out, "# TYPE evos_breaker_state gauge");
     for (connector, state) in host
         .breakers
         .states()
@@ -278,11 +297,12 @@ pub fn render(host: &Host, scope: &str) -> Result<String> {
         );
     }
     if host_wide {
-        let _ = writeln!(
-            out,
-            "# HELP evos_review_queue_depth Actions waiting for a human."
+        family(
+            &mut out,
+            "evos_review_queue_depth",
+            "gauge",
+            "Actions waiting for a human.",
         );
-        let _ = writeln!(out, "# TYPE evos_review_queue_depth gauge");
         let _ = writeln!(out, "evos_review_queue_depth {}", host.reviews.pending()?);
     }
     Ok(out)

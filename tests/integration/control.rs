@@ -66,6 +66,19 @@ fn traffic() -> Vec<CallInput> {
         .collect()
 }
 
+/// Call fraud-score with `inputs` in turn until it has no canary, at most
+/// `max` times; how many calls that took.
+async fn call_until_the_canary_is_gone(reg: &Registry, inputs: &[CallInput], max: usize) -> usize {
+    let mut calls = 0;
+    while reg.route("fraud-score").expect("route").canary.is_some() && calls < max {
+        reg.call("fraud-score", inputs[calls % inputs.len()].clone(), None)
+            .await
+            .expect("call");
+        calls += 1;
+    }
+    calls
+}
+
 fn data_dir(tag: &str) -> PathBuf {
     crate::support::tempdir(tag)
 }
@@ -260,13 +273,7 @@ async fn a_regressed_canary_is_rolled_back_automatically_and_a_healthy_one_is_no
     let reg = open(&dir);
     let stable = deploy(&reg, "1.0.0", None).await;
     deploy(&reg, "1.2.0", Some(50)).await;
-    let mut calls = 0;
-    while reg.route("fraud-score").expect("route").canary.is_some() && calls < 1000 {
-        reg.call("fraud-score", inputs[calls % inputs.len()].clone(), None)
-            .await
-            .expect("call");
-        calls += 1;
-    }
+    let calls = call_until_the_canary_is_gone(&reg, &inputs, 1000).await;
     let route = reg.route("fraud-score").expect("route");
     assert!(
         route.canary.is_none(),
@@ -408,13 +415,7 @@ async fn reinstating_an_automatically_rolled_back_version_needs_force() {
     let reg = open(&dir);
     deploy(&reg, "1.0.0", None).await;
     deploy(&reg, "1.2.0", Some(50)).await;
-    let mut calls = 0;
-    while reg.route("fraud-score").expect("route").canary.is_some() && calls < 1000 {
-        reg.call("fraud-score", inputs[calls % inputs.len()].clone(), None)
-            .await
-            .expect("call");
-        calls += 1;
-    }
+    call_until_the_canary_is_gone(&reg, &inputs, 1000).await;
     assert!(reg.route("fraud-score").expect("route").canary.is_none());
     let refused = reg
         .rollback("fraud-score", Some("1.2.0"), "test")
