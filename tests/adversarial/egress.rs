@@ -1075,3 +1075,67 @@ async fn a_plugin_cannot_hold_more_connections_than_its_limit() {
     let (_, c) = burst(&rt, &p, &url, 2).await;
     assert_eq!(c["responses"], 2, "{c}");
 }
+
+/// Threat: a plugin opens connections until the host process is out of
+/// file descriptors; the failures must neither pass for the upstream's
+/// answer (`connection-refused` would send a guest retrying elsewhere)
+/// nor go unreported. They fail as `connection-limit-reached`, each a
+/// refusal naming the host's exhaustion. Run in a child `evos invoke`
+/// with a low open-file limit.
+#[test]
+fn a_host_out_of_descriptors_is_reported_not_passed_off_as_a_refused_connection() {
+    let upstream = Holding::start(Duration::from_millis(1000));
+    let dir = tempdir("egress-emfile");
+    let manifest = dir.join("http-exfil.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[plugin]\nname = \"http-exfil\"\nkind = \"agent\"\nversion = \"0.1.0\"\n\n[limits]\ntimeout = \"10s\"\n\n[capabilities]\nhttp = {{ allow = [\"http://127.0.0.1:{}/*\"], max-connections = 200, max-connections-per-call = 200 }}\n",
+            upstream.port
+        ),
+    )
+    .unwrap();
+    let input = dir.join("burst.json");
+    std::fs::write(
+        &input,
+        json!({"id": "e", "kind": "test.burst", "payload": {"burst": {"url": format!("http://127.0.0.1:{}/x", upstream.port), "count": 120}}}).to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new("prlimit")
+        .arg("--nofile=64:64")
+        .arg(env!("CARGO_BIN_EXE_evos"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("invoke")
+        .arg(&manifest)
+        .arg(component_path("http-exfil"))
+        .arg("--input")
+        .arg(&input)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let payload = &report["output"]["actions"][0]["payload"];
+    let errors: Vec<&str> = payload["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(payload["responses"].as_u64().unwrap() > 0, "{payload}");
+    assert!(!errors.is_empty(), "the limit was not reached: {payload}");
+    assert!(
+        errors.iter().all(|e| *e == "connection-limit-reached"),
+        "{errors:?}"
+    );
+    let refusals = report["refusals"].as_array().unwrap();
+    assert!(
+        refusals.iter().any(|r| r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the host is out of resources")),
+        "{refusals:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
