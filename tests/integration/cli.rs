@@ -477,3 +477,23 @@ fn commands_outside_the_repository_say_where_they_looked() {
         );
     }
 }
+
+/// Regression: `evos run claims-webhook --input <plugin>/sample.json`
+/// failed without a word on why: those files are input for one plugin
+/// call. They are named `invoke-input.json`, and `run` says what it takes.
+#[test]
+fn run_with_an_invoke_input_says_what_run_takes() {
+    let out = evos(&[
+        "run",
+        "claims-webhook",
+        "--input",
+        &path(root().join("plugins/claims-webhook/invoke-input.json")),
+    ]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("evos invoke") && said.contains("plugins/claims-webhook/claims.json"),
+        "{said}"
+    );
+    assert!(!root().join("plugins/claims-webhook/sample.json").exists());
+}
