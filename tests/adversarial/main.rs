@@ -18,6 +18,7 @@ mod hostcalls;
 mod lifecycle;
 mod limits;
 mod malformed;
-#[allow(dead_code)]
-#[path = "../integration/support.rs"]
-mod support;
+// Shared with the other test target (host/test-support).
+mod support {
+    pub use evos_test_support::*;
+}

@@ -15,7 +15,7 @@ mod control;
 mod crash;
 mod examples;
 mod server;
-// Shared with the adversarial catalogue (tests/adversarial), which uses
-// parts these tests do not.
-#[allow(dead_code)]
-mod support;
+// Shared with the other test target (host/test-support).
+mod support {
+    pub use evos_test_support::*;
+}

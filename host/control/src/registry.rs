@@ -1,0 +1,1041 @@
+//! Deployed plugin versions: stable, canary, hot swap and rollback.
+//!
+//! Each plugin name has a stable version and optionally a canary that gets a
+//! share of the calls (by weight, or sticky by a routing key). What serves a
+//! name is one immutable [`Route`] behind an `ArcSwap`: a change builds and
+//! fully links the new versions first, commits the change (with its audit
+//! entry) in one transaction, and only then swaps the route — atomically.
+//! A call holds the `Arc` of the version it started on, so calls in flight
+//! finish on that version while new calls see the new route.
+//!
+//! Every call's outcome and latency land in its version's rolling window;
+//! a canary that breaks its rollout policy is rolled back automatically and
+//! the audit entry carries the evidence.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use arc_swap::ArcSwap;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::audit::NewEntry;
+use crate::engine::{Engine, EngineConfig};
+use crate::manifest::Manifest;
+use crate::rollout::{Breach, OutcomeCounts, Window, judge};
+use crate::runtime::{CallInput, CallReport, Plugin, Routed, Router, Runtime};
+use crate::store::{self, Change, SqliteKv, Store, crashpoint};
+use crate::{Error, Result, audit};
+
+/// Who the host itself acts as in audit entries.
+pub const HOST_ACTOR: &str = "evos";
+
+/// One live version of a plugin.
+pub struct Live {
+    pub version_id: i64,
+    pub plugin: Arc<Plugin>,
+    window: Mutex<Window>,
+    totals: Mutex<Totals>,
+    dirty: AtomicBool,
+    calls_since_judged: AtomicU64,
+}
+
+struct Totals {
+    outcomes: OutcomeCounts,
+    latency: Histogram<u64>,
+    fuel: u64,
+    usage: crate::types::Usage,
+}
+
+/// Latencies are recorded in microseconds up to 10 minutes.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_histogram()))
+}
+
+/// `Histogram::new(3)` cannot fail (3 significant figures is valid); this
+/// keeps the fallback total without a panic path.
+fn unreachable_histogram() -> Histogram<u64> {
+    let mut sigfig = 2;
+    loop {
+        if let Ok(h) = Histogram::new(sigfig) {
+            return h;
+        }
+        sigfig = sigfig.saturating_sub(1);
+    }
+}
+
+impl Live {
+    fn new(version_id: i64, plugin: Arc<Plugin>, store: &Store) -> Result<Live> {
+        let (outcomes, hist) = store.stats(version_id)?;
+        let mut latency = new_histogram();
+        if let Some(bytes) = hist
+            && let Ok(pairs) = serde_json::from_slice::<Vec<(u64, u64)>>(&bytes)
+        {
+            for (value, count) in pairs {
+                let _ = latency.record_n(value.max(1), count);
+            }
+        }
+        Ok(Live {
+            version_id,
+            plugin,
+            window: Mutex::new(Window::default()),
+            totals: Mutex::new(Totals {
+                outcomes,
+                latency,
+                fuel: 0,
+                usage: Default::default(),
+            }),
+            dirty: AtomicBool::new(false),
+            calls_since_judged: AtomicU64::new(0),
+        })
+    }
+
+    fn record(&self, report: &CallReport) {
+        if let Ok(mut w) = self.window.lock() {
+            w.record(&report.outcome, report.duration_us);
+        }
+        if let Ok(mut t) = self.totals.lock() {
+            *t.outcomes
+                .entry(report.outcome.name().to_string())
+                .or_default() += 1;
+            let _ = t.latency.record(report.duration_us.max(1));
+            t.fuel = t.fuel.saturating_add(report.fuel_consumed);
+            if let Some(crate::runtime::CallOutput::Model(resp)) = &report.output {
+                t.usage.input_units = t.usage.input_units.saturating_add(resp.usage.input_units);
+                t.usage.output_units = t.usage.output_units.saturating_add(resp.usage.output_units);
+            }
+        }
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    fn status(&self, weight: u8) -> VersionStatus {
+        let (outcomes, calls, p50, p95, p99, fuel, usage, buckets) = match self.totals.lock() {
+            Ok(t) => (
+                t.outcomes.clone(),
+                t.latency.len(),
+                t.latency.value_at_quantile(0.50),
+                t.latency.value_at_quantile(0.95),
+                t.latency.value_at_quantile(0.99),
+                t.fuel,
+                t.usage,
+                LATENCY_BUCKETS_US
+                    .iter()
+                    .map(|le| (*le, t.latency.count_between(0, *le)))
+                    .collect(),
+            ),
+            Err(_) => (
+                OutcomeCounts::default(),
+                0,
+                0,
+                0,
+                0,
+                0,
+                Default::default(),
+                Vec::new(),
+            ),
+        };
+        VersionStatus {
+            cost: self.plugin.manifest().cost,
+            fuel_consumed: fuel,
+            usage,
+            latency_buckets: buckets,
+            version_id: self.version_id,
+            version: self.plugin.version().to_string(),
+            digest: self.plugin.digest().to_string(),
+            weight,
+            calls,
+            outcomes,
+            p50_us: p50,
+            p95_us: p95,
+            p99_us: p99,
+        }
+    }
+
+    fn flush(&self, store: &Store) -> Result<()> {
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let (outcomes, pairs) = match self.totals.lock() {
+            Ok(t) => (
+                t.outcomes.clone(),
+                t.latency
+                    .iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                    .collect::<Vec<_>>(),
+            ),
+            Err(_) => return Ok(()),
+        };
+        let bytes = serde_json::to_vec(&pairs).unwrap_or_default();
+        store.put_stats(self.version_id, &outcomes, &bytes)
+    }
+}
+
+/// What serves one plugin name.
+pub struct Route {
+    pub stable: Arc<Live>,
+    /// The canary and its share of calls in percent (1-100).
+    pub canary: Option<(Arc<Live>, u8)>,
+}
+
+/// A version as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionStatus {
+    pub version_id: i64,
+    pub version: String,
+    pub digest: String,
+    /// Share of calls in percent.
+    pub weight: u8,
+    pub calls: u64,
+    pub outcomes: OutcomeCounts,
+    pub p50_us: u64,
+    pub p95_us: u64,
+    pub p99_us: u64,
+    /// Fuel burned by the calls counted since this host loaded the version.
+    pub fuel_consumed: u64,
+    /// Model usage reported by the calls (model adapters).
+    pub usage: crate::types::Usage,
+    /// Prices from the version's manifest, if any.
+    pub cost: Option<crate::manifest::Cost>,
+    /// Cumulative call counts at `LATENCY_BUCKETS_US` bounds (microseconds).
+    #[serde(skip)]
+    pub latency_buckets: Vec<(u64, u64)>,
+}
+
+/// Histogram bucket bounds for metrics, in microseconds.
+pub const LATENCY_BUCKETS_US: &[u64] = &[
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    pub plugin: String,
+    pub kind: String,
+    pub stable: VersionStatus,
+    pub canary: Option<VersionStatus>,
+}
+
+/// The result of a control-plane change.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeReport {
+    pub plugin: String,
+    pub action: String,
+    pub version: String,
+    pub digest: String,
+    pub stable: String,
+    pub canary: Option<(String, u8)>,
+}
+
+/// The deployed plugins of one data directory.
+pub struct Registry {
+    store: Arc<Store>,
+    runtime: Runtime,
+    routes: RwLock<HashMap<String, Arc<ArcSwap<Route>>>>,
+    /// Serializes control-plane changes (deploy, promote, rollback).
+    control: tokio::sync::Mutex<()>,
+    rng: AtomicU64,
+    /// This registry, for callbacks that outlive a borrow of it.
+    me: std::sync::Weak<Registry>,
+    /// Versions loaded and linked, by version id: a rollback to a version
+    /// seen before swaps routes without loading anything.
+    loaded: std::sync::Mutex<HashMap<i64, Arc<Live>>>,
+}
+
+/// Versions kept loaded beyond those in use.
+const LOADED_MAX: usize = 32;
+
+/// Run blocking work (loading a component, a durable commit) without
+/// stalling the calls that share this async worker: on a multi-threaded
+/// runtime the worker hands its other tasks to another thread first.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+impl Registry {
+    /// Open a data directory and bring every deployed version back, linked
+    /// and ready, exactly as last committed.
+    pub fn open(
+        data_dir: impl AsRef<std::path::Path>,
+        config: EngineConfig,
+        host_env: std::collections::BTreeMap<String, String>,
+    ) -> Result<Arc<Registry>> {
+        let store = Arc::new(Store::open(data_dir)?);
+        let engine = Engine::new(config)?;
+        let runtime = Runtime::with_parts(engine, Arc::new(SqliteKv::new(store.clone())), host_env);
+        runtime.protect(store.dir(), "data directory");
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15)
+            | 1;
+        let registry = Arc::new_cyclic(|me| Registry {
+            store,
+            runtime,
+            routes: RwLock::new(HashMap::new()),
+            control: tokio::sync::Mutex::new(()),
+            rng: AtomicU64::new(seed),
+            me: me.clone(),
+            loaded: Default::default(),
+        });
+        let weak: std::sync::Weak<dyn Router> =
+            Arc::downgrade(&(registry.clone() as Arc<dyn Router>));
+        registry.runtime.set_router(weak);
+        for d in registry.store.deployments()? {
+            let stable = registry.load_version(d.stable_id)?;
+            let canary = match d.canary_id {
+                Some(id) => Some((registry.load_version(id)?, d.canary_weight)),
+                None => None,
+            };
+            registry.install(&d.plugin, Route { stable, canary });
+        }
+        Ok(registry)
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    fn load_version(&self, id: i64) -> Result<Arc<Live>> {
+        let loaded = || match self.loaded.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(live) = loaded().get(&id) {
+            return Ok(live.clone());
+        }
+        let live = blocking(|| self.load_version_uncached(id))?;
+        let mut cache = loaded();
+        cache.insert(id, live.clone());
+        if cache.len() > LOADED_MAX {
+            // Keep what is in use (routed or mid-call); drop the rest.
+            cache.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        Ok(live)
+    }
+
+    fn load_version_uncached(&self, id: i64) -> Result<Arc<Live>> {
+        let row = self.store.version(id)?;
+        let bytes = self.store.get_blob(&row.digest)?;
+        let manifest = Manifest::parse(
+            &row.manifest,
+            &row.manifest_origin,
+            std::path::Path::new(&row.manifest_base),
+        )?;
+        let plugin =
+            self.runtime
+                .load(manifest, &bytes, &format!("{}@{}", row.plugin, row.version))?;
+        Ok(Arc::new(Live::new(id, plugin, &self.store)?))
+    }
+
+    fn routes(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<ArcSwap<Route>>>> {
+        match self.routes.read() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The current route of `name`.
+    pub fn route(&self, name: &str) -> Option<Arc<Route>> {
+        self.routes().get(name).map(|r| r.load_full())
+    }
+
+    /// Swap in a new route for `name` (atomic for callers).
+    fn install(&self, name: &str, route: Route) {
+        // The plugin map of the runtime follows the stable version, so
+        // lookups without routing still find the plugin.
+        self.runtime.register(route.stable.plugin.clone());
+        let existing = self.routes().get(name).cloned();
+        match existing {
+            Some(slot) => {
+                let old = slot.swap(Arc::new(route));
+                let _ = old.stable.flush(&self.store);
+                if let Some((c, _)) = &old.canary {
+                    let _ = c.flush(&self.store);
+                }
+            }
+            None => {
+                let mut map = match self.routes.write() {
+                    Ok(m) => m,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                map.insert(name.to_string(), Arc::new(ArcSwap::from_pointee(route)));
+            }
+        }
+    }
+
+    fn next_random(&self) -> u64 {
+        // xorshift64*: traffic splitting needs spread, not secrecy.
+        let mut x = self.rng.load(Ordering::Relaxed);
+        loop {
+            let mut y = x;
+            y ^= y >> 12;
+            y ^= y << 25;
+            y ^= y >> 27;
+            match self
+                .rng
+                .compare_exchange_weak(x, y, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return y.wrapping_mul(0x2545_f491_4f6c_dd1d),
+                Err(current) => x = current,
+            }
+        }
+    }
+
+    /// Pick the version for one call. With a routing key the choice is
+    /// sticky: the same key always lands on the same version for a weight.
+    fn pick(&self, route: &Route, key: Option<&str>) -> (Arc<Live>, bool) {
+        if let Some((canary, weight)) = &route.canary {
+            let bucket = match key {
+                Some(k) => fnv1a(k.as_bytes()) % 100,
+                None => self.next_random() % 100,
+            };
+            if bucket < u64::from(*weight) {
+                return (canary.clone(), true);
+            }
+        }
+        (route.stable.clone(), false)
+    }
+
+    /// Call the plugin `name` through its route.
+    pub async fn call(
+        &self,
+        name: &str,
+        input: CallInput,
+        key: Option<&str>,
+    ) -> Result<CallReport> {
+        let route = self
+            .route(name)
+            .ok_or_else(|| Error::UnknownPlugin(name.to_string()))?;
+        let (live, is_canary) = self.pick(&route, key);
+        let report = self.runtime.call(&live.plugin, input).await?;
+        self.after_call(name, &live, is_canary, &report).await;
+        Ok(report)
+    }
+
+    async fn after_call(&self, name: &str, live: &Arc<Live>, is_canary: bool, report: &CallReport) {
+        if let Some(breach) = self.record_call(name, live, is_canary, report)
+            && let Err(e) = self.auto_rollback(name, live.version_id, &breach).await
+        {
+            tracing::error!(target: "evos::registry", plugin = name, "automatic rollback failed: {e}");
+        }
+    }
+
+    /// Account one call to its version; returns a breach when the call was
+    /// a canary's and its window now breaks the rollout policy.
+    fn record_call(
+        &self,
+        name: &str,
+        live: &Arc<Live>,
+        is_canary: bool,
+        report: &CallReport,
+    ) -> Option<Breach> {
+        live.record(report);
+        for r in report
+            .refusals
+            .iter()
+            .filter(|r| r.capability == "kv" && r.detail.starts_with("quota"))
+        {
+            let _ = self.store.audit(NewEntry {
+                actor: name,
+                action: "kv-quota-refused",
+                subject: name,
+                digest: Some(live.plugin.digest()),
+                detail: json!({"version": live.plugin.version(), "detail": r.detail, "count": r.count}),
+            });
+        }
+        if !is_canary {
+            return None;
+        }
+        // Judging sorts the window; every tenth canary call is plenty.
+        let n = live.calls_since_judged.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_multiple_of(10) {
+            self.judge(name, live)
+        } else {
+            None
+        }
+    }
+
+    fn judge(&self, name: &str, canary: &Arc<Live>) -> Option<Breach> {
+        let route = self.route(name)?;
+        let policy = &canary.plugin.manifest().rollout;
+        let canary_stats = canary.window.lock().ok()?.stats(policy.window);
+        let stable_stats = route.stable.window.lock().ok()?.stats(policy.window);
+        judge(policy, &canary_stats, &stable_stats)
+    }
+
+    /// Remove a misbehaving canary (if it is still the canary).
+    async fn auto_rollback(&self, name: &str, canary_id: i64, breach: &Breach) -> Result<()> {
+        let _guard = self.control.lock().await;
+        let Some(route) = self.route(name) else {
+            return Ok(());
+        };
+        let Some((canary, _)) = &route.canary else {
+            return Ok(());
+        };
+        if canary.version_id != canary_id {
+            return Ok(());
+        }
+        let detail = json!({
+            "removed": {"version": canary.plugin.version(), "digest": canary.plugin.digest(), "version_id": canary_id},
+            "stable": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
+            "reason": breach.summary(),
+            "evidence": breach,
+            "policy": canary.plugin.manifest().rollout,
+        });
+        self.switch(
+            &Change {
+                plugin: name,
+                stable_id: route.stable.version_id,
+                canary: None,
+                action: "auto-rollback",
+                actor: HOST_ACTOR,
+                version_id: Some(canary_id),
+                detail: &detail,
+                seen: seen(&route),
+            },
+            canary.plugin.digest(),
+            Route {
+                stable: route.stable.clone(),
+                canary: None,
+            },
+        )?;
+        tracing::warn!(target: "evos::registry", plugin = name, "canary rolled back: {}", breach.summary());
+        Ok(())
+    }
+
+    /// Commit `change` with its audit entry, then swap in `route`. The
+    /// crash point between the two lets tests kill the process after the
+    /// commit and before the in-memory switch.
+    fn switch(&self, change: &Change<'_>, digest: &str, route: Route) -> Result<ChangeReport> {
+        blocking(|| {
+            self.store
+                .transaction(change.action, |tx| record_change(tx, change, digest))
+        })?;
+        crashpoint(&format!("{}:before-swap", change.action));
+        let report = change_report(
+            change.plugin,
+            change.action,
+            &route,
+            route.stable.version_id,
+        );
+        // Swapping flushes the replaced version's stats (a durable write).
+        blocking(|| self.install(change.plugin, route));
+        Ok(report)
+    }
+
+    fn refuse(&self, actor: &str, manifest: &Manifest, bytes: &[u8], why: &Error) {
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+        let _ = self.store.audit(NewEntry {
+            actor,
+            action: "deploy-refused",
+            subject: manifest.name(),
+            digest: Some(&digest),
+            detail: json!({"version": manifest.plugin.version.to_string(), "manifest": manifest.origin, "reason": why.to_string()}),
+        });
+    }
+
+    /// Deploy a version: as the new stable, or with `canary = Some(percent)`
+    /// as a canary next to the current stable. Everything is validated
+    /// (manifest, imports against grants, link, one instantiation) before
+    /// anything changes; a refusal changes nothing but the audit log.
+    pub async fn deploy(
+        &self,
+        manifest: Manifest,
+        bytes: &[u8],
+        what: &str,
+        canary: Option<u8>,
+        actor: &str,
+    ) -> Result<ChangeReport> {
+        let _guard = self.control.lock().await;
+        // What runs is exactly what is stored: the manifest as its source
+        // text says, whatever was changed on the value in memory.
+        let manifest = Manifest::parse(&manifest.source, &manifest.origin, &manifest.base)?;
+        let name = manifest.name().to_string();
+        let result = self.validate(&manifest, bytes, what, canary).await;
+        let (plugin, current) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.refuse(actor, &manifest, bytes, &e);
+                return Err(e);
+            }
+        };
+        crashpoint("deploy:before-blob");
+        let digest = self.store.put_blob(bytes)?;
+        crashpoint("deploy:after-blob");
+        let action = if canary.is_some() { "canary" } else { "deploy" };
+        let version_id = self.store.transaction("deploy", |tx| {
+            let vid = store::upsert_version(tx, &manifest, &digest)?;
+            let (stable_id, canary_slot) = match (canary, &current) {
+                (Some(w), Some(cur)) => (cur.stable.version_id, Some((vid, w))),
+                _ => (vid, None),
+            };
+            let detail = json!({
+                "version": manifest.plugin.version.to_string(),
+                "version_id": vid,
+                "weight": canary,
+                "manifest": manifest.origin,
+                "grants": grants_summary(&manifest),
+                "replaces": current.as_ref().map(|c| c.stable.plugin.version()),
+            });
+            record_change(
+                tx,
+                &Change {
+                    plugin: &name,
+                    stable_id,
+                    canary: canary_slot,
+                    action,
+                    actor,
+                    version_id: Some(vid),
+                    detail: &detail,
+                    seen: current.as_deref().and_then(seen),
+                },
+                &digest,
+            )?;
+            Ok(vid)
+        })?;
+        crashpoint("deploy:before-swap");
+        let live = Arc::new(Live::new(version_id, plugin, &self.store)?);
+        let route = match (canary, current) {
+            (Some(w), Some(cur)) => Route {
+                stable: cur.stable.clone(),
+                canary: Some((live, w)),
+            },
+            _ => Route {
+                stable: live,
+                canary: None,
+            },
+        };
+        let report = change_report(&name, action, &route, version_id);
+        self.install(&name, route);
+        Ok(report)
+    }
+
+    async fn validate(
+        &self,
+        manifest: &Manifest,
+        bytes: &[u8],
+        what: &str,
+        canary: Option<u8>,
+    ) -> Result<(Arc<Plugin>, Option<Arc<Route>>)> {
+        let current = self.route(manifest.name());
+        if let Some(w) = canary {
+            if !(1..=100).contains(&w) {
+                return Err(Error::Refused(format!(
+                    "--canary {w}: the canary weight is a percentage from 1 to 100"
+                )));
+            }
+            if current.is_none() {
+                return Err(Error::Refused(format!(
+                    "`{}` has no stable version to canary against; deploy it without --canary first",
+                    manifest.name()
+                )));
+            }
+        }
+        if let Some(cur) = &current {
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+            let same = |live: &Live| {
+                live.plugin.digest() == digest && live.plugin.manifest().source == manifest.source
+            };
+            if same(&cur.stable) || cur.canary.as_ref().is_some_and(|(c, _)| same(c)) {
+                return Err(Error::Refused(format!(
+                    "this exact version of `{}` ({} with the same manifest) is already deployed",
+                    manifest.name(),
+                    manifest.plugin.version
+                )));
+            }
+        }
+        if let Some(cur) = &current
+            && cur.stable.plugin.kind() != manifest.kind()
+        {
+            return Err(Error::Refused(format!(
+                "`{}` is deployed as a {}; a {} cannot replace it",
+                manifest.name(),
+                cur.stable.plugin.kind(),
+                manifest.kind()
+            )));
+        }
+        let plugin = blocking(|| self.runtime.load(manifest.clone(), bytes, what))?;
+        self.runtime.smoke(&plugin).await?;
+        Ok((plugin, current))
+    }
+
+    /// Make the canary the stable version.
+    pub async fn promote(&self, name: &str, actor: &str) -> Result<ChangeReport> {
+        let _guard = self.control.lock().await;
+        let route = self
+            .route(name)
+            .ok_or_else(|| Error::UnknownPlugin(name.to_string()))?;
+        let Some((canary, weight)) = &route.canary else {
+            return Err(Error::Refused(format!("`{name}` has no canary to promote")));
+        };
+        let detail = json!({
+            "promoted": {"version": canary.plugin.version(), "digest": canary.plugin.digest(), "weight": weight},
+            "replaced": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
+        });
+        self.switch(
+            &Change {
+                plugin: name,
+                stable_id: canary.version_id,
+                canary: None,
+                action: "promote",
+                actor,
+                version_id: Some(canary.version_id),
+                detail: &detail,
+                seen: seen(&route),
+            },
+            canary.plugin.digest(),
+            Route {
+                stable: canary.clone(),
+                canary: None,
+            },
+        )
+    }
+
+    /// Roll back: drop the canary if there is one; otherwise restore the
+    /// previous stable version (or `to`, a version or digest prefix of this
+    /// plugin) with exactly its stored component and grants.
+    pub async fn rollback(
+        &self,
+        name: &str,
+        to: Option<&str>,
+        actor: &str,
+    ) -> Result<ChangeReport> {
+        self.rollback_with(name, to, false, actor).await
+    }
+
+    /// [`Registry::rollback`]; a version the host rolled back automatically
+    /// is reinstated only with `force`, and the refusal says why it was
+    /// rolled back.
+    pub async fn rollback_with(
+        &self,
+        name: &str,
+        to: Option<&str>,
+        force: bool,
+        actor: &str,
+    ) -> Result<ChangeReport> {
+        let _guard = self.control.lock().await;
+        let route = self
+            .route(name)
+            .ok_or_else(|| Error::UnknownPlugin(name.to_string()))?;
+        if let (None, Some((canary, _))) = (to, &route.canary) {
+            let detail = json!({
+                "removed": {"version": canary.plugin.version(), "digest": canary.plugin.digest()},
+                "stable": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
+            });
+            return self.switch(
+                &Change {
+                    plugin: name,
+                    stable_id: route.stable.version_id,
+                    canary: None,
+                    action: "rollback",
+                    actor,
+                    version_id: Some(canary.version_id),
+                    detail: &detail,
+                    seen: seen(&route),
+                },
+                canary.plugin.digest(),
+                Route {
+                    stable: route.stable.clone(),
+                    canary: None,
+                },
+            );
+        }
+
+        let target_id = self.rollback_target(name, to, route.stable.version_id)?;
+        if !force
+            && let Some(auto) = self
+                .store
+                .history(name)?
+                .into_iter()
+                .rev()
+                .find(|h| h.action == "auto-rollback" && h.version_id == Some(target_id))
+        {
+            let version = self
+                .store
+                .version(target_id)
+                .map(|v| v.version)
+                .unwrap_or_else(|_| target_id.to_string());
+            let reason = auto
+                .detail
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .unwrap_or("its rollout policy was breached");
+            return Err(Error::Refused(format!(
+                "`{name}` {version} was rolled back automatically at {}: {reason}; reinstating it needs --force (API: \"force\": true)",
+                auto.at
+            )));
+        }
+        let target = self.load_version(target_id)?;
+        self.runtime.smoke(&target.plugin).await?;
+        let detail = json!({
+            "from": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
+            "to": {"version": target.plugin.version(), "digest": target.plugin.digest(), "version_id": target_id},
+            "grants": grants_summary(target.plugin.manifest()),
+            "forced": force,
+        });
+        self.switch(
+            &Change {
+                plugin: name,
+                stable_id: target_id,
+                canary: None,
+                action: "rollback",
+                actor,
+                version_id: Some(target_id),
+                detail: &detail,
+                seen: seen(&route),
+            },
+            target.plugin.digest(),
+            Route {
+                stable: target.clone(),
+                canary: None,
+            },
+        )
+    }
+
+    fn rollback_target(&self, name: &str, to: Option<&str>, current: i64) -> Result<i64> {
+        match to {
+            Some(wanted) => {
+                let versions = self.store.versions_of(name)?;
+                let found = versions.iter().find(|v| {
+                    v.version == wanted || (wanted.len() >= 8 && v.digest.starts_with(wanted))
+                });
+                found.map(|v| v.id).ok_or_else(|| {
+                    let known: Vec<String> = versions
+                        .iter()
+                        .map(|v| format!("{} ({})", v.version, &v.digest[..12.min(v.digest.len())]))
+                        .collect();
+                    Error::Refused(format!(
+                        "`{name}` has no version or digest `{wanted}`; known: {}",
+                        known.join(", ")
+                    ))
+                })
+            }
+            None => {
+                // The stable version before the current one, from history.
+                let history = self.store.history(name)?;
+                history
+                    .iter()
+                    .rev()
+                    .filter_map(|h| h.stable_id)
+                    .find(|id| *id != current)
+                    .ok_or_else(|| {
+                        Error::Refused(format!("`{name}` has no earlier version to roll back to"))
+                    })
+            }
+        }
+    }
+
+    /// Bring every route in line with the deployments in the store: the
+    /// way changes committed by another process (a CLI `deploy`,
+    /// `promote` or `rollback` on this data directory, another node) go
+    /// live here. Versions already loaded are reused; new ones are loaded
+    /// and linked before their route is swapped in. Returns the plugins
+    /// whose route changed.
+    pub async fn sync(&self) -> Result<Vec<String>> {
+        let _guard = self.control.lock().await;
+        let mut changed = Vec::new();
+        for d in self.store.deployments()? {
+            let current = self.route(&d.plugin);
+            let wanted = (d.stable_id, d.canary_id, d.canary_weight);
+            if current.as_deref().and_then(seen) == Some(wanted) {
+                continue;
+            }
+            let reuse = |id: i64| {
+                current.as_ref().and_then(|r| {
+                    std::iter::once(&r.stable)
+                        .chain(r.canary.as_ref().map(|(c, _)| c))
+                        .find(|l| l.version_id == id)
+                        .cloned()
+                })
+            };
+            let stable = match reuse(d.stable_id) {
+                Some(l) => l,
+                None => self.load_version(d.stable_id)?,
+            };
+            let canary = match d.canary_id {
+                Some(id) => Some((
+                    match reuse(id) {
+                        Some(l) => l,
+                        None => self.load_version(id)?,
+                    },
+                    d.canary_weight,
+                )),
+                None => None,
+            };
+            blocking(|| self.install(&d.plugin, Route { stable, canary }));
+            changed.push(d.plugin);
+        }
+        Ok(changed)
+    }
+
+    /// Status of one plugin or all.
+    pub fn status(&self, name: Option<&str>) -> Result<Vec<PluginStatus>> {
+        let mut names: Vec<String> = match name {
+            Some(n) => {
+                if self.route(n).is_none() {
+                    return Err(Error::UnknownPlugin(n.to_string()));
+                }
+                vec![n.to_string()]
+            }
+            None => self.routes().keys().cloned().collect(),
+        };
+        names.sort();
+        let mut out = Vec::new();
+        for n in names {
+            if let Some(route) = self.route(&n) {
+                let canary_weight = route.canary.as_ref().map_or(0, |(_, w)| *w);
+                out.push(PluginStatus {
+                    plugin: n.clone(),
+                    kind: route.stable.plugin.kind().to_string(),
+                    stable: route.stable.status(100 - canary_weight),
+                    canary: route.canary.as_ref().map(|(c, w)| c.status(*w)),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Persist every live version's outcome counts and latency histogram.
+    pub fn flush_stats(&self) -> Result<()> {
+        let routes: Vec<Arc<Route>> = self.routes().values().map(|r| r.load_full()).collect();
+        for route in routes {
+            route.stable.flush(&self.store)?;
+            if let Some((c, _)) = &route.canary {
+                c.flush(&self.store)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl crate::runtime::Caller for Registry {
+    fn kind_of(&self, name: &str) -> Option<crate::manifest::Kind> {
+        self.route(name).map(|r| r.stable.plugin.kind())
+    }
+
+    fn call<'a>(
+        &'a self,
+        name: &'a str,
+        input: CallInput,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<CallReport>> + Send + 'a>> {
+        Box::pin(Registry::call(self, name, input, None))
+    }
+}
+
+impl Router for Registry {
+    fn resolve(&self, name: &str) -> Option<Routed> {
+        let route = self.route(name)?;
+        let (live, is_canary) = self.pick(&route, None);
+        let plugin = live.plugin.clone();
+        let name = name.to_string();
+        let weak = self.me.clone();
+        Some(Routed {
+            plugin,
+            on_done: Box::new(move |report: &CallReport| {
+                let Some(registry) = weak.upgrade() else {
+                    return;
+                };
+                if let Some(breach) = registry.record_call(&name, &live, is_canary, report) {
+                    // A rollback takes the control lock: do it off the
+                    // caller's path.
+                    tokio::spawn(async move {
+                        if let Err(e) = registry
+                            .auto_rollback(&name, live.version_id, &breach)
+                            .await
+                        {
+                            tracing::error!(target: "evos::registry", plugin = name, "automatic rollback failed: {e}");
+                        }
+                    });
+                }
+            }),
+        })
+    }
+}
+
+/// Write a deployment change and its audit entry (same actor, action,
+/// subject and detail) inside the caller's transaction.
+fn record_change(tx: &rusqlite::Transaction<'_>, change: &Change<'_>, digest: &str) -> Result<()> {
+    store::set_deployment(tx, change)?;
+    audit::append(
+        tx,
+        NewEntry {
+            actor: change.actor,
+            action: change.action,
+            subject: change.plugin,
+            digest: Some(digest),
+            detail: change.detail.clone(),
+        },
+    )?;
+    Ok(())
+}
+
+/// The deployment a route was built from.
+fn seen(route: &Route) -> Option<(i64, Option<i64>, u8)> {
+    Some((
+        route.stable.version_id,
+        route.canary.as_ref().map(|(c, _)| c.version_id),
+        route.canary.as_ref().map_or(0, |(_, w)| *w),
+    ))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn grants_summary(m: &Manifest) -> serde_json::Value {
+    let c = &m.capabilities;
+    json!({
+        "log": c.log.is_some(),
+        "kv": c.kv.map(|k| json!({"max-value-bytes": k.max_value_bytes, "max-keys": k.max_keys})),
+        "models": c.models.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+        "http": c.http.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+        "files": c.files.iter().map(|f| json!({"guest": f.guest, "host": f.host_display()})).collect::<Vec<_>>(),
+        "env": c.env.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
+        "config": m.config().keys().collect::<Vec<_>>(),
+    })
+}
+
+fn change_report(name: &str, action: &str, route: &Route, version_id: i64) -> ChangeReport {
+    let subject = if route.stable.version_id == version_id {
+        &route.stable
+    } else {
+        route.canary.as_ref().map_or(&route.stable, |(c, _)| c)
+    };
+    ChangeReport {
+        plugin: name.to_string(),
+        action: action.to_string(),
+        version: subject.plugin.version().to_string(),
+        digest: subject.plugin.digest().to_string(),
+        stable: format!(
+            "{} ({})",
+            route.stable.plugin.version(),
+            short(route.stable.plugin.digest())
+        ),
+        canary: route.canary.as_ref().map(|(c, w)| {
+            (
+                format!("{} ({})", c.plugin.version(), short(c.plugin.digest())),
+                *w,
+            )
+        }),
+    }
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..12.min(digest.len())]
+}

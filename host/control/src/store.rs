@@ -1,0 +1,1147 @@
+//! The embedded state of a host: one data directory.
+//!
+//! ```text
+//! <data-dir>/
+//!   evos.db            SQLite (WAL): versions, deployments, history, audit, kv, stats
+//!   audit.anchor       head of the audit chain, written after each commit
+//!   blobs/sha256/<hex> components, content-addressed
+//!   cache/             the compile cache (see engine)
+//! ```
+//!
+//! Crash safety: every multi-step change is one SQLite transaction, and the
+//! audit entry recording it is appended inside that same transaction, so a
+//! kill at any point leaves either the state before or the state after,
+//! never a mix. Component blobs are written (atomically, fsynced) before the
+//! transaction that references them; a kill in between leaves only an
+//! unreferenced blob. Migrations are versioned by `PRAGMA user_version`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::audit::{self, Anchor, NewEntry};
+use crate::capability::kv::{KvFuture, KvQuota, KvStore, KvStoreError};
+use crate::{Error, Result};
+
+/// Migrations in order; `user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the control plane and kv.
+    "CREATE TABLE versions (
+        id INTEGER PRIMARY KEY,
+        plugin TEXT NOT NULL,
+        version TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        manifest_origin TEXT NOT NULL,
+        manifest_base TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (plugin, digest, manifest)
+     );
+     CREATE TABLE deployments (
+        plugin TEXT PRIMARY KEY,
+        stable_id INTEGER NOT NULL REFERENCES versions(id),
+        canary_id INTEGER REFERENCES versions(id),
+        canary_weight INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL
+     );
+     CREATE TABLE history (
+        id INTEGER PRIMARY KEY,
+        plugin TEXT NOT NULL,
+        at TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        version_id INTEGER REFERENCES versions(id),
+        stable_id INTEGER REFERENCES versions(id),
+        canary_id INTEGER REFERENCES versions(id),
+        canary_weight INTEGER NOT NULL DEFAULT 0,
+        detail TEXT NOT NULL
+     );
+     CREATE INDEX history_plugin ON history(plugin, id);
+     CREATE TABLE kv (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (namespace, key)
+     ) WITHOUT ROWID;
+     CREATE TABLE version_stats (
+        version_id INTEGER PRIMARY KEY REFERENCES versions(id),
+        outcomes TEXT NOT NULL,
+        histogram BLOB,
+        updated_at TEXT NOT NULL
+     );",
+    // 2: the audit log.
+    audit::MIGRATION,
+    // 3: the human review queue.
+    crate::review::MIGRATION,
+    // 4: API tokens.
+    crate::auth::MIGRATION,
+    // 5: kv usage per namespace, kept with every write, so quotas are
+    // checked without counting the namespace.
+    "CREATE TABLE kv_usage (
+        namespace TEXT PRIMARY KEY,
+        keys INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     INSERT INTO kv_usage (namespace, keys, bytes)
+        SELECT namespace, COUNT(*), SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)) FROM kv GROUP BY namespace;",
+    // 6: the control-plane generation, advanced by every deployment
+    // change, so a host sees changes other processes commit.
+    "CREATE TABLE control_generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        generation INTEGER NOT NULL
+     );
+     INSERT INTO control_generation (id, generation) VALUES (1, 0);",
+    // 7: reviews remember their action's index (idempotency keys).
+    crate::review::MIGRATION_ACTION_INDEX,
+];
+
+/// A stored plugin version.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRow {
+    pub id: i64,
+    pub plugin: String,
+    pub version: String,
+    pub digest: String,
+    #[serde(skip)]
+    pub manifest: String,
+    pub manifest_origin: String,
+    #[serde(skip)]
+    pub manifest_base: String,
+    pub created_at: String,
+}
+
+/// What serves a plugin name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeploymentRow {
+    pub plugin: String,
+    pub stable_id: i64,
+    pub canary_id: Option<i64>,
+    pub canary_weight: u8,
+    pub updated_at: String,
+}
+
+/// One change to a deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub plugin: String,
+    pub at: String,
+    pub action: String,
+    pub actor: String,
+    pub version_id: Option<i64>,
+    pub stable_id: Option<i64>,
+    pub canary_id: Option<i64>,
+    pub canary_weight: u8,
+    pub detail: serde_json::Value,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+    /// A second connection for reads that must not wait behind a commit
+    /// (WAL lets it read the last committed state meanwhile).
+    reader: Mutex<Connection>,
+    /// Writes for the group-commit thread (see [`Store::write`]); the
+    /// thread ends when the store is dropped.
+    writer: std::sync::mpsc::Sender<Job>,
+}
+
+/// Most writes committed as one group.
+const GROUP_MAX: usize = 1024;
+
+/// How a queued write learns whether its group committed: `None` when it
+/// did, else why not.
+type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
+/// A queued write: runs inside the group's transaction (`None` when the
+/// transaction could not start) and returns how to deliver its result.
+type Job = Box<dyn for<'a, 'b> FnOnce(Option<&'a Transaction<'b>>) -> Deliver + Send>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn db_err(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::Store {
+        context: context.to_string(),
+        message: e.to_string(),
+    }
+}
+
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+/// Create `dir` and its missing parents as 0700: the data directory holds
+/// the admin token, the database and the components, readable by the
+/// host's user only. Existing directories keep their mode (a data
+/// directory the operator made is theirs to set).
+fn private_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Create `path` as 0600 if missing, and make it 0600 if it is not: the
+/// database holds token hashes, kv data and reviews. SQLite creates its
+/// `-wal` and `-shm` files with the database file's mode.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        opts.mode(0o600);
+        let file = opts.open(path)?;
+        if file.metadata()?.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    #[cfg(not(unix))]
+    opts.open(path)?;
+    Ok(())
+}
+
+/// Fault injection for crash-safety tests: when `EVOS_CRASHPOINT` names
+/// this point, the process announces it on stderr and stops making progress
+/// so the test can `kill -9` it right here.
+pub(crate) fn crashpoint(name: &str) {
+    if std::env::var("EVOS_CRASHPOINT").is_ok_and(|p| p == name) {
+        eprintln!("evos-crashpoint {name}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
+/// The write appending `entry` to the audit chain, owning what it needs.
+fn append_job(entry: NewEntry<'_>) -> impl FnOnce(&Transaction<'_>) -> Result<()> + Send + 'static {
+    let (actor, action, subject) = (
+        entry.actor.to_owned(),
+        entry.action.to_owned(),
+        entry.subject.to_owned(),
+    );
+    let (digest, detail) = (entry.digest.map(str::to_owned), entry.detail);
+    move |tx| {
+        audit::append(
+            tx,
+            NewEntry {
+                actor: &actor,
+                action: &action,
+                subject: &subject,
+                digest: digest.as_deref(),
+                detail,
+            },
+        )
+        .map_err(Error::from)?;
+        Ok(())
+    }
+}
+
+fn not_run(label: &str) -> Error {
+    Error::Store {
+        context: format!("committing ({label})"),
+        message: "the store's commit thread stopped before the write ran".into(),
+    }
+}
+
+/// Commit `jobs` as one transaction (see [`Store::write`]).
+fn commit_group(conn: &mut Connection, anchor: &Path, jobs: Vec<Job>) {
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            let why = e.to_string();
+            for job in jobs {
+                job(None)(Some(&why));
+            }
+            return;
+        }
+    };
+    let before = audit::head(&tx).ok().flatten();
+    let delivers: Vec<Deliver> = jobs.into_iter().map(|job| job(Some(&tx))).collect();
+    let failed = (|| -> std::result::Result<(), String> {
+        let after = audit::head(&tx).map_err(|e| e.to_string())?;
+        let before_seq = before.as_ref().map_or(0, |a| a.seq);
+        let appended = after.as_ref().map_or(0, |a| a.seq) - before_seq;
+        if appended > 1 {
+            // Announce the group before committing it: a crash between
+            // the commit and the anchor update is then not tampering.
+            let announced = Anchor {
+                seq: before_seq,
+                hash: before
+                    .as_ref()
+                    .map_or_else(|| audit::GENESIS.to_owned(), |a| a.hash.clone()),
+                pending: appended,
+            };
+            audit::write_anchor(anchor, &announced).map_err(|e| e.to_string())?;
+        }
+        crashpoint("group:before-commit");
+        tx.commit().map_err(|e| e.to_string())?;
+        crashpoint("group:after-commit");
+        if appended > 0
+            && let Some(head) = after
+        {
+            audit::write_anchor(anchor, &head).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })();
+    let failed = failed.err();
+    for deliver in delivers {
+        deliver(failed.as_deref());
+    }
+}
+
+/// Run `f` inside a savepoint of `tx`: its writes stay when it succeeds and
+/// are rolled back alone when it fails.
+fn in_savepoint<R>(
+    tx: &Transaction<'_>,
+    label: &str,
+    f: impl FnOnce(&Transaction<'_>) -> Result<R>,
+) -> Result<R> {
+    let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    run("SAVEPOINT group_write").map_err(db_err("starting a savepoint"))?;
+    let result = f(tx);
+    let ended = if result.is_ok() {
+        run("RELEASE group_write")
+    } else {
+        run("ROLLBACK TO group_write").and_then(|_| run("RELEASE group_write"))
+    };
+    ended.map_err(|e| Error::Store {
+        context: format!("ending the savepoint of {label}"),
+        message: e.to_string(),
+    })?;
+    result
+}
+
+impl Store {
+    /// Open (creating if needed) the data directory and migrate its database.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        private_dirs(&dir.join("blobs/sha256")).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join("evos.db");
+        private_file(&path).map_err(|e| Error::io(&path, e))?;
+        let mut conn = Connection::open(&path).map_err(db_err("opening evos.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err("enabling WAL"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err("setting synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err("enabling foreign keys"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err("setting busy timeout"))?;
+        migrate(&mut conn)?;
+        let reader = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err("opening evos.db for reading"))?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err("setting busy timeout"))?;
+        let conn = Arc::new(Mutex::new(conn));
+        let (writer, jobs) = std::sync::mpsc::channel::<Job>();
+        let (group_conn, anchor) = (conn.clone(), dir.join("audit.anchor"));
+        std::thread::Builder::new()
+            .name("evos-commit".into())
+            .spawn(move || {
+                // Take every write that is waiting, commit them together.
+                while let Ok(first) = jobs.recv() {
+                    let mut group = vec![first];
+                    while group.len() < GROUP_MAX {
+                        match jobs.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    commit_group(&mut lock(&group_conn), &anchor, group);
+                }
+            })
+            .map_err(|e| Error::io(&dir, e))?;
+        Ok(Store {
+            dir,
+            conn,
+            reader: Mutex::new(reader),
+            writer,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+
+    pub fn anchor_path(&self) -> PathBuf {
+        self.dir.join("audit.anchor")
+    }
+
+    /// The connection, for read-only queries such as listing or verifying
+    /// the audit log. Writes go through [`Store::transaction`].
+    pub fn conn_for_reading(&self) -> MutexGuard<'_, Connection> {
+        self.conn()
+    }
+
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.conn)
+    }
+
+    /// The read-only connection: sees the last committed state without
+    /// waiting for a commit in progress.
+    pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.reader)
+    }
+
+    /// Run `f` durably, sharing one transaction (and its syncs) with the
+    /// writes that arrive meanwhile: group commit, on the store's commit
+    /// thread. Each write runs in its own savepoint, so one that fails rolls
+    /// back alone; the result comes once the group committed: `f`'s, or the
+    /// commit's error for every write of the group. Audit entries appended
+    /// by the group are anchored as one transaction's (see [`audit`]).
+    ///
+    /// Blocks the thread until then; async code uses [`Store::write_async`].
+    pub fn write<R: Send + 'static>(
+        &self,
+        label: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit(label, f, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().unwrap_or_else(|_| Err(not_run(label)))
+    }
+
+    /// [`Store::write`] for async code: waits without holding a thread.
+    pub async fn write_async<R: Send + 'static>(
+        &self,
+        label: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(label, f, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await.unwrap_or_else(|_| Err(not_run(label)))
+    }
+
+    fn submit<R: Send + 'static>(
+        &self,
+        label: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<R> + Send + 'static,
+        reply: impl FnOnce(Result<R>) + Send + 'static,
+    ) {
+        let job: Job = Box::new(move |tx: Option<&Transaction<'_>>| {
+            let result = match tx {
+                Some(tx) => in_savepoint(tx, label, f),
+                None => Err(Error::Store {
+                    context: "starting a transaction".into(),
+                    message: "the group commit could not start".into(),
+                }),
+            };
+            Box::new(move |failed: Option<&str>| {
+                reply(match failed {
+                    Some(why) => Err(Error::Store {
+                        context: format!("committing ({label})"),
+                        message: why.to_string(),
+                    }),
+                    None => result,
+                })
+            })
+        });
+        // A send fails only once the commit thread is gone; the reply
+        // channel then closes and the caller gets `not_run`.
+        let _ = self.writer.send(job);
+    }
+
+    /// Run `f` in one transaction; on success commit, then advance the audit
+    /// anchor if `f` appended entries.
+    pub fn transaction<R>(
+        &self,
+        label: &str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(db_err("starting a transaction"))?;
+        let before = audit::head(&tx).map_err(Error::from)?;
+        let result = f(&tx)?;
+        let after = audit::head(&tx).map_err(Error::from)?;
+        crashpoint(&format!("{label}:before-commit"));
+        tx.commit().map_err(db_err("committing"))?;
+        crashpoint(&format!("{label}:after-commit"));
+        if after != before
+            && let Some(head) = after
+        {
+            audit::write_anchor(&self.anchor_path(), &head).map_err(Error::from)?;
+        }
+        Ok(result)
+    }
+
+    /// [`Store::audit`] for async code: waits without holding a thread.
+    pub async fn audit_async(&self, entry: NewEntry<'_>) -> Result<()> {
+        self.write_async("audit", append_job(entry)).await
+    }
+
+    /// Append one audit entry, durably (group-committed with concurrent
+    /// writes; see [`Store::write`]).
+    pub fn audit(&self, entry: NewEntry<'_>) -> Result<()> {
+        self.write("audit", append_job(entry))
+    }
+
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.dir.join("blobs/sha256").join(digest)
+    }
+
+    /// Store component bytes under their sha256 (idempotent, atomic, fsynced).
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<String> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        let path = self.blob_path(&digest);
+        if path.exists() {
+            return Ok(digest);
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            if let Some(parent) = path.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(&path, e)
+        })?;
+        Ok(digest)
+    }
+
+    /// Read a blob and check it still has its digest.
+    pub fn get_blob(&self, digest: &str) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != digest {
+            return Err(Error::Store {
+                context: format!("blob {digest}"),
+                message: format!("content hashes to {actual}: the blob store was modified"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    pub fn deployment(&self, plugin: &str) -> Result<Option<DeploymentRow>> {
+        deployment(&self.conn(), plugin)
+    }
+
+    /// The control-plane generation: it advances with every deployment
+    /// change committed by any process sharing this data directory. Read
+    /// on the read-only connection, so it never waits behind a commit.
+    pub fn generation(&self) -> Result<i64> {
+        self.reader()
+            .query_row(
+                "SELECT generation FROM control_generation WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_err("reading the control generation"))
+    }
+
+    pub fn deployments(&self) -> Result<Vec<DeploymentRow>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT plugin, stable_id, canary_id, canary_weight, updated_at FROM deployments ORDER BY plugin")
+            .map_err(db_err("listing deployments"))?;
+        let rows = stmt
+            .query_map([], deployment_from_row)
+            .map_err(db_err("listing deployments"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err("listing deployments"))
+    }
+
+    pub fn version(&self, id: i64) -> Result<VersionRow> {
+        version(&self.conn(), id)
+    }
+
+    /// Versions of `plugin`, newest first.
+    pub fn versions_of(&self, plugin: &str) -> Result<Vec<VersionRow>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "{VERSION_SELECT} WHERE plugin = ?1 ORDER BY id DESC"
+            ))
+            .map_err(db_err("listing versions"))?;
+        let rows = stmt
+            .query_map([plugin], version_from_row)
+            .map_err(db_err("listing versions"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err("listing versions"))
+    }
+
+    pub fn history(&self, plugin: &str) -> Result<Vec<HistoryRow>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, plugin, at, action, actor, version_id, stable_id, canary_id, canary_weight, detail
+                 FROM history WHERE plugin = ?1 ORDER BY id",
+            )
+            .map_err(db_err("reading history"))?;
+        let rows = stmt
+            .query_map([plugin], |r| {
+                let detail: String = r.get(9)?;
+                Ok(HistoryRow {
+                    id: r.get(0)?,
+                    plugin: r.get(1)?,
+                    at: r.get(2)?,
+                    action: r.get(3)?,
+                    actor: r.get(4)?,
+                    version_id: r.get(5)?,
+                    stable_id: r.get(6)?,
+                    canary_id: r.get(7)?,
+                    canary_weight: r.get(8)?,
+                    detail: serde_json::from_str(&detail)
+                        .unwrap_or(serde_json::Value::String(detail)),
+                })
+            })
+            .map_err(db_err("reading history"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err("reading history"))
+    }
+
+    /// Persisted outcome counts and latency histogram of a version.
+    pub fn stats(
+        &self,
+        version_id: i64,
+    ) -> Result<(crate::rollout::OutcomeCounts, Option<Vec<u8>>)> {
+        let conn = self.conn();
+        let row: Option<(String, Option<Vec<u8>>)> = conn
+            .query_row(
+                "SELECT outcomes, histogram FROM version_stats WHERE version_id = ?1",
+                [version_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db_err("reading stats"))?;
+        Ok(match row {
+            Some((outcomes, hist)) => (serde_json::from_str(&outcomes).unwrap_or_default(), hist),
+            None => (Default::default(), None),
+        })
+    }
+
+    /// Replace a version's persisted stats.
+    pub fn put_stats(
+        &self,
+        version_id: i64,
+        outcomes: &crate::rollout::OutcomeCounts,
+        histogram: &[u8],
+    ) -> Result<()> {
+        let outcomes = serde_json::to_string(outcomes).unwrap_or_else(|_| "{}".into());
+        let histogram = histogram.to_vec();
+        self.write("stats", move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO version_stats (version_id, outcomes, histogram, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(version_id) DO UPDATE SET outcomes = ?2, histogram = ?3, updated_at = ?4",
+            )
+            .and_then(|mut s| s.execute(params![version_id, outcomes, histogram, now()]))
+            .map_err(db_err("writing stats"))?;
+            Ok(())
+        })
+    }
+
+    pub fn read_anchor(&self) -> Result<Option<Anchor>> {
+        audit::read_anchor(&self.anchor_path()).map_err(Error::from)
+    }
+}
+
+const VERSION_SELECT: &str = "SELECT id, plugin, version, digest, manifest, manifest_origin, manifest_base, created_at FROM versions";
+
+fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    Ok(VersionRow {
+        id: r.get(0)?,
+        plugin: r.get(1)?,
+        version: r.get(2)?,
+        digest: r.get(3)?,
+        manifest: r.get(4)?,
+        manifest_origin: r.get(5)?,
+        manifest_base: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
+fn deployment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow> {
+    Ok(DeploymentRow {
+        plugin: r.get(0)?,
+        stable_id: r.get(1)?,
+        canary_id: r.get(2)?,
+        canary_weight: r.get(3)?,
+        updated_at: r.get(4)?,
+    })
+}
+
+pub(crate) fn version(conn: &Connection, id: i64) -> Result<VersionRow> {
+    conn.query_row(
+        &format!("{VERSION_SELECT} WHERE id = ?1"),
+        [id],
+        version_from_row,
+    )
+    .map_err(db_err("reading a version"))
+}
+
+pub(crate) fn deployment(conn: &Connection, plugin: &str) -> Result<Option<DeploymentRow>> {
+    conn.query_row(
+        "SELECT plugin, stable_id, canary_id, canary_weight, updated_at FROM deployments WHERE plugin = ?1",
+        [plugin],
+        deployment_from_row,
+    )
+    .optional()
+    .map_err(db_err("reading a deployment"))
+}
+
+/// The id of the version row for this exact (plugin, digest, manifest),
+/// inserting it if new.
+pub(crate) fn upsert_version(
+    tx: &Transaction<'_>,
+    m: &crate::manifest::Manifest,
+    digest: &str,
+) -> Result<i64> {
+    let existing: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM versions WHERE plugin = ?1 AND digest = ?2 AND manifest = ?3",
+            params![m.name(), digest, m.source],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err("finding a version"))?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    tx.execute(
+        "INSERT INTO versions (plugin, version, digest, manifest, manifest_origin, manifest_base, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            m.name(),
+            m.plugin.version.to_string(),
+            digest,
+            m.source,
+            m.origin,
+            m.base.display().to_string(),
+            now()
+        ],
+    )
+    .map_err(db_err("recording a version"))?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// A change to what serves a plugin.
+pub(crate) struct Change<'a> {
+    pub plugin: &'a str,
+    pub stable_id: i64,
+    pub canary: Option<(i64, u8)>,
+    pub action: &'a str,
+    pub actor: &'a str,
+    /// The version the change is about (deployed, promoted, rolled back to).
+    pub version_id: Option<i64>,
+    pub detail: &'a serde_json::Value,
+    /// The deployment the change was decided on (stable id, canary id,
+    /// weight), `None` for a plugin not yet deployed. Another process may
+    /// have changed it meanwhile; then the change is refused rather than
+    /// overwriting what it never saw.
+    pub seen: Option<(i64, Option<i64>, u8)>,
+}
+
+/// Set what serves a plugin and record the change in history.
+pub(crate) fn set_deployment(tx: &Transaction<'_>, c: &Change<'_>) -> Result<()> {
+    let Change {
+        plugin,
+        stable_id,
+        canary,
+        action,
+        actor,
+        version_id,
+        detail,
+        seen,
+    } = *c;
+    let now_row = deployment(tx, plugin)?.map(|d| (d.stable_id, d.canary_id, d.canary_weight));
+    if now_row != seen {
+        return Err(Error::Refused(format!(
+            "the deployment of `{plugin}` was changed by another process after this host last saw it; \
+             this host has picked the change up (or will within a second): check `evos status {plugin}` and retry"
+        )));
+    }
+    let at = now();
+    let (canary_id, weight) = match canary {
+        Some((id, w)) => (Some(id), w),
+        None => (None, 0),
+    };
+    tx.execute(
+        "INSERT INTO deployments (plugin, stable_id, canary_id, canary_weight, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(plugin) DO UPDATE SET stable_id = ?2, canary_id = ?3, canary_weight = ?4, updated_at = ?5",
+        params![plugin, stable_id, canary_id, weight, at],
+    )
+    .map_err(db_err("updating a deployment"))?;
+    tx.execute(
+        "INSERT INTO history (plugin, at, action, actor, version_id, stable_id, canary_id, canary_weight, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![plugin, at, action, actor, version_id, stable_id, canary_id, weight, detail.to_string()],
+    )
+    .map_err(db_err("recording history"))?;
+    tx.prepare_cached("UPDATE control_generation SET generation = generation + 1 WHERE id = 1")
+        .and_then(|mut st| st.execute([]))
+        .map_err(db_err("advancing the control generation"))?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db_err("reading the schema version"))?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(Error::Store {
+            context: "opening the data directory".into(),
+            message: format!(
+                "the database has schema version {current}, newer than this evos knows ({known}); use a newer evos"
+            ),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(db_err("starting a migration"))?;
+        tx.execute_batch(sql).map_err(db_err("migrating"))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(db_err("recording the schema version"))?;
+        tx.commit().map_err(db_err("committing a migration"))?;
+    }
+    Ok(())
+}
+
+/// The `kv` capability's storage in the data directory. Quotas are checked
+/// in the same transaction as the write.
+pub struct SqliteKv {
+    store: std::sync::Arc<Store>,
+}
+
+impl SqliteKv {
+    pub fn new(store: std::sync::Arc<Store>) -> SqliteKv {
+        SqliteKv { store }
+    }
+}
+
+type KvJob<R> = Box<dyn FnOnce(&Transaction<'_>) -> Result<R> + Send>;
+
+/// The write of a kv `set`, and where it says why a quota refused it.
+fn kv_set(
+    ns: String,
+    key: String,
+    value: Vec<u8>,
+    quota: KvQuota,
+) -> (KvJob<()>, Arc<Mutex<Option<String>>>) {
+    let why: Arc<Mutex<Option<String>>> = Default::default();
+    let refused = why.clone();
+    let job = Box::new(move |tx: &Transaction<'_>| {
+        let old: Option<i64> = tx
+            .prepare_cached("SELECT LENGTH(value) FROM kv WHERE namespace = ?1 AND key = ?2")
+            .and_then(|mut s| s.query_row(params![ns, key], |r| r.get(0)).optional())
+            .map_err(db_err("reading kv"))?;
+        let (keys, bytes) = kv_usage(tx, &ns)?;
+        let refuse = |why: String| {
+            *lock(&refused) = Some(why.clone());
+            Err(Error::Refused(why))
+        };
+        // Compared as i128: limits are u64 and may exceed i64 (a manifest
+        // may say any number), counts are SQLite's i64.
+        if old.is_none() && i128::from(keys) >= i128::from(quota.max_keys) {
+            return refuse(format!(
+                "the namespace holds {keys} keys, the limit `max-keys` is {}",
+                quota.max_keys
+            ));
+        }
+        let after =
+            bytes - old.map_or(0, |old| old + key.len() as i64) + (key.len() + value.len()) as i64;
+        if i128::from(after) > i128::from(quota.max_total_bytes) {
+            return refuse(crate::capability::kv::total_bytes_refusal(
+                after.max(0) as u64,
+                quota,
+            ));
+        }
+        tx.prepare_cached(
+            "INSERT INTO kv (namespace, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT(namespace, key) DO UPDATE SET value = ?3",
+        )
+        .and_then(|mut s| s.execute(params![ns, key, value]))
+        .map_err(db_err("writing kv"))?;
+        let added_keys = i64::from(old.is_none());
+        let added_bytes = match old {
+            Some(old) => value.len() as i64 - old,
+            None => (key.len() + value.len()) as i64,
+        };
+        add_kv_usage(tx, &ns, added_keys, added_bytes)
+    });
+    (job, why)
+}
+
+fn kv_result(written: Result<()>, quota: &Mutex<Option<String>>) -> Result<(), KvStoreError> {
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) => match lock(quota).take() {
+            Some(why) => Err(KvStoreError::Quota(why)),
+            None => Err(KvStoreError::Backend(format!("kv store: {e}"))),
+        },
+    }
+}
+
+fn kv_delete(ns: String, key: String) -> KvJob<bool> {
+    Box::new(move |tx: &Transaction<'_>| {
+        let old: Option<i64> = tx
+            .query_row(
+                "DELETE FROM kv WHERE namespace = ?1 AND key = ?2 RETURNING LENGTH(value)",
+                params![ns, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err("deleting kv"))?;
+        match old {
+            Some(old) => {
+                add_kv_usage(tx, &ns, -1, -(key.len() as i64 + old))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    })
+}
+
+/// Keys and bytes (keys plus values) a kv namespace holds.
+fn kv_usage(tx: &Transaction<'_>, ns: &str) -> Result<(i64, i64)> {
+    Ok(tx
+        .prepare_cached("SELECT keys, bytes FROM kv_usage WHERE namespace = ?1")
+        .and_then(|mut s| s.query_row([ns], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(db_err("reading kv usage"))?
+        .unwrap_or((0, 0)))
+}
+
+fn add_kv_usage(tx: &Transaction<'_>, ns: &str, keys: i64, bytes: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO kv_usage (namespace, keys, bytes) VALUES (?1, ?2, ?3)
+         ON CONFLICT(namespace) DO UPDATE SET keys = keys + ?2, bytes = bytes + ?3",
+    )
+    .and_then(|mut s| s.execute(params![ns, keys, bytes]))
+    .map_err(db_err("updating kv usage"))?;
+    Ok(())
+}
+
+fn kv_err(e: rusqlite::Error) -> KvStoreError {
+    KvStoreError::Backend(format!("kv store: {e}"))
+}
+
+impl KvStore for SqliteKv {
+    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, KvStoreError> {
+        self.store
+            .reader()
+            .query_row(
+                "SELECT value FROM kv WHERE namespace = ?1 AND key = ?2",
+                params![ns, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(kv_err)
+    }
+
+    fn set(&self, ns: &str, key: &str, value: &[u8], quota: KvQuota) -> Result<(), KvStoreError> {
+        let (job, refused) = kv_set(ns.to_owned(), key.to_owned(), value.to_vec(), quota);
+        kv_result(self.store.write("kv", job), &refused)
+    }
+
+    fn delete(&self, ns: &str, key: &str) -> Result<bool, KvStoreError> {
+        self.store
+            .write("kv", kv_delete(ns.to_owned(), key.to_owned()))
+            .map_err(|e| KvStoreError::Backend(format!("kv store: {e}")))
+    }
+
+    fn set_owned(&self, ns: Arc<str>, key: String, value: Vec<u8>, quota: KvQuota) -> KvFuture<()> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            let (job, refused) = kv_set(ns.to_string(), key, value, quota);
+            kv_result(store.write_async("kv", job).await, &refused)
+        })
+    }
+
+    fn delete_owned(&self, ns: Arc<str>, key: String) -> KvFuture<bool> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            store
+                .write_async("kv", kv_delete(ns.to_string(), key))
+                .await
+                .map_err(|e| KvStoreError::Backend(format!("kv store: {e}")))
+        })
+    }
+
+    fn list_keys(&self, ns: &str, prefix: &str, limit: usize) -> Result<Vec<String>, KvStoreError> {
+        let conn = self.store.reader();
+        let mut stmt = conn
+            .prepare("SELECT key FROM kv WHERE namespace = ?1 AND key >= ?2 ORDER BY key LIMIT ?3")
+            .map_err(kv_err)?;
+        let rows = stmt
+            .query_map(params![ns, prefix, (limit as i64).saturating_mul(4)], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(kv_err)?;
+        let mut keys = Vec::new();
+        for k in rows {
+            let k = k.map_err(kv_err)?;
+            if !k.starts_with(prefix) || keys.len() >= limit {
+                break;
+            }
+            keys.push(k);
+        }
+        Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(max_keys: u64) -> KvQuota {
+        KvQuota {
+            max_keys,
+            max_total_bytes: u64::MAX,
+        }
+    }
+
+    fn temp_store(name: &str) -> (PathBuf, Arc<Store>) {
+        let dir = std::env::temp_dir().join(format!("evos-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Store::open(&dir).unwrap());
+        (dir, store)
+    }
+
+    fn entry(i: usize) -> NewEntry<'static> {
+        NewEntry {
+            actor: "test",
+            action: "write",
+            subject: "group",
+            digest: None,
+            detail: serde_json::json!({ "i": i }),
+        }
+    }
+
+    #[test]
+    fn concurrent_writes_share_commits_and_keep_the_chain_anchored() {
+        let (dir, store) = temp_store("group");
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        store.audit(entry(t * 100 + i)).unwrap();
+                        let kv = SqliteKv::new(store.clone());
+                        kv.set("ns", &format!("k{t}-{i}"), b"v", keys(10_000))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let conn = store.conn_for_reading();
+        let count: i64 = conn
+            .query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 200);
+        let anchor = audit::read_anchor(&store.anchor_path()).unwrap().unwrap();
+        let v = audit::verify(&conn, Some(&anchor)).unwrap();
+        assert!(v.intact && v.note.is_none(), "{v:?}");
+        assert_eq!(v.entries, 200);
+        assert_eq!(
+            anchor.pending, 0,
+            "the anchor names the head after the group"
+        );
+        drop(conn);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn kv_usage_follows_every_write() {
+        let (dir, store) = temp_store("usage");
+        let kv = SqliteKv::new(store.clone());
+        kv.set("a", "k1", b"12345", keys(10)).unwrap();
+        kv.set("a", "k2", b"1", keys(10)).unwrap();
+        kv.set("a", "k1", b"123", keys(10)).unwrap(); // replace: no new key
+        kv.set("b", "k", b"xy", keys(10)).unwrap();
+        assert!(kv.delete("a", "k2").unwrap());
+        assert!(!kv.delete("a", "k2").unwrap());
+        let conn = store.conn_for_reading();
+        let kept: Vec<(String, i64, i64)> = conn
+            .prepare("SELECT namespace, keys, bytes FROM kv_usage ORDER BY namespace")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        // a: "k1" + "123"; b: "k" + "xy".
+        assert_eq!(kept, vec![("a".into(), 1, 5), ("b".into(), 1, 3)]);
+        drop(conn);
+        // Total bytes count keys and values, replacing counts the difference.
+        let small = KvQuota {
+            max_keys: 100,
+            max_total_bytes: 8,
+        };
+        kv.set("c", "ab", b"123456", small).unwrap(); // 8 bytes: at the limit
+        kv.set("c", "ab", b"654321", small).unwrap(); // replacing: still 8
+        let err = kv.set("c", "x", b"", small).unwrap_err(); // 9 bytes
+        assert!(err.to_string().contains("max-total-bytes"), "{err}");
+        assert_eq!(kv.get("c", "x").unwrap(), None);
+        // The quota counts from the kept usage.
+        kv.set("b", "k2", b"", keys(2)).unwrap();
+        assert!(matches!(
+            kv.set("b", "k3", b"", keys(2)),
+            Err(KvStoreError::Quota(_))
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_failing_write_rolls_back_alone() {
+        let (dir, store) = temp_store("rollback");
+        let kv = SqliteKv::new(store.clone());
+        kv.set("ns", "a", b"1", keys(1)).unwrap();
+        // A second key exceeds max-keys = 1: refused as a quota, not stored.
+        assert!(matches!(
+            kv.set("ns", "b", b"2", keys(1)),
+            Err(KvStoreError::Quota(_))
+        ));
+        let failed: Result<()> = store.write("test", |tx| {
+            tx.execute(
+                "INSERT INTO kv (namespace, key, value) VALUES ('ns', 'c', x'00')",
+                [],
+            )
+            .map_err(db_err("writing"))?;
+            Err(Error::Refused("changed its mind".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(kv.get("ns", "a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.get("ns", "b").unwrap(), None);
+        assert_eq!(
+            kv.get("ns", "c").unwrap(),
+            None,
+            "the failed write left nothing"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

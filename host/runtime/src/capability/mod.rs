@@ -1,0 +1,284 @@
+//! Capabilities: one module per thing a plugin may reach, all with one shape.
+//!
+//! Each capability module provides a [`Descriptor`]:
+//! - `granted` reads its part of the (already validated) manifest;
+//! - `link` adds its bindings to a plugin's linker — called **only when
+//!   granted**, so an ungranted import of a privileged interface fails at link
+//!   time by construction, not by a check someone must remember;
+//! - `prepare` builds its per-call state from values computed once at load
+//!   (`Grants`) when a call's `Store` is created.
+//!
+//! Host functions see their own state plus the call's list of refusals
+//! through [`Cap`], so every refused use (a quota, a denied URL, a dropped log
+//! line) reaches the call's report even when the guest handles the error.
+//!
+//! Baseline WASI (io, clocks, random, cli, filesystem types and preopens) is
+//! always linked but inert unless granted: no preopens, an empty environment,
+//! stdin empty and stdout/stderr captured. `env` and `files` fill those in.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::manifest::Manifest;
+use crate::runtime::Refusal;
+use crate::state::PluginState;
+use crate::{Error, Result};
+
+pub mod config;
+pub mod egress;
+pub mod env;
+pub mod files;
+pub mod http;
+pub mod kv;
+pub mod log;
+pub mod models;
+pub mod pool;
+pub mod sockets;
+
+/// The shape every capability shares.
+pub struct Descriptor {
+    /// The manifest key that grants it (`[capabilities] <name>`, or `[config]`).
+    pub name: &'static str,
+    /// Imports (interface names without version) this capability provides.
+    pub interfaces: &'static [&'static str],
+    /// Privileged interfaces are linked only when granted. Non-privileged
+    /// ones (env, files) refine baseline WASI that is always linked.
+    pub privileged: bool,
+    /// A grant to suggest when a component needs it and the manifest lacks it.
+    pub example: &'static str,
+    /// Whether the manifest grants this capability.
+    pub granted: fn(&Manifest) -> bool,
+    /// Add bindings to the linker; called only when granted.
+    pub link: fn(&mut Linker<PluginState>) -> Result<()>,
+}
+
+/// Every capability evos knows, in manifest order.
+pub const ALL: &[&Descriptor] = &[
+    &log::DESCRIPTOR,
+    &kv::DESCRIPTOR,
+    &models::DESCRIPTOR,
+    &config::DESCRIPTOR,
+    &http::DESCRIPTOR,
+    &sockets::DESCRIPTOR,
+    &files::DESCRIPTOR,
+    &env::DESCRIPTOR,
+];
+
+/// Baseline WASI interfaces: always linked, inert unless `env`/`files` grant
+/// something.
+pub const BASELINE: &[&str] = &[
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:cli/exit",
+    "wasi:cli/environment",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+];
+
+/// Interfaces implied by the contract's shared types; harmless to import.
+pub const TYPES: &[&str] = &["evos:plugin/types"];
+
+/// Values derived from a manifest once, at load, so each call only clones
+/// `Arc`s.
+#[derive(Debug, Clone)]
+pub(crate) struct Grants {
+    pub plugin: Arc<str>,
+    pub log: Option<log::LogGrant>,
+    pub log_rate: Arc<log::LogRate>,
+    pub kv: Option<kv::KvGrant>,
+    pub models: Arc<[String]>,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub http: Arc<http::Allowlist>,
+    pub sockets: Arc<sockets::SocketPolicy>,
+    pub env: Vec<(String, String)>,
+    pub files: Vec<files::FileGrant>,
+}
+
+impl Grants {
+    pub fn new(manifest: &Manifest, host_env: &BTreeMap<String, String>) -> Grants {
+        let caps = &manifest.capabilities;
+        Grants {
+            plugin: Arc::from(manifest.name()),
+            log: caps.log,
+            log_rate: Arc::new(log::LogRate::new(&caps.log.unwrap_or_default())),
+            kv: caps.kv,
+            models: caps.models.iter().map(|m| m.to_string()).collect(),
+            config: Arc::new(manifest.config.clone()),
+            http: Arc::new(http::Allowlist::new(caps.http.clone())),
+            sockets: Arc::new(sockets::SocketPolicy::new(caps.sockets.clone())),
+            env: env::resolve(&caps.env, host_env),
+            files: caps.files.clone(),
+        }
+    }
+}
+
+/// Build a linker holding baseline WASI plus exactly the granted capabilities.
+pub(crate) fn linker_for(
+    engine: &wasmtime::Engine,
+    manifest: &Manifest,
+) -> Result<Linker<PluginState>> {
+    let mut linker = Linker::new(engine);
+    add_baseline_wasi(&mut linker).map_err(|e| Error::wasmtime("linking baseline WASI", e))?;
+    for cap in ALL {
+        if cap.privileged && (cap.granted)(manifest) {
+            (cap.link)(&mut linker)?;
+        }
+    }
+    Ok(linker)
+}
+
+/// Per-call inputs every `prepare` may fill.
+pub(crate) struct CallSetup<'a> {
+    pub wasi: &'a mut WasiCtxBuilder,
+    /// Where the `sockets` address check records what it refuses.
+    pub socket_refusals: &'a SharedRefusals,
+}
+
+/// Configure the call's WASI context: the refinements of baseline WASI and,
+/// when granted, the `sockets` address check.
+pub(crate) fn prepare_wasi(grants: &Grants, setup: &mut CallSetup<'_>) -> Result<()> {
+    env::prepare(grants, setup);
+    sockets::prepare(grants, setup);
+    files::prepare(grants, setup)
+}
+
+/// What a host function of capability state `S` sees: its own state and the
+/// call's refusals.
+pub struct Cap<'a, S> {
+    pub state: &'a mut S,
+    pub refusals: &'a mut Vec<Refusal>,
+}
+
+impl<S> Cap<'_, S> {
+    pub(crate) fn refuse(&mut self, capability: &str, detail: impl Into<String>) {
+        record_refusal(self.refusals, capability, detail.into());
+    }
+}
+
+/// Refusals kept per list: a plugin hammering a refused capability must not
+/// grow host memory without bound, so the first ones are kept and the rest
+/// counted on the last.
+const MAX_REFUSALS: usize = 64;
+
+/// Add a refusal to a call's list, within [`MAX_REFUSALS`].
+pub(crate) fn record_refusal(list: &mut Vec<Refusal>, capability: &str, detail: String) {
+    if list.len() < MAX_REFUSALS {
+        list.push(Refusal {
+            capability: capability.to_string(),
+            detail,
+            count: 1,
+        });
+    } else if let Some(last) = list.last_mut() {
+        last.count += 1;
+    }
+}
+
+/// A call's refusals, shared with work that runs outside any host call's
+/// view of the store (an HTTP body cut at its size cap after
+/// `send_request` returned, a socket connect's address check).
+#[derive(Debug, Clone, Default)]
+pub struct SharedRefusals(Arc<std::sync::Mutex<Vec<Refusal>>>);
+
+impl SharedRefusals {
+    pub(crate) fn push(&self, capability: &str, detail: String) {
+        let mut list = match self.0.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        record_refusal(&mut list, capability, detail);
+    }
+
+    /// The refusals so far; the list is left empty.
+    pub(crate) fn take(&self) -> Vec<Refusal> {
+        match self.0.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+}
+
+/// `HasData` projection for [`Cap`].
+pub struct HasCap<S>(PhantomData<S>);
+
+impl<S: Send + 'static> HasData for HasCap<S> {
+    type Data<'a> = Cap<'a, S>;
+}
+
+/// `HasData` projection giving wasi-io the resource table.
+struct HasIo;
+
+impl HasData for HasIo {
+    type Data<'a> = &'a mut wasmtime::component::ResourceTable;
+}
+
+/// Baseline WASI: io, clocks, random, cli, filesystem. Sockets only through
+/// a `sockets` grant ([`sockets`]).
+fn add_baseline_wasi(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
+    use wasmtime_wasi::p2::bindings;
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
+    use wasmtime_wasi::random::WasiRandom;
+    type T = PluginState;
+
+    let l = linker;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<T, HasIo>(l, |t| &mut t.table)?;
+    wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<T, HasIo>(l, |t| &mut t.table)?;
+    wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<T, HasIo>(l, |t| &mut t.table)?;
+    clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
+    random::random::add_to_linker::<T, WasiRandom>(l, |t| t.wasi.get(&mut t.refusals).random())?;
+    random::insecure::add_to_linker::<T, WasiRandom>(l, |t| t.wasi.get(&mut t.refusals).random())?;
+    random::insecure_seed::add_to_linker::<T, WasiRandom>(l, |t| {
+        t.wasi.get(&mut t.refusals).random()
+    })?;
+    cli::exit::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::environment::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_input::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_output::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    filesystem::preopens::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
+    bindings::filesystem::types::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_capped_and_taken() {
+        let r = SharedRefusals::default();
+        for i in 0..100 {
+            r.push("http", format!("r{i}"));
+        }
+        let list = r.take();
+        assert_eq!(list.len(), MAX_REFUSALS);
+        assert_eq!(list[MAX_REFUSALS - 1].count, 37);
+        assert!(r.take().is_empty());
+    }
+}

@@ -1,0 +1,20 @@
+//! evos-server: the long-running host (`evos up`) over HTTP — the
+//! pipeline's ingest, the human review queue, the admin and invoke API,
+//! audit, health and metrics ([`telemetry`]).
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
+pub mod server;
+pub mod telemetry;
+
+pub(crate) use evos_control::{app, audit, auth, breaker, pipeline, registry, review};
+pub(crate) use evos_core::{Error, Result, text};
+pub(crate) use evos_runtime::{engine, manifest, runtime};

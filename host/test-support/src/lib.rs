@@ -1,0 +1,352 @@
+//! What evos's integration tests (`tests/integration`) and adversarial
+//! catalogue (`tests/adversarial`) share: paths into the repository, a
+//! shared engine, manifest overrides, a local HTTP server that records what
+//! it receives, raw HTTP requests and temp dirs. Development only.
+
+// Test code states its expectations with unwrap/expect/panic: a failed
+// expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use evos::capability::kv::MemoryKv;
+use evos::{CallInput, CallReport, Engine, EngineConfig, Manifest, Plugin, Runtime};
+
+pub fn root() -> PathBuf {
+    // The repository root: this package is host/cli.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// One engine for the whole test binary, with a compile cache so each
+/// component compiles once.
+pub fn engine() -> Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            Engine::new(EngineConfig {
+                cache_dir: Some(root().join("target/evos-test-cache")),
+                max_instances: 256,
+                ..Default::default()
+            })
+            .expect("engine")
+        })
+        .clone()
+}
+
+pub fn runtime() -> Runtime {
+    runtime_with_env(BTreeMap::new())
+}
+
+pub fn runtime_with_env(env: BTreeMap<String, String>) -> Runtime {
+    Runtime::with_parts(engine(), Arc::new(MemoryKv::default()), env)
+}
+
+pub fn component_path(name: &str) -> PathBuf {
+    root().join("target/plugins").join(format!("{name}.wasm"))
+}
+
+pub fn component(name: &str) -> Vec<u8> {
+    let path = component_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the plugins first with `cargo xtask plugins`",
+            path.display()
+        )
+    })
+}
+
+/// The manifest of an example (`policies/<name>.toml`) or adversarial
+/// (`policies/adversarial/<name>.toml`) plugin.
+pub fn manifest_path(name: &str) -> PathBuf {
+    let direct = root().join("policies").join(format!("{name}.toml"));
+    if direct.exists() {
+        direct
+    } else {
+        root()
+            .join("policies/adversarial")
+            .join(format!("{name}.toml"))
+    }
+}
+
+pub fn manifest_text(name: &str) -> String {
+    std::fs::read_to_string(manifest_path(name)).expect("manifest")
+}
+
+/// Parse manifest text as if it were the plugin's own file.
+pub fn manifest_from(name: &str, text: &str) -> Manifest {
+    let path = manifest_path(name);
+    Manifest::parse(
+        text,
+        &path.display().to_string(),
+        path.parent().expect("dir"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn manifest(name: &str) -> Manifest {
+    manifest_from(name, &manifest_text(name))
+}
+
+/// Load and register `name` with its own manifest.
+pub fn load(rt: &Runtime, name: &str) -> Arc<Plugin> {
+    load_with(rt, name, manifest(name))
+}
+
+pub fn load_with(rt: &Runtime, name: &str, manifest: Manifest) -> Arc<Plugin> {
+    let plugin = rt
+        .load(manifest, &component(name), name)
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"));
+    rt.register(plugin.clone());
+    plugin
+}
+
+pub fn sample(name: &str) -> serde_json::Value {
+    let dir = if root().join("plugins").join(name).exists() {
+        root().join("plugins").join(name)
+    } else {
+        root().join("plugins/adversarial").join(name)
+    };
+    let text = std::fs::read_to_string(dir.join("invoke-input.json")).expect("invoke-input.json");
+    serde_json::from_str(&text).expect("sample is JSON")
+}
+
+pub async fn call_json(rt: &Runtime, plugin: &Arc<Plugin>, input: serde_json::Value) -> CallReport {
+    let input = CallInput::from_json(plugin.kind(), input).expect("input fits the kind");
+    rt.call(plugin, input).await.expect("call")
+}
+
+/// A payout-limit call that must succeed: proves the host still serves
+/// other plugins after an adversarial one.
+pub async fn healthy_call(rt: &Runtime) {
+    let plugin = load(rt, "payout-limit");
+    let report = call_json(rt, &plugin, sample("payout-limit")).await;
+    assert!(
+        report.outcome.is_ok(),
+        "healthy plugin failed after adversarial call: {report:?}"
+    );
+}
+
+/// A request the local server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case, values as sent.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A local HTTP/1.1 server on 127.0.0.1 that records requests and answers
+/// each with `status` and a small JSON body. It stops when dropped.
+pub struct Downstream {
+    pub port: u16,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    status: Arc<std::sync::atomic::AtomicU16>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Downstream {
+    pub fn start(status: u16) -> Downstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(status));
+        let (rec, st, code) = (received.clone(), stop.clone(), status.clone());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !st.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                        serve_one(
+                            stream,
+                            code.load(std::sync::atomic::Ordering::Relaxed),
+                            &rec,
+                        );
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+        Downstream {
+            port,
+            received,
+            status,
+            stop,
+        }
+    }
+
+    /// Answer further requests with `status`.
+    pub fn set_status(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Downstream {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Read one request, record it, then answer (recording first, so a test
+/// that sees the response also sees the request).
+fn serve_one(
+    mut stream: std::net::TcpStream,
+    status: u16,
+    rec: &Mutex<Vec<Received>>,
+) -> Option<()> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let mut length = 0usize;
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        let h = header.trim();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    rec.lock().ok()?.push(Received {
+        method,
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    let reply = format!("{{\"status\":{status},\"ref\":\"DS-1\"}}");
+    let response = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+    stream.write_all(response.as_bytes()).ok()
+}
+
+/// A fresh directory under the system temp dir, unique per call.
+pub fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "evos-test-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// One HTTP/1.1 request; returns status and body.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+    extra: &[(&str, &str)],
+) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        head.push_str(&format!("authorization: Bearer {t}\r\n"));
+    }
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("write");
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = match text.split_once("\r\n\r\n") {
+        Some((_, b)) => b.to_string(),
+        None => String::new(),
+    };
+    (status, body)
+}
+
+/// The example app (`evos.toml`) with `claims-webhook` posting approved
+/// actions to `endpoint`.
+pub fn claims_app(endpoint: &str) -> evos::app::App {
+    let mut app = evos::app::App::load(root().join("evos.toml")).expect("app");
+    for p in &mut app.plugins {
+        if p.name == "claims-webhook" {
+            p.manifest.set_config("endpoint", endpoint).expect("config");
+        }
+    }
+    app
+}
+
+/// Serve `host`'s API on an ephemeral 127.0.0.1 port until the returned
+/// sender is dropped or sent to; the port and that sender.
+pub async fn serve_on_loopback(
+    host: Arc<evos::server::Host>,
+) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    let listener = evos::server::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(evos::server::serve(
+        host,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        std::time::Duration::from_secs(5),
+    ));
+    (port, stop)
+}
