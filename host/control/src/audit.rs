@@ -4,7 +4,7 @@
 //! Security reviewers must be able to prove after the fact what the host did.
 //! A plain table cannot prove anything: whoever can write the database can
 //! change a row and nobody would know. So every entry is a link in a hash
-//! chain, stored in the `audit` table ([`MIGRATION`]): its `hash` covers its
+//! chain, stored in the `audit` table (`migrations/0002_audit.sql`): its `hash` covers its
 //! own fields and the `hash` of the entry before it (`prev_hash`), so changing,
 //! removing or moving any entry breaks the chain from that entry on. The head
 //! of the chain (last `seq` and `hash`) is also kept outside the database in a
@@ -111,9 +111,6 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-/// SQL creating the audit table; the store runs it inside its versioned migrations.
-pub const MIGRATION: &str = "CREATE TABLE audit (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, digest TEXT, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);";
 
 /// `prev_hash` of the first entry.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -1284,7 +1281,8 @@ mod tests {
 
     fn db() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(MIGRATION).unwrap();
+        conn.execute_batch(include_str!("../migrations/0002_audit.sql"))
+            .unwrap();
         conn
     }
 

@@ -25,16 +25,6 @@ use sha2::{Digest, Sha256};
 use crate::store::{Store, now};
 use crate::{Error, Result};
 
-pub const MIGRATION: &str = "CREATE TABLE tokens (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    secret_sha256 TEXT NOT NULL,
-    role TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT
-);";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
@@ -201,10 +191,7 @@ impl Tokens {
     }
 
     fn checked(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Checked>> {
-        match self.checked.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        evos_core::sync::lock(&self.checked)
     }
 
     /// Create a token; returns it and the full secret, shown only now.

@@ -91,10 +91,7 @@ impl Breakers {
     }
 
     fn with<R>(&self, connector: &str, f: impl FnOnce(&mut Breaker) -> R) -> R {
-        let mut map = match self.map.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = evos_core::sync::lock(&self.map);
         let b = map.entry(connector.to_string()).or_insert(Breaker {
             state: State::Closed,
             failures: 0,
@@ -210,10 +207,7 @@ impl Breakers {
 
     /// Every connector's state, for metrics.
     pub fn states(&self) -> Vec<(String, State)> {
-        let map = match self.map.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let map = evos_core::sync::lock(&self.map);
         let mut v: Vec<(String, State)> = map.iter().map(|(k, b)| (k.clone(), b.state)).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v

@@ -307,10 +307,7 @@ impl Registry {
     }
 
     fn load_version(&self, id: i64) -> Result<Arc<Live>> {
-        let loaded = || match self.loaded.lock() {
-            Ok(l) => l,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let loaded = || evos_core::sync::lock(&self.loaded);
         if let Some(live) = loaded().get(&id) {
             return Ok(live.clone());
         }
@@ -339,10 +336,7 @@ impl Registry {
     }
 
     fn routes(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<ArcSwap<Route>>>> {
-        match self.routes.read() {
-            Ok(r) => r,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        evos_core::sync::read(&self.routes)
     }
 
     /// The current route of `name`.
@@ -365,10 +359,7 @@ impl Registry {
                 }
             }
             None => {
-                let mut map = match self.routes.write() {
-                    Ok(m) => m,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
+                let mut map = evos_core::sync::write(&self.routes);
                 map.insert(name.to_string(), Arc::new(ArcSwap::from_pointee(route)));
             }
         }

@@ -17,28 +17,6 @@ use crate::store::{Store, now};
 use crate::types::{Action, Event};
 use crate::{Error, Result};
 
-pub const MIGRATION: &str = "CREATE TABLE reviews (
-    id INTEGER PRIMARY KEY,
-    created_at TEXT NOT NULL,
-    status TEXT NOT NULL,
-    trace_id TEXT NOT NULL,
-    connector TEXT,
-    proposed_by TEXT NOT NULL,
-    action TEXT NOT NULL,
-    event TEXT NOT NULL,
-    reasons TEXT NOT NULL,
-    decided_by TEXT,
-    decided_at TEXT,
-    comment TEXT,
-    result TEXT
-);
-CREATE INDEX reviews_status ON reviews(status, id);";
-
-/// Migration 7: the action's position among its event's actions, for the
-/// idempotency key an approved action is carried out with.
-pub const MIGRATION_ACTION_INDEX: &str =
-    "ALTER TABLE reviews ADD COLUMN action_index INTEGER NOT NULL DEFAULT 0;";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReviewStatus {

@@ -18,6 +18,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use evos_core::sync::lock;
+
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -26,76 +28,17 @@ use crate::audit::{self, Anchor, NewEntry};
 use crate::capability::kv::{KvFuture, KvQuota, KvStore, KvStoreError};
 use crate::{Error, Result};
 
-/// Migrations in order; `user_version` is the number applied.
+/// Migrations in order (`migrations/*.sql`); `user_version` is the number
+/// applied. A migration is never edited once released: a change is a new
+/// file.
 const MIGRATIONS: &[&str] = &[
-    // 1: the control plane and kv.
-    "CREATE TABLE versions (
-        id INTEGER PRIMARY KEY,
-        plugin TEXT NOT NULL,
-        version TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        manifest TEXT NOT NULL,
-        manifest_origin TEXT NOT NULL,
-        manifest_base TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        UNIQUE (plugin, digest, manifest)
-     );
-     CREATE TABLE deployments (
-        plugin TEXT PRIMARY KEY,
-        stable_id INTEGER NOT NULL REFERENCES versions(id),
-        canary_id INTEGER REFERENCES versions(id),
-        canary_weight INTEGER NOT NULL DEFAULT 0,
-        updated_at TEXT NOT NULL
-     );
-     CREATE TABLE history (
-        id INTEGER PRIMARY KEY,
-        plugin TEXT NOT NULL,
-        at TEXT NOT NULL,
-        action TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        version_id INTEGER REFERENCES versions(id),
-        stable_id INTEGER REFERENCES versions(id),
-        canary_id INTEGER REFERENCES versions(id),
-        canary_weight INTEGER NOT NULL DEFAULT 0,
-        detail TEXT NOT NULL
-     );
-     CREATE INDEX history_plugin ON history(plugin, id);
-     CREATE TABLE kv (
-        namespace TEXT NOT NULL,
-        key TEXT NOT NULL,
-        value BLOB NOT NULL,
-        PRIMARY KEY (namespace, key)
-     ) WITHOUT ROWID;
-     CREATE TABLE version_stats (
-        version_id INTEGER PRIMARY KEY REFERENCES versions(id),
-        outcomes TEXT NOT NULL,
-        histogram BLOB,
-        updated_at TEXT NOT NULL
-     );",
-    // 2: the audit log.
-    audit::MIGRATION,
-    // 3: the human review queue.
-    crate::review::MIGRATION,
-    // 4: API tokens.
-    crate::auth::MIGRATION,
-    // 5: kv usage per namespace, kept with every write, so quotas are
-    // checked without counting the namespace.
-    "CREATE TABLE kv_usage (
-        namespace TEXT PRIMARY KEY,
-        keys INTEGER NOT NULL,
-        bytes INTEGER NOT NULL
-     ) WITHOUT ROWID;
-     INSERT INTO kv_usage (namespace, keys, bytes)
-        SELECT namespace, COUNT(*), SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)) FROM kv GROUP BY namespace;",
-    // 6: the control-plane generation, advanced by every deployment
-    // change, so a host sees changes other processes commit.
-    "CREATE TABLE control_generation (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        generation INTEGER NOT NULL
-     );
-     INSERT INTO control_generation (id, generation) VALUES (1, 0);",
-    // 7: reviews remember their action's index (idempotency keys).
-    crate::review::MIGRATION_ACTION_INDEX,
+    include_str!("../migrations/0001_control_plane.sql"),
+    include_str!("../migrations/0002_audit.sql"),
+    include_str!("../migrations/0003_reviews.sql"),
+    include_str!("../migrations/0004_tokens.sql"),
+    include_str!("../migrations/0005_kv_usage.sql"),
+    include_str!("../migrations/0006_control_generation.sql"),
+    include_str!("../migrations/0007_review_action_index.sql"),
 ];
 
 /// A stored plugin version.
@@ -158,13 +101,6 @@ type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
 /// A queued write: runs inside the group's transaction (`None` when the
 /// transaction could not start) and returns how to deliver its result.
 type Job = Box<dyn for<'a, 'b> FnOnce(Option<&'a Transaction<'b>>) -> Deliver + Send>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
 
 fn db_err(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| Error::Store {

@@ -23,6 +23,7 @@
 
 pub mod call;
 mod error;
+pub mod sync;
 pub mod text;
 pub mod types;
 

@@ -211,10 +211,7 @@ impl Runtime {
     /// Refuse `manifest` if its `files` grants reach a protected directory
     /// (see [`Runtime::protect`]).
     pub fn check_protected(&self, manifest: &Manifest) -> Result<()> {
-        let protected = match self.inner.protected.read() {
-            Ok(l) => l,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let protected = evos_core::sync::read(&self.inner.protected);
         capability::files::check_protected(&manifest.capabilities.files, &protected).map_err(
             |message| Error::Manifest {
                 path: manifest.origin.clone(),
@@ -232,10 +229,7 @@ impl Runtime {
             // Not created yet: protect the absolute path it will have.
             std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
         });
-        let mut list = match self.inner.protected.write() {
-            Ok(l) => l,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut list = evos_core::sync::write(&self.inner.protected);
         if !list.iter().any(|(p, _)| *p == canonical) {
             list.push((canonical, what));
         }
@@ -338,38 +332,28 @@ impl Runtime {
     /// Make `plugin` reachable by name (e.g. for agents' `models` calls),
     /// replacing any plugin of the same name. Returns the replaced one.
     pub fn register(&self, plugin: Arc<Plugin>) -> Option<Arc<Plugin>> {
-        let mut map = match self.inner.plugins.write() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = evos_core::sync::write(&self.inner.plugins);
         map.insert(plugin.name().to_string(), plugin)
     }
 
     /// The registered plugin called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
-        let map = match self.inner.plugins.read() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let map = evos_core::sync::read(&self.inner.plugins);
         map.get(name).cloned()
     }
 
     /// Route name lookups through `router` instead of the registered map.
     pub fn set_router(&self, router: Weak<dyn Router>) {
-        let mut slot = match self.inner.router.write() {
-            Ok(r) => r,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut slot = evos_core::sync::write(&self.inner.router);
         *slot = Some(router);
     }
 
     /// The plugin a call by name goes to: through the router when one is
     /// set, else the registered plugin.
     pub fn resolve(&self, name: &str) -> Option<Routed> {
-        let router = match self.inner.router.read() {
-            Ok(r) => r.as_ref().and_then(Weak::upgrade),
-            Err(poisoned) => poisoned.into_inner().as_ref().and_then(Weak::upgrade),
-        };
+        let router = evos_core::sync::read(&self.inner.router)
+            .as_ref()
+            .and_then(Weak::upgrade);
         match router {
             Some(router) => router.resolve(name),
             None => self.get(name).map(|plugin| Routed {
@@ -401,10 +385,7 @@ impl Runtime {
 
     /// Names of the registered plugins, sorted.
     pub fn plugin_names(&self) -> Vec<String> {
-        let map = match self.inner.plugins.read() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let map = evos_core::sync::read(&self.inner.plugins);
         let mut names: Vec<String> = map.keys().cloned().collect();
         names.sort();
         names

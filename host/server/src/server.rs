@@ -136,10 +136,7 @@ impl RefusalRate {
     /// of `client` is to be audited, `None` when it is over the rate.
     fn admit(&self, client: std::net::IpAddr) -> Option<u64> {
         let now = std::time::Instant::now();
-        let mut clients = match self.clients.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut clients = evos_core::sync::lock(&self.clients);
         if clients.len() >= RATE_CLIENTS_MAX && !clients.contains_key(&client) {
             let (rate, burst) = (self.rate, self.burst);
             clients.retain(|_, b| {
@@ -255,10 +252,7 @@ impl Host {
         let route = self.registry.route(plugin)?;
         let limit = route.stable.plugin.manifest().limits.max_concurrency.0 as usize;
         let sem = {
-            let mut map = match self.admission.lock() {
-                Ok(m) => m,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut map = evos_core::sync::lock(&self.admission);
             map.entry(plugin.to_string())
                 .or_insert_with(|| Arc::new(Semaphore::new(limit + self.config.queue_per_plugin)))
                 .clone()
@@ -743,7 +737,13 @@ async fn readyz(State(host): State<Arc<Host>>) -> impl IntoResponse {
 
 async fn metrics(State(host): State<Arc<Host>>, headers: HeaderMap) -> ApiResult {
     let token = authorize(&host, &headers, Permission::Metrics, None, "/metrics")?;
-    let text = crate::telemetry::render(&host, &token.scope)?;
+    let snapshot = crate::telemetry::Snapshot {
+        status: host.registry.status(None)?,
+        metrics: &host.metrics,
+        breakers: host.breakers.states(),
+        pending_reviews: host.reviews.pending()?,
+    };
+    let text = crate::telemetry::render(snapshot, &token.scope);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -7,9 +7,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::Result;
 use crate::pipeline::{Disposition, PipelineReport};
-use crate::server::Host;
+use crate::registry::PluginStatus;
 
 /// Pipeline counters of a running host.
 #[derive(Debug, Default)]
@@ -73,15 +72,27 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Render the metrics of `host` a token scoped to `scope` may see: the
+/// What the metrics are rendered from: a snapshot of the host's parts,
+/// so rendering needs no server (and tests can render any state).
+pub struct Snapshot<'a> {
+    /// Every deployed plugin's versions, calls, outcomes and latency.
+    pub status: Vec<PluginStatus>,
+    /// The pipeline counters.
+    pub metrics: &'a Metrics,
+    /// Each connector's circuit breaker.
+    pub breakers: Vec<(String, crate::breaker::State)>,
+    /// Actions waiting for a human.
+    pub pending_reviews: u64,
+}
+
+/// Render what a token scoped to `scope` may see of `snapshot`: the
 /// series of plugins (and connectors) inside its scope, and the host-wide
 /// series (pipeline totals, the review queue) only for `*`.
-pub fn render(host: &Host, scope: &str) -> Result<String> {
+pub fn render(snapshot: Snapshot<'_>, scope: &str) -> String {
     let mut out = String::new();
     let host_wide = scope == "*";
-    let status: Vec<_> = host
-        .registry
-        .status(None)?
+    let status: Vec<_> = snapshot
+        .status
         .into_iter()
         .filter(|p| crate::auth::scope_matches(scope, &p.plugin))
         .collect();
@@ -200,7 +211,7 @@ pub fn render(host: &Host, scope: &str) -> Result<String> {
             }
         }
     }
-    let m = &host.metrics;
+    let m = snapshot.metrics;
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     if host_wide {
         family(
@@ -278,9 +289,8 @@ pub fn render(host: &Host, scope: &str) -> Result<String> {
         "gauge",
         "Circuit breaker per connector: 0 closed, 1 half-open, 2 open.",
     );
-    for (connector, state) in host
+    for (connector, state) in snapshot
         .breakers
-        .states()
         .into_iter()
         .filter(|(c, _)| crate::auth::scope_matches(scope, c))
     {
@@ -303,7 +313,38 @@ pub fn render(host: &Host, scope: &str) -> Result<String> {
             "gauge",
             "Actions waiting for a human.",
         );
-        let _ = writeln!(out, "evos_review_queue_depth {}", host.reviews.pending()?);
+        let _ = writeln!(out, "evos_review_queue_depth {}", snapshot.pending_reviews);
     }
-    Ok(out)
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::State;
+
+    fn snapshot(metrics: &Metrics) -> Snapshot<'_> {
+        Snapshot {
+            status: Vec::new(),
+            metrics,
+            breakers: vec![
+                ("claims-webhook".into(), State::Open),
+                ("other".into(), State::Closed),
+            ],
+            pending_reviews: 3,
+        }
+    }
+
+    #[test]
+    fn a_scoped_render_leaves_out_host_wide_series_and_other_plugins() {
+        let metrics = Metrics::default();
+        let all = render(snapshot(&metrics), "*");
+        assert!(all.contains("evos_review_queue_depth 3"), "{all}");
+        assert!(all.contains("connector=\"other\""), "{all}");
+        let scoped = render(snapshot(&metrics), "claims-*");
+        assert!(!scoped.contains("evos_review_queue_depth"), "{scoped}");
+        assert!(!scoped.contains("evos_pipeline_events_total"), "{scoped}");
+        assert!(scoped.contains("connector=\"claims-webhook\""), "{scoped}");
+        assert!(!scoped.contains("connector=\"other\""), "{scoped}");
+    }
 }

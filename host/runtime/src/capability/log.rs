@@ -114,10 +114,7 @@ impl LogRate {
 
     /// Take one line's token.
     fn take(&self) -> Admit {
-        let mut bucket = match self.bucket.lock() {
-            Ok(b) => b,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut bucket = evos_core::sync::lock(&self.bucket);
         let (tokens, last, held_back) = &mut *bucket;
         let now = Instant::now();
         let refill = now.duration_since(*last).as_secs_f64() * self.per_second;

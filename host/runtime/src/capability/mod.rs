@@ -199,19 +199,13 @@ pub struct SharedRefusals(Arc<std::sync::Mutex<Vec<Refusal>>>);
 
 impl SharedRefusals {
     pub(crate) fn push(&self, capability: &str, detail: String) {
-        let mut list = match self.0.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut list = evos_core::sync::lock(&self.0);
         record_refusal(&mut list, capability, detail);
     }
 
     /// The refusals so far; the list is left empty.
     pub(crate) fn take(&self) -> Vec<Refusal> {
-        match self.0.lock() {
-            Ok(mut g) => std::mem::take(&mut *g),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        std::mem::take(&mut *evos_core::sync::lock(&self.0))
     }
 }
 

@@ -126,10 +126,7 @@ pub struct Pool {
 
 impl Pool {
     fn idle(&self) -> MutexGuard<'_, HashMap<Key, Vec<Idle>>> {
-        match self.idle.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        evos_core::sync::lock(&self.idle)
     }
 
     /// An idle, open connection to `key`'s upstream, if there is one.
