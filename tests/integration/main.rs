@@ -15,6 +15,7 @@ mod control;
 mod crash;
 mod examples;
 mod server;
+mod ui;
 // Shared with the other test target (host/test-support).
 mod support {
     pub use evos_test_support::*;

@@ -133,10 +133,7 @@ fn valid_scope(scope: &str) -> bool {
 }
 
 fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
-    move |e| Error::Store {
-        context: context.to_string(),
-        message: e.to_string(),
-    }
+    crate::store::db_err(context)
 }
 
 fn random_hex(bytes: usize) -> Result<String> {

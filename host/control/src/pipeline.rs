@@ -232,7 +232,7 @@ pub async fn run(
         });
         async move {
             task.await
-                .map_err(|e| Error::Refused(format!("an event's task failed: {e}")))?
+                .map_err(|e| Error::internal("handling an event", e))?
         }
     }))
     .buffered(concurrency)

@@ -93,10 +93,7 @@ pub struct ReviewQueue {
 }
 
 fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
-    move |e| Error::Store {
-        context: context.to_string(),
-        message: e.to_string(),
-    }
+    crate::store::db_err(context)
 }
 
 const SELECT: &str = "SELECT id, created_at, status, trace_id, connector, proposed_by, action, event, reasons, decided_by, decided_at, comment, result, action_index FROM reviews";

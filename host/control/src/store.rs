@@ -102,11 +102,9 @@ type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
 /// transaction could not start) and returns how to deliver its result.
 type Job = Box<dyn for<'a, 'b> FnOnce(Option<&'a Transaction<'b>>) -> Deliver + Send>;
 
-fn db_err(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |e| Error::Store {
-        context: context.to_string(),
-        message: e.to_string(),
-    }
+/// A database error while `context`, with the error kept as its cause.
+pub(crate) fn db_err(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::store(context, e)
 }
 
 pub(crate) fn now() -> String {
@@ -182,10 +180,10 @@ fn append_job(entry: NewEntry<'_>) -> impl FnOnce(&Transaction<'_>) -> Result<()
 }
 
 fn not_run(label: &str) -> Error {
-    Error::Store {
-        context: format!("committing ({label})"),
-        message: "the store's commit thread stopped before the write ran".into(),
-    }
+    Error::store(
+        format!("committing ({label})"),
+        "the store's commit thread stopped before the write ran",
+    )
 }
 
 /// Commit `jobs` as one transaction (see [`Store::write`]).
@@ -249,10 +247,7 @@ fn in_savepoint<R>(
     } else {
         run("ROLLBACK TO group_write").and_then(|_| run("RELEASE group_write"))
     };
-    ended.map_err(|e| Error::Store {
-        context: format!("ending the savepoint of {label}"),
-        message: e.to_string(),
-    })?;
+    ended.map_err(|e| Error::store(format!("ending the savepoint of {label}"), e))?;
     result
 }
 
@@ -378,17 +373,14 @@ impl Store {
         let job: Job = Box::new(move |tx: Option<&Transaction<'_>>| {
             let result = match tx {
                 Some(tx) => in_savepoint(tx, label, f),
-                None => Err(Error::Store {
-                    context: "starting a transaction".into(),
-                    message: "the group commit could not start".into(),
-                }),
+                None => Err(Error::store(
+                    "starting a transaction",
+                    "the group commit could not start",
+                )),
             };
             Box::new(move |failed: Option<&str>| {
                 reply(match failed {
-                    Some(why) => Err(Error::Store {
-                        context: format!("committing ({label})"),
-                        message: why.to_string(),
-                    }),
+                    Some(why) => Err(Error::store(format!("committing ({label})"), why)),
                     None => result,
                 })
             })
@@ -474,10 +466,10 @@ impl Store {
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let actual = hex::encode(Sha256::digest(&bytes));
         if actual != digest {
-            return Err(Error::Store {
-                context: format!("blob {digest}"),
-                message: format!("content hashes to {actual}: the blob store was modified"),
-            });
+            return Err(Error::store(
+                format!("blob {digest}"),
+                format!("content hashes to {actual}: the blob store was modified"),
+            ));
         }
         Ok(bytes)
     }
@@ -749,12 +741,12 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         .map_err(db_err("reading the schema version"))?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(Error::Store {
-            context: "opening the data directory".into(),
-            message: format!(
+        return Err(Error::store(
+            "opening the data directory",
+            format!(
                 "the database has schema version {current}, newer than this evos knows ({known}); use a newer evos"
             ),
-        });
+        ));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction().map_err(db_err("starting a migration"))?;

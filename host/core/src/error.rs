@@ -7,6 +7,10 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The cause of an error from a layer `evos-core` does not know (SQLite, a
+/// task runtime), kept whole so the cause chain reaches the log and the CLI.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A manifest could not be read, parsed or validated.
@@ -60,13 +64,26 @@ pub enum Error {
     UnknownPlugin(String),
 
     /// The data directory's database failed or holds something unexpected.
-    #[error("{context}: {message}")]
-    Store { context: String, message: String },
+    #[error("{context}: {source}")]
+    Store {
+        context: String,
+        #[source]
+        source: Cause,
+    },
+
+    /// The host failed at something that is nobody's input (a task that
+    /// panicked or was cancelled). Reaches API clients as a 500.
+    #[error("{context}: {source}")]
+    Internal {
+        context: String,
+        #[source]
+        source: Cause,
+    },
 
     /// The audit log could not be read or written (the control plane's
     /// `AuditError`, converted where it is defined).
     #[error("audit log: {0}")]
-    Audit(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Audit(#[source] Cause),
 
     /// A control-plane request that cannot be carried out as asked (no
     /// canary to promote, an unknown version to roll back to, ...).
@@ -86,10 +103,43 @@ impl Error {
         }
     }
 
+    /// A store failure while `context`; `source` is the database's error,
+    /// or a sentence when there is none.
+    pub fn store(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Error::Store {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// An internal failure while `context`.
+    pub fn internal(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Error::Internal {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
     pub fn wasmtime(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
         Error::Wasmtime {
             context: context.into(),
             message: format!("{err:#}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_and_internal_errors_keep_their_cause() {
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::store("writing stats", io);
+        assert_eq!(e.to_string(), "writing stats: disk on fire");
+        let cause = std::error::Error::source(&e).map(|c| c.to_string());
+        assert_eq!(cause.as_deref(), Some("disk on fire"));
+        let e = Error::internal("handling an event", "task cancelled");
+        assert!(std::error::Error::source(&e).is_some());
     }
 }

@@ -28,4 +28,4 @@ pub mod text;
 pub mod types;
 
 pub use call::{CallInput, CallOutput, CallReport, Kind, LogLine, Outcome, Refusal};
-pub use error::{Error, Result};
+pub use error::{Cause, Error, Result};

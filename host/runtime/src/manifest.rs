@@ -349,20 +349,17 @@ impl Manifest {
                 &m,
             ))
         })?;
-        manifest.check_values(text).map_err(err)?;
-        manifest.check_kind_rules(text).map_err(err)?;
-        for grant in &mut manifest.capabilities.files {
+        let located = Located::new(text);
+        manifest.check_values(&located).map_err(err)?;
+        manifest.check_kind_rules(&located).map_err(err)?;
+        for (i, grant) in manifest.capabilities.files.iter_mut().enumerate() {
             grant.resolve(base).map_err(|message| {
-                let line = line_of(text, |l| l.contains(&grant.host_display()));
+                let line = located.line(&["capabilities", "files", &i.to_string()]);
                 err(at_line(line, &message))
             })?;
         }
-        crate::capability::files::check_grants(&manifest.capabilities.files).map_err(
-            |message| {
-                let line = line_of(text, |l| l.trim_start().starts_with("files"));
-                err(at_line(line, &message))
-            },
-        )?;
+        crate::capability::files::check_grants(&manifest.capabilities.files)
+            .map_err(|message| err(at_line(located.line(&["capabilities", "files"]), &message)))?;
         Ok(manifest)
     }
 
@@ -412,17 +409,12 @@ impl Manifest {
 
     /// Bounds on values serde's types do not express: text lengths,
     /// control characters, config keys, zero quotas and finite prices.
-    fn check_values(&self, text: &str) -> std::result::Result<(), String> {
-        let key_line = |key: &str| {
-            line_of(text, |l| {
-                l.trim_start().starts_with(key)
-                    && l.trim_start()[key.len()..].trim_start().starts_with('=')
-            })
-        };
+    fn check_values(&self, located: &Located<'_>) -> std::result::Result<(), String> {
+        let text = located.text;
         let description = &self.plugin.description;
         if description.len() > MAX_DESCRIPTION_BYTES {
             return Err(at_line(
-                key_line("description"),
+                located.line(&["plugin", "description"]),
                 &format!(
                     "description is {} bytes; at most {MAX_DESCRIPTION_BYTES} are allowed",
                     description.len()
@@ -434,7 +426,7 @@ impl Manifest {
             .find(|c| c.is_control() && *c != '\n' && *c != '\t')
         {
             return Err(at_line(
-                key_line("description"),
+                located.line(&["plugin", "description"]),
                 &format!(
                     "description contains the control character U+{:04X}; only newline and tab are allowed (control characters can rewrite a terminal that shows it)",
                     c as u32
@@ -442,7 +434,7 @@ impl Manifest {
             ));
         }
         for (key, value) in &self.config {
-            let line = line_of(text, |l| l.trim_start().starts_with(key.as_str()));
+            let line = located.line(&["config", key]);
             let key_ok = !key.is_empty()
                 && key.len() <= MAX_CONFIG_KEY_BYTES
                 && key
@@ -476,7 +468,9 @@ impl Manifest {
             ] {
                 if v == 0 {
                     return Err(at_line(
-                        key_line("kv").or_else(|| line_of(text, |l| l.contains(field))),
+                        located
+                            .line(&["capabilities", "kv", field])
+                            .or_else(|| located.line(&["capabilities", "kv"])),
                         &format!(
                             "kv {field} = 0 would refuse every write; set a positive limit, or remove `kv` to grant no storage"
                         ),
@@ -499,14 +493,11 @@ impl Manifest {
     }
 
     /// Grants that only make sense for some plugin kinds.
-    fn check_kind_rules(&self, text: &str) -> std::result::Result<(), String> {
+    fn check_kind_rules(&self, located: &Located<'_>) -> std::result::Result<(), String> {
         let caps = &self.capabilities;
         let kind = self.plugin.kind;
         let refuse = |key: &str, why: &str| {
-            let line = line_of(text, |l| {
-                l.trim_start().starts_with(key)
-                    && l.trim_start()[key.len()..].trim_start().starts_with('=')
-            });
+            let line = located.line(&["capabilities", key]);
             Err(at_line(
                 line,
                 &format!("`{key}` cannot be granted to a {kind} plugin: {why}; remove it"),
@@ -676,6 +667,55 @@ fn shown(s: &str) -> String {
 
 fn line_of(text: &str, pred: impl Fn(&str) -> bool) -> Option<usize> {
     text.lines().position(pred).map(|i| i + 1)
+}
+
+/// Where the values of a manifest are in its text: checks made after
+/// deserializing point at the line the value is written on, found by its
+/// path (`["capabilities", "files", "1"]`) in the spanned TOML document,
+/// not by searching lines for text that may also appear elsewhere.
+struct Located<'t> {
+    text: &'t str,
+    doc: Option<toml::Spanned<toml::de::DeTable<'t>>>,
+}
+
+impl<'t> Located<'t> {
+    fn new(text: &'t str) -> Located<'t> {
+        Located {
+            text,
+            doc: toml::de::DeTable::parse(text).ok(),
+        }
+    }
+
+    /// The 1-based line where the value at `path` starts: table keys, and
+    /// array positions as numbers.
+    fn line(&self, path: &[&str]) -> Option<usize> {
+        use toml::de::DeValue;
+        let mut table = self.doc.as_ref()?.get_ref();
+        let mut span = None;
+        let mut rest = path.iter();
+        while let Some(key) = rest.next() {
+            let value = table
+                .iter()
+                .find(|(k, _)| k.get_ref().as_ref() == *key)
+                .map(|(_, v)| v)?;
+            span = Some(value.span());
+            match value.get_ref() {
+                DeValue::Table(t) => table = t,
+                DeValue::Array(items) => {
+                    let Some(index) = rest.next() else { break };
+                    let item = items.get(index.parse::<usize>().ok()?)?;
+                    span = Some(item.span());
+                    match item.get_ref() {
+                        DeValue::Table(t) => table = t,
+                        _ => break,
+                    }
+                }
+                _ => break,
+            }
+        }
+        let start = span?.start.min(self.text.len());
+        Some(self.text.get(..start)?.matches('\n').count() + 1)
+    }
 }
 
 fn at_line(line: Option<usize>, message: &str) -> String {
