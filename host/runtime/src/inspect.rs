@@ -141,7 +141,6 @@ impl CheckReport {
 fn capability_for(import: &str) -> Option<&'static Descriptor> {
     capability::ALL
         .iter()
-        .copied()
         .find(|c| c.interfaces.contains(&import))
 }
 

@@ -21,15 +21,12 @@ use crate::bindings::evos::plugin::types as wit;
 use crate::bindings::exports::evos::plugin::{
     agent_api, connector_api, model_adapter_api, policy_api,
 };
-use crate::capability::config::ConfigState;
-use crate::capability::http::HttpState;
-use crate::capability::kv::{KvState, KvStore, MemoryKv};
-use crate::capability::log::{LogLine, LogState};
-use crate::capability::models::ModelsState;
-use crate::capability::{self, Grants};
+use crate::capability::kv::{KvStore, MemoryKv};
+use crate::capability::log::LogLine;
+use crate::capability::{self, CallContext, Grants};
 use crate::engine::Engine;
 use crate::manifest::{Kind, Manifest};
-use crate::state::{LazyWasi, Limiter, PluginState};
+use crate::state::{CapabilityStates, LazyWasi, Limiter, PluginState};
 use crate::types::{Action, Decision, Event, GuestError, ModelResponse};
 use crate::{Error, Result, inspect};
 
@@ -443,9 +440,9 @@ impl Runtime {
         let state = store.into_data();
 
         let mut refusals = state.refusals;
-        refusals.extend(state.http.hooks.refusals.take());
+        refusals.extend(state.caps.http.hooks.refusals.take());
         refusals.extend(state.wasi.socket_refusals.take());
-        let mut logs = state.log.lines;
+        let mut logs = state.caps.log.lines;
         let pipes = state
             .wasi
             .output
@@ -506,8 +503,8 @@ impl Runtime {
             backtrace,
             refusals,
             logs,
-            log_lines_suppressed: state.log.suppressed,
-            nested: state.models.nested,
+            log_lines_suppressed: state.caps.log.suppressed,
+            nested: state.caps.models.nested,
         }
     }
 
@@ -523,11 +520,13 @@ impl Runtime {
             table: ResourceTable::new(),
             limiter: Limiter::new(limits.memory.0 as usize),
             refusals: Vec::new(),
-            log: LogState::new(grants),
-            kv: KvState::new(grants, self.inner.kv.clone()),
-            models: ModelsState::new(grants, self, depth),
-            config: ConfigState::new(grants),
-            http: HttpState::new(grants, &self.inner.egress),
+            caps: CapabilityStates::new(&CallContext {
+                grants,
+                kv: &self.inner.kv,
+                egress: &self.inner.egress,
+                runtime: self,
+                depth,
+            }),
         };
         let mut store = Store::new(engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);

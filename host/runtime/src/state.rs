@@ -9,27 +9,72 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-
-use crate::capability::{CallSetup, Grants, prepare_wasi};
+use wasmtime_wasi_http::WasiHttpView;
 
 use crate::capability::SharedRefusals as SocketRefusals;
-use crate::capability::config::ConfigState;
-use crate::capability::http::HttpState;
-use crate::capability::kv::KvState;
-use crate::capability::log::{CapturedOutput, LogState};
-use crate::capability::models::ModelsState;
+use crate::capability::log::CapturedOutput;
+use crate::capability::{
+    CallContext, CallSetup, Cap, Capability, Descriptor, Grants, HasCapability, prepare_wasi,
+};
 use crate::runtime::Refusal;
+
+/// The capabilities evos knows, in manifest order: one line each. From
+/// this list come the store's per-call state of each capability, the
+/// [`Views`] a store type gives host functions, and `capability::ALL`.
+macro_rules! capabilities {
+    ($($field:ident: $cap:ty),* $(,)?) => {
+        /// Every capability's per-call state.
+        pub(crate) struct CapabilityStates {
+            $(pub(crate) $field: <$cap as Capability>::State,)*
+        }
+
+        impl CapabilityStates {
+            pub(crate) fn new(call: &CallContext<'_>) -> CapabilityStates {
+                CapabilityStates {
+                    $($field: <$cap as Capability>::state(call),)*
+                }
+            }
+        }
+
+        $(
+            impl HasCapability<$cap> for PluginState {
+                fn capability(&mut self) -> Cap<'_, <$cap as Capability>::State> {
+                    Cap {
+                        state: &mut self.caps.$field,
+                        refusals: &mut self.refusals,
+                    }
+                }
+            }
+        )*
+
+        /// What a store type must give host functions for every capability
+        /// to link against it: WASI's and wasi-http's views, and each
+        /// capability's state with the call's refusals.
+        pub trait Views: WasiView + WasiHttpView $(+ HasCapability<$cap>)* {}
+
+        impl<T: WasiView + WasiHttpView $(+ HasCapability<$cap>)*> Views for T {}
+
+        pub(crate) const ALL: &[Descriptor] = &[$(Descriptor::of::<$cap>(),)*];
+    };
+}
+
+capabilities! {
+    log: crate::capability::log::Log,
+    kv: crate::capability::kv::Kv,
+    models: crate::capability::models::Models,
+    config: crate::capability::config::Config,
+    http: crate::capability::http::Http,
+    sockets: crate::capability::sockets::Sockets,
+    files: crate::capability::files::Files,
+    env: crate::capability::env::Env,
+}
 
 pub struct PluginState {
     pub(crate) wasi: LazyWasi,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) refusals: Vec<Refusal>,
-    pub(crate) log: LogState,
-    pub(crate) kv: KvState,
-    pub(crate) models: ModelsState,
-    pub(crate) config: ConfigState,
-    pub(crate) http: HttpState,
+    pub(crate) caps: CapabilityStates,
 }
 
 impl WasiView for PluginState {

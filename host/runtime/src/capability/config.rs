@@ -7,20 +7,36 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Cap, Descriptor, HasCap};
+use wasmtime::component::Linker;
+
+use super::{CallContext, Cap, Capability, HasCap, HasCapability, Views};
 use crate::bindings::evos::plugin::config::{Host, add_to_linker};
 use crate::manifest::Manifest;
-use crate::state::PluginState;
 use crate::{Error, Result};
 
-pub const DESCRIPTOR: Descriptor = Descriptor {
-    name: "config",
-    interfaces: &["evos:plugin/config"],
-    privileged: true,
-    example: "[config] with the keys the plugin reads, e.g. `limit = 1000`",
-    granted: |m: &Manifest| !m.config.is_empty(),
-    link,
-};
+/// The `config` capability.
+pub struct Config;
+
+impl Capability for Config {
+    const NAME: &'static str = "config";
+    const INTERFACES: &'static [&'static str] = &["evos:plugin/config"];
+    const PRIVILEGED: bool = true;
+    const EXAMPLE: &'static str = "[config] with the keys the plugin reads, e.g. `limit = 1000`";
+    type State = ConfigState;
+
+    fn granted(m: &Manifest) -> bool {
+        !m.config.is_empty()
+    }
+
+    fn link<T: Views>(linker: &mut Linker<T>) -> Result<()> {
+        add_to_linker::<T, HasCap<ConfigState>>(linker, HasCapability::<Config>::capability)
+            .map_err(|e| Error::wasmtime("linking evos:plugin/config", e))
+    }
+
+    fn state(call: &CallContext<'_>) -> ConfigState {
+        ConfigState::new(call.grants)
+    }
+}
 
 /// Per-call config state: the manifest's values, shared.
 #[derive(Debug, Default)]
@@ -40,12 +56,4 @@ impl Host for Cap<'_, ConfigState> {
     async fn get(&mut self, key: String) -> Option<String> {
         self.state.values.get(&key).cloned()
     }
-}
-
-fn link(linker: &mut wasmtime::component::Linker<PluginState>) -> Result<()> {
-    add_to_linker::<PluginState, HasCap<ConfigState>>(linker, |s| Cap {
-        state: &mut s.config,
-        refusals: &mut s.refusals,
-    })
-    .map_err(|e| Error::wasmtime("linking evos:plugin/config", e))
 }

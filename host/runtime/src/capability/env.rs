@@ -7,17 +7,31 @@
 
 use std::collections::BTreeMap;
 
-use super::{CallSetup, Descriptor, Grants};
+use super::{CallContext, CallSetup, Capability, Grants};
+use crate::Result;
 use crate::manifest::{EnvName, Manifest};
 
-pub const DESCRIPTOR: Descriptor = Descriptor {
-    name: "env",
-    interfaces: &["wasi:cli/environment"],
-    privileged: false,
-    example: "env = [\"REGION\"]",
-    granted: |m: &Manifest| !m.capabilities.env.is_empty(),
-    link: |_| Ok(()),
-};
+/// The `env` capability: refines baseline WASI's environment.
+pub struct Env;
+
+impl Capability for Env {
+    const NAME: &'static str = "env";
+    const INTERFACES: &'static [&'static str] = &["wasi:cli/environment"];
+    const PRIVILEGED: bool = false;
+    const EXAMPLE: &'static str = "env = [\"REGION\"]";
+    type State = ();
+
+    fn granted(m: &Manifest) -> bool {
+        !m.capabilities.env.is_empty()
+    }
+
+    fn state(_call: &CallContext<'_>) {}
+
+    fn prepare_wasi(grants: &Grants, setup: &mut CallSetup<'_>) -> Result<()> {
+        prepare(grants, setup);
+        Ok(())
+    }
+}
 
 /// The granted variables present in `host_env`, in manifest order.
 pub(crate) fn resolve(
@@ -30,7 +44,7 @@ pub(crate) fn resolve(
         .collect()
 }
 
-pub(crate) fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) {
+fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) {
     if !grants.env.is_empty() {
         setup.wasi.envs(&grants.env);
     }

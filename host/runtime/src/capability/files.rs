@@ -28,18 +28,30 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 use wasmtime_wasi::FsPerms;
 
-use super::{CallSetup, Descriptor, Grants};
+use super::{CallContext, CallSetup, Capability, Grants};
 use crate::manifest::Manifest;
 use crate::{Error, Result};
 
-pub const DESCRIPTOR: Descriptor = Descriptor {
-    name: "files",
-    interfaces: &["wasi:filesystem/preopens"],
-    privileged: false,
-    example: "files = [{ host = \"data\", guest = \"/data\", mode = \"ro\" }]",
-    granted: |m: &Manifest| !m.capabilities.files.is_empty(),
-    link: |_| Ok(()),
-};
+/// The `files` capability: preopens in the call's WASI context.
+pub struct Files;
+
+impl Capability for Files {
+    const NAME: &'static str = "files";
+    const INTERFACES: &'static [&'static str] = &["wasi:filesystem/preopens"];
+    const PRIVILEGED: bool = false;
+    const EXAMPLE: &'static str = "files = [{ host = \"data\", guest = \"/data\", mode = \"ro\" }]";
+    type State = ();
+
+    fn granted(m: &Manifest) -> bool {
+        !m.capabilities.files.is_empty()
+    }
+
+    fn state(_call: &CallContext<'_>) {}
+
+    fn prepare_wasi(grants: &Grants, setup: &mut CallSetup<'_>) -> Result<()> {
+        prepare(grants, setup)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -246,7 +258,7 @@ pub(crate) fn check_protected(
     Ok(())
 }
 
-pub(crate) fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) -> Result<()> {
+fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) -> Result<()> {
     for grant in &grants.files {
         let perms = match grant.mode {
             Mode::Ro => FsPerms::ReadOnly,

@@ -63,19 +63,37 @@ use wasmtime_wasi_http::{
 use super::egress::{Host, Target};
 pub use super::egress::{HttpRule, Scheme};
 use super::pool::{ConnectError, Connections, Limits, Pool, Upstream};
-use super::{Descriptor, SharedRefusals};
+use wasmtime::component::Linker;
+
+use super::{CallContext, Capability, SharedRefusals, Views};
 use crate::manifest::{Manifest, Timeout};
 use crate::state::PluginState;
 use crate::{Error, Result};
 
-pub const DESCRIPTOR: Descriptor = Descriptor {
-    name: "http",
-    interfaces: &["wasi:http/outgoing-handler", "wasi:http/types"],
-    privileged: true,
-    example: "http = [\"https://host:443/path/*\"]",
-    granted: |m: &Manifest| !m.capabilities.http.is_empty(),
-    link,
-};
+/// The `http` capability: `wasi:http/outgoing-handler` through the
+/// egress engine.
+pub struct Http;
+
+impl Capability for Http {
+    const NAME: &'static str = "http";
+    const INTERFACES: &'static [&'static str] = &["wasi:http/outgoing-handler", "wasi:http/types"];
+    const PRIVILEGED: bool = true;
+    const EXAMPLE: &'static str = "http = [\"https://host:443/path/*\"]";
+    type State = HttpState;
+
+    fn granted(m: &Manifest) -> bool {
+        !m.capabilities.http.is_empty()
+    }
+
+    fn link<T: Views>(linker: &mut Linker<T>) -> Result<()> {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+            .map_err(|e| Error::wasmtime("linking wasi:http", e))
+    }
+
+    fn state(call: &CallContext<'_>) -> HttpState {
+        HttpState::new(call.grants, call.egress)
+    }
+}
 
 /// Bytes (as wasmtime accounts them: names, values and their in-memory
 /// overhead) one guest-built `fields` resource may hold. Real request
@@ -603,16 +621,11 @@ impl WasiHttpHooks for EgressHooks {
 impl WasiHttpView for PluginState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
-            ctx: &mut self.http.ctx,
+            ctx: &mut self.caps.http.ctx,
             table: &mut self.table,
-            hooks: &mut self.http.hooks,
+            hooks: &mut self.caps.http.hooks,
         }
     }
-}
-
-fn link(linker: &mut wasmtime::component::Linker<PluginState>) -> Result<()> {
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
-        .map_err(|e| Error::wasmtime("linking wasi:http", e))
 }
 
 #[cfg(test)]

@@ -12,20 +12,36 @@ use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
-use super::{Cap, Descriptor, HasCap};
+use wasmtime::component::Linker;
+
+use super::{CallContext, Cap, Capability, HasCap, HasCapability, Views};
 use crate::bindings::evos::plugin::kv::{Host, KvError, add_to_linker};
 use crate::manifest::Manifest;
-use crate::state::PluginState;
 use crate::{Error, Result};
 
-pub const DESCRIPTOR: Descriptor = Descriptor {
-    name: "kv",
-    interfaces: &["evos:plugin/kv"],
-    privileged: true,
-    example: "kv = { max-value-bytes = 65536, max-keys = 10000 }",
-    granted: |m: &Manifest| m.capabilities.kv.is_some(),
-    link,
-};
+/// The `kv` capability.
+pub struct Kv;
+
+impl Capability for Kv {
+    const NAME: &'static str = "kv";
+    const INTERFACES: &'static [&'static str] = &["evos:plugin/kv"];
+    const PRIVILEGED: bool = true;
+    const EXAMPLE: &'static str = "kv = { max-value-bytes = 65536, max-keys = 10000 }";
+    type State = KvState;
+
+    fn granted(m: &Manifest) -> bool {
+        m.capabilities.kv.is_some()
+    }
+
+    fn link<T: Views>(linker: &mut Linker<T>) -> Result<()> {
+        add_to_linker::<T, HasCap<KvState>>(linker, HasCapability::<Kv>::capability)
+            .map_err(|e| Error::wasmtime("linking evos:plugin/kv", e))
+    }
+
+    fn state(call: &CallContext<'_>) -> KvState {
+        KvState::new(call.grants, call.kv.clone())
+    }
+}
 
 /// Quotas of a plugin's namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -296,14 +312,6 @@ impl Host for Cap<'_, KvState> {
             .list_keys(&s.namespace, &prefix, LIST_LIMIT)
             .map_err(|e| self.store_error(e))
     }
-}
-
-fn link(linker: &mut wasmtime::component::Linker<PluginState>) -> Result<()> {
-    add_to_linker::<PluginState, HasCap<KvState>>(linker, |s| Cap {
-        state: &mut s.kv,
-        refusals: &mut s.refusals,
-    })
-    .map_err(|e| Error::wasmtime("linking evos:plugin/kv", e))
 }
 
 #[cfg(test)]

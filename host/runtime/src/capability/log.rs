@@ -25,20 +25,36 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi_io::async_trait;
 use wasmtime_wasi_io::bytes::Bytes;
 
-use super::{Cap, Descriptor, HasCap};
+use wasmtime::component::Linker;
+
+use super::{CallContext, Cap, Capability, HasCap, HasCapability, Views};
 use crate::bindings::evos::plugin::log::{Host, Level, add_to_linker};
 use crate::manifest::Manifest;
-use crate::state::PluginState;
 use crate::{Error, Result};
 
-pub const DESCRIPTOR: Descriptor = Descriptor {
-    name: "log",
-    interfaces: &["evos:plugin/log"],
-    privileged: true,
-    example: "log = true",
-    granted: |m: &Manifest| m.capabilities.log.is_some(),
-    link,
-};
+/// The `log` capability.
+pub struct Log;
+
+impl Capability for Log {
+    const NAME: &'static str = "log";
+    const INTERFACES: &'static [&'static str] = &["evos:plugin/log"];
+    const PRIVILEGED: bool = true;
+    const EXAMPLE: &'static str = "log = true";
+    type State = LogState;
+
+    fn granted(m: &Manifest) -> bool {
+        m.capabilities.log.is_some()
+    }
+
+    fn link<T: Views>(linker: &mut Linker<T>) -> Result<()> {
+        add_to_linker::<T, HasCap<LogState>>(linker, HasCapability::<Log>::capability)
+            .map_err(|e| Error::wasmtime("linking evos:plugin/log", e))
+    }
+
+    fn state(call: &CallContext<'_>) -> LogState {
+        LogState::new(call.grants)
+    }
+}
 
 /// Log limits per call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -363,14 +379,6 @@ impl Host for Cap<'_, LogState> {
             self.refuse("log", why);
         }
     }
-}
-
-fn link(linker: &mut wasmtime::component::Linker<PluginState>) -> Result<()> {
-    add_to_linker::<PluginState, HasCap<LogState>>(linker, |s| Cap {
-        state: &mut s.log,
-        refusals: &mut s.refusals,
-    })
-    .map_err(|e| Error::wasmtime("linking evos:plugin/log", e))
 }
 
 #[cfg(test)]

@@ -1,16 +1,23 @@
 //! Capabilities: one module per thing a plugin may reach, all with one shape.
 //!
-//! Each capability module provides a [`Descriptor`]:
+//! Each capability module implements [`Capability`]:
 //! - `granted` reads its part of the (already validated) manifest;
 //! - `link` adds its bindings to a plugin's linker — called **only when
 //!   granted**, so an ungranted import of a privileged interface fails at link
-//!   time by construction, not by a check someone must remember;
-//! - `prepare` builds its per-call state from values computed once at load
-//!   (`Grants`) when a call's `Store` is created.
+//!   time by construction, not by a check someone must remember. It is
+//!   generic over the store's data type: any `T` that gives host functions
+//!   the capability's view ([`Views`]);
+//! - `state` builds its per-call state from values computed once at load
+//!   ([`Grants`]) when a call's `Store` is created;
+//! - `prepare_wasi` refines the call's baseline WASI context (env, files,
+//!   sockets).
 //!
 //! Host functions see their own state plus the call's list of refusals
 //! through [`Cap`], so every refused use (a quota, a denied URL, a dropped log
 //! line) reaches the call's report even when the guest handles the error.
+//! Adding a capability is one module implementing the trait and one line in
+//! `crate::state`'s list of capabilities, which generates the store's
+//! fields, the views and [`ALL`].
 //!
 //! Baseline WASI (io, clocks, random, cli, filesystem types and preopens) is
 //! always linked but inert unless granted: no preopens, an empty environment,
@@ -26,6 +33,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::manifest::Manifest;
 use crate::runtime::Refusal;
 use crate::state::PluginState;
+pub use crate::state::Views;
 use crate::{Error, Result};
 
 pub mod config;
@@ -40,33 +48,82 @@ pub mod pool;
 pub mod sockets;
 
 /// The shape every capability shares.
-pub struct Descriptor {
+pub trait Capability: Sized + 'static {
     /// The manifest key that grants it (`[capabilities] <name>`, or `[config]`).
-    pub name: &'static str,
+    const NAME: &'static str;
     /// Imports (interface names without version) this capability provides.
-    pub interfaces: &'static [&'static str],
+    const INTERFACES: &'static [&'static str];
     /// Privileged interfaces are linked only when granted. Non-privileged
     /// ones (env, files) refine baseline WASI that is always linked.
-    pub privileged: bool,
+    const PRIVILEGED: bool;
     /// A grant to suggest when a component needs it and the manifest lacks it.
-    pub example: &'static str,
+    const EXAMPLE: &'static str;
+    /// What one call holds of this capability (`()` for capabilities that
+    /// only refine WASI).
+    type State: Send + 'static;
+
     /// Whether the manifest grants this capability.
+    fn granted(manifest: &Manifest) -> bool;
+
+    /// Add the capability's bindings to `linker`; called only when granted.
+    fn link<T: Views>(_linker: &mut Linker<T>) -> Result<()> {
+        Ok(())
+    }
+
+    /// The per-call state.
+    fn state(call: &CallContext<'_>) -> Self::State;
+
+    /// Refine the call's WASI context (run when the guest first uses WASI).
+    fn prepare_wasi(_grants: &Grants, _setup: &mut CallSetup<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Store data whose host functions see capability `C`'s state.
+pub trait HasCapability<C: Capability>: Send + 'static {
+    fn capability(&mut self) -> Cap<'_, C::State>;
+}
+
+/// What a call's capability states are built from.
+pub struct CallContext<'a> {
+    pub(crate) grants: &'a Grants,
+    pub(crate) kv: &'a Arc<dyn kv::KvStore>,
+    pub(crate) egress: &'a pool::Pool,
+    pub(crate) runtime: &'a crate::runtime::Runtime,
+    /// How deep in nested calls (an agent's model calls) this call is.
+    pub(crate) depth: u32,
+}
+
+/// A capability as data, for the checks that go over all of them
+/// (`inspect`, linking, preparing WASI).
+pub struct Descriptor {
+    pub name: &'static str,
+    pub interfaces: &'static [&'static str],
+    pub privileged: bool,
+    pub example: &'static str,
     pub granted: fn(&Manifest) -> bool,
     /// Add bindings to the linker; called only when granted.
     pub link: fn(&mut Linker<PluginState>) -> Result<()>,
+    pub prepare_wasi: fn(&Grants, &mut CallSetup<'_>) -> Result<()>,
+}
+
+impl Descriptor {
+    /// The descriptor of capability `C` for the host's store type.
+    pub const fn of<C: Capability>() -> Descriptor {
+        Descriptor {
+            name: C::NAME,
+            interfaces: C::INTERFACES,
+            privileged: C::PRIVILEGED,
+            example: C::EXAMPLE,
+            granted: C::granted,
+            link: C::link::<PluginState>,
+            prepare_wasi: C::prepare_wasi,
+        }
+    }
 }
 
 /// Every capability evos knows, in manifest order.
-pub const ALL: &[&Descriptor] = &[
-    &log::DESCRIPTOR,
-    &kv::DESCRIPTOR,
-    &models::DESCRIPTOR,
-    &config::DESCRIPTOR,
-    &http::DESCRIPTOR,
-    &sockets::DESCRIPTOR,
-    &files::DESCRIPTOR,
-    &env::DESCRIPTOR,
-];
+pub const ALL: &[Descriptor] = crate::state::ALL;
 
 /// Baseline WASI interfaces: always linked, inert unless `env`/`files` grant
 /// something.
@@ -99,7 +156,7 @@ pub const TYPES: &[&str] = &["evos:plugin/types"];
 /// Values derived from a manifest once, at load, so each call only clones
 /// `Arc`s.
 #[derive(Debug, Clone)]
-pub(crate) struct Grants {
+pub struct Grants {
     pub plugin: Arc<str>,
     pub log: Option<log::LogGrant>,
     pub log_rate: Arc<log::LogRate>,
@@ -146,18 +203,19 @@ pub(crate) fn linker_for(
 }
 
 /// Per-call inputs every `prepare` may fill.
-pub(crate) struct CallSetup<'a> {
+pub struct CallSetup<'a> {
     pub wasi: &'a mut WasiCtxBuilder,
     /// Where the `sockets` address check records what it refuses.
     pub socket_refusals: &'a SharedRefusals,
 }
 
-/// Configure the call's WASI context: the refinements of baseline WASI and,
-/// when granted, the `sockets` address check.
+/// Configure the call's WASI context: each capability's refinement of
+/// baseline WASI.
 pub(crate) fn prepare_wasi(grants: &Grants, setup: &mut CallSetup<'_>) -> Result<()> {
-    env::prepare(grants, setup);
-    sockets::prepare(grants, setup);
-    files::prepare(grants, setup)
+    for cap in ALL {
+        (cap.prepare_wasi)(grants, setup)?;
+    }
+    Ok(())
 }
 
 /// What a host function of capability state `S` sees: its own state and the
@@ -263,6 +321,48 @@ fn add_baseline_wasi(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_interface_belongs_to_one_capability_and_names_are_unique() {
+        let mut names = std::collections::BTreeSet::new();
+        let mut interfaces = std::collections::BTreeMap::new();
+        for cap in ALL {
+            assert!(names.insert(cap.name), "{} listed twice", cap.name);
+            assert!(!cap.example.is_empty(), "{} has no example grant", cap.name);
+            for i in cap.interfaces {
+                if let Some(other) = interfaces.insert(*i, cap.name) {
+                    panic!("{i} is provided by both {other} and {}", cap.name);
+                }
+                assert!(!BASELINE.contains(i) || !cap.privileged, "{i}");
+            }
+        }
+        assert_eq!(
+            names.len(),
+            8,
+            "log, kv, models, config, http, sockets, files, env"
+        );
+    }
+
+    #[test]
+    fn a_capability_links_into_a_linker_only_when_its_manifest_grants_it() {
+        let engine = wasmtime::Engine::default();
+        let manifest = |caps: &str| {
+            Manifest::parse(
+                &format!("[plugin]\nname = \"x\"\nkind = \"agent\"\nversion = \"1.0.0\"\n[capabilities]\n{caps}\n"),
+                "x.toml",
+                std::path::Path::new("/"),
+            )
+            .unwrap()
+        };
+        // Linking twice what is linked once is an error in wasmtime: a
+        // second `log` link fails exactly when the first one happened.
+        let granted = manifest("log = true");
+        let mut linker = linker_for(&engine, &granted).unwrap();
+        assert!((Descriptor::of::<log::Log>().link)(&mut linker).is_err());
+        let not_granted = manifest("kv = {}");
+        let mut linker = linker_for(&engine, &not_granted).unwrap();
+        assert!((Descriptor::of::<log::Log>().link)(&mut linker).is_ok());
+    }
 
     #[test]
     fn refusals_are_capped_and_taken() {

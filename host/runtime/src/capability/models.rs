@@ -8,22 +8,38 @@
 
 use std::sync::Arc;
 
-use super::{Cap, Descriptor, HasCap};
+use wasmtime::component::Linker;
+
+use super::{CallContext, Cap, Capability, HasCap, HasCapability, Views};
 use crate::bindings::evos::plugin::models::{Host, add_to_linker};
 use crate::bindings::evos::plugin::types as wit;
 use crate::manifest::{Kind, Manifest};
 use crate::runtime::{CallInput, CallOutput, CallReport, Outcome, Runtime};
-use crate::state::PluginState;
 use crate::{Error, Result};
 
-pub const DESCRIPTOR: Descriptor = Descriptor {
-    name: "models",
-    interfaces: &["evos:plugin/models"],
-    privileged: true,
-    example: "models = [\"<model-adapter name>\"]",
-    granted: |m: &Manifest| !m.capabilities.models.is_empty(),
-    link,
-};
+/// The `models` capability.
+pub struct Models;
+
+impl Capability for Models {
+    const NAME: &'static str = "models";
+    const INTERFACES: &'static [&'static str] = &["evos:plugin/models"];
+    const PRIVILEGED: bool = true;
+    const EXAMPLE: &'static str = "models = [\"<model-adapter name>\"]";
+    type State = ModelsState;
+
+    fn granted(m: &Manifest) -> bool {
+        !m.capabilities.models.is_empty()
+    }
+
+    fn link<T: Views>(linker: &mut Linker<T>) -> Result<()> {
+        add_to_linker::<T, HasCap<ModelsState>>(linker, HasCapability::<Models>::capability)
+            .map_err(|e| Error::wasmtime("linking evos:plugin/models", e))
+    }
+
+    fn state(call: &CallContext<'_>) -> ModelsState {
+        ModelsState::new(call.grants, call.runtime, call.depth)
+    }
+}
 
 /// Deepest chain of nested plugin calls. Model adapters cannot import
 /// `models`, so real chains have depth 1; the bound is defence in depth.
@@ -103,12 +119,4 @@ impl Host for Cap<'_, ModelsState> {
         self.state.nested.push(report);
         answer
     }
-}
-
-fn link(linker: &mut wasmtime::component::Linker<PluginState>) -> Result<()> {
-    add_to_linker::<PluginState, HasCap<ModelsState>>(linker, |s| Cap {
-        state: &mut s.models,
-        refusals: &mut s.refusals,
-    })
-    .map_err(|e| Error::wasmtime("linking evos:plugin/models", e))
 }

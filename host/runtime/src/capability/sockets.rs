@@ -52,15 +52,17 @@ use wasmtime_wasi::p2::{SocketError, SocketResult, UdpSocket};
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSockets, WasiSocketsView as _};
 
 use super::egress::{Cidr, Host, Scheme, normalize_host, vet_address};
-use super::{CallSetup, Descriptor, Grants, record_refusal};
+use super::{CallContext, CallSetup, Capability, Grants, HasCapability, Views, record_refusal};
 use crate::manifest::Manifest;
 use crate::runtime::Refusal;
-use crate::state::PluginState;
 use crate::{Error, Result};
 
-pub const DESCRIPTOR: Descriptor = Descriptor {
-    name: "sockets",
-    interfaces: &[
+/// The `sockets` capability: outgoing TCP to vetted addresses.
+pub struct Sockets;
+
+impl Capability for Sockets {
+    const NAME: &'static str = "sockets";
+    const INTERFACES: &'static [&'static str] = &[
         "wasi:sockets/network",
         "wasi:sockets/instance-network",
         "wasi:sockets/tcp",
@@ -68,12 +70,26 @@ pub const DESCRIPTOR: Descriptor = Descriptor {
         "wasi:sockets/ip-name-lookup",
         "wasi:sockets/udp",
         "wasi:sockets/udp-create-socket",
-    ],
-    privileged: true,
-    example: "sockets = [\"tcp://db.example.com:5432\"]",
-    granted: |m: &Manifest| !m.capabilities.sockets.is_empty(),
-    link,
-};
+    ];
+    const PRIVILEGED: bool = true;
+    const EXAMPLE: &'static str = "sockets = [\"tcp://db.example.com:5432\"]";
+    type State = ();
+
+    fn granted(m: &Manifest) -> bool {
+        !m.capabilities.sockets.is_empty()
+    }
+
+    fn link<T: Views>(linker: &mut Linker<T>) -> Result<()> {
+        link(linker)
+    }
+
+    fn state(_call: &CallContext<'_>) {}
+
+    fn prepare_wasi(grants: &Grants, setup: &mut CallSetup<'_>) -> Result<()> {
+        prepare(grants, setup);
+        Ok(())
+    }
+}
 
 /// Interfaces linked with a `sockets` grant whose every use is refused:
 /// Rust's `std::net` imports them alongside TCP.
@@ -340,7 +356,7 @@ impl SocketPolicy {
 /// Configure the call's WASI context: TCP through the policy's address
 /// check, UDP and name lookups off. Without a grant, sockets stay off
 /// (wasmtime's defaults) and are not linked at all.
-pub(crate) fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) {
+fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) {
     if grants.sockets.is_empty() {
         return;
     }
@@ -466,12 +482,11 @@ impl sockets::ip_name_lookup::HostResolveAddressStream for Refuse<'_> {
     }
 }
 
-fn link(linker: &mut Linker<PluginState>) -> Result<()> {
-    type T = PluginState;
+fn link<T: Views>(linker: &mut Linker<T>) -> Result<()> {
     let l = linker;
     let options = sockets::network::LinkOptions::default();
-    fn refuse(t: &mut PluginState) -> Refuse<'_> {
-        Refuse(&mut t.refusals)
+    fn refuse<T: Views>(t: &mut T) -> Refuse<'_> {
+        Refuse(HasCapability::<Sockets>::capability(t).refusals)
     }
     (|| -> wasmtime::Result<()> {
         sockets::network::add_to_linker::<T, WasiSockets>(l, &options, T::sockets)?;
@@ -479,8 +494,8 @@ fn link(linker: &mut Linker<PluginState>) -> Result<()> {
         sockets::tcp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
         sockets::tcp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
         sockets::udp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
-        sockets::udp_create_socket::add_to_linker::<T, HasRefuse>(l, refuse)?;
-        sockets::ip_name_lookup::add_to_linker::<T, HasRefuse>(l, refuse)?;
+        sockets::udp_create_socket::add_to_linker::<T, HasRefuse>(l, refuse::<T>)?;
+        sockets::ip_name_lookup::add_to_linker::<T, HasRefuse>(l, refuse::<T>)?;
         Ok(())
     })()
     .map_err(|e| Error::wasmtime("linking wasi:sockets", e))
