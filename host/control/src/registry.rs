@@ -284,9 +284,6 @@ impl Registry {
             me: me.clone(),
             loaded: Default::default(),
         });
-        let weak: std::sync::Weak<dyn Router> =
-            Arc::downgrade(&(registry.clone() as Arc<dyn Router>));
-        registry.runtime.set_router(weak);
         for d in registry.store.deployments()? {
             let stable = registry.load_version(d.stable_id)?;
             let canary = match d.canary_id {
@@ -409,7 +406,14 @@ impl Registry {
             .route(name)
             .ok_or_else(|| Error::UnknownPlugin(name.to_string()))?;
         let (live, is_canary) = self.pick(&route, key);
-        let report = self.runtime.call(&live.plugin, input).await?;
+        let report = match self.me.upgrade() {
+            Some(me) => {
+                self.runtime
+                    .call_routed(&live.plugin, input, me as Arc<dyn Router>)
+                    .await?
+            }
+            None => self.runtime.call(&live.plugin, input).await?,
+        };
         self.after_call(name, &live, is_canary, &report).await;
         Ok(report)
     }

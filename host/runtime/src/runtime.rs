@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -111,7 +111,6 @@ struct Inner {
     egress: crate::capability::pool::Pool,
     host_env: BTreeMap<String, String>,
     plugins: RwLock<HashMap<String, Arc<Plugin>>>,
-    router: RwLock<Option<Weak<dyn Router>>>,
     /// Host directories no `files` grant may reach (canonical paths, with
     /// what they are): the data directory and the compile cache.
     protected: RwLock<Vec<(PathBuf, &'static str)>>,
@@ -195,7 +194,6 @@ impl Runtime {
                 egress: Default::default(),
                 host_env,
                 plugins: RwLock::new(HashMap::new()),
-                router: RwLock::new(None),
                 protected: RwLock::new(Vec::new()),
             }),
         };
@@ -339,18 +337,10 @@ impl Runtime {
         map.get(name).cloned()
     }
 
-    /// Route name lookups through `router` instead of the registered map.
-    pub fn set_router(&self, router: Weak<dyn Router>) {
-        let mut slot = evos_core::sync::write(&self.inner.router);
-        *slot = Some(router);
-    }
-
-    /// The plugin a call by name goes to: through the router when one is
-    /// set, else the registered plugin.
-    pub fn resolve(&self, name: &str) -> Option<Routed> {
-        let router = evos_core::sync::read(&self.inner.router)
-            .as_ref()
-            .and_then(Weak::upgrade);
+    /// The plugin a call by name goes to: through `router` when the call
+    /// has one (the registry's routes: versions, canary weights, outcome
+    /// windows), else the registered plugin.
+    pub fn resolve(&self, name: &str, router: Option<&Arc<dyn Router>>) -> Option<Routed> {
         match router {
             Some(router) => router.resolve(name),
             None => self.get(name).map(|plugin| Routed {
@@ -364,7 +354,7 @@ impl Runtime {
     /// starts within its limits before it can receive traffic.
     pub async fn smoke(&self, plugin: &Arc<Plugin>) -> Result<()> {
         let limits = &plugin.manifest.limits;
-        let mut store = self.new_store(plugin, 0)?;
+        let mut store = self.new_store(plugin, 0, None)?;
         let instantiate = plugin.pre.instantiate_async(&mut store);
         match tokio::time::timeout(limits.timeout.0, instantiate).await {
             Ok(Ok(_)) => Ok(()),
@@ -398,7 +388,27 @@ impl Runtime {
                 message: format!("a {} input was given", input.kind()),
             });
         }
-        Ok(self.call_nested(plugin, input, 0).await)
+        Ok(self.call_nested(plugin, input, 0, None).await)
+    }
+
+    /// [`Runtime::call`], with the calls the plugin makes by name (an
+    /// agent's `models`) resolved by `router` rather than among the
+    /// registered plugins. The runtime keeps no pointer to whoever routes:
+    /// each call carries its router.
+    pub async fn call_routed(
+        &self,
+        plugin: &Arc<Plugin>,
+        input: CallInput,
+        router: Arc<dyn Router>,
+    ) -> Result<CallReport> {
+        if input.kind() != plugin.kind() {
+            return Err(Error::Input {
+                plugin: plugin.name().to_string(),
+                kind: plugin.kind().to_string(),
+                message: format!("a {} input was given", input.kind()),
+            });
+        }
+        Ok(self.call_nested(plugin, input, 0, Some(router)).await)
     }
 
     pub(crate) async fn call_nested(
@@ -406,13 +416,14 @@ impl Runtime {
         plugin: &Arc<Plugin>,
         input: CallInput,
         depth: u32,
+        router: Option<Arc<dyn Router>>,
     ) -> CallReport {
         // The semaphore is never closed, so acquiring only waits.
         let _permit = plugin.concurrency.acquire().await.ok();
         let start = Instant::now();
         let limits = &plugin.manifest.limits;
 
-        let mut store = match self.new_store(plugin, depth) {
+        let mut store = match self.new_store(plugin, depth, router) {
             Ok(store) => store,
             Err(e) => {
                 return self.report(
@@ -511,7 +522,12 @@ impl Runtime {
     /// A fresh store for one call of `plugin`: WASI refined by its grants,
     /// each capability's per-call state, fuel, memory limiter and epoch
     /// deadline.
-    fn new_store(&self, plugin: &Plugin, depth: u32) -> Result<Store<PluginState>> {
+    fn new_store(
+        &self,
+        plugin: &Plugin,
+        depth: u32,
+        router: Option<Arc<dyn Router>>,
+    ) -> Result<Store<PluginState>> {
         let grants = &plugin.grants;
         let limits = &plugin.manifest.limits;
         let engine = &self.inner.engine;
@@ -525,6 +541,7 @@ impl Runtime {
                 kv: &self.inner.kv,
                 egress: &self.inner.egress,
                 runtime: self,
+                router,
                 depth,
             }),
         };

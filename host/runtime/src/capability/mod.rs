@@ -90,6 +90,9 @@ pub struct CallContext<'a> {
     pub(crate) kv: &'a Arc<dyn kv::KvStore>,
     pub(crate) egress: &'a pool::Pool,
     pub(crate) runtime: &'a crate::runtime::Runtime,
+    /// Who resolves the names the plugin calls (`models`), if not the
+    /// runtime's registered plugins.
+    pub(crate) router: Option<std::sync::Arc<dyn crate::runtime::Router>>,
     /// How deep in nested calls (an agent's model calls) this call is.
     pub(crate) depth: u32,
 }

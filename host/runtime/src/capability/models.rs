@@ -14,7 +14,7 @@ use super::{CallContext, Cap, Capability, HasCap, HasCapability, Views};
 use crate::bindings::evos::plugin::models::{Host, add_to_linker};
 use crate::bindings::evos::plugin::types as wit;
 use crate::manifest::{Kind, Manifest};
-use crate::runtime::{CallInput, CallOutput, CallReport, Outcome, Runtime};
+use crate::runtime::{CallInput, CallOutput, CallReport, Outcome, Router, Runtime};
 use crate::{Error, Result};
 
 /// The `models` capability.
@@ -37,7 +37,7 @@ impl Capability for Models {
     }
 
     fn state(call: &CallContext<'_>) -> ModelsState {
-        ModelsState::new(call.grants, call.runtime, call.depth)
+        ModelsState::new(call.grants, call.runtime, call.router.clone(), call.depth)
     }
 }
 
@@ -50,15 +50,22 @@ const MAX_DEPTH: u32 = 4;
 pub struct ModelsState {
     pub(crate) allowed: Arc<[String]>,
     pub(crate) runtime: Option<Runtime>,
+    pub(crate) router: Option<Arc<dyn Router>>,
     pub(crate) depth: u32,
     pub(crate) nested: Vec<CallReport>,
 }
 
 impl ModelsState {
-    pub(crate) fn new(grants: &super::Grants, runtime: &Runtime, depth: u32) -> ModelsState {
+    pub(crate) fn new(
+        grants: &super::Grants,
+        runtime: &Runtime,
+        router: Option<Arc<dyn Router>>,
+        depth: u32,
+    ) -> ModelsState {
         ModelsState {
             allowed: grants.models.clone(),
             runtime: Some(runtime.clone()),
+            router,
             depth,
             nested: Vec::new(),
         }
@@ -89,7 +96,7 @@ impl Host for Cap<'_, ModelsState> {
             self.refuse("models", format!("call depth limit {MAX_DEPTH} reached"));
             return Err(wit::Error::Denied("model call nesting too deep".into()));
         }
-        let Some(routed) = runtime.resolve(&model) else {
+        let Some(routed) = runtime.resolve(&model, self.state.router.as_ref()) else {
             return Err(wit::Error::NotFound(format!(
                 "no model adapter `{model}` is loaded"
             )));
@@ -102,7 +109,13 @@ impl Host for Cap<'_, ModelsState> {
             )));
         }
         let input = CallInput::Infer(request.into());
-        let report = Box::pin(runtime.call_nested(&adapter, input, self.state.depth + 1)).await;
+        let report = Box::pin(runtime.call_nested(
+            &adapter,
+            input,
+            self.state.depth + 1,
+            self.state.router.clone(),
+        ))
+        .await;
         (routed.on_done)(&report);
         let answer = match (&report.outcome, &report.output) {
             (Outcome::Ok, Some(CallOutput::Model(resp))) => {
