@@ -126,7 +126,7 @@ impl Api {
     }
 
     pub fn audit(&self) -> Vec<evos::audit::Entry> {
-        evos::audit::list(&self.host.registry.store().conn_for_reading(), 0, None).unwrap()
+        self.host.registry.store().audit_list(0, None).unwrap()
     }
 }
 

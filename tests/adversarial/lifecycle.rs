@@ -319,8 +319,8 @@ async fn a_full_audit_volume_fails_closed() {
         // fills up while the host runs.
         let r = run_alone(TEST, Some("trap '' XFSZ; ulimit -f 512"));
         let store = Store::open(&dir).expect("reopen");
-        let conn = store.conn_for_reading();
-        let recorded: BTreeSet<String> = evos::audit::list(&conn, 0, None)
+        let recorded: BTreeSet<String> = store
+            .audit_list(0, None)
             .expect("list")
             .into_iter()
             .filter(|e| e.action == "execute")
@@ -345,10 +345,9 @@ async fn a_full_audit_volume_fails_closed() {
             unrecorded.is_empty(),
             "carried out without a record: {unrecorded:?}"
         );
-        let anchor = store.read_anchor().expect("anchor");
-        let v = evos::audit::verify(&conn, anchor.as_ref()).expect("verify");
+        let v = store.audit_verify().expect("verify");
         assert!(v.intact, "{v:?}");
-        drop(conn);
+        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }

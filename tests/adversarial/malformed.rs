@@ -628,7 +628,7 @@ struct Snapshot {
 
 fn snapshot(reg: &Registry, dir: &Path, cache: &Path) -> Snapshot {
     let status = reg.status(Some("payout-limit")).expect("status");
-    let audit = evos::audit::list(&reg.store().conn_for_reading(), 0, None).expect("audit");
+    let audit = reg.store().audit_list(0, None).expect("audit");
     Snapshot {
         digest: status[0].stable.digest.clone(),
         version: status[0].stable.version.clone(),
@@ -721,13 +721,13 @@ async fn refused_deploys_of_malformed_input_change_nothing() {
     assert!(err.to_string().contains("invalid plugin name"), "{err}");
 
     assert_eq!(snapshot(&reg, &dir, &cache), before);
-    let audit = evos::audit::list(&reg.store().conn_for_reading(), 0, None).expect("audit");
+    let audit = reg.store().audit_list(0, None).expect("audit");
     let refusals: Vec<_> = audit
         .iter()
         .filter(|e| e.action == "deploy-refused")
         .collect();
     assert_eq!(refusals.len(), refused, "{refusals:#?}");
-    let verification = evos::audit::verify(&reg.store().conn_for_reading(), None).expect("verify");
+    let verification = reg.store().audit_verify().expect("verify");
     assert!(verification.intact, "{verification:?}");
 
     // The still-deployed version serves calls.

@@ -198,7 +198,7 @@ async fn a_refused_deploy_changes_nothing_but_is_audited() {
         reg.store().history("fraud-score").expect("history").len(),
         history
     );
-    let audit = evos::audit::list(&reg.store().conn_for_reading(), 0, None).expect("audit");
+    let audit = reg.store().audit_list(0, None).expect("audit");
     assert_eq!(
         audit
             .iter()
@@ -286,7 +286,7 @@ async fn a_regressed_canary_is_rolled_back_automatically_and_a_healthy_one_is_no
     let history = reg.store().history("fraud-score").expect("history");
     let last = history.last().expect("history");
     assert_eq!(last.action, "auto-rollback");
-    let audit = evos::audit::list(&reg.store().conn_for_reading(), 0, None).expect("audit");
+    let audit = reg.store().audit_list(0, None).expect("audit");
     let entry = audit
         .iter()
         .find(|e| e.action == "auto-rollback")
@@ -395,7 +395,7 @@ async fn kv_data_and_quotas_survive_a_restart() {
     };
     assert_eq!(capability, "kv");
     assert!(reason.contains("holds 100 keys"), "{reason}");
-    let audit = evos::audit::list(&reg.store().conn_for_reading(), 0, None).expect("audit");
+    let audit = reg.store().audit_list(0, None).expect("audit");
     assert!(
         audit
             .iter()

@@ -74,8 +74,7 @@ fn state(dir: &Path) -> (String, Option<String>) {
         d.canary_id,
         route.canary.as_ref().map(|(c, _)| c.version_id)
     );
-    let anchor = reg.store().read_anchor().expect("anchor");
-    let v = evos::audit::verify(&reg.store().conn_for_reading(), anchor.as_ref()).expect("verify");
+    let v = reg.store().audit_verify().expect("verify");
     assert!(v.intact, "audit not intact after a crash: {v:?}");
     r
 }

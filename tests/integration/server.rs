@@ -456,8 +456,7 @@ async fn authorization_matrix_scopes_and_revocation() {
     .await;
     assert_eq!(status, 401);
     // Refusals are audited.
-    let entries =
-        evos::audit::list(&s.host.registry.store().conn_for_reading(), 0, None).expect("audit");
+    let entries = s.host.registry.store().audit_list(0, None).expect("audit");
     assert!(
         entries
             .iter()
@@ -706,8 +705,7 @@ async fn circuit_breaker_opens_on_a_failing_downstream_and_closes_after_recovery
         metrics.contains("evos_breaker_state{connector=\"claims-webhook\",state=\"closed\"} 0"),
         "{metrics}"
     );
-    let entries =
-        evos::audit::list(&s.host.registry.store().conn_for_reading(), 0, None).expect("audit");
+    let entries = s.host.registry.store().audit_list(0, None).expect("audit");
     let changes: Vec<String> = entries
         .iter()
         .filter(|e| e.action == "breaker")

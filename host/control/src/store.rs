@@ -315,12 +315,6 @@ impl Store {
         self.dir.join("audit.anchor")
     }
 
-    /// The connection, for read-only queries such as listing or verifying
-    /// the audit log. Writes go through [`Store::transaction`].
-    pub fn conn_for_reading(&self) -> MutexGuard<'_, Connection> {
-        self.conn()
-    }
-
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         lock(&self.conn)
     }
@@ -590,6 +584,20 @@ impl Store {
             .map_err(db_err("writing stats"))?;
             Ok(())
         })
+    }
+
+    /// Audit entries after `after_seq`, and at or after `since` (RFC 3339
+    /// or a duration ago such as `1h`), oldest first. Reads the last
+    /// committed state without waiting behind a commit.
+    pub fn audit_list(&self, after_seq: i64, since: Option<&str>) -> Result<Vec<audit::Entry>> {
+        Ok(audit::list(&self.reader(), after_seq, since)?)
+    }
+
+    /// Verify the whole chain and that it leads to the anchor file, when
+    /// there is one.
+    pub fn audit_verify(&self) -> Result<audit::Verification> {
+        let anchor = self.read_anchor()?;
+        Ok(audit::verify(&self.reader(), anchor.as_ref())?)
     }
 
     pub fn read_anchor(&self) -> Result<Option<Anchor>> {
@@ -987,7 +995,7 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let conn = store.conn_for_reading();
+        let conn = store.conn();
         let count: i64 = conn
             .query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0))
             .unwrap();
@@ -1014,7 +1022,7 @@ mod tests {
         kv.set("b", "k", b"xy", keys(10)).unwrap();
         assert!(kv.delete("a", "k2").unwrap());
         assert!(!kv.delete("a", "k2").unwrap());
-        let conn = store.conn_for_reading();
+        let conn = store.conn();
         let kept: Vec<(String, i64, i64)> = conn
             .prepare("SELECT namespace, keys, bytes FROM kv_usage ORDER BY namespace")
             .unwrap()

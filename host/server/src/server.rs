@@ -1219,22 +1219,18 @@ async fn audit_log(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult {
     let token = authorize(&host, &headers, Permission::Audit, None, "/v1/audit")?;
-    let mut entries = crate::audit::list(
-        &host.registry.store().conn_for_reading(),
-        q.after.unwrap_or(0),
-        q.since.as_deref(),
-    )
-    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.to_string()))?;
+    let mut entries = host
+        .registry
+        .store()
+        .audit_list(q.after.unwrap_or(0), q.since.as_deref())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.to_string()))?;
     entries.retain(|e| e.visible_to(&token.scope));
     Ok(axum::Json(entries).into_response())
 }
 
 async fn audit_verify(State(host): State<Arc<Host>>, headers: HeaderMap) -> ApiResult {
     authorize(&host, &headers, Permission::Audit, None, "/v1/audit/verify")?;
-    let store = host.registry.store();
-    let anchor = store.read_anchor()?;
-    let v =
-        crate::audit::verify(&store.conn_for_reading(), anchor.as_ref()).map_err(Error::from)?;
+    let v = host.registry.store().audit_verify()?;
     let status = if v.intact {
         StatusCode::OK
     } else {

@@ -365,7 +365,7 @@ pub fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
     let store = evos::store::Store::open(&cli.data_dir)?;
     match cmd {
         AuditCommand::Log { since, json } => {
-            let entries = evos::audit::list(&store.conn_for_reading(), 0, since.as_deref())?;
+            let entries = store.audit_list(0, since.as_deref())?;
             if *json {
                 print_json(&entries)?;
             } else {
@@ -389,8 +389,7 @@ pub fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
             Ok(Exit::Success)
         }
         AuditCommand::Verify { json } => {
-            let anchor = store.read_anchor()?;
-            let v = evos::audit::verify(&store.conn_for_reading(), anchor.as_ref())?;
+            let v = store.audit_verify()?;
             if *json {
                 print_json(&v)?;
             } else if v.intact && v.anchored {
