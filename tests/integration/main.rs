@@ -6,7 +6,7 @@
 
 // Test code states its expectations with unwrap/expect/panic: a failed
 // expectation is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cache;
 mod capabilities;

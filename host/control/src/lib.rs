@@ -8,16 +8,6 @@
 //! [`pipeline`] that drives events through connectors, agents, policies and
 //! actions. The sandbox it drives is `evos-runtime`.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::panic,
-        clippy::unreachable,
-        clippy::todo,
-        clippy::unimplemented
-    )
-)]
-
 pub mod app;
 pub mod approval;
 pub mod audit;
