@@ -391,16 +391,11 @@ impl HttpState {
         HttpState {
             ctx,
             hooks: EgressHooks {
-                added_headers: OUTGOING
-                    .try_with(Arc::clone)
-                    .unwrap_or_else(|_| Arc::new([])),
-                in_flight: Arc::new(tokio::sync::Semaphore::new(
-                    grants.http.limits.max_connections_per_call as usize,
-                )),
                 allowlist: grants.http.clone(),
                 refusals: SharedRefusals::default(),
                 plugin: grants.plugin.clone(),
                 pool: pool.clone(),
+                in_flight: None,
             },
         }
     }
@@ -442,16 +437,16 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Enforces the egress policy on every outgoing request.
+#[derive(Default)]
 pub struct EgressHooks {
     allowlist: Arc<Allowlist>,
     pub(crate) refusals: SharedRefusals,
     plugin: Arc<str>,
     pool: Pool,
     /// Permits for this call's requests in flight
-    /// (`max-connections-per-call`).
-    in_flight: Arc<tokio::sync::Semaphore>,
-    /// Headers the host sets on every request of this call.
-    added_headers: Arc<[(HeaderName, HeaderValue)]>,
+    /// (`max-connections-per-call`), made at the call's first request:
+    /// most calls send none.
+    in_flight: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 type SendFuture = Box<
@@ -462,22 +457,6 @@ type SendFuture = Box<
             )>,
         > + Send,
 >;
-
-impl Default for EgressHooks {
-    fn default() -> EgressHooks {
-        let allowlist = Arc::new(Allowlist::default());
-        EgressHooks {
-            in_flight: Arc::new(tokio::sync::Semaphore::new(
-                allowlist.limits.max_connections_per_call as usize,
-            )),
-            allowlist,
-            refusals: SharedRefusals::default(),
-            plugin: Arc::from(""),
-            pool: Pool::default(),
-            added_headers: Arc::new([]),
-        }
-    }
-}
 
 impl EgressHooks {
     fn refuse(&self, why: String) -> SendFuture {
@@ -531,7 +510,11 @@ impl WasiHttpHooks for EgressHooks {
         let Ok(host) = HeaderValue::try_from(target.authority()) else {
             return self.refuse(format!("{target}: the host is not a valid header value"));
         };
-        let Ok(in_flight) = self.in_flight.clone().try_acquire_owned() else {
+        let per_call = self.allowlist.limits.max_connections_per_call as usize;
+        let in_flight = self
+            .in_flight
+            .get_or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_call)));
+        let Ok(in_flight) = in_flight.clone().try_acquire_owned() else {
             return self.refuse(format!(
                 "{target}: this call already has {} requests in flight, its `max-connections-per-call`; wait for a response (or raise the limit in the `http` grant)",
                 self.allowlist.limits.max_connections_per_call
@@ -540,9 +523,13 @@ impl WasiHttpHooks for EgressHooks {
         *request.uri_mut() = uri;
         strip_hop_by_hop(request.headers_mut());
         request.headers_mut().insert(header::HOST, host);
-        for (name, value) in self.added_headers.iter() {
-            request.headers_mut().insert(name.clone(), value.clone());
-        }
+        // Headers the host adds for this call (the pipeline's execute
+        // context); the request is sent from inside the call's task.
+        let _ = OUTGOING.try_with(|added| {
+            for (name, value) in added.iter() {
+                request.headers_mut().insert(name.clone(), value.clone());
+            }
+        });
 
         let limits = self.allowlist.limits;
         let options = options.unwrap_or_default();
