@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use evos::capability::kv::MemoryKv;
 use evos::pipeline::{self, Disposition, RunOptions};
-use evos::store::Store;
+use evos::store::{SqliteStore, StateStore};
 use evos::{Engine, EngineConfig, Outcome, Runtime};
 use serde_json::{Value, json};
 
@@ -313,12 +313,12 @@ async fn a_full_audit_volume_fails_closed() {
     let dir = root().join("target/tmp/audit-full");
     if !is_child(TEST) {
         let _ = std::fs::remove_dir_all(&dir);
-        drop(Store::open(&dir).expect("store"));
+        drop(SqliteStore::open(&dir).expect("store"));
         // Files may grow to 256 KiB (512-byte blocks), and growing past it
         // fails with EFBIG rather than killing the process: a volume that
         // fills up while the host runs.
         let r = run_alone(TEST, Some("trap '' XFSZ; ulimit -f 512"));
-        let store = Store::open(&dir).expect("reopen");
+        let store = SqliteStore::open(&dir).expect("reopen");
         let recorded: BTreeSet<String> = store
             .audit_list(0, None)
             .expect("list")
@@ -352,7 +352,7 @@ async fn a_full_audit_volume_fails_closed() {
         return;
     }
     let downstream = Downstream::start(200);
-    let store = Arc::new(Store::open(&dir).expect("store"));
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&dir).expect("store"));
     let app = claims_app(&downstream.url("/claims/payouts"));
     let rt = Runtime::with_parts(engine(), Arc::new(MemoryKv::default()), BTreeMap::new());
     app.load_into(&rt).expect("load app");

@@ -1,5 +1,6 @@
 //! The `evos` binary: output, JSON and exit codes (0 ok, 1 negative, 2 bad input).
 
+use evos::store::StateStore;
 use std::process::{Command, Output};
 
 use crate::support::*;
@@ -409,7 +410,7 @@ fn json_logs_carry_each_pipeline_step_with_plugin_version_and_digest() {
 #[test]
 fn audit_verify_without_an_anchor_says_so() {
     let dir = tempdir("verify-no-anchor");
-    let store = evos::store::Store::open(&dir).expect("store");
+    let store = evos::store::SqliteStore::open(&dir).expect("store");
     store
         .audit(evos::audit::NewEntry {
             actor: "test",

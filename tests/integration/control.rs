@@ -210,7 +210,7 @@ async fn a_refused_deploy_changes_nothing_but_is_audited() {
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(component(
         "import-ungranted",
     )));
-    assert!(!reg.store().blob_path(&digest).exists());
+    assert!(!reg.store().has_blob(&digest));
 }
 
 #[tokio::test(flavor = "multi_thread")]

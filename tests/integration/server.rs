@@ -9,6 +9,7 @@ use std::time::Duration;
 use evos::app::App;
 use evos::auth::Role;
 use evos::server::{Host, ServerConfig};
+use evos::store::StateStore;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -955,7 +956,7 @@ async fn call_stats_are_persisted_while_serving() {
         .expect("route")
         .stable
         .version_id;
-    let reader = evos::store::Store::open(s.host.registry.store().dir()).expect("store");
+    let reader = evos::store::SqliteStore::open(s.host.registry.store().dir()).expect("store");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (outcomes, _) = reader.stats(version).expect("stats");

@@ -18,22 +18,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rusqlite::{OptionalExtension, params};
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, now};
+pub use crate::store::{Role, Token};
+use crate::store::{StateStore, now};
 use crate::{Error, Result};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    Admin,
-    Deployer,
-    Invoker,
-    Reviewer,
-    Auditor,
-}
 
 impl Role {
     pub fn as_str(self) -> &'static str {
@@ -95,17 +87,6 @@ pub enum Permission {
     Tokens,
 }
 
-/// A token as stored (never with its secret).
-#[derive(Debug, Clone, Serialize)]
-pub struct Token {
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    pub scope: String,
-    pub created_at: String,
-    pub revoked_at: Option<String>,
-}
-
 impl Token {
     /// Whether the token may use `permission` on `plugin` (when the request
     /// concerns one).
@@ -130,10 +111,6 @@ fn valid_scope(scope: &str) -> bool {
         && body
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
-fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
-    crate::store::db_err(context)
 }
 
 fn random_hex(bytes: usize) -> Result<String> {
@@ -161,7 +138,7 @@ fn same(a: &str, b: &str) -> bool {
 /// The tokens of a data directory.
 #[derive(Clone)]
 pub struct Tokens {
-    store: std::sync::Arc<Store>,
+    store: Arc<dyn StateStore>,
     /// Recently checked tokens by id, with the stored hash and when the row
     /// was read: a request does not query the database for a token checked
     /// within [`RECHECK`]. Revoking through this value takes effect at once;
@@ -180,7 +157,7 @@ struct Checked {
 }
 
 impl Tokens {
-    pub fn new(store: std::sync::Arc<Store>) -> Tokens {
+    pub fn new(store: Arc<dyn StateStore>) -> Tokens {
         Tokens {
             store,
             checked: Default::default(),
@@ -215,37 +192,12 @@ impl Tokens {
             created_at: now(),
             revoked_at: None,
         };
-        self.store.transaction("token", |tx| {
-            tx.execute(
-                "INSERT INTO tokens (id, name, secret_sha256, role, scope, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![id, name, hash(&secret), role.as_str(), scope, token.created_at],
-            )
-            .map_err(db("creating a token"))?;
-            crate::audit::append(
-                tx,
-                crate::audit::NewEntry {
-                    actor,
-                    action: "token-created",
-                    subject: &format!("token/{id}"),
-                    digest: None,
-                    detail: serde_json::json!({"name": name, "role": role, "scope": scope}),
-                },
-            )?;
-            Ok(())
-        })?;
+        self.store.create_token(&token, &hash(&secret), actor)?;
         Ok((token, token_text))
     }
 
     pub fn list(&self) -> Result<Vec<Token>> {
-        let conn = self.store.conn();
-        let mut stmt = conn
-            .prepare("SELECT id, name, role, scope, created_at, revoked_at FROM tokens ORDER BY created_at")
-            .map_err(db("listing tokens"))?;
-        let rows = stmt
-            .query_map([], token_from_row)
-            .map_err(db("listing tokens"))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db("listing tokens"))
+        self.store.tokens()
     }
 
     pub fn revoke(&self, id: &str, actor: &str) -> Result<()> {
@@ -255,28 +207,7 @@ impl Tokens {
     }
 
     fn revoke_row(&self, id: &str, actor: &str) -> Result<()> {
-        self.store.transaction("token", |tx| {
-            let n = tx
-                .execute(
-                    "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                    params![id, now()],
-                )
-                .map_err(db("revoking a token"))?;
-            if n == 0 {
-                return Err(Error::Refused(format!("no active token with id {id}")));
-            }
-            crate::audit::append(
-                tx,
-                crate::audit::NewEntry {
-                    actor,
-                    action: "token-revoked",
-                    subject: &format!("token/{id}"),
-                    digest: None,
-                    detail: serde_json::json!({}),
-                },
-            )?;
-            Ok(())
-        })
+        self.store.revoke_token(id, actor)
     }
 
     /// The active token a bearer string belongs to, if any.
@@ -295,17 +226,7 @@ impl Tokens {
         let row = match cached {
             Some(row) => row,
             None => {
-                let row: Option<(Token, String)> = self
-                    .store
-                    .reader()
-                    .prepare_cached(
-                        "SELECT id, name, role, scope, created_at, revoked_at, secret_sha256 FROM tokens WHERE id = ?1",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.query_row([id], |r| Ok((token_from_row(r)?, r.get(6)?)))
-                            .optional()
-                    })
-                    .map_err(db("checking a token"))?;
+                let row = self.store.token(id)?;
                 let mut checked = self.checked();
                 if checked.len() >= CHECKED_MAX {
                     checked.retain(|_, c| c.at.elapsed() < RECHECK);
@@ -333,18 +254,6 @@ impl Tokens {
     }
 }
 
-fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {
-    let role: String = r.get(2)?;
-    Ok(Token {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        role: role.parse().unwrap_or(Role::Auditor),
-        scope: r.get(3)?,
-        created_at: r.get(4)?,
-        revoked_at: r.get(5)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,7 +262,7 @@ mod tests {
     fn revocation_is_immediate_here_and_within_recheck_elsewhere() {
         let dir = std::env::temp_dir().join(format!("evos-auth-recheck-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = std::sync::Arc::new(Store::open(&dir).unwrap());
+        let store: Arc<dyn StateStore> = Arc::new(crate::store::SqliteStore::open(&dir).unwrap());
         let serving = Tokens::new(store.clone());
         let (a, secret_a) = serving.create("a", Role::Invoker, "*", "test").unwrap();
         let (b, secret_b) = serving.create("b", Role::Invoker, "*", "test").unwrap();
@@ -374,7 +283,7 @@ mod tests {
 
         // Revoked by another process (another Tokens on the same data):
         // refused once the remembered row is older than RECHECK.
-        let other = Tokens::new(std::sync::Arc::new(Store::open(&dir).unwrap()));
+        let other = Tokens::new(Arc::new(crate::store::SqliteStore::open(&dir).unwrap()));
         other.revoke(&b.id, "test").unwrap();
         std::thread::sleep(RECHECK + std::time::Duration::from_millis(50));
         assert!(serving.authenticate(&secret_b).unwrap().is_none());
@@ -411,7 +320,7 @@ mod tests {
     #[test]
     fn tokens_authenticate_until_revoked() {
         let dir = std::env::temp_dir().join(format!("evos-auth-{}", std::process::id()));
-        let store = std::sync::Arc::new(Store::open(&dir).unwrap());
+        let store: Arc<dyn StateStore> = Arc::new(crate::store::SqliteStore::open(&dir).unwrap());
         let tokens = Tokens::new(store);
         let (t, secret) = tokens
             .create("ci", Role::Invoker, "claims-*", "test")

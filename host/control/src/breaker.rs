@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::NewEntry;
-use crate::store::Store;
+use crate::store::StateStore;
 
 #[derive(Debug, Clone)]
 pub struct BreakerConfig {
@@ -72,12 +72,12 @@ struct Breaker {
 pub struct Breakers {
     config: BreakerConfig,
     map: Mutex<HashMap<String, Breaker>>,
-    audit: Option<Arc<Store>>,
+    audit: Option<Arc<dyn StateStore>>,
     seed: std::sync::atomic::AtomicU64,
 }
 
 impl Breakers {
-    pub fn new(config: BreakerConfig, audit: Option<Arc<Store>>) -> Breakers {
+    pub fn new(config: BreakerConfig, audit: Option<Arc<dyn StateStore>>) -> Breakers {
         Breakers {
             config,
             map: Mutex::new(HashMap::new()),

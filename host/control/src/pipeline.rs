@@ -22,7 +22,7 @@ use crate::manifest::Kind;
 use crate::review::{Review, ReviewQueue};
 use crate::runtime::Outcome;
 use crate::runtime::{CallInput, CallOutput, CallReport, Caller};
-use crate::store::Store;
+use crate::store::StateStore;
 use crate::types::GuestError;
 use crate::types::{Action, Decision, Event};
 use crate::{Error, Result};
@@ -156,7 +156,7 @@ pub struct RunOptions {
     pub reviews: Option<ReviewQueue>,
     /// Record each event's path (every step with plugin, version and
     /// digest, and what became of each action) in the audit log.
-    pub audit: Option<Arc<Store>>,
+    pub audit: Option<Arc<dyn StateStore>>,
     /// Trace id for events that carry none (e.g. from a W3C `traceparent`).
     pub trace_id: Option<String>,
     /// Circuit breakers and retries for executing connectors.
@@ -433,7 +433,7 @@ async fn decide(
 /// One audit entry per event: its trace id and every step's plugin,
 /// version, digest and outcome, and what became of each action.
 async fn audit_event(
-    store: &Arc<Store>,
+    store: &Arc<dyn StateStore>,
     connector: &str,
     ingest: &Step,
     report: &EventReport,
@@ -640,7 +640,7 @@ pub async fn carry_out(
     }
     queue
         .get(review.id)?
-        .ok_or_else(|| Error::Refused(format!("no review {}", review.id)))
+        .ok_or_else(|| Error::NotFound(format!("no review {}", review.id)))
 }
 
 fn expect_kind(caller: &dyn Caller, name: &str, kind: Kind) -> Result<()> {

@@ -26,8 +26,8 @@ use crate::engine::{Engine, EngineConfig};
 use crate::manifest::Manifest;
 use crate::rollout::{Breach, OutcomeCounts, Window, judge};
 use crate::runtime::{CallInput, CallReport, Plugin, Routed, Router, Runtime};
-use crate::store::{self, Change, SqliteKv, Store, crashpoint};
-use crate::{Error, Result, audit};
+use crate::store::{Change, Deploy, NewVersion, Seen, SqliteStore, StateStore, crashpoint};
+use crate::{Error, Result};
 
 /// Who the host itself acts as in audit entries.
 pub const HOST_ACTOR: &str = "evos";
@@ -68,7 +68,7 @@ fn unreachable_histogram() -> Histogram<u64> {
 }
 
 impl Live {
-    fn new(version_id: i64, plugin: Arc<Plugin>, store: &Store) -> Result<Live> {
+    fn new(version_id: i64, plugin: Arc<Plugin>, store: &dyn StateStore) -> Result<Live> {
         let (outcomes, hist) = store.stats(version_id)?;
         let mut latency = new_histogram();
         if let Some(bytes) = hist
@@ -154,7 +154,7 @@ impl Live {
         }
     }
 
-    fn flush(&self, store: &Store) -> Result<()> {
+    fn flush(&self, store: &dyn StateStore) -> Result<()> {
         if !self.dirty.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
@@ -231,7 +231,7 @@ pub struct ChangeReport {
 
 /// The deployed plugins of one data directory.
 pub struct Registry {
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     runtime: Runtime,
     routes: RwLock<HashMap<String, Arc<ArcSwap<Route>>>>,
     /// Serializes control-plane changes (deploy, promote, rollback).
@@ -266,9 +266,17 @@ impl Registry {
         config: EngineConfig,
         host_env: std::collections::BTreeMap<String, String>,
     ) -> Result<Arc<Registry>> {
-        let store = Arc::new(Store::open(data_dir)?);
+        Registry::with_store(Arc::new(SqliteStore::open(data_dir)?), config, host_env)
+    }
+
+    /// [`Registry::open`] over any [`StateStore`].
+    pub fn with_store(
+        store: Arc<dyn StateStore>,
+        config: EngineConfig,
+        host_env: std::collections::BTreeMap<String, String>,
+    ) -> Result<Arc<Registry>> {
         let engine = Engine::new(config)?;
-        let runtime = Runtime::with_parts(engine, Arc::new(SqliteKv::new(store.clone())), host_env);
+        let runtime = Runtime::with_parts(engine, store.clone().kv(), host_env);
         runtime.protect(store.dir(), "data directory");
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -295,7 +303,7 @@ impl Registry {
         Ok(registry)
     }
 
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn StateStore> {
         &self.store
     }
 
@@ -329,7 +337,7 @@ impl Registry {
         let plugin =
             self.runtime
                 .load(manifest, &bytes, &format!("{}@{}", row.plugin, row.version))?;
-        Ok(Arc::new(Live::new(id, plugin, &self.store)?))
+        Ok(Arc::new(Live::new(id, plugin, &*self.store)?))
     }
 
     fn routes(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<ArcSwap<Route>>>> {
@@ -350,9 +358,9 @@ impl Registry {
         match existing {
             Some(slot) => {
                 let old = slot.swap(Arc::new(route));
-                let _ = old.stable.flush(&self.store);
+                let _ = old.stable.flush(&*self.store);
                 if let Some((c, _)) = &old.canary {
-                    let _ = c.flush(&self.store);
+                    let _ = c.flush(&*self.store);
                 }
             }
             None => {
@@ -497,9 +505,9 @@ impl Registry {
                 actor: HOST_ACTOR,
                 version_id: Some(canary_id),
                 detail: &detail,
+                digest: canary.plugin.digest(),
                 seen: seen(&route),
             },
-            canary.plugin.digest(),
             Route {
                 stable: route.stable.clone(),
                 canary: None,
@@ -512,11 +520,8 @@ impl Registry {
     /// Commit `change` with its audit entry, then swap in `route`. The
     /// crash point between the two lets tests kill the process after the
     /// commit and before the in-memory switch.
-    fn switch(&self, change: &Change<'_>, digest: &str, route: Route) -> Result<ChangeReport> {
-        blocking(|| {
-            self.store
-                .transaction(change.action, |tx| record_change(tx, change, digest))
-        })?;
+    fn switch(&self, change: &Change<'_>, route: Route) -> Result<ChangeReport> {
+        blocking(|| self.store.record_change(change))?;
         crashpoint(&format!("{}:before-swap", change.action));
         let report = change_report(
             change.plugin,
@@ -569,38 +574,37 @@ impl Registry {
         let digest = self.store.put_blob(bytes)?;
         crashpoint("deploy:after-blob");
         let action = if canary.is_some() { "canary" } else { "deploy" };
-        let version_id = self.store.transaction("deploy", |tx| {
-            let vid = store::upsert_version(tx, &manifest, &digest)?;
-            let (stable_id, canary_slot) = match (canary, &current) {
-                (Some(w), Some(cur)) => (cur.stable.version_id, Some((vid, w))),
-                _ => (vid, None),
-            };
-            let detail = json!({
-                "version": manifest.plugin.version.to_string(),
-                "version_id": vid,
-                "weight": canary,
-                "manifest": manifest.origin,
-                "grants": grants_summary(&manifest),
-                "replaces": current.as_ref().map(|c| c.stable.plugin.version()),
-            });
-            record_change(
-                tx,
-                &Change {
-                    plugin: &name,
-                    stable_id,
-                    canary: canary_slot,
-                    action,
-                    actor,
-                    version_id: Some(vid),
-                    detail: &detail,
-                    seen: current.as_deref().and_then(seen),
+        let version = manifest.plugin.version.to_string();
+        let base = manifest.base.display().to_string();
+        let detail = json!({
+            "version": version,
+            "weight": canary,
+            "manifest": manifest.origin,
+            "grants": grants_summary(&manifest),
+            "replaces": current.as_ref().map(|c| c.stable.plugin.version()),
+        });
+        let version_id = self.store.record_deploy(
+            &NewVersion {
+                plugin: &name,
+                version: &version,
+                digest: &digest,
+                manifest: &manifest.source,
+                manifest_origin: &manifest.origin,
+                manifest_base: &base,
+            },
+            &Deploy {
+                action,
+                actor,
+                canary: match (canary, &current) {
+                    (Some(w), Some(cur)) => Some((cur.stable.version_id, w)),
+                    _ => None,
                 },
-                &digest,
-            )?;
-            Ok(vid)
-        })?;
+                detail: &detail,
+                seen: current.as_deref().and_then(seen),
+            },
+        )?;
         crashpoint("deploy:before-swap");
-        let live = Arc::new(Live::new(version_id, plugin, &self.store)?);
+        let live = Arc::new(Live::new(version_id, plugin, &*self.store)?);
         let route = match (canary, current) {
             (Some(w), Some(cur)) => Route {
                 stable: cur.stable.clone(),
@@ -687,9 +691,9 @@ impl Registry {
                 actor,
                 version_id: Some(canary.version_id),
                 detail: &detail,
+                digest: canary.plugin.digest(),
                 seen: seen(&route),
             },
-            canary.plugin.digest(),
             Route {
                 stable: canary.clone(),
                 canary: None,
@@ -737,9 +741,9 @@ impl Registry {
                     actor,
                     version_id: Some(canary.version_id),
                     detail: &detail,
+                    digest: canary.plugin.digest(),
                     seen: seen(&route),
                 },
-                canary.plugin.digest(),
                 Route {
                     stable: route.stable.clone(),
                     canary: None,
@@ -788,9 +792,9 @@ impl Registry {
                 actor,
                 version_id: Some(target_id),
                 detail: &detail,
+                digest: target.plugin.digest(),
                 seen: seen(&route),
             },
-            target.plugin.digest(),
             Route {
                 stable: target.clone(),
                 canary: None,
@@ -810,7 +814,7 @@ impl Registry {
                         .iter()
                         .map(|v| format!("{} ({})", v.version, &v.digest[..12.min(v.digest.len())]))
                         .collect();
-                    Error::Refused(format!(
+                    Error::NotFound(format!(
                         "`{name}` has no version or digest `{wanted}`; known: {}",
                         known.join(", ")
                     ))
@@ -905,9 +909,9 @@ impl Registry {
     pub fn flush_stats(&self) -> Result<()> {
         let routes: Vec<Arc<Route>> = self.routes().values().map(|r| r.load_full()).collect();
         for route in routes {
-            route.stable.flush(&self.store)?;
+            route.stable.flush(&*self.store)?;
             if let Some((c, _)) = &route.canary {
-                c.flush(&self.store)?;
+                c.flush(&*self.store)?;
             }
         }
         Ok(())
@@ -958,25 +962,8 @@ impl Router for Registry {
     }
 }
 
-/// Write a deployment change and its audit entry (same actor, action,
-/// subject and detail) inside the caller's transaction.
-fn record_change(tx: &rusqlite::Transaction<'_>, change: &Change<'_>, digest: &str) -> Result<()> {
-    store::set_deployment(tx, change)?;
-    audit::append(
-        tx,
-        NewEntry {
-            actor: change.actor,
-            action: change.action,
-            subject: change.plugin,
-            digest: Some(digest),
-            detail: change.detail.clone(),
-        },
-    )?;
-    Ok(())
-}
-
 /// The deployment a route was built from.
-fn seen(route: &Route) -> Option<(i64, Option<i64>, u8)> {
+fn seen(route: &Route) -> Seen {
     Some((
         route.stable.version_id,
         route.canary.as_ref().map(|(c, _)| c.version_id),

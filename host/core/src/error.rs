@@ -85,10 +85,16 @@ pub enum Error {
     #[error("audit log: {0}")]
     Audit(#[source] Cause),
 
-    /// A control-plane request that cannot be carried out as asked (no
-    /// canary to promote, an unknown version to roll back to, ...).
+    /// A control-plane request that conflicts with the current state (no
+    /// canary to promote, a review already decided, a deployment changed
+    /// by another process, ...). Reaches API clients as a 409.
     #[error("{0}")]
     Refused(String),
+
+    /// What a request names does not exist (a review, a token, a version).
+    /// Reaches API clients as a 404.
+    #[error("{0}")]
+    NotFound(String),
 
     /// Wasmtime failed while compiling or linking (not a guest trap).
     #[error("{context}: {message}")]

@@ -315,6 +315,7 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string())
             }
             Error::Refused(_) => ApiError::new(StatusCode::CONFLICT, "refused", e.to_string()),
+            Error::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not-found", e.to_string()),
             _ => {
                 tracing::error!(target: "evos::server", "internal error: {e}");
                 ApiError::new(
@@ -683,14 +684,23 @@ pub const FLUSH_STATS_EVERY: Duration = Duration::from_secs(1);
 /// so `status` from another process is current and a crash loses at most
 /// a second of counts.
 async fn keep_in_step(host: Arc<Host>) {
-    let mut seen = host.registry.store().generation().ok();
-    let mut watch = tokio::time::interval(WATCH_EVERY);
-    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut generations = host.registry.store().clone().watch_generation(WATCH_EVERY);
+    // Paces retries of a failed sync and the stats flushes.
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_flush = tokio::time::Instant::now();
+    let mut behind = false;
     loop {
-        watch.tick().await;
-        let generation = host.registry.store().generation().ok();
-        if generation.is_some() && generation != seen {
+        tokio::select! {
+            changed = generations.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                behind = true;
+            }
+            _ = tick.tick() => {}
+        }
+        if behind {
             match host.registry.sync().await {
                 Ok(changed) => {
                     for plugin in changed {
@@ -699,7 +709,7 @@ async fn keep_in_step(host: Arc<Host>) {
                             "picked up a deployment change committed by another process"
                         );
                     }
-                    seen = generation;
+                    behind = false;
                 }
                 Err(e) => tracing::warn!(target: "evos::server",
                     "could not apply a deployment change committed by another process (retrying): {e}"

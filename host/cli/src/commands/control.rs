@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use evos::registry::{ChangeReport, Registry};
+use evos::store::StateStore;
 use evos::{CallInput, EngineConfig};
 
 use super::{Cli, Exit, print_json, read_input};
@@ -76,7 +77,8 @@ pub async fn deploy(cli: &Cli, args: &DeployArgs) -> Result<Exit> {
         Err(
             e @ (evos::Error::NotGranted { .. }
             | evos::Error::WrongKind { .. }
-            | evos::Error::Refused(_)),
+            | evos::Error::Refused(_)
+            | evos::Error::NotFound(_)),
         ) => {
             shout!("refused: {e}");
             shout!("nothing was changed");
@@ -132,7 +134,7 @@ fn refusal_is_negative(result: evos::Result<ChangeReport>, json: bool) -> Result
             print_change(&r, json)?;
             Ok(Exit::Success)
         }
-        Err(evos::Error::Refused(why)) => {
+        Err(evos::Error::Refused(why) | evos::Error::NotFound(why)) => {
             shout!("refused: {why}");
             Ok(Exit::Negative)
         }
@@ -192,7 +194,7 @@ pub struct HistoryArgs {
 }
 
 pub fn history(cli: &Cli, args: &HistoryArgs) -> Result<Exit> {
-    let store = evos::store::Store::open(&cli.data_dir)?;
+    let store = evos::store::SqliteStore::open(&cli.data_dir)?;
     let rows = store.history(&args.plugin)?;
     if rows.is_empty() {
         anyhow::bail!(
@@ -362,7 +364,7 @@ pub enum AuditCommand {
 }
 
 pub fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
-    let store = evos::store::Store::open(&cli.data_dir)?;
+    let store = evos::store::SqliteStore::open(&cli.data_dir)?;
     match cmd {
         AuditCommand::Log { since, json } => {
             let entries = store.audit_list(0, since.as_deref())?;

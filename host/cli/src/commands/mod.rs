@@ -172,7 +172,7 @@ fn engine(cli: &Cli) -> Result<evos::Engine> {
 /// plugins' does.
 fn runtime(cli: &Cli) -> Result<evos::Runtime> {
     let store = std::sync::Arc::new(
-        evos::store::Store::open(&cli.data_dir)
+        evos::store::SqliteStore::open(&cli.data_dir)
             .with_context(|| format!("opening the data directory {}", cli.data_dir.display()))?,
     );
     let runtime = evos::Runtime::with_parts(

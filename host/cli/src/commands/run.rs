@@ -40,7 +40,8 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
     app.load_into(&runtime)?;
     let body = read_input(&args.input)?;
     let options = if args.record {
-        let store = std::sync::Arc::new(evos::store::Store::open(&cli.data_dir)?);
+        let store: std::sync::Arc<dyn evos::store::StateStore> =
+            std::sync::Arc::new(evos::store::SqliteStore::open(&cli.data_dir)?);
         RunOptions {
             execute: args.execute,
             reviews: Some(evos::review::ReviewQueue::new(store.clone())),

@@ -95,9 +95,9 @@ pub enum TokenCommand {
     },
 }
 
-fn store(cli: &Cli) -> Result<std::sync::Arc<evos::store::Store>> {
+fn store(cli: &Cli) -> Result<std::sync::Arc<dyn evos::store::StateStore>> {
     Ok(std::sync::Arc::new(
-        evos::store::Store::open(&cli.data_dir)
+        evos::store::SqliteStore::open(&cli.data_dir)
             .with_context(|| format!("opening {}", cli.data_dir.display()))?,
     ))
 }

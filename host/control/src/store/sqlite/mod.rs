@@ -21,73 +21,43 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use evos_core::sync::lock;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::{
+    Change, Decision, Deploy, DeploymentRow, HistoryRow, NewReview, NewVersion, Review,
+    ReviewResult, ReviewStatus, StateStore, StoreFuture, Token, VersionRow, crashpoint, now, stale,
+};
 use crate::audit::{self, Anchor, NewEntry};
-use crate::capability::kv::{KvFuture, KvQuota, KvStore, KvStoreError};
+use crate::capability::kv::KvStore;
+use crate::rollout::OutcomeCounts;
 use crate::{Error, Result};
+
+mod kv;
+mod reviews;
+mod tokens;
+
+pub use kv::SqliteKv;
 
 /// Migrations in order (`migrations/*.sql`); `user_version` is the number
 /// applied. A migration is never edited once released: a change is a new
 /// file.
 const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/0001_control_plane.sql"),
-    include_str!("../migrations/0002_audit.sql"),
-    include_str!("../migrations/0003_reviews.sql"),
-    include_str!("../migrations/0004_tokens.sql"),
-    include_str!("../migrations/0005_kv_usage.sql"),
-    include_str!("../migrations/0006_control_generation.sql"),
-    include_str!("../migrations/0007_review_action_index.sql"),
+    include_str!("../../../migrations/0001_control_plane.sql"),
+    include_str!("../../../migrations/0002_audit.sql"),
+    include_str!("../../../migrations/0003_reviews.sql"),
+    include_str!("../../../migrations/0004_tokens.sql"),
+    include_str!("../../../migrations/0005_kv_usage.sql"),
+    include_str!("../../../migrations/0006_control_generation.sql"),
+    include_str!("../../../migrations/0007_review_action_index.sql"),
 ];
 
-/// A stored plugin version.
-#[derive(Debug, Clone, Serialize)]
-pub struct VersionRow {
-    pub id: i64,
-    pub plugin: String,
-    pub version: String,
-    pub digest: String,
-    #[serde(skip)]
-    pub manifest: String,
-    pub manifest_origin: String,
-    #[serde(skip)]
-    pub manifest_base: String,
-    pub created_at: String,
-}
-
-/// What serves a plugin name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeploymentRow {
-    pub plugin: String,
-    pub stable_id: i64,
-    pub canary_id: Option<i64>,
-    pub canary_weight: u8,
-    pub updated_at: String,
-}
-
-/// One change to a deployment.
-#[derive(Debug, Clone, Serialize)]
-pub struct HistoryRow {
-    pub id: i64,
-    pub plugin: String,
-    pub at: String,
-    pub action: String,
-    pub actor: String,
-    pub version_id: Option<i64>,
-    pub stable_id: Option<i64>,
-    pub canary_id: Option<i64>,
-    pub canary_weight: u8,
-    pub detail: serde_json::Value,
-}
-
-pub struct Store {
+pub struct SqliteStore {
     dir: PathBuf,
     conn: Arc<Mutex<Connection>>,
     /// A second connection for reads that must not wait behind a commit
     /// (WAL lets it read the last committed state meanwhile).
     reader: Mutex<Connection>,
-    /// Writes for the group-commit thread (see [`Store::write`]); the
+    /// Writes for the group-commit thread (see [`SqliteStore::write`]); the
     /// thread ends when the store is dropped.
     writer: std::sync::mpsc::Sender<Job>,
 }
@@ -105,10 +75,6 @@ type Job = Box<dyn for<'a, 'b> FnOnce(Option<&'a Transaction<'b>>) -> Deliver + 
 /// A database error while `context`, with the error kept as its cause.
 pub(crate) fn db_err(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| Error::store(context, e)
-}
-
-pub(crate) fn now() -> String {
-    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }
 
 /// Create `dir` and its missing parents as 0700: the data directory holds
@@ -143,18 +109,6 @@ fn private_file(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Fault injection for crash-safety tests: when `EVOS_CRASHPOINT` names
-/// this point, the process announces it on stderr and stops making progress
-/// so the test can `kill -9` it right here.
-pub(crate) fn crashpoint(name: &str) {
-    if std::env::var("EVOS_CRASHPOINT").is_ok_and(|p| p == name) {
-        eprintln!("evos-crashpoint {name}");
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
-        }
-    }
-}
-
 /// The write appending `entry` to the audit chain, owning what it needs.
 fn append_job(entry: NewEntry<'_>) -> impl FnOnce(&Transaction<'_>) -> Result<()> + Send + 'static {
     let (actor, action, subject) = (
@@ -179,6 +133,13 @@ fn append_job(entry: NewEntry<'_>) -> impl FnOnce(&Transaction<'_>) -> Result<()
     }
 }
 
+/// Whether `s` is a sha256 digest as blobs are named: 64 lowercase hex.
+fn is_digest(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 fn not_run(label: &str) -> Error {
     Error::store(
         format!("committing ({label})"),
@@ -186,7 +147,7 @@ fn not_run(label: &str) -> Error {
     )
 }
 
-/// Commit `jobs` as one transaction (see [`Store::write`]).
+/// Commit `jobs` as one transaction (see [`SqliteStore::write`]).
 fn commit_group(conn: &mut Connection, anchor: &Path, jobs: Vec<Job>) {
     let tx = match conn.transaction() {
         Ok(tx) => tx,
@@ -251,9 +212,9 @@ fn in_savepoint<R>(
     result
 }
 
-impl Store {
+impl SqliteStore {
     /// Open (creating if needed) the data directory and migrate its database.
-    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+    pub fn open(dir: impl AsRef<Path>) -> Result<SqliteStore> {
         let dir = dir.as_ref().to_path_buf();
         private_dirs(&dir.join("blobs/sha256")).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join("evos.db");
@@ -295,16 +256,12 @@ impl Store {
                 }
             })
             .map_err(|e| Error::io(&dir, e))?;
-        Ok(Store {
+        Ok(SqliteStore {
             dir,
             conn,
             reader: Mutex::new(reader),
             writer,
         })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     pub fn cache_dir(&self) -> PathBuf {
@@ -332,7 +289,7 @@ impl Store {
     /// commit's error for every write of the group. Audit entries appended
     /// by the group are anchored as one transaction's (see [`audit`]).
     ///
-    /// Blocks the thread until then; async code uses [`Store::write_async`].
+    /// Blocks the thread until then; async code uses [`SqliteStore::write_async`].
     pub fn write<R: Send + 'static>(
         &self,
         label: &'static str,
@@ -345,7 +302,7 @@ impl Store {
         rx.recv().unwrap_or_else(|_| Err(not_run(label)))
     }
 
-    /// [`Store::write`] for async code: waits without holding a thread.
+    /// [`SqliteStore::write`] for async code: waits without holding a thread.
     pub async fn write_async<R: Send + 'static>(
         &self,
         label: &'static str,
@@ -409,23 +366,36 @@ impl Store {
         Ok(result)
     }
 
-    /// [`Store::audit`] for async code: waits without holding a thread.
-    pub async fn audit_async(&self, entry: NewEntry<'_>) -> Result<()> {
-        self.write_async("audit", append_job(entry)).await
-    }
-
-    /// Append one audit entry, durably (group-committed with concurrent
-    /// writes; see [`Store::write`]).
-    pub fn audit(&self, entry: NewEntry<'_>) -> Result<()> {
-        self.write("audit", append_job(entry))
-    }
-
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         self.dir.join("blobs/sha256").join(digest)
     }
 
+    pub fn read_anchor(&self) -> Result<Option<Anchor>> {
+        audit::read_anchor(&self.anchor_path()).map_err(Error::from)
+    }
+}
+
+impl StateStore for SqliteStore {
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Group-committed with concurrent writes (see [`SqliteStore::write`]).
+    fn audit(&self, entry: NewEntry<'_>) -> Result<()> {
+        self.write("audit", append_job(entry))
+    }
+
+    fn audit_async(&self, entry: NewEntry<'_>) -> StoreFuture<'_, ()> {
+        let job = append_job(entry);
+        Box::pin(self.write_async("audit", job))
+    }
+
+    fn has_blob(&self, digest: &str) -> bool {
+        is_digest(digest) && self.blob_path(digest).is_file()
+    }
+
     /// Store component bytes under their sha256 (idempotent, atomic, fsynced).
-    pub fn put_blob(&self, bytes: &[u8]) -> Result<String> {
+    fn put_blob(&self, bytes: &[u8]) -> Result<String> {
         let digest = hex::encode(Sha256::digest(bytes));
         let path = self.blob_path(&digest);
         if path.exists() {
@@ -455,7 +425,7 @@ impl Store {
     }
 
     /// Read a blob and check it still has its digest.
-    pub fn get_blob(&self, digest: &str) -> Result<Vec<u8>> {
+    fn get_blob(&self, digest: &str) -> Result<Vec<u8>> {
         let path = self.blob_path(digest);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let actual = hex::encode(Sha256::digest(&bytes));
@@ -468,14 +438,14 @@ impl Store {
         Ok(bytes)
     }
 
-    pub fn deployment(&self, plugin: &str) -> Result<Option<DeploymentRow>> {
+    fn deployment(&self, plugin: &str) -> Result<Option<DeploymentRow>> {
         deployment(&self.conn(), plugin)
     }
 
     /// The control-plane generation: it advances with every deployment
     /// change committed by any process sharing this data directory. Read
     /// on the read-only connection, so it never waits behind a commit.
-    pub fn generation(&self) -> Result<i64> {
+    fn generation(&self) -> Result<i64> {
         self.reader()
             .query_row(
                 "SELECT generation FROM control_generation WHERE id = 1",
@@ -485,7 +455,7 @@ impl Store {
             .map_err(db_err("reading the control generation"))
     }
 
-    pub fn deployments(&self) -> Result<Vec<DeploymentRow>> {
+    fn deployments(&self) -> Result<Vec<DeploymentRow>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare("SELECT plugin, stable_id, canary_id, canary_weight, updated_at FROM deployments ORDER BY plugin")
@@ -497,12 +467,12 @@ impl Store {
             .map_err(db_err("listing deployments"))
     }
 
-    pub fn version(&self, id: i64) -> Result<VersionRow> {
+    fn version(&self, id: i64) -> Result<VersionRow> {
         version(&self.conn(), id)
     }
 
     /// Versions of `plugin`, newest first.
-    pub fn versions_of(&self, plugin: &str) -> Result<Vec<VersionRow>> {
+    fn versions_of(&self, plugin: &str) -> Result<Vec<VersionRow>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
@@ -516,7 +486,7 @@ impl Store {
             .map_err(db_err("listing versions"))
     }
 
-    pub fn history(&self, plugin: &str) -> Result<Vec<HistoryRow>> {
+    fn history(&self, plugin: &str) -> Result<Vec<HistoryRow>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
@@ -547,10 +517,7 @@ impl Store {
     }
 
     /// Persisted outcome counts and latency histogram of a version.
-    pub fn stats(
-        &self,
-        version_id: i64,
-    ) -> Result<(crate::rollout::OutcomeCounts, Option<Vec<u8>>)> {
+    fn stats(&self, version_id: i64) -> Result<(OutcomeCounts, Option<Vec<u8>>)> {
         let conn = self.conn();
         let row: Option<(String, Option<Vec<u8>>)> = conn
             .query_row(
@@ -567,12 +534,7 @@ impl Store {
     }
 
     /// Replace a version's persisted stats.
-    pub fn put_stats(
-        &self,
-        version_id: i64,
-        outcomes: &crate::rollout::OutcomeCounts,
-        histogram: &[u8],
-    ) -> Result<()> {
+    fn put_stats(&self, version_id: i64, outcomes: &OutcomeCounts, histogram: &[u8]) -> Result<()> {
         let outcomes = serde_json::to_string(outcomes).unwrap_or_else(|_| "{}".into());
         let histogram = histogram.to_vec();
         self.write("stats", move |tx| {
@@ -589,19 +551,92 @@ impl Store {
     /// Audit entries after `after_seq`, and at or after `since` (RFC 3339
     /// or a duration ago such as `1h`), oldest first. Reads the last
     /// committed state without waiting behind a commit.
-    pub fn audit_list(&self, after_seq: i64, since: Option<&str>) -> Result<Vec<audit::Entry>> {
+    fn audit_list(&self, after_seq: i64, since: Option<&str>) -> Result<Vec<audit::Entry>> {
         Ok(audit::list(&self.reader(), after_seq, since)?)
     }
 
     /// Verify the whole chain and that it leads to the anchor file, when
     /// there is one.
-    pub fn audit_verify(&self) -> Result<audit::Verification> {
+    fn audit_verify(&self) -> Result<audit::Verification> {
         let anchor = self.read_anchor()?;
         Ok(audit::verify(&self.reader(), anchor.as_ref())?)
     }
 
-    pub fn read_anchor(&self) -> Result<Option<Anchor>> {
-        audit::read_anchor(&self.anchor_path()).map_err(Error::from)
+    fn record_deploy(&self, version: &NewVersion<'_>, deploy: &Deploy<'_>) -> Result<i64> {
+        self.transaction("deploy", |tx| {
+            let vid = upsert_version(tx, version)?;
+            let (stable_id, canary) = match deploy.canary {
+                Some((stable_id, weight)) => (stable_id, Some((vid, weight))),
+                None => (vid, None),
+            };
+            let mut detail = deploy.detail.clone();
+            if let Some(fields) = detail.as_object_mut() {
+                fields.insert("version_id".into(), vid.into());
+            }
+            record_change(
+                tx,
+                &Change {
+                    plugin: version.plugin,
+                    stable_id,
+                    canary,
+                    action: deploy.action,
+                    actor: deploy.actor,
+                    version_id: Some(vid),
+                    digest: version.digest,
+                    detail: &detail,
+                    seen: deploy.seen,
+                },
+            )?;
+            Ok(vid)
+        })
+    }
+
+    fn record_change(&self, change: &Change<'_>) -> Result<()> {
+        self.transaction(change.action, |tx| record_change(tx, change))
+    }
+
+    fn enqueue_review(&self, review: &NewReview<'_>) -> Result<i64> {
+        reviews::enqueue(self, review)
+    }
+
+    fn reviews(&self, status: Option<ReviewStatus>) -> Result<Vec<Review>> {
+        reviews::list(&self.conn(), status)
+    }
+
+    fn review(&self, id: i64) -> Result<Option<Review>> {
+        reviews::get(&self.conn(), id)
+    }
+
+    fn pending_reviews(&self) -> Result<u64> {
+        reviews::pending(&self.conn())
+    }
+
+    fn decide_review(&self, decision: &Decision<'_>) -> Result<Review> {
+        reviews::decide(self, decision)
+    }
+
+    fn record_review_result(&self, outcome: &ReviewResult<'_>) -> Result<()> {
+        reviews::record_result(self, outcome)
+    }
+
+    fn create_token(&self, token: &Token, secret_sha256: &str, actor: &str) -> Result<()> {
+        tokens::create(self, token, secret_sha256, actor)
+    }
+
+    fn tokens(&self) -> Result<Vec<Token>> {
+        tokens::list(&self.conn())
+    }
+
+    fn token(&self, id: &str) -> Result<Option<(Token, String)>> {
+        tokens::get(&self.reader(), id)
+    }
+
+    fn revoke_token(&self, id: &str, actor: &str) -> Result<()> {
+        tokens::revoke(self, id, actor)
+    }
+
+    fn kv(self: Arc<Self>) -> Arc<dyn KvStore> {
+        Arc::new(SqliteKv::new(self))
     }
 }
 
@@ -630,7 +665,7 @@ fn deployment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow>
     })
 }
 
-pub(crate) fn version(conn: &Connection, id: i64) -> Result<VersionRow> {
+fn version(conn: &Connection, id: i64) -> Result<VersionRow> {
     conn.query_row(
         &format!("{VERSION_SELECT} WHERE id = ?1"),
         [id],
@@ -639,7 +674,7 @@ pub(crate) fn version(conn: &Connection, id: i64) -> Result<VersionRow> {
     .map_err(db_err("reading a version"))
 }
 
-pub(crate) fn deployment(conn: &Connection, plugin: &str) -> Result<Option<DeploymentRow>> {
+fn deployment(conn: &Connection, plugin: &str) -> Result<Option<DeploymentRow>> {
     conn.query_row(
         "SELECT plugin, stable_id, canary_id, canary_weight, updated_at FROM deployments WHERE plugin = ?1",
         [plugin],
@@ -651,15 +686,11 @@ pub(crate) fn deployment(conn: &Connection, plugin: &str) -> Result<Option<Deplo
 
 /// The id of the version row for this exact (plugin, digest, manifest),
 /// inserting it if new.
-pub(crate) fn upsert_version(
-    tx: &Transaction<'_>,
-    m: &crate::manifest::Manifest,
-    digest: &str,
-) -> Result<i64> {
+fn upsert_version(tx: &Transaction<'_>, v: &NewVersion<'_>) -> Result<i64> {
     let existing: Option<i64> = tx
         .query_row(
             "SELECT id FROM versions WHERE plugin = ?1 AND digest = ?2 AND manifest = ?3",
-            params![m.name(), digest, m.source],
+            params![v.plugin, v.digest, v.manifest],
             |r| r.get(0),
         )
         .optional()
@@ -671,12 +702,12 @@ pub(crate) fn upsert_version(
         "INSERT INTO versions (plugin, version, digest, manifest, manifest_origin, manifest_base, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
-            m.name(),
-            m.plugin.version.to_string(),
-            digest,
-            m.source,
-            m.origin,
-            m.base.display().to_string(),
+            v.plugin,
+            v.version,
+            v.digest,
+            v.manifest,
+            v.manifest_origin,
+            v.manifest_base,
             now()
         ],
     )
@@ -684,25 +715,25 @@ pub(crate) fn upsert_version(
     Ok(tx.last_insert_rowid())
 }
 
-/// A change to what serves a plugin.
-pub(crate) struct Change<'a> {
-    pub plugin: &'a str,
-    pub stable_id: i64,
-    pub canary: Option<(i64, u8)>,
-    pub action: &'a str,
-    pub actor: &'a str,
-    /// The version the change is about (deployed, promoted, rolled back to).
-    pub version_id: Option<i64>,
-    pub detail: &'a serde_json::Value,
-    /// The deployment the change was decided on (stable id, canary id,
-    /// weight), `None` for a plugin not yet deployed. Another process may
-    /// have changed it meanwhile; then the change is refused rather than
-    /// overwriting what it never saw.
-    pub seen: Option<(i64, Option<i64>, u8)>,
+/// Write a deployment change and its audit entry (same actor, action,
+/// subject and detail) inside the caller's transaction.
+fn record_change(tx: &Transaction<'_>, change: &Change<'_>) -> Result<()> {
+    set_deployment(tx, change)?;
+    audit::append(
+        tx,
+        NewEntry {
+            actor: change.actor,
+            action: change.action,
+            subject: change.plugin,
+            digest: Some(change.digest),
+            detail: change.detail.clone(),
+        },
+    )?;
+    Ok(())
 }
 
 /// Set what serves a plugin and record the change in history.
-pub(crate) fn set_deployment(tx: &Transaction<'_>, c: &Change<'_>) -> Result<()> {
+fn set_deployment(tx: &Transaction<'_>, c: &Change<'_>) -> Result<()> {
     let Change {
         plugin,
         stable_id,
@@ -712,13 +743,11 @@ pub(crate) fn set_deployment(tx: &Transaction<'_>, c: &Change<'_>) -> Result<()>
         version_id,
         detail,
         seen,
+        ..
     } = *c;
     let now_row = deployment(tx, plugin)?.map(|d| (d.stable_id, d.canary_id, d.canary_weight));
     if now_row != seen {
-        return Err(Error::Refused(format!(
-            "the deployment of `{plugin}` was changed by another process after this host last saw it; \
-             this host has picked the change up (or will within a second): check `evos status {plugin}` and retry"
-        )));
+        return Err(stale(plugin));
     }
     let at = now();
     let (canary_id, weight) = match canary {
@@ -766,191 +795,26 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-/// The `kv` capability's storage in the data directory. Quotas are checked
-/// in the same transaction as the write.
-pub struct SqliteKv {
-    store: std::sync::Arc<Store>,
-}
-
-impl SqliteKv {
-    pub fn new(store: std::sync::Arc<Store>) -> SqliteKv {
-        SqliteKv { store }
-    }
-}
-
-type KvJob<R> = Box<dyn FnOnce(&Transaction<'_>) -> Result<R> + Send>;
-
-/// The write of a kv `set`, and where it says why a quota refused it.
-fn kv_set(
-    ns: String,
-    key: String,
-    value: Vec<u8>,
-    quota: KvQuota,
-) -> (KvJob<()>, Arc<Mutex<Option<String>>>) {
-    let why: Arc<Mutex<Option<String>>> = Default::default();
-    let refused = why.clone();
-    let job = Box::new(move |tx: &Transaction<'_>| {
-        let old: Option<i64> = tx
-            .prepare_cached("SELECT LENGTH(value) FROM kv WHERE namespace = ?1 AND key = ?2")
-            .and_then(|mut s| s.query_row(params![ns, key], |r| r.get(0)).optional())
-            .map_err(db_err("reading kv"))?;
-        let (keys, bytes) = kv_usage(tx, &ns)?;
-        let refuse = |why: String| {
-            *lock(&refused) = Some(why.clone());
-            Err(Error::Refused(why))
-        };
-        // Compared as i128: limits are u64 and may exceed i64 (a manifest
-        // may say any number), counts are SQLite's i64.
-        if old.is_none() && i128::from(keys) >= i128::from(quota.max_keys) {
-            return refuse(format!(
-                "the namespace holds {keys} keys, the limit `max-keys` is {}",
-                quota.max_keys
-            ));
-        }
-        let after =
-            bytes - old.map_or(0, |old| old + key.len() as i64) + (key.len() + value.len()) as i64;
-        if i128::from(after) > i128::from(quota.max_total_bytes) {
-            return refuse(crate::capability::kv::total_bytes_refusal(
-                after.max(0) as u64,
-                quota,
-            ));
-        }
-        tx.prepare_cached(
-            "INSERT INTO kv (namespace, key, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT(namespace, key) DO UPDATE SET value = ?3",
-        )
-        .and_then(|mut s| s.execute(params![ns, key, value]))
-        .map_err(db_err("writing kv"))?;
-        let added_keys = i64::from(old.is_none());
-        let added_bytes = match old {
-            Some(old) => value.len() as i64 - old,
-            None => (key.len() + value.len()) as i64,
-        };
-        add_kv_usage(tx, &ns, added_keys, added_bytes)
-    });
-    (job, why)
-}
-
-fn kv_result(written: Result<()>, quota: &Mutex<Option<String>>) -> Result<(), KvStoreError> {
-    match written {
-        Ok(()) => Ok(()),
-        Err(e) => match lock(quota).take() {
-            Some(why) => Err(KvStoreError::Quota(why)),
-            None => Err(KvStoreError::Backend(format!("kv store: {e}"))),
-        },
-    }
-}
-
-fn kv_delete(ns: String, key: String) -> KvJob<bool> {
-    Box::new(move |tx: &Transaction<'_>| {
-        let old: Option<i64> = tx
-            .query_row(
-                "DELETE FROM kv WHERE namespace = ?1 AND key = ?2 RETURNING LENGTH(value)",
-                params![ns, key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err("deleting kv"))?;
-        match old {
-            Some(old) => {
-                add_kv_usage(tx, &ns, -1, -(key.len() as i64 + old))?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    })
-}
-
-/// Keys and bytes (keys plus values) a kv namespace holds.
-fn kv_usage(tx: &Transaction<'_>, ns: &str) -> Result<(i64, i64)> {
-    Ok(tx
-        .prepare_cached("SELECT keys, bytes FROM kv_usage WHERE namespace = ?1")
-        .and_then(|mut s| s.query_row([ns], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-        .map_err(db_err("reading kv usage"))?
-        .unwrap_or((0, 0)))
-}
-
-fn add_kv_usage(tx: &Transaction<'_>, ns: &str, keys: i64, bytes: i64) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO kv_usage (namespace, keys, bytes) VALUES (?1, ?2, ?3)
-         ON CONFLICT(namespace) DO UPDATE SET keys = keys + ?2, bytes = bytes + ?3",
-    )
-    .and_then(|mut s| s.execute(params![ns, keys, bytes]))
-    .map_err(db_err("updating kv usage"))?;
-    Ok(())
-}
-
-fn kv_err(e: rusqlite::Error) -> KvStoreError {
-    KvStoreError::Backend(format!("kv store: {e}"))
-}
-
-impl KvStore for SqliteKv {
-    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, KvStoreError> {
-        self.store
-            .reader()
-            .query_row(
-                "SELECT value FROM kv WHERE namespace = ?1 AND key = ?2",
-                params![ns, key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(kv_err)
-    }
-
-    fn set(&self, ns: &str, key: &str, value: &[u8], quota: KvQuota) -> Result<(), KvStoreError> {
-        let (job, refused) = kv_set(ns.to_owned(), key.to_owned(), value.to_vec(), quota);
-        kv_result(self.store.write("kv", job), &refused)
-    }
-
-    fn delete(&self, ns: &str, key: &str) -> Result<bool, KvStoreError> {
-        self.store
-            .write("kv", kv_delete(ns.to_owned(), key.to_owned()))
-            .map_err(|e| KvStoreError::Backend(format!("kv store: {e}")))
-    }
-
-    fn set_owned(&self, ns: Arc<str>, key: String, value: Vec<u8>, quota: KvQuota) -> KvFuture<()> {
-        let store = self.store.clone();
-        Box::pin(async move {
-            let (job, refused) = kv_set(ns.to_string(), key, value, quota);
-            kv_result(store.write_async("kv", job).await, &refused)
-        })
-    }
-
-    fn delete_owned(&self, ns: Arc<str>, key: String) -> KvFuture<bool> {
-        let store = self.store.clone();
-        Box::pin(async move {
-            store
-                .write_async("kv", kv_delete(ns.to_string(), key))
-                .await
-                .map_err(|e| KvStoreError::Backend(format!("kv store: {e}")))
-        })
-    }
-
-    fn list_keys(&self, ns: &str, prefix: &str, limit: usize) -> Result<Vec<String>, KvStoreError> {
-        let conn = self.store.reader();
-        let mut stmt = conn
-            .prepare("SELECT key FROM kv WHERE namespace = ?1 AND key >= ?2 ORDER BY key LIMIT ?3")
-            .map_err(kv_err)?;
-        let rows = stmt
-            .query_map(params![ns, prefix, (limit as i64).saturating_mul(4)], |r| {
-                r.get::<_, String>(0)
-            })
-            .map_err(kv_err)?;
-        let mut keys = Vec::new();
-        for k in rows {
-            let k = k.map_err(kv_err)?;
-            if !k.starts_with(prefix) || keys.len() >= limit {
-                break;
-            }
-            keys.push(k);
-        }
-        Ok(keys)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capability::kv::{KvQuota, KvStoreError};
+    use crate::store::conformance;
+
+    #[test]
+    fn passes_the_conformance_checks() {
+        let base = std::env::temp_dir().join(format!("evos-conformance-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        let fresh = || -> Arc<dyn StateStore> {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Arc::new(SqliteStore::open(base.join(n.to_string())).unwrap())
+        };
+        let result = conformance::run(&fresh);
+        let _ = std::fs::remove_dir_all(&base);
+        assert_eq!(result, Ok(()));
+        assert_eq!(count.into_inner(), conformance::CHECKS.len());
+    }
 
     fn keys(max_keys: u64) -> KvQuota {
         KvQuota {
@@ -959,10 +823,10 @@ mod tests {
         }
     }
 
-    fn temp_store(name: &str) -> (PathBuf, Arc<Store>) {
+    fn temp_store(name: &str) -> (PathBuf, Arc<SqliteStore>) {
         let dir = std::env::temp_dir().join(format!("evos-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = Arc::new(Store::open(&dir).unwrap());
+        let store = Arc::new(SqliteStore::open(&dir).unwrap());
         (dir, store)
     }
 

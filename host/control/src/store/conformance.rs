@@ -1,0 +1,780 @@
+//! What every [`StateStore`] backend must do, checked through the trait
+//! alone: the SQLite backend runs these in its tests, and another backend
+//! runs the same [`run`] over fresh instances of itself.
+//!
+//! Each check gets a new, empty store from `fresh` and returns what it
+//! found wrong instead of panicking, so a backend's test can report every
+//! failing check at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{
+    Change, Decision, Deploy, NewReview, NewVersion, ReviewResult, ReviewStatus, Role, StateStore,
+    Token,
+};
+use crate::audit::NewEntry;
+use crate::capability::kv::{KvQuota, KvStoreError};
+use crate::rollout::OutcomeCounts;
+use crate::types::{Action, Event, Payload};
+
+/// One check: `Err` says what the backend did wrong.
+pub type Check = fn(&dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String>;
+
+/// Every check, by name.
+pub const CHECKS: &[(&str, Check)] = &[
+    ("blobs", blobs),
+    ("deployments", deployments),
+    ("stale changes", stale_changes),
+    ("stats", stats),
+    ("audit", audit),
+    ("reviews", reviews),
+    ("tokens", tokens),
+    ("kv", kv),
+    ("generation watch", generation_watch),
+];
+
+/// Run every check on fresh stores; `Err` lists each failed check.
+pub fn run(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let failed: Vec<String> = CHECKS
+        .iter()
+        .filter_map(|(name, check)| check(fresh).err().map(|why| format!("{name}: {why}")))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("\n"))
+    }
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($why:tt)+) => {
+        if !$cond {
+            return Err(format!($($why)+));
+        }
+    };
+}
+
+/// `r`'s value, or what failed while `doing`.
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>, doing: &str) -> Result<T, String> {
+    r.map_err(|e| format!("{doing}: {e}"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    ok(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build(),
+        "starting a runtime",
+    )
+}
+
+fn version<'a>(plugin: &'a str, version: &'a str, digest: &'a str) -> NewVersion<'a> {
+    NewVersion {
+        plugin,
+        version,
+        digest,
+        manifest: "[plugin]\nname = \"x\"\n",
+        manifest_origin: "plugin.toml",
+        manifest_base: "/plugins/x",
+    }
+}
+
+fn entries(store: &dyn StateStore) -> Result<Vec<crate::audit::Entry>, String> {
+    ok(store.audit_list(0, None), "listing the audit log")
+}
+
+fn blobs(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let store = fresh();
+    let bytes = b"\0asm component bytes".to_vec();
+    let digest = ok(store.put_blob(&bytes), "storing a blob")?;
+    let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    ensure!(
+        digest == expected,
+        "the digest is {digest}, not the sha256 {expected}"
+    );
+    ensure!(
+        ok(store.put_blob(&bytes), "storing a blob again")? == digest,
+        "storing the same bytes twice gave another digest"
+    );
+    ensure!(
+        ok(store.get_blob(&digest), "reading a blob")? == bytes,
+        "the blob read back differs"
+    );
+    ensure!(store.has_blob(&digest), "has_blob misses a stored blob");
+    let missing = "0".repeat(64);
+    ensure!(
+        !store.has_blob(&missing),
+        "has_blob finds a blob never stored"
+    );
+    ensure!(!store.has_blob("../evos.db"), "has_blob accepts a path");
+    ensure!(
+        store.get_blob(&missing).is_err(),
+        "reading a missing blob succeeded"
+    );
+    Ok(())
+}
+
+fn deployments(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let store = fresh();
+    let g0 = ok(store.generation(), "reading the generation")?;
+    let detail = json!({"version": "1.0.0"});
+    let stable = Deploy {
+        action: "deploy",
+        actor: "alice",
+        canary: None,
+        detail: &detail,
+        seen: None,
+    };
+    let v1 = ok(
+        store.record_deploy(&version("p", "1.0.0", "d1"), &stable),
+        "deploying",
+    )?;
+    let row = ok(store.deployment("p"), "reading the deployment")?
+        .ok_or("no deployment after a deploy")?;
+    ensure!(
+        (row.stable_id, row.canary_id, row.canary_weight) == (v1, None, 0),
+        "after a deploy the deployment is {row:?}"
+    );
+    let g1 = ok(store.generation(), "reading the generation")?;
+    ensure!(
+        g1 > g0,
+        "the generation did not advance with a deploy ({g0} -> {g1})"
+    );
+
+    let history = ok(store.history("p"), "reading history")?;
+    ensure!(
+        history.len() == 1,
+        "{} history rows after one deploy",
+        history.len()
+    );
+    let h = &history[0];
+    ensure!(
+        h.action == "deploy" && h.actor == "alice" && h.version_id == Some(v1),
+        "history row {h:?}"
+    );
+    ensure!(
+        h.detail["version_id"] == json!(v1),
+        "history detail lacks the version id: {}",
+        h.detail
+    );
+    let log = entries(&*store)?;
+    let last = log.last().ok_or("a deploy wrote no audit entry")?;
+    ensure!(
+        last.action == "deploy" && last.subject == "p" && last.actor == "alice",
+        "audit entry {last:?}"
+    );
+    ensure!(
+        last.digest.as_deref() == Some("d1"),
+        "the audit entry names digest {:?}",
+        last.digest
+    );
+    ensure!(
+        last.detail["version_id"] == json!(v1),
+        "audit detail lacks the version id"
+    );
+
+    // The same version again reuses its row.
+    let seen = Some((v1, None, 0));
+    let again = Deploy { seen, ..stable };
+    let v1b = ok(
+        store.record_deploy(&version("p", "1.0.0", "d1"), &again),
+        "redeploying",
+    )?;
+    ensure!(
+        v1b == v1,
+        "an identical version got a new id ({v1} then {v1b})"
+    );
+
+    // A canary next to the stable version.
+    let canary = Deploy {
+        action: "canary",
+        canary: Some((v1, 10)),
+        seen,
+        ..stable
+    };
+    let v2 = ok(
+        store.record_deploy(&version("p", "1.1.0", "d2"), &canary),
+        "deploying a canary",
+    )?;
+    ensure!(v2 != v1, "a new version reused id {v1}");
+    let row = ok(store.deployment("p"), "reading the deployment")?.ok_or("deployment gone")?;
+    ensure!(
+        (row.stable_id, row.canary_id, row.canary_weight) == (v1, Some(v2), 10),
+        "after a canary the deployment is {row:?}"
+    );
+    let versions: Vec<i64> = ok(store.versions_of("p"), "listing versions")?
+        .iter()
+        .map(|v| v.id)
+        .collect();
+    ensure!(
+        versions == vec![v2, v1],
+        "versions newest first are {versions:?}"
+    );
+    let row1 = ok(store.version(v1), "reading a version")?;
+    ensure!(
+        row1.version == "1.0.0" && row1.digest == "d1" && row1.manifest.contains("[plugin]"),
+        "version row {row1:?}"
+    );
+
+    // Promote.
+    ok(
+        store.record_change(&Change {
+            plugin: "p",
+            stable_id: v2,
+            canary: None,
+            action: "promote",
+            actor: "bob",
+            version_id: Some(v2),
+            digest: "d2",
+            detail: &json!({}),
+            seen: Some((v1, Some(v2), 10)),
+        }),
+        "promoting",
+    )?;
+    let row = ok(store.deployment("p"), "reading the deployment")?.ok_or("deployment gone")?;
+    ensure!(
+        (row.stable_id, row.canary_id) == (v2, None),
+        "after promote the deployment is {row:?}"
+    );
+    let actions: Vec<String> = ok(store.history("p"), "reading history")?
+        .into_iter()
+        .map(|h| h.action)
+        .collect();
+    ensure!(
+        actions == ["deploy", "deploy", "canary", "promote"],
+        "history actions are {actions:?}"
+    );
+
+    ok(
+        store.record_deploy(&version("q", "0.1.0", "d3"), &stable),
+        "deploying another plugin",
+    )?;
+    let names: Vec<String> = ok(store.deployments(), "listing deployments")?
+        .into_iter()
+        .map(|d| d.plugin)
+        .collect();
+    ensure!(names == ["p", "q"], "deployments are {names:?}");
+    let verified = ok(store.audit_verify(), "verifying the audit log")?;
+    ensure!(
+        verified.intact && verified.entries == 5,
+        "the audit log after 5 changes: {verified:?}"
+    );
+    Ok(())
+}
+
+fn stale_changes(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let store = fresh();
+    let detail = json!({});
+    let deploy = Deploy {
+        action: "deploy",
+        actor: "alice",
+        canary: None,
+        detail: &detail,
+        seen: None,
+    };
+    let v1 = ok(
+        store.record_deploy(&version("p", "1.0.0", "d1"), &deploy),
+        "deploying",
+    )?;
+    let v2 = ok(
+        store.record_deploy(
+            &version("p", "2.0.0", "d2"),
+            &Deploy {
+                seen: Some((v1, None, 0)),
+                ..deploy
+            },
+        ),
+        "deploying again",
+    )?;
+    let (generation, history, log) = (
+        ok(store.generation(), "reading the generation")?,
+        ok(store.history("p"), "reading history")?.len(),
+        entries(&*store)?.len(),
+    );
+    // Decided on the deployment before v2: refused.
+    let stale = store.record_change(&Change {
+        plugin: "p",
+        stable_id: v1,
+        canary: None,
+        action: "rollback",
+        actor: "bob",
+        version_id: Some(v1),
+        digest: "d1",
+        detail: &detail,
+        seen: Some((v1, None, 0)),
+    });
+    ensure!(
+        stale.is_err(),
+        "a change decided on an old deployment was applied"
+    );
+    let stale_deploy = store.record_deploy(&version("p", "3.0.0", "d3"), &deploy);
+    ensure!(
+        stale_deploy.is_err(),
+        "a first deploy over an existing deployment was applied"
+    );
+    let row = ok(store.deployment("p"), "reading the deployment")?.ok_or("deployment gone")?;
+    ensure!(
+        row.stable_id == v2,
+        "a refused change moved the deployment: {row:?}"
+    );
+    ensure!(
+        ok(store.generation(), "reading the generation")? == generation,
+        "a refused change advanced the generation"
+    );
+    ensure!(
+        ok(store.history("p"), "reading history")?.len() == history,
+        "a refused change wrote history"
+    );
+    ensure!(
+        entries(&*store)?.len() == log,
+        "a refused change wrote an audit entry"
+    );
+    ensure!(
+        ok(store.versions_of("p"), "listing versions")?.len() == 2,
+        "a refused deploy kept its version row"
+    );
+    Ok(())
+}
+
+fn stats(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let store = fresh();
+    let detail = json!({});
+    let id = ok(
+        store.record_deploy(
+            &version("p", "1.0.0", "d1"),
+            &Deploy {
+                action: "deploy",
+                actor: "alice",
+                canary: None,
+                detail: &detail,
+                seen: None,
+            },
+        ),
+        "deploying",
+    )?;
+    let (counts, hist) = ok(store.stats(id), "reading stats never written")?;
+    ensure!(
+        counts.is_empty() && hist.is_none(),
+        "a version with no stats has {counts:?}"
+    );
+    let mut outcomes = OutcomeCounts::new();
+    outcomes.insert("ok".into(), 41);
+    outcomes.insert("trap".into(), 1);
+    ok(
+        store.put_stats(id, &outcomes, b"[[100,41]]"),
+        "writing stats",
+    )?;
+    let (counts, hist) = ok(store.stats(id), "reading stats")?;
+    ensure!(counts == outcomes, "stats read back as {counts:?}");
+    ensure!(
+        hist.as_deref() == Some(&b"[[100,41]]"[..]),
+        "histogram read back as {hist:?}"
+    );
+    outcomes.insert("ok".into(), 50);
+    ok(store.put_stats(id, &outcomes, b"[]"), "replacing stats")?;
+    let (counts, hist) = ok(store.stats(id), "reading stats")?;
+    ensure!(
+        counts.get("ok") == Some(&50) && hist.as_deref() == Some(&b"[]"[..]),
+        "replaced stats read back as {counts:?}"
+    );
+    Ok(())
+}
+
+fn audit(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let store = fresh();
+    let entry = |i: i64| NewEntry {
+        actor: "tester",
+        action: "note",
+        subject: "audit",
+        digest: None,
+        detail: json!({"i": i, "text": "line\nbreak \u{202e}"}),
+    };
+    ok(store.audit(entry(1)), "appending")?;
+    let rt = runtime()?;
+    ok(
+        rt.block_on(store.audit_async(entry(2))),
+        "appending from async code",
+    )?;
+    ok(store.audit(entry(3)), "appending")?;
+    let log = entries(&*store)?;
+    let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
+    ensure!(seqs == [1, 2, 3], "sequence numbers are {seqs:?}");
+    let order: Vec<i64> = log.iter().filter_map(|e| e.detail["i"].as_i64()).collect();
+    ensure!(order == [1, 2, 3], "entries came back in order {order:?}");
+    ensure!(
+        log[0].detail["text"] == json!("line\nbreak \u{202e}"),
+        "detail text changed on the way: {}",
+        log[0].detail
+    );
+    ensure!(
+        log.windows(2).all(|w| w[1].prev_hash == w[0].hash),
+        "entries are not chained"
+    );
+    let after = ok(store.audit_list(2, None), "listing after seq 2")?;
+    ensure!(
+        after.len() == 1 && after[0].seq == 3,
+        "after seq 2: {after:?}"
+    );
+    let recent = ok(store.audit_list(0, Some("1h")), "listing the last hour")?;
+    ensure!(
+        recent.len() == 3,
+        "the last hour holds {} entries",
+        recent.len()
+    );
+    let future = ok(
+        store.audit_list(0, Some("2999-01-01T00:00:00Z")),
+        "listing from 2999",
+    )?;
+    ensure!(future.is_empty(), "entries from the future: {future:?}");
+    ensure!(
+        store.audit_list(0, Some("yesterday-ish")).is_err(),
+        "a bad `since` was accepted"
+    );
+    let v = ok(store.audit_verify(), "verifying")?;
+    ensure!(
+        v.intact && v.entries == 3 && v.anchored,
+        "verification: {v:?}"
+    );
+    Ok(())
+}
+
+fn reviews(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let store = fresh();
+    let event = Event {
+        id: "evt-1".into(),
+        kind: "claim".into(),
+        source: "test".into(),
+        payload: Payload::new(json!({"amount": 9000})),
+        trace_id: "trace-1".into(),
+    };
+    let action = |kind: &str| Action {
+        kind: kind.into(),
+        event_id: "evt-1".into(),
+        payload: Payload::new(json!({"claim": 1})),
+        rationale: "large".into(),
+    };
+    let (pay, hold) = (action("pay"), action("hold"));
+    let reasons = vec!["limits: over 5000".to_string()];
+    let new = |i: usize, a: &'static str| NewReview {
+        action_index: i,
+        action: if a == "pay" { &pay } else { &hold },
+        event: &event,
+        reasons: &reasons,
+        proposed_by: "triage",
+        connector: Some("payments"),
+    };
+    let first = ok(store.enqueue_review(&new(0, "pay")), "queueing a review")?;
+    let second = ok(store.enqueue_review(&new(1, "hold")), "queueing a review")?;
+    ensure!(second > first, "review ids {first} then {second}");
+    ensure!(
+        ok(store.pending_reviews(), "counting")? == 2,
+        "two queued reviews are not pending"
+    );
+    let listed: Vec<i64> = ok(store.reviews(None), "listing")?
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    ensure!(
+        listed == [second, first],
+        "reviews newest first are {listed:?}"
+    );
+    let r = ok(store.review(first), "reading a review")?.ok_or("a queued review is missing")?;
+    ensure!(
+        r.status == ReviewStatus::Pending
+            && r.action == pay
+            && r.event.id == "evt-1"
+            && r.event.payload.value() == &json!({"amount": 9000})
+            && r.reasons == reasons
+            && r.connector.as_deref() == Some("payments")
+            && r.proposed_by == "triage"
+            && r.trace_id == "trace-1"
+            && r.action_index == 0,
+        "the review read back as {r:?}"
+    );
+    ensure!(
+        ok(store.review(first + 100), "reading")?.is_none(),
+        "an unknown review was found"
+    );
+
+    let decided = ok(
+        store.decide_review(&Decision {
+            id: first,
+            approve: true,
+            reviewer: "rita",
+            comment: Some("checked"),
+        }),
+        "approving",
+    )?;
+    ensure!(
+        decided.status == ReviewStatus::Approved
+            && decided.decided_by.as_deref() == Some("rita")
+            && decided.comment.as_deref() == Some("checked")
+            && decided.decided_at.is_some(),
+        "the approved review reads {decided:?}"
+    );
+    let twice = store.decide_review(&Decision {
+        id: first,
+        approve: false,
+        reviewer: "sam",
+        comment: None,
+    });
+    ensure!(twice.is_err(), "a review was decided twice");
+    let unknown = store.decide_review(&Decision {
+        id: first + 100,
+        approve: true,
+        reviewer: "sam",
+        comment: None,
+    });
+    ensure!(unknown.is_err(), "an unknown review was decided");
+    ok(
+        store.record_review_result(&ReviewResult {
+            id: first,
+            executed: true,
+            result: "receipt-7",
+            detail: json!({"outcome": "ok"}),
+        }),
+        "recording the result",
+    )?;
+    let r = ok(store.review(first), "reading")?.ok_or("review gone")?;
+    ensure!(
+        r.status == ReviewStatus::Executed && r.result.as_deref() == Some("receipt-7"),
+        "the executed review reads {r:?}"
+    );
+    ok(
+        store.decide_review(&Decision {
+            id: second,
+            approve: false,
+            reviewer: "rita",
+            comment: None,
+        }),
+        "rejecting",
+    )?;
+    ensure!(
+        ok(store.pending_reviews(), "counting")? == 0,
+        "decided reviews still pending"
+    );
+    let rejected = ok(
+        store.reviews(Some(ReviewStatus::Rejected)),
+        "listing rejected",
+    )?;
+    ensure!(
+        rejected.len() == 1 && rejected[0].id == second,
+        "rejected reviews: {rejected:?}"
+    );
+    let log: Vec<(String, String)> = entries(&*store)?
+        .into_iter()
+        .map(|e| (e.action, e.subject))
+        .collect();
+    let (a, b) = (format!("review/{first}"), format!("review/{second}"));
+    let expected = [
+        ("escalated", &a),
+        ("escalated", &b),
+        ("review-approved", &a),
+        ("executed", &a),
+        ("review-rejected", &b),
+    ];
+    ensure!(
+        log.len() == expected.len()
+            && log
+                .iter()
+                .zip(expected)
+                .all(|((x, s), (y, t))| x == y && s == t),
+        "audit entries of the reviews: {log:?}"
+    );
+    Ok(())
+}
+
+fn tokens(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let store = fresh();
+    let token = |id: &str, role: Role| Token {
+        id: id.into(),
+        name: format!("{id}-name"),
+        role,
+        scope: "claims-*".into(),
+        created_at: "2026-01-01T00:00:00.000000Z".into(),
+        revoked_at: None,
+    };
+    let (a, b) = (token("aaaa", Role::Deployer), token("bbbb", Role::Reviewer));
+    ok(
+        store.create_token(&a, &"1".repeat(64), "admin"),
+        "creating a token",
+    )?;
+    ok(
+        store.create_token(&b, &"2".repeat(64), "admin"),
+        "creating a token",
+    )?;
+    ensure!(
+        store.create_token(&a, &"3".repeat(64), "admin").is_err(),
+        "a token id was created twice"
+    );
+    let listed = ok(store.tokens(), "listing tokens")?;
+    ensure!(
+        listed == [a.clone(), b.clone()],
+        "tokens listed as {listed:?}"
+    );
+    let (found, hash) =
+        ok(store.token("aaaa"), "looking a token up")?.ok_or("a created token is missing")?;
+    ensure!(
+        found == a && hash == "1".repeat(64),
+        "token read back as {found:?} {hash}"
+    );
+    ensure!(
+        ok(store.token("cccc"), "looking up")?.is_none(),
+        "an unknown token was found"
+    );
+    ok(store.revoke_token("aaaa", "admin"), "revoking")?;
+    let (found, _) = ok(store.token("aaaa"), "looking up")?.ok_or("a revoked token vanished")?;
+    ensure!(
+        found.revoked_at.is_some(),
+        "a revoked token has no revocation time"
+    );
+    ensure!(
+        store.revoke_token("aaaa", "admin").is_err(),
+        "a token was revoked twice"
+    );
+    ensure!(
+        store.revoke_token("cccc", "admin").is_err(),
+        "an unknown token was revoked"
+    );
+    let log: Vec<(String, String)> = entries(&*store)?
+        .into_iter()
+        .map(|e| (e.action, e.subject))
+        .collect();
+    ensure!(
+        log == [
+            ("token-created".to_string(), "token/aaaa".to_string()),
+            ("token-created".into(), "token/bbbb".into()),
+            ("token-revoked".into(), "token/aaaa".into()),
+        ],
+        "audit entries of the tokens: {log:?}"
+    );
+    ensure!(
+        entries(&*store)?
+            .iter()
+            .all(|e| !e.detail.to_string().contains(&"1".repeat(64))),
+        "a secret hash reached the audit log"
+    );
+    Ok(())
+}
+
+fn kv(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let kv = fresh().kv();
+    let roomy = KvQuota {
+        max_keys: 100,
+        max_total_bytes: 1 << 20,
+    };
+    ok(kv.set("a", "k1", b"12345", roomy), "setting")?;
+    ok(kv.set("a", "k2", b"x", roomy), "setting")?;
+    ok(
+        kv.set("b", "k1", b"other", roomy),
+        "setting in another namespace",
+    )?;
+    ensure!(
+        ok(kv.get("a", "k1"), "getting")? == Some(b"12345".to_vec()),
+        "a value read back wrong"
+    );
+    ensure!(
+        ok(kv.get("b", "k1"), "getting")? == Some(b"other".to_vec()),
+        "namespaces are not separate"
+    );
+    let keys = ok(kv.list_keys("a", "k", 10), "listing")?;
+    ensure!(keys == ["k1", "k2"], "keys with prefix k: {keys:?}");
+    let keys = ok(kv.list_keys("a", "k", 1), "listing")?;
+    ensure!(keys == ["k1"], "the listing limit is not kept: {keys:?}");
+    ensure!(
+        ok(kv.delete("a", "k2"), "deleting")?,
+        "deleting a present key said absent"
+    );
+    ensure!(
+        !ok(kv.delete("a", "k2"), "deleting")?,
+        "deleting an absent key said present"
+    );
+
+    let two = KvQuota {
+        max_keys: 2,
+        max_total_bytes: 1 << 20,
+    };
+    ok(kv.set("q", "x", b"1", two), "setting")?;
+    ok(kv.set("q", "y", b"1", two), "setting")?;
+    ok(kv.set("q", "y", b"2", two), "replacing at the key limit")?;
+    ensure!(
+        matches!(kv.set("q", "z", b"1", two), Err(KvStoreError::Quota(_))),
+        "a key beyond max-keys was not refused as a quota"
+    );
+    ensure!(
+        ok(kv.get("q", "z"), "getting")?.is_none(),
+        "a refused write was stored"
+    );
+    let eight = KvQuota {
+        max_keys: 100,
+        max_total_bytes: 8,
+    };
+    ok(
+        kv.set("t", "ab", b"123456", eight),
+        "filling to the byte limit",
+    )?;
+    ensure!(
+        matches!(kv.set("t", "c", b"", eight), Err(KvStoreError::Quota(_))),
+        "bytes beyond max-total-bytes were not refused as a quota"
+    );
+    ok(kv.delete("t", "ab"), "deleting")?;
+    ok(
+        kv.set("t", "c", b"1234567", eight),
+        "writing into freed bytes",
+    )?;
+
+    let rt = runtime()?;
+    ok(
+        rt.block_on(kv.set_owned("a".into(), "async".into(), b"v".to_vec(), roomy)),
+        "setting from async code",
+    )?;
+    ensure!(
+        ok(kv.get("a", "async"), "getting")? == Some(b"v".to_vec()),
+        "an async write was not stored"
+    );
+    ensure!(
+        ok(
+            rt.block_on(kv.delete_owned("a".into(), "async".into())),
+            "deleting from async code"
+        )?,
+        "an async delete missed its key"
+    );
+    Ok(())
+}
+
+fn generation_watch(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let store = fresh();
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut watch = store.clone().watch_generation(Duration::from_millis(10));
+        let before = *watch.borrow_and_update();
+        let detail = json!({});
+        ok(
+            store.record_deploy(
+                &version("p", "1.0.0", "d1"),
+                &Deploy {
+                    action: "deploy",
+                    actor: "alice",
+                    canary: None,
+                    detail: &detail,
+                    seen: None,
+                },
+            ),
+            "deploying",
+        )?;
+        let changed = tokio::time::timeout(Duration::from_secs(10), watch.changed()).await;
+        ensure!(
+            matches!(changed, Ok(Ok(()))),
+            "the watch did not report the deploy"
+        );
+        let after = *watch.borrow();
+        ensure!(
+            after > before,
+            "the watched generation went {before} -> {after}"
+        );
+        Ok(())
+    })
+}

@@ -1,0 +1,439 @@
+//! The state of a host, behind one boundary of domain operations.
+//!
+//! [`StateStore`] is everything the control plane keeps: component blobs,
+//! versions and deployments with their history, the deployment generation
+//! other processes watch, per-version stats, the audit log, the review
+//! queue, API tokens and the `kv` capability's data. Each operation is a
+//! whole domain step (a deployment change *with* its audit entry, a review
+//! decision *with* its audit entry, a kv write *with* its quota check), so a
+//! backend decides how to make it atomic and no caller ever holds a
+//! transaction or a connection.
+//!
+//! [`SqliteStore`] is the embedded backend (one data directory, SQLite in
+//! WAL mode, migrations in `host/control/migrations/*.sql`). Another backend
+//! implements the same trait and proves it with [`conformance::run`], the
+//! checks the SQLite backend passes.
+//!
+//! The records below are the store's own: the review queue, the token
+//! checks and the registry build on them, the store imports none of them.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{self, NewEntry};
+use crate::capability::kv::KvStore;
+use crate::rollout::OutcomeCounts;
+use crate::types::{Action, Event};
+use crate::{Error, Result};
+
+pub mod conformance;
+mod sqlite;
+
+pub use sqlite::{SqliteKv, SqliteStore};
+
+/// A store operation that waits without holding a thread.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// The operations of a host's state. Every write that changes what the
+/// host does or decides appends its audit entry in the same atomic step:
+/// both are kept or neither is.
+pub trait StateStore: Send + Sync + 'static {
+    /// The host's local directory: the compile cache, the audit anchor and
+    /// (for the embedded backend) everything else. No manifest may grant it.
+    fn dir(&self) -> &Path;
+
+    // ---- components ---------------------------------------------------
+
+    /// Keep component bytes under their sha256 (idempotent, durable
+    /// before it returns); returns the digest.
+    fn put_blob(&self, bytes: &[u8]) -> Result<String>;
+    /// The bytes stored under `digest`, checked to still hash to it.
+    fn get_blob(&self, digest: &str) -> Result<Vec<u8>>;
+    /// Whether bytes are stored under `digest`.
+    fn has_blob(&self, digest: &str) -> bool;
+
+    // ---- deployments --------------------------------------------------
+
+    fn deployment(&self, plugin: &str) -> Result<Option<DeploymentRow>>;
+    /// Every deployment, by plugin name.
+    fn deployments(&self) -> Result<Vec<DeploymentRow>>;
+    fn version(&self, id: i64) -> Result<VersionRow>;
+    /// Versions of `plugin`, newest first.
+    fn versions_of(&self, plugin: &str) -> Result<Vec<VersionRow>>;
+    /// Changes to `plugin`'s deployment, oldest first.
+    fn history(&self, plugin: &str) -> Result<Vec<HistoryRow>>;
+    /// The deployment generation: it advances with every deployment change
+    /// committed by any process sharing this state.
+    fn generation(&self) -> Result<i64>;
+    /// Record a deployed version (reusing the row of an identical plugin,
+    /// digest and manifest) and make it serve as `deploy` says, with the
+    /// audit entry; returns the version id. The history and audit detail
+    /// get `version_id` set to it.
+    fn record_deploy(&self, version: &NewVersion<'_>, deploy: &Deploy<'_>) -> Result<i64>;
+    /// Change what serves a plugin, with its history row and audit entry.
+    /// Refused, changing nothing, when the deployment is no longer what
+    /// the change was decided on ([`Change::seen`]).
+    fn record_change(&self, change: &Change<'_>) -> Result<()>;
+
+    // ---- stats --------------------------------------------------------
+
+    /// A version's persisted outcome counts and latency histogram.
+    fn stats(&self, version_id: i64) -> Result<(OutcomeCounts, Option<Vec<u8>>)>;
+    /// Replace a version's persisted stats.
+    fn put_stats(&self, version_id: i64, outcomes: &OutcomeCounts, histogram: &[u8]) -> Result<()>;
+
+    // ---- audit --------------------------------------------------------
+
+    /// Append one audit entry, durably.
+    fn audit(&self, entry: NewEntry<'_>) -> Result<()>;
+    /// [`StateStore::audit`] for async code.
+    fn audit_async(&self, entry: NewEntry<'_>) -> StoreFuture<'_, ()>;
+    /// Entries after `after_seq`, at or after `since` (RFC 3339 or a
+    /// duration ago such as `1h`), oldest first.
+    fn audit_list(&self, after_seq: i64, since: Option<&str>) -> Result<Vec<audit::Entry>>;
+    /// Verify the whole chain and that it leads to its anchor.
+    fn audit_verify(&self) -> Result<audit::Verification>;
+
+    // ---- reviews ------------------------------------------------------
+
+    /// Queue an escalated action (audited as `escalated`); returns its id.
+    fn enqueue_review(&self, review: &NewReview<'_>) -> Result<i64>;
+    /// Reviews, newest first, at most [`REVIEWS_LISTED`]; only those with
+    /// `status` when given.
+    fn reviews(&self, status: Option<ReviewStatus>) -> Result<Vec<Review>>;
+    fn review(&self, id: i64) -> Result<Option<Review>>;
+    fn pending_reviews(&self) -> Result<u64>;
+    /// Approve or reject a pending review (audited as `review-approved` or
+    /// `review-rejected`). An unknown or already decided review is refused.
+    fn decide_review(&self, decision: &Decision<'_>) -> Result<Review>;
+    /// Record carrying out an approved review (audited as `executed` or
+    /// `execute-failed`).
+    fn record_review_result(&self, outcome: &ReviewResult<'_>) -> Result<()>;
+
+    // ---- tokens -------------------------------------------------------
+
+    /// Keep a new token with the sha256 of its secret (audited as
+    /// `token-created` by `actor`).
+    fn create_token(&self, token: &Token, secret_sha256: &str, actor: &str) -> Result<()>;
+    /// Every token, oldest first, never with its secret hash.
+    fn tokens(&self) -> Result<Vec<Token>>;
+    /// A token and its secret's sha256.
+    fn token(&self, id: &str) -> Result<Option<(Token, String)>>;
+    /// Revoke an active token (audited as `token-revoked`); an unknown or
+    /// revoked id is refused.
+    fn revoke_token(&self, id: &str, actor: &str) -> Result<()>;
+
+    // ---- kv -----------------------------------------------------------
+
+    /// The `kv` capability's storage over this state: quotas checked in
+    /// the same atomic step as each write.
+    fn kv(self: Arc<Self>) -> Arc<dyn KvStore>;
+}
+
+impl dyn StateStore {
+    /// A watch of [`StateStore::generation`], read every `every` while a
+    /// receiver is alive (needs a tokio runtime). A read that fails keeps
+    /// the last value and is logged.
+    pub fn watch_generation(self: Arc<Self>, every: Duration) -> tokio::sync::watch::Receiver<i64> {
+        let first = self.generation().unwrap_or(0);
+        let (tx, rx) = tokio::sync::watch::channel(first);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tick.tick() => {}
+                }
+                match self.generation() {
+                    Ok(g) => {
+                        tx.send_if_modified(|seen| std::mem::replace(seen, g) != g);
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "evos::store", "reading the deployment generation: {e}");
+                    }
+                }
+            }
+        });
+        rx
+    }
+}
+
+/// Most reviews one listing returns.
+pub const REVIEWS_LISTED: usize = 1000;
+
+/// A stored plugin version.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRow {
+    pub id: i64,
+    pub plugin: String,
+    pub version: String,
+    pub digest: String,
+    #[serde(skip)]
+    pub manifest: String,
+    pub manifest_origin: String,
+    #[serde(skip)]
+    pub manifest_base: String,
+    pub created_at: String,
+}
+
+/// A version to record: the manifest exactly as its source text says.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion<'a> {
+    pub plugin: &'a str,
+    pub version: &'a str,
+    pub digest: &'a str,
+    pub manifest: &'a str,
+    pub manifest_origin: &'a str,
+    pub manifest_base: &'a str,
+}
+
+/// What serves a plugin name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeploymentRow {
+    pub plugin: String,
+    pub stable_id: i64,
+    pub canary_id: Option<i64>,
+    pub canary_weight: u8,
+    pub updated_at: String,
+}
+
+/// One change to a deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub plugin: String,
+    pub at: String,
+    pub action: String,
+    pub actor: String,
+    pub version_id: Option<i64>,
+    pub stable_id: Option<i64>,
+    pub canary_id: Option<i64>,
+    pub canary_weight: u8,
+    pub detail: serde_json::Value,
+}
+
+/// The deployment a change was decided on: stable id, canary id, weight.
+pub type Seen = Option<(i64, Option<i64>, u8)>;
+
+/// A change to what serves a plugin, recorded with an audit entry of the
+/// same actor, action, subject (the plugin) and detail.
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    pub plugin: &'a str,
+    pub stable_id: i64,
+    pub canary: Option<(i64, u8)>,
+    pub action: &'a str,
+    pub actor: &'a str,
+    /// The version the change is about (deployed, promoted, rolled back to).
+    pub version_id: Option<i64>,
+    /// The component digest the audit entry names.
+    pub digest: &'a str,
+    pub detail: &'a serde_json::Value,
+    /// The deployment the change was decided on, `None` for a plugin not
+    /// yet deployed. Another process may have changed it meanwhile; then
+    /// the change is refused rather than overwriting what it never saw.
+    pub seen: Seen,
+}
+
+/// How a newly recorded version serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Deploy<'a> {
+    /// `deploy` or `canary`: the history and audit action.
+    pub action: &'a str,
+    pub actor: &'a str,
+    /// `Some((stable id, weight))`: the version becomes the canary next to
+    /// that stable version; `None`: it becomes the stable version.
+    pub canary: Option<(i64, u8)>,
+    /// History and audit detail; the store sets its `version_id`.
+    pub detail: &'a serde_json::Value,
+    pub seen: Seen,
+}
+
+/// The refusal of a change decided on a deployment that has changed since.
+pub(crate) fn stale(plugin: &str) -> Error {
+    Error::Refused(format!(
+        "the deployment of `{plugin}` was changed by another process after this host last saw it; \
+         this host has picked the change up (or will within a second): check `evos status {plugin}` and retry"
+    ))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReviewStatus {
+    Pending,
+    Approved,
+    Rejected,
+    Executed,
+    Failed,
+}
+
+impl ReviewStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewStatus::Pending => "pending",
+            ReviewStatus::Approved => "approved",
+            ReviewStatus::Rejected => "rejected",
+            ReviewStatus::Executed => "executed",
+            ReviewStatus::Failed => "failed",
+        }
+    }
+
+    /// The status a stored name stands for.
+    pub fn parse(s: &str) -> Option<ReviewStatus> {
+        Some(match s {
+            "pending" => ReviewStatus::Pending,
+            "approved" => ReviewStatus::Approved,
+            "rejected" => ReviewStatus::Rejected,
+            "executed" => ReviewStatus::Executed,
+            "failed" => ReviewStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One escalated action.
+#[derive(Debug, Clone, Serialize)]
+pub struct Review {
+    pub id: i64,
+    pub created_at: String,
+    pub status: ReviewStatus,
+    pub trace_id: String,
+    /// The connector that carries the action out when approved.
+    pub connector: Option<String>,
+    pub proposed_by: String,
+    pub action: Action,
+    pub event: Event,
+    /// Why it was escalated (`policy: reason`).
+    pub reasons: Vec<String>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    pub comment: Option<String>,
+    /// The execution receipt or error, once carried out.
+    pub result: Option<String>,
+    /// The action's position among its event's actions (the idempotency
+    /// key is `<event id>/<action index>`).
+    pub action_index: usize,
+}
+
+/// An action to queue for review.
+#[derive(Debug, Clone, Copy)]
+pub struct NewReview<'a> {
+    pub action_index: usize,
+    pub action: &'a Action,
+    pub event: &'a Event,
+    pub reasons: &'a [String],
+    pub proposed_by: &'a str,
+    pub connector: Option<&'a str>,
+}
+
+/// A reviewer's decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    pub id: i64,
+    pub approve: bool,
+    pub reviewer: &'a str,
+    pub comment: Option<&'a str>,
+}
+
+/// The outcome of carrying out an approved review.
+#[derive(Debug, Clone)]
+pub struct ReviewResult<'a> {
+    pub id: i64,
+    pub executed: bool,
+    /// The receipt or the error.
+    pub result: &'a str,
+    /// The execution step's report.
+    pub detail: serde_json::Value,
+}
+
+/// The audit entries of the review transitions, the same from every
+/// backend: (action, subject, detail).
+pub(crate) mod review_entries {
+    use serde_json::{Value, json};
+
+    use super::{Decision, NewReview, ReviewResult};
+
+    pub fn subject(id: i64) -> String {
+        format!("review/{id}")
+    }
+
+    pub fn escalated(r: &NewReview<'_>) -> Value {
+        json!({"trace_id": r.event.trace_id, "action": r.action.kind, "event_id": r.event.id, "reasons": r.reasons, "proposed_by": r.proposed_by, "connector": r.connector})
+    }
+
+    pub fn decided(
+        d: &Decision<'_>,
+        proposed_by: &str,
+        connector: Option<&str>,
+    ) -> (&'static str, Value) {
+        let action = if d.approve {
+            "review-approved"
+        } else {
+            "review-rejected"
+        };
+        (
+            action,
+            json!({"comment": d.comment, "proposed_by": proposed_by, "connector": connector}),
+        )
+    }
+
+    pub fn result(
+        r: &ReviewResult<'_>,
+        proposed_by: &str,
+        connector: Option<&str>,
+    ) -> (&'static str, Value) {
+        let action = if r.executed {
+            "executed"
+        } else {
+            "execute-failed"
+        };
+        (
+            action,
+            json!({"result": r.result, "step": r.detail, "proposed_by": proposed_by, "connector": connector}),
+        )
+    }
+}
+
+/// Who may do what with a token; see `auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Admin,
+    Deployer,
+    Invoker,
+    Reviewer,
+    Auditor,
+}
+
+/// A token as stored (never with its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Token {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub scope: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+/// Fault injection for crash-safety tests: when `EVOS_CRASHPOINT` names
+/// this point, the process announces it on stderr and stops making progress
+/// so the test can `kill -9` it right here.
+pub(crate) fn crashpoint(name: &str) {
+    if std::env::var("EVOS_CRASHPOINT").is_ok_and(|p| p == name) {
+        eprintln!("evos-crashpoint {name}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
