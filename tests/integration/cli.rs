@@ -498,3 +498,78 @@ fn run_with_an_invoke_input_says_what_run_takes() {
     );
     assert!(!root().join("plugins/claims-webhook/sample.json").exists());
 }
+
+#[test]
+fn a_shadow_from_the_cli_is_compared_then_promoted() {
+    let dir = crate::support::tempdir("cli-shadow");
+    let v11 = path(root().join("policies/versions/fraud-score-1.1.0.toml"));
+    let ok = |args: &[&str]| {
+        let out = evos_in(&dir, args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        text(&out)
+    };
+    ok(&[
+        "deploy",
+        &path(manifest_path("fraud-score")),
+        &path(component_path("fraud-score")),
+    ]);
+    let out = ok(&[
+        "deploy",
+        &v11,
+        &path(component_path("fraud-score-retrained")),
+        "--shadow",
+    ]);
+    assert!(
+        out.contains("shadow  1.1.0") && out.contains("mirroring 100%"),
+        "{out}"
+    );
+    // --share needs --shadow; --canary and --shadow exclude each other.
+    let out = evos_in(
+        &dir,
+        &[
+            "deploy",
+            &v11,
+            &path(component_path("fraud-score-retrained")),
+            "--share",
+            "5",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = evos_in(
+        &dir,
+        &[
+            "deploy",
+            &v11,
+            &path(component_path("fraud-score-retrained")),
+            "--shadow",
+            "--canary",
+            "5",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    ok(&[
+        "call",
+        "fraud-score",
+        "--input",
+        "plugins/fraud-score/traffic.jsonl",
+        "--times",
+        "40",
+    ]);
+    let out = ok(&["status", "fraud-score"]);
+    assert!(
+        out.contains("shadow vs version") && out.contains("/40 compared"),
+        "{out}"
+    );
+    let out = evos_in(&dir, &["status", "fraud-score", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let pair = &status[0]["shadow"]["agreement"][0];
+    assert_eq!(pair["compared"], 40, "{status}");
+    assert_eq!(status[0]["stable"]["calls"], 40, "{status}");
+    assert_eq!(status[0]["shadow"]["calls"], 40, "{status}");
+
+    let out = ok(&["promote", "fraud-score"]);
+    assert!(out.contains("promote fraud-score 1.1.0"), "{out}");
+    let out = ok(&["history", "fraud-score"]);
+    assert!(out.contains("shadow") && out.contains("promote"), "{out}");
+}

@@ -15,6 +15,7 @@ mod control;
 mod crash;
 mod examples;
 mod server;
+mod shadow;
 mod ui;
 // Shared with the other test target (host/test-support).
 mod support {

@@ -971,3 +971,110 @@ async fn call_stats_are_persisted_while_serving() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_deployed_through_the_api_shows_its_agreement_in_status_and_metrics() {
+    let downstream = Downstream::start(200);
+    let s = start(&downstream, |_| {}).await;
+    let t = Some(s.admin.clone());
+    let upload = |name: &'static str| {
+        let t = t.clone();
+        async move {
+            let (status, body) = req(
+                s.port,
+                "POST",
+                "/v1/components".into(),
+                t,
+                component(name),
+                vec![],
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+            json_of(&body)["digest"]
+                .as_str()
+                .expect("digest")
+                .to_string()
+        }
+    };
+    let shadow = std::fs::read_to_string(root().join("policies/versions/fraud-score-1.1.0.toml"))
+        .expect("manifest");
+    let deploy = |body: Value| {
+        let t = t.clone();
+        async move {
+            req(
+                s.port,
+                "POST",
+                "/v1/plugins/fraud-score/deploy".into(),
+                t,
+                serde_json::to_vec(&body).expect("json"),
+                vec![],
+            )
+            .await
+        }
+    };
+    // The app file deployed fraud-score 1.0.0 as the stable version.
+    let digest = upload("fraud-score-retrained").await;
+    // Canary and shadow at once, or a share without a shadow: refused.
+    let (status, body) =
+        deploy(json!({"manifest": shadow, "digest": digest, "canary": 10, "shadow": true})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = deploy(json!({"manifest": shadow, "digest": digest, "share": 10})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) =
+        deploy(json!({"manifest": shadow, "digest": digest, "shadow": true, "share": 100})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["action"], "shadow");
+
+    let input = std::fs::read(root().join("plugins/fraud-score/invoke-input.json")).expect("input");
+    for _ in 0..5 {
+        let (status, body) = req(
+            s.port,
+            "POST",
+            "/v1/plugins/fraud-score/invoke".into(),
+            t.clone(),
+            input.clone(),
+            vec![],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            json_of(&body)["version"],
+            "1.0.0",
+            "the live version answers"
+        );
+    }
+    let mut compared = 0;
+    for _ in 0..500 {
+        let (status, body) = req(
+            s.port,
+            "GET",
+            "/v1/plugins/fraud-score".into(),
+            t.clone(),
+            vec![],
+            vec![],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let v = json_of(&body);
+        let shadow = &v[0]["shadow"];
+        assert_eq!(shadow["version"], "1.1.0", "{v}");
+        compared = shadow["agreement"][0]["compared"].as_u64().unwrap_or(0);
+        if compared == 5 {
+            assert_eq!(shadow["agreement"][0]["live_version"], "1.0.0");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(compared, 5, "the shadow compared every call");
+    let (status, body) = req(s.port, "GET", "/metrics".into(), t.clone(), vec![], vec![]).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(
+            "evos_shadow_compared_total{plugin=\"fraud-score\",live_version=\"1.0.0\",shadow_version=\"1.1.0\"} 5"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("evos_calls_total{plugin=\"fraud-score\",version=\"1.1.0\",role=\"shadow\"")
+    );
+}

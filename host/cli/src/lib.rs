@@ -17,12 +17,14 @@
 //!
 //! See ARCHITECTURE.md for how they fit.
 
-pub use evos_control::{app, approval, audit, auth, breaker, pipeline, registry, review, store};
+pub use evos_control::{
+    app, approval, audit, auth, breaker, pipeline, registry, review, shadow, store,
+};
 pub use evos_core::{
     CallInput, CallOutput, CallReport, Error, Outcome, Refusal, Result, text, types,
 };
 pub use evos_runtime::{
-    Engine, EngineConfig, Manifest, Plugin, Runtime, capability, engine, inspect, manifest,
-    rollout, runtime,
+    Engine, EngineConfig, Manifest, Plugin, Runtime, capability, compare, engine, inspect,
+    manifest, rollout, runtime,
 };
 pub use evos_server::{server, telemetry};

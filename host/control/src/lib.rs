@@ -16,9 +16,10 @@ pub mod breaker;
 pub mod pipeline;
 pub mod registry;
 pub mod review;
+pub mod shadow;
 pub mod store;
 
 // The sandbox's modules under the names this crate's code uses for them.
-pub(crate) use evos_runtime::{capability, engine, manifest, rollout, runtime};
+pub(crate) use evos_runtime::{capability, compare, engine, manifest, rollout, runtime};
 
 pub use evos_core::{Error, Result, text, types};

@@ -22,11 +22,16 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::NewEntry;
+use crate::compare::Answer;
 use crate::engine::{Engine, EngineConfig};
 use crate::manifest::Manifest;
 use crate::rollout::{Breach, OutcomeCounts, Window, judge};
 use crate::runtime::{CallInput, CallReport, Plugin, Routed, Router, Runtime};
-use crate::store::{Change, Deploy, NewVersion, Seen, SqliteStore, StateStore, crashpoint};
+use crate::shadow::Shadow;
+use crate::store::{
+    Change, Deploy, DeploymentRow, NewVersion, Seen, Serving, Slot, SqliteStore, StateStore,
+    crashpoint,
+};
 use crate::{Error, Result};
 
 /// Who the host itself acts as in audit entries.
@@ -93,7 +98,7 @@ impl Live {
         })
     }
 
-    fn record(&self, report: &CallReport) {
+    pub(crate) fn record(&self, report: &CallReport) {
         if let Ok(mut w) = self.window.lock() {
             w.record(&report.outcome, report.duration_us);
         }
@@ -111,7 +116,9 @@ impl Live {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
-    fn status(&self, weight: u8) -> VersionStatus {
+    /// This version's calls, outcomes and latency; `weight` is its share
+    /// of calls in percent.
+    pub fn status(&self, weight: u8) -> VersionStatus {
         let (outcomes, calls, p50, p95, p99, fuel, usage, buckets) = match self.totals.lock() {
             Ok(t) => (
                 t.outcomes.clone(),
@@ -178,6 +185,8 @@ pub struct Route {
     pub stable: Arc<Live>,
     /// The canary and its share of calls in percent (1-100).
     pub canary: Option<(Arc<Live>, u8)>,
+    /// The shadow and the percent of live calls mirrored to it (1-100).
+    pub shadow: Option<(Arc<Shadow>, u8)>,
 }
 
 /// A version as `status` shows it.
@@ -216,6 +225,19 @@ pub struct PluginStatus {
     pub kind: String,
     pub stable: VersionStatus,
     pub canary: Option<VersionStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowStatus>,
+}
+
+/// A shadow as `status` shows it: its own calls (`weight` is its share
+/// of mirrored live calls) and how its answers compared.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowStatus {
+    #[serde(flatten)]
+    pub version: VersionStatus,
+    /// Comparisons with each live version that answered the same inputs;
+    /// the current stable version's first.
+    pub agreement: Vec<crate::shadow::PairStatus>,
 }
 
 /// The result of a control-plane change.
@@ -227,6 +249,9 @@ pub struct ChangeReport {
     pub digest: String,
     pub stable: String,
     pub canary: Option<(String, u8)>,
+    /// The shadow and the percent of live calls mirrored to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<(String, u8)>,
 }
 
 /// The deployed plugins of one data directory.
@@ -293,14 +318,52 @@ impl Registry {
             loaded: Default::default(),
         });
         for d in registry.store.deployments()? {
-            let stable = registry.load_version(d.stable_id)?;
-            let canary = match d.canary_id {
-                Some(id) => Some((registry.load_version(id)?, d.canary_weight)),
-                None => None,
-            };
-            registry.install(&d.plugin, Route { stable, canary });
+            let route = registry.build_route(&d, None)?;
+            registry.install(&d.plugin, route);
         }
         Ok(registry)
+    }
+
+    /// The route a deployment row describes, reusing the versions (and
+    /// the shadow, with its comparisons) `current` already has.
+    fn build_route(&self, d: &DeploymentRow, current: Option<&Route>) -> Result<Route> {
+        let live = |id: i64| -> Result<Arc<Live>> {
+            let reused = current.and_then(|r| {
+                std::iter::once(&r.stable)
+                    .chain(r.canary.as_ref().map(|(c, _)| c))
+                    .chain(r.shadow.as_ref().map(|(s, _)| &s.live))
+                    .find(|l| l.version_id == id)
+                    .cloned()
+            });
+            match reused {
+                Some(l) => Ok(l),
+                None => self.load_version(id),
+            }
+        };
+        let stable = live(d.stable_id)?;
+        let canary = match d.canary_id {
+            Some(id) => Some((live(id)?, d.canary_weight)),
+            None => None,
+        };
+        let shadow = match d.shadow_id {
+            Some(id) => {
+                let kept = current
+                    .and_then(|r| r.shadow.as_ref())
+                    .filter(|(s, _)| s.live.version_id == id)
+                    .map(|(s, _)| s.clone());
+                let shadow = match kept {
+                    Some(s) => s,
+                    None => Arc::new(Shadow::new(live(id)?, &*self.store, d.stable_id)),
+                };
+                Some((shadow, d.shadow_share))
+            }
+            None => None,
+        };
+        Ok(Route {
+            stable,
+            canary,
+            shadow,
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn StateStore> {
@@ -362,6 +425,10 @@ impl Registry {
                 if let Some((c, _)) = &old.canary {
                     let _ = c.flush(&*self.store);
                 }
+                if let Some((s, _)) = &old.shadow {
+                    let _ = s.live.flush(&*self.store);
+                    let _ = s.flush(&*self.store);
+                }
             }
             None => {
                 let mut map = evos_core::sync::write(&self.routes);
@@ -414,6 +481,7 @@ impl Registry {
             .route(name)
             .ok_or_else(|| Error::UnknownPlugin(name.to_string()))?;
         let (live, is_canary) = self.pick(&route, key);
+        let mirror = self.mirror_to(&route).map(|shadow| (shadow, input.clone()));
         let report = match self.me.upgrade() {
             Some(me) => {
                 self.runtime
@@ -423,7 +491,17 @@ impl Registry {
             None => self.runtime.call(&live.plugin, input).await?,
         };
         self.after_call(name, &live, is_canary, &report).await;
+        if let Some((shadow, input)) = mirror {
+            shadow.offer(&self.me, live.version_id, input, Answer::from(&report));
+        }
         Ok(report)
+    }
+
+    /// The shadow this call is mirrored to, if the route has one and the
+    /// call falls in its share.
+    fn mirror_to(&self, route: &Route) -> Option<Arc<Shadow>> {
+        let (shadow, share) = route.shadow.as_ref()?;
+        (self.next_random() % 100 < u64::from(*share)).then(|| shadow.clone())
     }
 
     async fn after_call(&self, name: &str, live: &Arc<Live>, is_canary: bool, report: &CallReport) {
@@ -496,11 +574,15 @@ impl Registry {
             "evidence": breach,
             "policy": canary.plugin.manifest().rollout,
         });
+        let next = Route {
+            stable: route.stable.clone(),
+            canary: None,
+            shadow: route.shadow.clone(),
+        };
         self.switch(
             &Change {
                 plugin: name,
-                stable_id: route.stable.version_id,
-                canary: None,
+                serving: serving(&next),
                 action: "auto-rollback",
                 actor: HOST_ACTOR,
                 version_id: Some(canary_id),
@@ -508,10 +590,7 @@ impl Registry {
                 digest: canary.plugin.digest(),
                 seen: seen(&route),
             },
-            Route {
-                stable: route.stable.clone(),
-                canary: None,
-            },
+            next,
         )?;
         tracing::warn!(target: "evos::registry", plugin = name, "canary rolled back: {}", breach.summary());
         Ok(())
@@ -557,12 +636,26 @@ impl Registry {
         canary: Option<u8>,
         actor: &str,
     ) -> Result<ChangeReport> {
+        let slot = canary.map_or(Slot::Stable, Slot::Canary);
+        self.deploy_to(manifest, bytes, what, slot, actor).await
+    }
+
+    /// [`Registry::deploy`] to any slot: the stable version, a canary, or
+    /// a shadow mirroring a share of the live calls.
+    pub async fn deploy_to(
+        &self,
+        manifest: Manifest,
+        bytes: &[u8],
+        what: &str,
+        slot: Slot,
+        actor: &str,
+    ) -> Result<ChangeReport> {
         let _guard = self.control.lock().await;
         // What runs is exactly what is stored: the manifest as its source
         // text says, whatever was changed on the value in memory.
         let manifest = Manifest::parse(&manifest.source, &manifest.origin, &manifest.base)?;
         let name = manifest.name().to_string();
-        let result = self.validate(&manifest, bytes, what, canary).await;
+        let result = self.validate(&manifest, bytes, what, slot).await;
         let (plugin, current) = match result {
             Ok(ok) => ok,
             Err(e) => {
@@ -573,16 +666,23 @@ impl Registry {
         crashpoint("deploy:before-blob");
         let digest = self.store.put_blob(bytes)?;
         crashpoint("deploy:after-blob");
-        let action = if canary.is_some() { "canary" } else { "deploy" };
+        let (action, weight, share) = match slot {
+            Slot::Stable => ("deploy", None, None),
+            Slot::Canary(w) => ("canary", Some(w), None),
+            Slot::Shadow(s) => ("shadow", None, Some(s)),
+        };
         let version = manifest.plugin.version.to_string();
         let base = manifest.base.display().to_string();
-        let detail = json!({
+        let mut detail = json!({
             "version": version,
-            "weight": canary,
+            "weight": weight,
             "manifest": manifest.origin,
             "grants": grants_summary(&manifest),
             "replaces": current.as_ref().map(|c| c.stable.plugin.version()),
         });
+        if let (Some(share), Some(fields)) = (share, detail.as_object_mut()) {
+            fields.insert("shadow-share".into(), share.into());
+        }
         let version_id = self.store.record_deploy(
             &NewVersion {
                 plugin: &name,
@@ -595,24 +695,31 @@ impl Registry {
             &Deploy {
                 action,
                 actor,
-                canary: match (canary, &current) {
-                    (Some(w), Some(cur)) => Some((cur.stable.version_id, w)),
-                    _ => None,
-                },
+                slot,
                 detail: &detail,
                 seen: current.as_deref().and_then(seen),
             },
         )?;
         crashpoint("deploy:before-swap");
         let live = Arc::new(Live::new(version_id, plugin, &*self.store)?);
-        let route = match (canary, current) {
-            (Some(w), Some(cur)) => Route {
+        let route = match (slot, current) {
+            (Slot::Canary(w), Some(cur)) => Route {
                 stable: cur.stable.clone(),
                 canary: Some((live, w)),
+                shadow: cur.shadow.clone(),
+            },
+            (Slot::Shadow(share), Some(cur)) => Route {
+                stable: cur.stable.clone(),
+                canary: cur.canary.clone(),
+                shadow: Some((
+                    Arc::new(Shadow::new(live, &*self.store, cur.stable.version_id)),
+                    share,
+                )),
             },
             _ => Route {
                 stable: live,
                 canary: None,
+                shadow: None,
             },
         };
         let report = change_report(&name, action, &route, version_id);
@@ -625,10 +732,10 @@ impl Registry {
         manifest: &Manifest,
         bytes: &[u8],
         what: &str,
-        canary: Option<u8>,
+        slot: Slot,
     ) -> Result<(Arc<Plugin>, Option<Arc<Route>>)> {
         let current = self.route(manifest.name());
-        if let Some(w) = canary {
+        if let Slot::Canary(w) = slot {
             if !(1..=100).contains(&w) {
                 return Err(Error::Refused(format!(
                     "--canary {w}: the canary weight is a percentage from 1 to 100"
@@ -641,12 +748,34 @@ impl Registry {
                 )));
             }
         }
+        if let Slot::Shadow(share) = slot {
+            if !(1..=100).contains(&share) {
+                return Err(Error::Refused(format!(
+                    "--share {share}: the shadow's share of live calls is a percentage from 1 to 100"
+                )));
+            }
+            if current.is_none() {
+                return Err(Error::Refused(format!(
+                    "`{}` has no stable version to shadow; deploy it without --shadow first",
+                    manifest.name()
+                )));
+            }
+            if manifest.kind() == crate::manifest::Kind::Connector {
+                return Err(Error::Refused(format!(
+                    "`{}` is a connector: connectors carry actions out, so they are rolled out with --canary; shadow agents, model adapters and policies",
+                    manifest.name()
+                )));
+            }
+        }
         if let Some(cur) = &current {
             let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
             let same = |live: &Live| {
                 live.plugin.digest() == digest && live.plugin.manifest().source == manifest.source
             };
-            if same(&cur.stable) || cur.canary.as_ref().is_some_and(|(c, _)| same(c)) {
+            if same(&cur.stable)
+                || cur.canary.as_ref().is_some_and(|(c, _)| same(c))
+                || cur.shadow.as_ref().is_some_and(|(s, _)| same(&s.live))
+            {
                 return Err(Error::Refused(format!(
                     "this exact version of `{}` ({} with the same manifest) is already deployed",
                     manifest.name(),
@@ -669,24 +798,51 @@ impl Registry {
         Ok((plugin, current))
     }
 
-    /// Make the canary the stable version.
+    /// Make the canary the stable version; without a canary, the shadow
+    /// (which then stops being mirrored to).
     pub async fn promote(&self, name: &str, actor: &str) -> Result<ChangeReport> {
         let _guard = self.control.lock().await;
         let route = self
             .route(name)
             .ok_or_else(|| Error::UnknownPlugin(name.to_string()))?;
-        let Some((canary, weight)) = &route.canary else {
-            return Err(Error::Refused(format!("`{name}` has no canary to promote")));
+        let (canary, next) = match (&route.canary, &route.shadow) {
+            (Some((canary, _)), _) => (
+                canary.clone(),
+                Route {
+                    stable: canary.clone(),
+                    canary: None,
+                    shadow: route.shadow.clone(),
+                },
+            ),
+            (None, Some((shadow, _))) => (
+                shadow.live.clone(),
+                Route {
+                    stable: shadow.live.clone(),
+                    canary: None,
+                    shadow: None,
+                },
+            ),
+            (None, None) => {
+                return Err(Error::Refused(format!(
+                    "`{name}` has no canary or shadow to promote"
+                )));
+            }
         };
         let detail = json!({
-            "promoted": {"version": canary.plugin.version(), "digest": canary.plugin.digest(), "weight": weight},
+            "promoted": {
+                "version": canary.plugin.version(),
+                "digest": canary.plugin.digest(),
+                "from": if route.canary.is_some() { "canary" } else { "shadow" },
+                "weight": route.canary.as_ref().map(|(_, w)| *w),
+                "agreement": route.shadow.as_ref().filter(|(s, _)| s.live.version_id == canary.version_id)
+                    .map(|(s, _)| s.agreement(route.stable.version_id)),
+            },
             "replaced": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
         });
         self.switch(
             &Change {
                 plugin: name,
-                stable_id: canary.version_id,
-                canary: None,
+                serving: serving(&next),
                 action: "promote",
                 actor,
                 version_id: Some(canary.version_id),
@@ -694,10 +850,7 @@ impl Registry {
                 digest: canary.plugin.digest(),
                 seen: seen(&route),
             },
-            Route {
-                stable: canary.clone(),
-                canary: None,
-            },
+            next,
         )
     }
 
@@ -732,11 +885,15 @@ impl Registry {
                 "removed": {"version": canary.plugin.version(), "digest": canary.plugin.digest()},
                 "stable": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
             });
+            let next = Route {
+                stable: route.stable.clone(),
+                canary: None,
+                shadow: route.shadow.clone(),
+            };
             return self.switch(
                 &Change {
                     plugin: name,
-                    stable_id: route.stable.version_id,
-                    canary: None,
+                    serving: serving(&next),
                     action: "rollback",
                     actor,
                     version_id: Some(canary.version_id),
@@ -744,10 +901,32 @@ impl Registry {
                     digest: canary.plugin.digest(),
                     seen: seen(&route),
                 },
-                Route {
-                    stable: route.stable.clone(),
-                    canary: None,
+                next,
+            );
+        }
+        if let (None, Some((shadow, share))) = (to, &route.shadow) {
+            let detail = json!({
+                "removed": {"version": shadow.live.plugin.version(), "digest": shadow.live.plugin.digest(), "shadow": true, "share": share},
+                "stable": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
+                "agreement": shadow.agreement(route.stable.version_id),
+            });
+            let next = Route {
+                stable: route.stable.clone(),
+                canary: None,
+                shadow: None,
+            };
+            return self.switch(
+                &Change {
+                    plugin: name,
+                    serving: serving(&next),
+                    action: "rollback",
+                    actor,
+                    version_id: Some(shadow.live.version_id),
+                    detail: &detail,
+                    digest: shadow.live.plugin.digest(),
+                    seen: seen(&route),
                 },
+                next,
             );
         }
 
@@ -783,11 +962,15 @@ impl Registry {
             "grants": grants_summary(target.plugin.manifest()),
             "forced": force,
         });
+        let next = Route {
+            stable: target.clone(),
+            canary: None,
+            shadow: route.shadow.clone(),
+        };
         self.switch(
             &Change {
                 plugin: name,
-                stable_id: target_id,
-                canary: None,
+                serving: serving(&next),
                 action: "rollback",
                 actor,
                 version_id: Some(target_id),
@@ -795,10 +978,7 @@ impl Registry {
                 digest: target.plugin.digest(),
                 seen: seen(&route),
             },
-            Route {
-                stable: target.clone(),
-                canary: None,
-            },
+            next,
         )
     }
 
@@ -846,33 +1026,11 @@ impl Registry {
         let mut changed = Vec::new();
         for d in self.store.deployments()? {
             let current = self.route(&d.plugin);
-            let wanted = (d.stable_id, d.canary_id, d.canary_weight);
-            if current.as_deref().and_then(seen) == Some(wanted) {
+            if current.as_deref().and_then(seen) == Some(d.serving()) {
                 continue;
             }
-            let reuse = |id: i64| {
-                current.as_ref().and_then(|r| {
-                    std::iter::once(&r.stable)
-                        .chain(r.canary.as_ref().map(|(c, _)| c))
-                        .find(|l| l.version_id == id)
-                        .cloned()
-                })
-            };
-            let stable = match reuse(d.stable_id) {
-                Some(l) => l,
-                None => self.load_version(d.stable_id)?,
-            };
-            let canary = match d.canary_id {
-                Some(id) => Some((
-                    match reuse(id) {
-                        Some(l) => l,
-                        None => self.load_version(id)?,
-                    },
-                    d.canary_weight,
-                )),
-                None => None,
-            };
-            blocking(|| self.install(&d.plugin, Route { stable, canary }));
+            let route = self.build_route(&d, current.as_deref())?;
+            blocking(|| self.install(&d.plugin, route));
             changed.push(d.plugin);
         }
         Ok(changed)
@@ -899,10 +1057,52 @@ impl Registry {
                     kind: route.stable.plugin.kind().to_string(),
                     stable: route.stable.status(100 - canary_weight),
                     canary: route.canary.as_ref().map(|(c, w)| c.status(*w)),
+                    shadow: route.shadow.as_ref().map(|(s, share)| {
+                        let mut agreement = s.pairs();
+                        agreement.sort_by_key(|p| p.live_version_id != route.stable.version_id);
+                        for pair in &mut agreement {
+                            pair.live_version = std::iter::once(&route.stable)
+                                .chain(route.canary.as_ref().map(|(c, _)| c))
+                                .find(|l| l.version_id == pair.live_version_id)
+                                .map(|l| l.plugin.version().to_string())
+                                .or_else(|| {
+                                    self.store
+                                        .version(pair.live_version_id)
+                                        .ok()
+                                        .map(|v| v.version)
+                                })
+                                .unwrap_or_else(|| pair.live_version_id.to_string());
+                        }
+                        ShadowStatus {
+                            version: s.live.status(*share),
+                            agreement,
+                        }
+                    }),
                 });
             }
         }
         Ok(out)
+    }
+
+    /// Wait until every mirrored call queued so far has run on its shadow,
+    /// at most `limit`; whether they all did. A short-lived process (a CLI
+    /// `call`) waits here so its shadows see its traffic.
+    pub async fn drain_shadows(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let pending: u64 = self
+                .routes()
+                .values()
+                .filter_map(|r| r.load().shadow.as_ref().map(|(s, _)| s.pending()))
+                .sum();
+            if pending == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Persist every live version's outcome counts and latency histogram.
@@ -912,6 +1112,10 @@ impl Registry {
             route.stable.flush(&*self.store)?;
             if let Some((c, _)) = &route.canary {
                 c.flush(&*self.store)?;
+            }
+            if let Some((s, _)) = &route.shadow {
+                s.live.flush(&*self.store)?;
+                s.flush(&*self.store)?;
             }
         }
         Ok(())
@@ -937,10 +1141,17 @@ impl Router for Registry {
         let route = self.route(name)?;
         let (live, is_canary) = self.pick(&route, None);
         let plugin = live.plugin.clone();
+        let mirror = self.mirror_to(&route).map(|shadow| {
+            let (registry, live_id) = (self.me.clone(), live.version_id);
+            Box::new(move |input: CallInput, report: &CallReport| {
+                shadow.offer(&registry, live_id, input, Answer::from(report));
+            }) as crate::runtime::Mirror
+        });
         let name = name.to_string();
         let weak = self.me.clone();
         Some(Routed {
             plugin,
+            mirror,
             on_done: Box::new(move |report: &CallReport| {
                 let Some(registry) = weak.upgrade() else {
                     return;
@@ -964,11 +1175,19 @@ impl Router for Registry {
 
 /// The deployment a route was built from.
 fn seen(route: &Route) -> Seen {
-    Some((
-        route.stable.version_id,
-        route.canary.as_ref().map(|(c, _)| c.version_id),
-        route.canary.as_ref().map_or(0, |(_, w)| *w),
-    ))
+    Some(serving(route))
+}
+
+/// The versions a route serves, as the store records them.
+fn serving(route: &Route) -> Serving {
+    Serving {
+        stable_id: route.stable.version_id,
+        canary: route.canary.as_ref().map(|(c, w)| (c.version_id, *w)),
+        shadow: route
+            .shadow
+            .as_ref()
+            .map(|(s, share)| (s.live.version_id, *share)),
+    }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -994,11 +1213,11 @@ fn grants_summary(m: &Manifest) -> serde_json::Value {
 }
 
 fn change_report(name: &str, action: &str, route: &Route, version_id: i64) -> ChangeReport {
-    let subject = if route.stable.version_id == version_id {
-        &route.stable
-    } else {
-        route.canary.as_ref().map_or(&route.stable, |(c, _)| c)
-    };
+    let subject = std::iter::once(&route.stable)
+        .chain(route.canary.as_ref().map(|(c, _)| c))
+        .chain(route.shadow.as_ref().map(|(s, _)| &s.live))
+        .find(|l| l.version_id == version_id)
+        .unwrap_or(&route.stable);
     ChangeReport {
         plugin: name.to_string(),
         action: action.to_string(),
@@ -1013,6 +1232,16 @@ fn change_report(name: &str, action: &str, route: &Route, version_id: i64) -> Ch
             (
                 format!("{} ({})", c.plugin.version(), short(c.plugin.digest())),
                 *w,
+            )
+        }),
+        shadow: route.shadow.as_ref().map(|(s, share)| {
+            (
+                format!(
+                    "{} ({})",
+                    s.live.plugin.version(),
+                    short(s.live.plugin.digest())
+                ),
+                *share,
             )
         }),
     }

@@ -269,6 +269,10 @@ pub struct CallReport {
     /// Calls this call made through the host (e.g. model adapters).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nested: Vec<CallReport>,
+    /// Effects a shadow call attempted and the host suppressed (outgoing
+    /// requests and connections); always empty for live calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressed: Vec<Refusal>,
 }
 
 fn is_zero(n: &u64) -> bool {

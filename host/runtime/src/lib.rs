@@ -18,6 +18,7 @@
 
 mod bindings;
 pub mod capability;
+pub mod compare;
 mod convert;
 pub mod engine;
 pub mod inspect;

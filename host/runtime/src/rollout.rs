@@ -48,6 +48,10 @@ pub struct RolloutPolicy {
         with = "humantime_serde_compat"
     )]
     pub p95_slack: Duration,
+    /// How a candidate's answers are compared with the stable version's
+    /// (`[rollout.compare]`; see [`crate::compare`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<crate::compare::Compare>,
 }
 
 impl RolloutPolicy {
@@ -94,6 +98,9 @@ impl RolloutPolicy {
         if self.window < Duration::from_millis(100) {
             return Err("[rollout] window must be at least 100ms".into());
         }
+        if let Some(c) = &self.compare {
+            c.validate()?;
+        }
         Ok(())
     }
 }
@@ -107,6 +114,7 @@ impl Default for RolloutPolicy {
             max_trap_rate: Self::default_trap_rate(),
             max_p95_ratio: Self::default_p95_ratio(),
             p95_slack: Self::default_slack(),
+            compare: None,
         }
     }
 }

@@ -161,7 +161,14 @@ impl Caller for Runtime {
 pub struct Routed {
     pub plugin: Arc<Plugin>,
     pub on_done: Box<dyn FnOnce(&CallReport) + Send>,
+    /// When the call should also reach a shadow version: given a copy of
+    /// the input and the live report once the call answered. Not called
+    /// for calls made by a shadow.
+    pub mirror: Option<Mirror>,
 }
+
+/// Hands a copy of a call's input and its report to a shadow version.
+pub type Mirror = Box<dyn FnOnce(CallInput, &CallReport) + Send>;
 
 /// The host runtime: an engine, the kv store and the loaded plugins.
 /// Cheap to clone; clones share everything.
@@ -251,6 +258,11 @@ impl Runtime {
 
     /// Compile, check, link and pre-instantiate a plugin. Nothing is
     /// registered; see [`Runtime::register`].
+    /// The storage behind the `kv` capability of the calls this runtime makes.
+    pub fn kv(&self) -> &Arc<dyn KvStore> {
+        &self.inner.kv
+    }
+
     pub fn load(&self, manifest: Manifest, bytes: &[u8], what: &str) -> Result<Arc<Plugin>> {
         let engine = &self.inner.engine;
         engine.check_size(bytes, what)?;
@@ -346,6 +358,7 @@ impl Runtime {
             None => self.get(name).map(|plugin| Routed {
                 plugin,
                 on_done: Box::new(|_| {}),
+                mirror: None,
             }),
         }
     }
@@ -354,7 +367,7 @@ impl Runtime {
     /// starts within its limits before it can receive traffic.
     pub async fn smoke(&self, plugin: &Arc<Plugin>) -> Result<()> {
         let limits = &plugin.manifest.limits;
-        let mut store = self.new_store(plugin, 0, None)?;
+        let mut store = self.new_store(plugin, 0, None, false)?;
         let instantiate = plugin.pre.instantiate_async(&mut store);
         match tokio::time::timeout(limits.timeout.0, instantiate).await {
             Ok(Ok(_)) => Ok(()),
@@ -388,7 +401,7 @@ impl Runtime {
                 message: format!("a {} input was given", input.kind()),
             });
         }
-        Ok(self.call_nested(plugin, input, 0, None).await)
+        Ok(self.call_nested(plugin, input, 0, None, false).await)
     }
 
     /// [`Runtime::call`], with the calls the plugin makes by name (an
@@ -408,7 +421,32 @@ impl Runtime {
                 message: format!("a {} input was given", input.kind()),
             });
         }
-        Ok(self.call_nested(plugin, input, 0, Some(router)).await)
+        Ok(self
+            .call_nested(plugin, input, 0, Some(router), false)
+            .await)
+    }
+
+    /// Call `plugin` as a shadow: with the same input and grants as a live
+    /// call, but without effects. Its kv writes go to an overlay dropped
+    /// when the call ends (reads see live data), the outgoing requests and
+    /// connections its grants allow are not made and are reported in
+    /// [`CallReport::suppressed`], granted directories are read-only, and
+    /// its model calls run as shadow calls of the versions `router` (or
+    /// the runtime) resolves, outside their stats.
+    pub async fn call_shadow(
+        &self,
+        plugin: &Arc<Plugin>,
+        input: CallInput,
+        router: Option<Arc<dyn Router>>,
+    ) -> Result<CallReport> {
+        if input.kind() != plugin.kind() {
+            return Err(Error::Input {
+                plugin: plugin.name().to_string(),
+                kind: plugin.kind().to_string(),
+                message: format!("a {} input was given", input.kind()),
+            });
+        }
+        Ok(self.call_nested(plugin, input, 0, router, true).await)
     }
 
     pub(crate) async fn call_nested(
@@ -417,13 +455,14 @@ impl Runtime {
         input: CallInput,
         depth: u32,
         router: Option<Arc<dyn Router>>,
+        shadow: bool,
     ) -> CallReport {
         // The semaphore is never closed, so acquiring only waits.
         let _permit = plugin.concurrency.acquire().await.ok();
         let start = Instant::now();
         let limits = &plugin.manifest.limits;
 
-        let mut store = match self.new_store(plugin, depth, router) {
+        let mut store = match self.new_store(plugin, depth, router, shadow) {
             Ok(store) => store,
             Err(e) => {
                 return self.report(
@@ -453,6 +492,7 @@ impl Runtime {
         let mut refusals = state.refusals;
         refusals.extend(state.caps.http.hooks.refusals.take());
         refusals.extend(state.wasi.socket_refusals.take());
+        let suppressed = state.suppressed.map(|s| s.take()).unwrap_or_default();
         let mut logs = state.caps.log.lines;
         let pipes = state
             .wasi
@@ -516,6 +556,7 @@ impl Runtime {
             logs,
             log_lines_suppressed: state.caps.log.suppressed,
             nested: state.caps.models.nested,
+            suppressed,
         }
     }
 
@@ -527,12 +568,14 @@ impl Runtime {
         plugin: &Plugin,
         depth: u32,
         router: Option<Arc<dyn Router>>,
+        shadow: bool,
     ) -> Result<Store<PluginState>> {
         let grants = &plugin.grants;
         let limits = &plugin.manifest.limits;
         let engine = &self.inner.engine;
+        let suppressed = shadow.then(crate::capability::SharedRefusals::default);
         let state = PluginState {
-            wasi: LazyWasi::new(grants.clone(), STDIO_CAPACITY),
+            wasi: LazyWasi::new(grants.clone(), STDIO_CAPACITY, suppressed.clone()),
             table: ResourceTable::new(),
             limiter: Limiter::new(limits.memory.0 as usize),
             refusals: Vec::new(),
@@ -543,7 +586,9 @@ impl Runtime {
                 runtime: self,
                 router,
                 depth,
+                shadow: suppressed.as_ref(),
             }),
+            suppressed,
         };
         let mut store = Store::new(engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
@@ -586,6 +631,7 @@ impl Runtime {
             logs: Vec::new(),
             log_lines_suppressed: 0,
             nested: Vec::new(),
+            suppressed: Vec::new(),
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct PluginState {
     pub(crate) table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) refusals: Vec<Refusal>,
+    /// A shadow call's suppressed effects; `None` for a live call.
+    pub(crate) suppressed: Option<SocketRefusals>,
     pub(crate) caps: CapabilityStates,
 }
 
@@ -97,17 +99,24 @@ pub(crate) struct LazyWasi {
     pub(crate) output: Option<(CapturedOutput, CapturedOutput)>,
     /// What the `sockets` address check refused during the call.
     pub(crate) socket_refusals: SocketRefusals,
+    /// A shadow call's suppressed effects.
+    shadow: Option<SocketRefusals>,
 }
 
 impl LazyWasi {
     /// `capacity`: bytes of stdout and of stderr kept per call.
-    pub(crate) fn new(grants: Arc<Grants>, capacity: usize) -> Self {
+    pub(crate) fn new(
+        grants: Arc<Grants>,
+        capacity: usize,
+        shadow: Option<SocketRefusals>,
+    ) -> Self {
         LazyWasi {
             ctx: None,
             grants,
             capacity,
             output: None,
             socket_refusals: SocketRefusals::default(),
+            shadow,
         }
     }
 
@@ -118,6 +127,7 @@ impl LazyWasi {
             capacity,
             output,
             socket_refusals,
+            shadow,
         } = self;
         ctx.get_or_insert_with(|| {
             let (stdout, stderr) = output.get_or_insert_with(|| {
@@ -137,6 +147,7 @@ impl LazyWasi {
                 &mut CallSetup {
                     wasi: &mut builder,
                     socket_refusals,
+                    shadow: shadow.as_ref(),
                 },
             ) {
                 Ok(()) => builder.build(),

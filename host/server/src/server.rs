@@ -50,6 +50,7 @@ use crate::pipeline::{self, RunOptions};
 use crate::registry::Registry;
 use crate::review::{ReviewQueue, ReviewStatus};
 use crate::runtime::CallInput;
+use crate::store::Slot;
 use crate::{Error, Result};
 
 /// Settings of a server.
@@ -1008,6 +1009,11 @@ struct DeployRequest {
     /// sha256 of a component uploaded to /v1/components.
     digest: String,
     canary: Option<u8>,
+    /// Deploy as a shadow mirroring `share` percent (default 100) of the
+    /// live calls.
+    #[serde(default)]
+    shadow: bool,
+    share: Option<u8>,
 }
 
 async fn deploy(
@@ -1066,13 +1072,32 @@ async fn deploy(
             format!("no uploaded component {}", req.digest),
         )
     })?;
+    let slot = match (req.canary, req.shadow, req.share) {
+        (Some(_), true, _) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "a version is deployed as a canary or as a shadow, not both: drop `canary` or `shadow`",
+            ));
+        }
+        (_, false, Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "`share` is the shadow's share of live calls: set \"shadow\": true with it",
+            ));
+        }
+        (Some(w), false, None) => Slot::Canary(w),
+        (None, true, share) => Slot::Shadow(share.unwrap_or(100)),
+        (None, false, None) => Slot::Stable,
+    };
     let report = host
         .registry
-        .deploy(
+        .deploy_to(
             manifest,
             &bytes,
             &req.digest,
-            req.canary,
+            slot,
             &format!("token/{}", token.id),
         )
         .await?;

@@ -85,6 +85,72 @@ pub struct Snapshot<'a> {
     pub pending_reviews: u64,
 }
 
+/// A metric of a shadow pair: name, type, help, value.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::shadow::PairStatus) -> Option<f64>,
+);
+
+/// How each shadow's answers compared with the live versions'.
+fn shadows(out: &mut String, status: &[PluginStatus]) {
+    let pairs: Vec<_> = status
+        .iter()
+        .flat_map(|p| p.shadow.iter().map(move |s| (p, s)))
+        .flat_map(|(p, s)| s.agreement.iter().map(move |pair| (p, s, pair)))
+        .collect();
+    let labels =
+        |p: &PluginStatus, s: &crate::registry::ShadowStatus, pair: &crate::shadow::PairStatus| {
+            format!(
+                "plugin=\"{}\",live_version=\"{}\",shadow_version=\"{}\"",
+                label(&p.plugin),
+                label(&pair.live_version),
+                label(&s.version.version)
+            )
+        };
+    let series: [Series; 5] = [
+        (
+            "evos_shadow_compared_total",
+            "counter",
+            "Live calls whose shadow answer was compared.",
+            |p| Some(p.agreement.compared as f64),
+        ),
+        (
+            "evos_shadow_agreed_total",
+            "counter",
+            "Compared shadow answers that agreed with the live answer.",
+            |p| Some(p.agreement.agreed as f64),
+        ),
+        (
+            "evos_shadow_agreement_ratio",
+            "gauge",
+            "Share of compared shadow answers that agreed with the live answer.",
+            |p| p.agreement_rate,
+        ),
+        (
+            "evos_shadow_decision_shift_ratio",
+            "gauge",
+            "Share of compared answers whose class (decision, action kinds, label) changed.",
+            |p| p.decision_shift,
+        ),
+        (
+            "evos_shadow_shed_total",
+            "counter",
+            "Mirrored calls dropped because the shadow's queue was full.",
+            |p| Some(p.agreement.shed as f64),
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        family(out, name, kind, help);
+        for (p, s, pair) in &pairs {
+            if let Some(v) = value(pair) {
+                let _ = writeln!(out, "{name}{{{}}} {v}", labels(p, s, pair));
+            }
+        }
+    }
+}
+
 /// Render what a token scoped to `scope` may see of `snapshot`: the
 /// series of plugins (and connectors) inside its scope, and the host-wide
 /// series (pipeline totals, the review queue) only for `*`.
@@ -107,6 +173,7 @@ pub fn render(snapshot: Snapshot<'_>, scope: &str) -> String {
         .flat_map(|p| {
             std::iter::once((p, &p.stable, "stable"))
                 .chain(p.canary.iter().map(move |c| (p, c, "canary")))
+                .chain(p.shadow.iter().map(move |s| (p, &s.version, "shadow")))
         })
         .collect();
     for (p, v, role) in &versions {
@@ -120,6 +187,7 @@ pub fn render(snapshot: Snapshot<'_>, scope: &str) -> String {
             );
         }
     }
+    shadows(&mut out, &status);
     family(
         &mut out,
         "evos_call_duration_seconds",

@@ -44,6 +44,9 @@ fn print_change(r: &ChangeReport, json: bool) -> Result<()> {
         Some((c, w)) => say!("  canary  {c} at {w}%"),
         None => say!("  canary  none"),
     }
+    if let Some((s, share)) = &r.shadow {
+        say!("  shadow  {s} mirroring {share}% of live calls");
+    }
     Ok(())
 }
 
@@ -54,11 +57,33 @@ pub struct DeployArgs {
     /// The component (.wasm).
     component: PathBuf,
     /// Deploy as a canary receiving this percentage of calls (1-100).
-    #[arg(long, value_name = "PERCENT")]
+    #[arg(long, value_name = "PERCENT", conflicts_with = "shadow")]
     canary: Option<u8>,
+    /// Deploy as a shadow: it gets a copy of live calls after they
+    /// answered, runs without effects, and its answers are compared with
+    /// the live ones (see `status`).
+    #[arg(long)]
+    shadow: bool,
+    /// The percentage of live calls mirrored to the shadow (1-100).
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        requires = "shadow",
+        default_value_t = 100
+    )]
+    share: u8,
     /// Print the result as JSON (for scripts and CI).
     #[arg(long)]
     json: bool,
+}
+
+fn slot(args: &DeployArgs) -> evos::store::Slot {
+    use evos::store::Slot;
+    match (args.canary, args.shadow) {
+        (Some(w), _) => Slot::Canary(w),
+        (None, true) => Slot::Shadow(args.share),
+        (None, false) => Slot::Stable,
+    }
 }
 
 pub async fn deploy(cli: &Cli, args: &DeployArgs) -> Result<Exit> {
@@ -67,7 +92,7 @@ pub async fn deploy(cli: &Cli, args: &DeployArgs) -> Result<Exit> {
     let registry = open(cli)?;
     let what = args.component.display().to_string();
     match registry
-        .deploy(manifest, &bytes, &what, args.canary, &actor())
+        .deploy_to(manifest, &bytes, &what, slot(args), &actor())
         .await
     {
         Ok(report) => {
@@ -163,8 +188,9 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
     }
     for p in &status {
         say!("{} ({})", p.plugin, p.kind);
-        for (role, v) in
-            std::iter::once(("stable", &p.stable)).chain(p.canary.iter().map(|c| ("canary", c)))
+        for (role, v) in std::iter::once(("stable", &p.stable))
+            .chain(p.canary.iter().map(|c| ("canary", c)))
+            .chain(p.shadow.iter().map(|s| ("shadow", &s.version)))
         {
             let outcomes: Vec<String> =
                 v.outcomes.iter().map(|(k, n)| format!("{k}={n}")).collect();
@@ -179,6 +205,24 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
                 v.p99_us,
                 outcomes.join(" ")
             );
+        }
+        for pair in p.shadow.iter().flat_map(|s| &s.agreement) {
+            let a = &pair.agreement;
+            let pct = |r: Option<f64>| r.map_or("-".into(), |r| format!("{:.1}%", r * 100.0));
+            say!(
+                "  shadow vs version {}: agreement {} ({}/{} compared), decision shift {} ({}/{}), shed {}",
+                pair.live_version_id,
+                pct(pair.agreement_rate),
+                a.agreed,
+                a.compared,
+                pct(pair.decision_shift),
+                a.shifted,
+                a.classed,
+                a.shed
+            );
+            for (classes, n) in &a.confusion {
+                say!("    {classes}: {n}");
+            }
         }
     }
     Ok(Exit::Success)
@@ -219,10 +263,17 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     for h in rows {
-        let canary = match h.canary_id {
+        let mut canary = match h.canary_id {
             Some(_) => format!(" canary {} at {}%", label(h.canary_id), h.canary_weight),
             None => String::new(),
         };
+        if h.shadow_id.is_some() {
+            canary.push_str(&format!(
+                " shadow {} at {}%",
+                label(h.shadow_id),
+                h.shadow_share
+            ));
+        }
         say!(
             "{}  {:<14} by {:<12} stable {}{canary}",
             h.at,
@@ -308,6 +359,14 @@ pub async fn call(cli: &Cli, args: &CallArgs) -> Result<Exit> {
             .entry(report.outcome.name().to_string())
             .or_default() += 1;
         last = Some(report);
+    }
+    if !registry
+        .drain_shadows(std::time::Duration::from_secs(60))
+        .await
+    {
+        shout!(
+            "some mirrored calls had not run on their shadow after 60s; their comparisons are lost"
+        );
     }
     registry.flush_stats()?;
     if args.times == 1

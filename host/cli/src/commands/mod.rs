@@ -67,7 +67,7 @@ enum Command {
     Invoke(invoke::Args),
     /// Drive input through the app's pipeline: connector -> agents -> policies -> action.
     Run(run::Args),
-    /// Deploy a version as stable, or as a canary with --canary <percent>.
+    /// Deploy a version as stable, as a canary (--canary <percent>) or as a shadow (--shadow).
     Deploy(control::DeployArgs),
     /// Make the canary the stable version.
     Promote(control::PromoteArgs),

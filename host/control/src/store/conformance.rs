@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    Change, Decision, Deploy, NewReview, NewVersion, ReviewResult, ReviewStatus, Role, StateStore,
-    Token,
+    Agreement, Change, Decision, Deploy, NewReview, NewVersion, ReviewResult, ReviewStatus, Role,
+    Serving, Slot, StateStore, Token,
 };
 use crate::audit::NewEntry;
 use crate::capability::kv::{KvQuota, KvStoreError};
@@ -29,6 +29,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("deployments", deployments),
     ("stale changes", stale_changes),
     ("stats", stats),
+    ("agreement", agreement),
     ("audit", audit),
     ("reviews", reviews),
     ("tokens", tokens),
@@ -124,7 +125,7 @@ fn deployments(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
     let stable = Deploy {
         action: "deploy",
         actor: "alice",
-        canary: None,
+        slot: Slot::Stable,
         detail: &detail,
         seen: None,
     };
@@ -177,7 +178,11 @@ fn deployments(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
     );
 
     // The same version again reuses its row.
-    let seen = Some((v1, None, 0));
+    let seen = Some(Serving {
+        stable_id: v1,
+        canary: None,
+        shadow: None,
+    });
     let again = Deploy { seen, ..stable };
     let v1b = ok(
         store.record_deploy(&version("p", "1.0.0", "d1"), &again),
@@ -191,7 +196,7 @@ fn deployments(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
     // A canary next to the stable version.
     let canary = Deploy {
         action: "canary",
-        canary: Some((v1, 10)),
+        slot: Slot::Canary(10),
         seen,
         ..stable
     };
@@ -223,14 +228,21 @@ fn deployments(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
     ok(
         store.record_change(&Change {
             plugin: "p",
-            stable_id: v2,
-            canary: None,
+            serving: Serving {
+                stable_id: v2,
+                canary: None,
+                shadow: None,
+            },
             action: "promote",
             actor: "bob",
             version_id: Some(v2),
             digest: "d2",
             detail: &json!({}),
-            seen: Some((v1, Some(v2), 10)),
+            seen: Some(Serving {
+                stable_id: v1,
+                canary: Some((v2, 10)),
+                shadow: None,
+            }),
         }),
         "promoting",
     )?;
@@ -248,6 +260,66 @@ fn deployments(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
         "history actions are {actions:?}"
     );
 
+    // A shadow next to the stable version, then dropped.
+    let promoted = Some(Serving {
+        stable_id: v2,
+        canary: None,
+        shadow: None,
+    });
+    let shadow = Deploy {
+        action: "shadow",
+        slot: Slot::Shadow(100),
+        seen: promoted,
+        ..stable
+    };
+    let v3 = ok(
+        store.record_deploy(&version("p", "1.2.0", "d4"), &shadow),
+        "deploying a shadow",
+    )?;
+    let row = ok(store.deployment("p"), "reading the deployment")?.ok_or("deployment gone")?;
+    ensure!(
+        row.serving()
+            == Serving {
+                stable_id: v2,
+                canary: None,
+                shadow: Some((v3, 100))
+            },
+        "after a shadow the deployment is {row:?}"
+    );
+    let last = ok(store.history("p"), "reading history")?
+        .pop()
+        .ok_or("no history")?;
+    ensure!(
+        last.action == "shadow" && last.shadow_id == Some(v3) && last.shadow_share == 100,
+        "the shadow's history row is {last:?}"
+    );
+    ok(
+        store.record_change(&Change {
+            plugin: "p",
+            serving: promoted.ok_or("no serving")?,
+            action: "rollback",
+            actor: "bob",
+            version_id: Some(v3),
+            digest: "d4",
+            detail: &json!({}),
+            seen: Some(row.serving()),
+        }),
+        "dropping the shadow",
+    )?;
+    let after = ok(store.deployment("p"), "reading the deployment")?.map(|d| d.serving());
+    ensure!(after == promoted, "dropping the shadow left {after:?}");
+    let no_stable = store.record_deploy(
+        &version("r", "1.0.0", "d5"),
+        &Deploy {
+            seen: None,
+            ..shadow
+        },
+    );
+    ensure!(
+        no_stable.is_err(),
+        "a shadow was deployed with no stable version"
+    );
+
     ok(
         store.record_deploy(&version("q", "0.1.0", "d3"), &stable),
         "deploying another plugin",
@@ -259,8 +331,8 @@ fn deployments(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
     ensure!(names == ["p", "q"], "deployments are {names:?}");
     let verified = ok(store.audit_verify(), "verifying the audit log")?;
     ensure!(
-        verified.intact && verified.entries == 5,
-        "the audit log after 5 changes: {verified:?}"
+        verified.intact && verified.entries == 7,
+        "the audit log after 7 changes: {verified:?}"
     );
     Ok(())
 }
@@ -271,7 +343,7 @@ fn stale_changes(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> 
     let deploy = Deploy {
         action: "deploy",
         actor: "alice",
-        canary: None,
+        slot: Slot::Stable,
         detail: &detail,
         seen: None,
     };
@@ -283,7 +355,11 @@ fn stale_changes(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> 
         store.record_deploy(
             &version("p", "2.0.0", "d2"),
             &Deploy {
-                seen: Some((v1, None, 0)),
+                seen: Some(Serving {
+                    stable_id: v1,
+                    canary: None,
+                    shadow: None,
+                }),
                 ..deploy
             },
         ),
@@ -297,14 +373,21 @@ fn stale_changes(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> 
     // Decided on the deployment before v2: refused.
     let stale = store.record_change(&Change {
         plugin: "p",
-        stable_id: v1,
-        canary: None,
+        serving: Serving {
+            stable_id: v1,
+            canary: None,
+            shadow: None,
+        },
         action: "rollback",
         actor: "bob",
         version_id: Some(v1),
         digest: "d1",
         detail: &detail,
-        seen: Some((v1, None, 0)),
+        seen: Some(Serving {
+            stable_id: v1,
+            canary: None,
+            shadow: None,
+        }),
     });
     ensure!(
         stale.is_err(),
@@ -348,7 +431,7 @@ fn stats(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
             &Deploy {
                 action: "deploy",
                 actor: "alice",
-                canary: None,
+                slot: Slot::Stable,
                 detail: &detail,
                 seen: None,
             },
@@ -379,6 +462,79 @@ fn stats(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
     ensure!(
         counts.get("ok") == Some(&50) && hist.as_deref() == Some(&b"[]"[..]),
         "replaced stats read back as {counts:?}"
+    );
+    Ok(())
+}
+
+fn agreement(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let store = fresh();
+    let detail = json!({});
+    let deploy = Deploy {
+        action: "deploy",
+        actor: "alice",
+        slot: Slot::Stable,
+        detail: &detail,
+        seen: None,
+    };
+    let live = ok(
+        store.record_deploy(&version("p", "1.0.0", "d1"), &deploy),
+        "deploying",
+    )?;
+    let seen = Some(Serving {
+        stable_id: live,
+        canary: None,
+        shadow: None,
+    });
+    let candidate = ok(
+        store.record_deploy(
+            &version("p", "1.1.0", "d2"),
+            &Deploy {
+                action: "shadow",
+                slot: Slot::Shadow(50),
+                seen,
+                ..deploy
+            },
+        ),
+        "deploying a shadow",
+    )?;
+    let empty = ok(
+        store.agreement(live, candidate),
+        "reading an agreement never written",
+    )?;
+    ensure!(
+        empty == Agreement::default(),
+        "a new pair has counts {empty:?}"
+    );
+    let mut counts = Agreement {
+        compared: 10,
+        agreed: 7,
+        classed: 10,
+        shifted: 3,
+        shed: 2,
+        ..Default::default()
+    };
+    counts.confusion.insert("allow -> deny".into(), 3);
+    counts.confusion.insert("allow -> allow".into(), 7);
+    ok(
+        store.put_agreement(live, candidate, &counts),
+        "writing an agreement",
+    )?;
+    ensure!(
+        ok(store.agreement(live, candidate), "reading")? == counts,
+        "the agreement read back differs"
+    );
+    ensure!(
+        ok(store.agreement(candidate, live), "reading the reverse pair")? == Agreement::default(),
+        "pairs are not ordered"
+    );
+    counts.compared = 11;
+    ok(
+        store.put_agreement(live, candidate, &counts),
+        "replacing an agreement",
+    )?;
+    ensure!(
+        ok(store.agreement(live, candidate), "reading")?.compared == 11,
+        "an agreement was not replaced"
     );
     Ok(())
 }
@@ -758,7 +914,7 @@ fn generation_watch(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), Strin
                 &Deploy {
                     action: "deploy",
                     actor: "alice",
-                    canary: None,
+                    slot: Slot::Stable,
                     detail: &detail,
                     seen: None,
                 },

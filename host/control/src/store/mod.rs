@@ -87,6 +87,12 @@ pub trait StateStore: Send + Sync + 'static {
     /// Replace a version's persisted stats.
     fn put_stats(&self, version_id: i64, outcomes: &OutcomeCounts, histogram: &[u8]) -> Result<()>;
 
+    /// How `candidate_id`'s answers compared with `live_id`'s so far
+    /// (empty when never compared).
+    fn agreement(&self, live_id: i64, candidate_id: i64) -> Result<Agreement>;
+    /// Replace the kept comparison of a version pair.
+    fn put_agreement(&self, live_id: i64, candidate_id: i64, agreement: &Agreement) -> Result<()>;
+
     // ---- audit --------------------------------------------------------
 
     /// Append one audit entry, durably.
@@ -200,7 +206,29 @@ pub struct DeploymentRow {
     pub stable_id: i64,
     pub canary_id: Option<i64>,
     pub canary_weight: u8,
+    pub shadow_id: Option<i64>,
+    /// Percent of live calls mirrored to the shadow.
+    pub shadow_share: u8,
     pub updated_at: String,
+}
+
+impl DeploymentRow {
+    pub fn serving(&self) -> Serving {
+        Serving {
+            stable_id: self.stable_id,
+            canary: self.canary_id.map(|id| (id, self.canary_weight)),
+            shadow: self.shadow_id.map(|id| (id, self.shadow_share)),
+        }
+    }
+}
+
+/// The versions that serve a plugin: the stable one, a canary with its
+/// percent of calls, a shadow with its percent of mirrored calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Serving {
+    pub stable_id: i64,
+    pub canary: Option<(i64, u8)>,
+    pub shadow: Option<(i64, u8)>,
 }
 
 /// One change to a deployment.
@@ -215,19 +243,22 @@ pub struct HistoryRow {
     pub stable_id: Option<i64>,
     pub canary_id: Option<i64>,
     pub canary_weight: u8,
+    pub shadow_id: Option<i64>,
+    pub shadow_share: u8,
     pub detail: serde_json::Value,
 }
 
-/// The deployment a change was decided on: stable id, canary id, weight.
-pub type Seen = Option<(i64, Option<i64>, u8)>;
+/// The deployment a change was decided on; `None` for a plugin not yet
+/// deployed.
+pub type Seen = Option<Serving>;
 
 /// A change to what serves a plugin, recorded with an audit entry of the
 /// same actor, action, subject (the plugin) and detail.
 #[derive(Debug, Clone, Copy)]
 pub struct Change<'a> {
     pub plugin: &'a str,
-    pub stable_id: i64,
-    pub canary: Option<(i64, u8)>,
+    /// What serves the plugin after the change.
+    pub serving: Serving,
     pub action: &'a str,
     pub actor: &'a str,
     /// The version the change is about (deployed, promoted, rolled back to).
@@ -241,18 +272,61 @@ pub struct Change<'a> {
     pub seen: Seen,
 }
 
+/// Where a newly deployed version serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Slot {
+    /// The new stable version (replacing any canary and shadow).
+    Stable,
+    /// A canary with this percent of calls, next to the current stable.
+    Canary(u8),
+    /// A shadow mirroring this percent of live calls.
+    Shadow(u8),
+}
+
 /// How a newly recorded version serves.
 #[derive(Debug, Clone, Copy)]
 pub struct Deploy<'a> {
-    /// `deploy` or `canary`: the history and audit action.
+    /// `deploy`, `canary` or `shadow`: the history and audit action.
     pub action: &'a str,
     pub actor: &'a str,
-    /// `Some((stable id, weight))`: the version becomes the canary next to
-    /// that stable version; `None`: it becomes the stable version.
-    pub canary: Option<(i64, u8)>,
+    /// A canary or shadow joins what `seen` says serves (and is refused
+    /// when nothing does); a stable version replaces it all.
+    pub slot: Slot,
     /// History and audit detail; the store sets its `version_id`.
     pub detail: &'a serde_json::Value,
     pub seen: Seen,
+}
+
+/// How a candidate version's answers compared with a live version's on
+/// the same inputs (see `evos_runtime::compare`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agreement {
+    /// Inputs both versions answered and that were compared.
+    pub compared: u64,
+    /// Of those, the answers that agreed.
+    pub agreed: u64,
+    /// Comparisons where both answers have a class (a decision, action
+    /// kinds, a model label).
+    pub classed: u64,
+    /// Of those, the ones whose class changed: the decision shift.
+    pub shifted: u64,
+    /// Count per `"<live class> -> <candidate class>"`.
+    pub confusion: std::collections::BTreeMap<String, u64>,
+    /// Mirrored calls dropped because the candidate's queue was full.
+    pub shed: u64,
+}
+
+impl Agreement {
+    /// Agreed / compared, when anything was compared.
+    pub fn rate(&self) -> Option<f64> {
+        (self.compared > 0).then(|| self.agreed as f64 / self.compared as f64)
+    }
+
+    /// Shifted / classed, when any comparison had classes.
+    pub fn shift(&self) -> Option<f64> {
+        (self.classed > 0).then(|| self.shifted as f64 / self.classed as f64)
+    }
 }
 
 /// The refusal of a change decided on a deployment that has changed since.

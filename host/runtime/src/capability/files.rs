@@ -261,8 +261,9 @@ pub(crate) fn check_protected(
 fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) -> Result<()> {
     for grant in &grants.files {
         let perms = match grant.mode {
-            Mode::Ro => FsPerms::ReadOnly,
-            Mode::Rw => FsPerms::ReadWrite,
+            Mode::Rw if setup.shadow.is_none() => FsPerms::ReadWrite,
+            // A shadow call reads what the live version reads, and writes nothing.
+            Mode::Ro | Mode::Rw => FsPerms::ReadOnly,
         };
         let dir = CheckedDir::open(&grant.resolved).map_err(|e| Error::io(&grant.resolved, e))?;
         setup

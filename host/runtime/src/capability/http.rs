@@ -91,7 +91,9 @@ impl Capability for Http {
     }
 
     fn state(call: &CallContext<'_>) -> HttpState {
-        HttpState::new(call.grants, call.egress)
+        let mut state = HttpState::new(call.grants, call.egress);
+        state.hooks.shadow = call.shadow.cloned();
+        state
     }
 }
 
@@ -396,6 +398,7 @@ impl HttpState {
                 plugin: grants.plugin.clone(),
                 pool: pool.clone(),
                 in_flight: None,
+                shadow: None,
             },
         }
     }
@@ -447,6 +450,8 @@ pub struct EgressHooks {
     /// (`max-connections-per-call`), made at the call's first request:
     /// most calls send none.
     in_flight: Option<Arc<tokio::sync::Semaphore>>,
+    /// For a shadow call, where requests it would have sent are recorded.
+    shadow: Option<SharedRefusals>,
 }
 
 type SendFuture = Box<
@@ -501,6 +506,15 @@ impl WasiHttpHooks for EgressHooks {
         };
         if let Err(why) = self.allowlist.rules.check(&target) {
             return self.refuse(why);
+        }
+        // A shadow's requests are checked like the live version's (a
+        // request outside the grant is a refusal) but never sent.
+        if let Some(suppressed) = &self.shadow {
+            suppressed.push(
+                "http",
+                format!("suppressed in shadow: {} {target}", request.method()),
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         // What goes on the wire is what was matched: the normalized path
         // and authority, no hop-by-hop headers.

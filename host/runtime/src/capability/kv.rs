@@ -39,7 +39,11 @@ impl Capability for Kv {
     }
 
     fn state(call: &CallContext<'_>) -> KvState {
-        KvState::new(call.grants, call.kv.clone())
+        if call.shadow.is_some() {
+            KvState::shadow(call.grants, call.kv)
+        } else {
+            KvState::new(call.grants, call.kv.clone())
+        }
     }
 }
 
@@ -218,6 +222,114 @@ impl KvStore for MemoryKv {
     }
 }
 
+/// A shadow call's view of kv: reads see the live data, writes and deletes
+/// land in an overlay that lives as long as the call and never reaches the
+/// live store. `max-keys` is checked against the live keys and the
+/// overlay together; `max-total-bytes` bounds what the overlay holds (the
+/// memory a shadow call can tie up), and the per-key and per-value limits
+/// are the capability's, as for a live call.
+pub struct ShadowKv {
+    live: Arc<dyn KvStore>,
+    overlay: Mutex<Overlay>,
+}
+
+#[derive(Default)]
+struct Overlay {
+    /// Per namespace: written values, `None` for a deleted key.
+    changes: HashMap<String, BTreeMap<String, Option<Vec<u8>>>>,
+    /// Bytes of keys and values held.
+    held: u64,
+}
+
+impl Overlay {
+    fn put(&mut self, ns: &str, key: &str, value: Option<Vec<u8>>) {
+        let size = |v: &Option<Vec<u8>>| (key.len() + v.as_ref().map_or(0, Vec::len)) as u64;
+        self.held += size(&value);
+        let old = self
+            .changes
+            .entry(ns.to_string())
+            .or_default()
+            .insert(key.to_string(), value);
+        if let Some(old) = old {
+            self.held = self.held.saturating_sub(size(&old));
+        }
+    }
+}
+
+impl ShadowKv {
+    pub fn over(live: Arc<dyn KvStore>) -> ShadowKv {
+        ShadowKv {
+            live,
+            overlay: Mutex::default(),
+        }
+    }
+
+    fn overlay(&self) -> std::sync::MutexGuard<'_, Overlay> {
+        evos_core::sync::lock(&self.overlay)
+    }
+
+    /// Every key of `ns` starting with `prefix` as the call sees them.
+    fn keys(&self, ns: &str, prefix: &str, limit: usize) -> Result<Vec<String>, KvStoreError> {
+        let changed = self.overlay().changes.get(ns).map_or(0, BTreeMap::len);
+        let live = self
+            .live
+            .list_keys(ns, prefix, limit.saturating_add(changed))?;
+        let mut keys: std::collections::BTreeSet<String> = live.into_iter().collect();
+        if let Some(changes) = self.overlay().changes.get(ns) {
+            for (k, v) in changes.range(prefix.to_string()..) {
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                match v {
+                    Some(_) => keys.insert(k.clone()),
+                    None => keys.remove(k),
+                };
+            }
+        }
+        Ok(keys.into_iter().take(limit).collect())
+    }
+}
+
+impl KvStore for ShadowKv {
+    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, KvStoreError> {
+        if let Some(changed) = self.overlay().changes.get(ns).and_then(|m| m.get(key)) {
+            return Ok(changed.clone());
+        }
+        self.live.get(ns, key)
+    }
+
+    fn set(&self, ns: &str, key: &str, value: &[u8], quota: KvQuota) -> Result<(), KvStoreError> {
+        if self.get(ns, key)?.is_none() {
+            // The key count as the call sees it, up to the limit.
+            let cap = usize::try_from(quota.max_keys).unwrap_or(usize::MAX);
+            let seen = self.keys(ns, "", cap.saturating_add(1))?.len() as u64;
+            if seen >= quota.max_keys {
+                return Err(KvStoreError::Quota(format!(
+                    "the namespace holds {seen} keys, the limit `max-keys` is {}",
+                    quota.max_keys
+                )));
+            }
+        }
+        let mut overlay = self.overlay();
+        let after = overlay.held + (key.len() + value.len()) as u64;
+        if after > quota.max_total_bytes {
+            return Err(KvStoreError::Quota(total_bytes_refusal(after, quota)));
+        }
+        overlay.put(ns, key, Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&self, ns: &str, key: &str) -> Result<bool, KvStoreError> {
+        let existed = self.get(ns, key)?.is_some();
+        self.overlay().put(ns, key, None);
+        Ok(existed)
+    }
+
+    fn list_keys(&self, ns: &str, prefix: &str, limit: usize) -> Result<Vec<String>, KvStoreError> {
+        self.keys(ns, prefix, limit)
+    }
+}
+
 /// Why a write that would grow a namespace past `max-total-bytes` failed.
 pub fn total_bytes_refusal(after: u64, quota: KvQuota) -> String {
     format!(
@@ -243,6 +355,17 @@ impl KvState {
             namespace: grants.plugin.clone(),
             store,
         }
+    }
+
+    /// A shadow call's state: the live data under a per-call overlay
+    /// (built only when the plugin has the grant).
+    pub(crate) fn shadow(grants: &super::Grants, live: &Arc<dyn KvStore>) -> KvState {
+        let store: Arc<dyn KvStore> = if grants.kv.is_some() {
+            Arc::new(ShadowKv::over(live.clone()))
+        } else {
+            live.clone()
+        };
+        KvState::new(grants, store)
     }
 }
 
@@ -342,5 +465,36 @@ mod tests {
         assert_eq!(kv.list_keys("a", "", 10).unwrap(), vec!["k", "l"]);
         assert!(kv.delete("a", "k").unwrap());
         assert!(!kv.delete("b", "l").unwrap());
+    }
+
+    #[test]
+    fn a_shadow_reads_live_data_and_its_writes_stay_in_its_overlay() {
+        let live: Arc<dyn KvStore> = Arc::new(MemoryKv::default());
+        let q = KvQuota {
+            max_keys: 3,
+            max_total_bytes: 1024,
+        };
+        live.set("p", "a", b"live-a", q).unwrap();
+        live.set("p", "b", b"live-b", q).unwrap();
+        let shadow = ShadowKv::over(live.clone());
+        assert_eq!(shadow.get("p", "a").unwrap(), Some(b"live-a".to_vec()));
+        shadow.set("p", "a", b"shadow-a", q).unwrap();
+        assert!(shadow.delete("p", "b").unwrap());
+        shadow.set("p", "c", b"new", q).unwrap();
+        // The call sees its own writes...
+        assert_eq!(shadow.get("p", "a").unwrap(), Some(b"shadow-a".to_vec()));
+        assert_eq!(shadow.get("p", "b").unwrap(), None);
+        assert_eq!(shadow.list_keys("p", "", 10).unwrap(), vec!["a", "c"]);
+        // ...and the live store has none of them.
+        assert_eq!(live.get("p", "a").unwrap(), Some(b"live-a".to_vec()));
+        assert_eq!(live.get("p", "b").unwrap(), Some(b"live-b".to_vec()));
+        assert_eq!(live.get("p", "c").unwrap(), None);
+        // Quotas count live keys and the overlay together: a, c, d fill 3.
+        shadow.set("p", "d", b"1", q).unwrap();
+        assert!(matches!(
+            shadow.set("p", "e", b"1", q),
+            Err(KvStoreError::Quota(_))
+        ));
+        assert_eq!(live.list_keys("p", "", 10).unwrap(), vec!["a", "b"]);
     }
 }

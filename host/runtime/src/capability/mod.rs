@@ -95,6 +95,11 @@ pub struct CallContext<'a> {
     pub(crate) router: Option<std::sync::Arc<dyn crate::runtime::Router>>,
     /// How deep in nested calls (an agent's model calls) this call is.
     pub(crate) depth: u32,
+    /// For a shadow call, where suppressed effects are recorded: its kv
+    /// writes stay in a per-call overlay, outgoing requests and
+    /// connections are not made, granted directories are read-only, and
+    /// its model calls are shadow calls too.
+    pub(crate) shadow: Option<&'a SharedRefusals>,
 }
 
 /// A capability as data, for the checks that go over all of them
@@ -210,6 +215,8 @@ pub struct CallSetup<'a> {
     pub wasi: &'a mut WasiCtxBuilder,
     /// Where the `sockets` address check records what it refuses.
     pub socket_refusals: &'a SharedRefusals,
+    /// For a shadow call, where suppressed connections are recorded.
+    pub shadow: Option<&'a SharedRefusals>,
 }
 
 /// Configure the call's WASI context: each capability's refinement of

@@ -37,7 +37,10 @@ impl Capability for Models {
     }
 
     fn state(call: &CallContext<'_>) -> ModelsState {
-        ModelsState::new(call.grants, call.runtime, call.router.clone(), call.depth)
+        let mut state =
+            ModelsState::new(call.grants, call.runtime, call.router.clone(), call.depth);
+        state.shadow = call.shadow.is_some();
+        state
     }
 }
 
@@ -52,6 +55,9 @@ pub struct ModelsState {
     pub(crate) runtime: Option<Runtime>,
     pub(crate) router: Option<Arc<dyn Router>>,
     pub(crate) depth: u32,
+    /// Whether the calling plugin runs as a shadow: its model calls are
+    /// shadow calls of the live model versions, kept out of their stats.
+    pub(crate) shadow: bool,
     pub(crate) nested: Vec<CallReport>,
 }
 
@@ -67,6 +73,7 @@ impl ModelsState {
             runtime: Some(runtime.clone()),
             router,
             depth,
+            shadow: false,
             nested: Vec::new(),
         }
     }
@@ -109,14 +116,22 @@ impl Host for Cap<'_, ModelsState> {
             )));
         }
         let input = CallInput::Infer(request.into());
+        let mirror = routed.mirror.filter(|_| !self.state.shadow);
+        let copy = mirror.as_ref().map(|_| input.clone());
         let report = Box::pin(runtime.call_nested(
             &adapter,
             input,
             self.state.depth + 1,
             self.state.router.clone(),
+            self.state.shadow,
         ))
         .await;
-        (routed.on_done)(&report);
+        if !self.state.shadow {
+            (routed.on_done)(&report);
+        }
+        if let (Some(mirror), Some(input)) = (mirror, copy) {
+            mirror(input, &report);
+        }
         let answer = match (&report.outcome, &report.output) {
             (Outcome::Ok, Some(CallOutput::Model(resp))) => {
                 Ok(wit::ModelResponse::from(resp.clone()))

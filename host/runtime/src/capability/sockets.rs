@@ -362,6 +362,7 @@ fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) {
     }
     let policy = grants.sockets.clone();
     let refusals = setup.socket_refusals.clone();
+    let shadow = setup.shadow.cloned();
     let connects = Arc::new(std::sync::atomic::AtomicU32::new(0));
     setup
         .wasi
@@ -369,7 +370,7 @@ fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) {
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .socket_addr_check(move |addr, use_| {
-            let (policy, refusals) = (policy.clone(), refusals.clone());
+            let (policy, refusals, shadow) = (policy.clone(), refusals.clone(), shadow.clone());
             let over = matches!(use_, SocketAddrUse::TcpConnect)
                 && connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                     >= CONNECTS_PER_CALL;
@@ -384,6 +385,13 @@ fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) {
                     return false;
                 }
                 match policy.check(addr, use_).await {
+                    // A shadow's connections are granted but not made.
+                    Ok(()) if matches!(use_, SocketAddrUse::TcpConnect) && shadow.is_some() => {
+                        if let Some(suppressed) = &shadow {
+                            suppressed.push("sockets", format!("suppressed in shadow: connect to {addr}"));
+                        }
+                        false
+                    }
                     Ok(()) => true,
                     Err(why) => {
                         refusals.push("sockets", why);

@@ -24,8 +24,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
 
 use super::{
-    Change, Decision, Deploy, DeploymentRow, HistoryRow, NewReview, NewVersion, Review,
-    ReviewResult, ReviewStatus, StateStore, StoreFuture, Token, VersionRow, crashpoint, now, stale,
+    Agreement, Change, Decision, Deploy, DeploymentRow, HistoryRow, NewReview, NewVersion, Review,
+    ReviewResult, ReviewStatus, Serving, Slot, StateStore, StoreFuture, Token, VersionRow,
+    crashpoint, now, stale,
 };
 use crate::audit::{self, Anchor, NewEntry};
 use crate::capability::kv::KvStore;
@@ -49,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0005_kv_usage.sql"),
     include_str!("../../../migrations/0006_control_generation.sql"),
     include_str!("../../../migrations/0007_review_action_index.sql"),
+    include_str!("../../../migrations/0008_shadow.sql"),
 ];
 
 pub struct SqliteStore {
@@ -458,7 +460,7 @@ impl StateStore for SqliteStore {
     fn deployments(&self) -> Result<Vec<DeploymentRow>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT plugin, stable_id, canary_id, canary_weight, updated_at FROM deployments ORDER BY plugin")
+            .prepare(&format!("{DEPLOYMENT_SELECT} ORDER BY plugin"))
             .map_err(db_err("listing deployments"))?;
         let rows = stmt
             .query_map([], deployment_from_row)
@@ -490,7 +492,7 @@ impl StateStore for SqliteStore {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT id, plugin, at, action, actor, version_id, stable_id, canary_id, canary_weight, detail
+                "SELECT id, plugin, at, action, actor, version_id, stable_id, canary_id, canary_weight, detail, shadow_id, shadow_share
                  FROM history WHERE plugin = ?1 ORDER BY id",
             )
             .map_err(db_err("reading history"))?;
@@ -507,6 +509,8 @@ impl StateStore for SqliteStore {
                     stable_id: r.get(6)?,
                     canary_id: r.get(7)?,
                     canary_weight: r.get(8)?,
+                    shadow_id: r.get(10)?,
+                    shadow_share: r.get(11)?,
                     detail: serde_json::from_str(&detail)
                         .unwrap_or(serde_json::Value::String(detail)),
                 })
@@ -565,9 +569,26 @@ impl StateStore for SqliteStore {
     fn record_deploy(&self, version: &NewVersion<'_>, deploy: &Deploy<'_>) -> Result<i64> {
         self.transaction("deploy", |tx| {
             let vid = upsert_version(tx, version)?;
-            let (stable_id, canary) = match deploy.canary {
-                Some((stable_id, weight)) => (stable_id, Some((vid, weight))),
-                None => (vid, None),
+            let serving = match (deploy.slot, deploy.seen) {
+                (Slot::Stable, _) => Serving {
+                    stable_id: vid,
+                    canary: None,
+                    shadow: None,
+                },
+                (Slot::Canary(weight), Some(current)) => Serving {
+                    canary: Some((vid, weight)),
+                    ..current
+                },
+                (Slot::Shadow(share), Some(current)) => Serving {
+                    shadow: Some((vid, share)),
+                    ..current
+                },
+                (Slot::Canary(_) | Slot::Shadow(_), None) => {
+                    return Err(Error::Refused(format!(
+                        "`{}` has no stable version to {} next to; deploy it as the stable version first",
+                        version.plugin, deploy.action
+                    )));
+                }
             };
             let mut detail = deploy.detail.clone();
             if let Some(fields) = detail.as_object_mut() {
@@ -577,8 +598,7 @@ impl StateStore for SqliteStore {
                 tx,
                 &Change {
                     plugin: version.plugin,
-                    stable_id,
-                    canary,
+                    serving,
                     action: deploy.action,
                     actor: deploy.actor,
                     version_id: Some(vid),
@@ -593,6 +613,34 @@ impl StateStore for SqliteStore {
 
     fn record_change(&self, change: &Change<'_>) -> Result<()> {
         self.transaction(change.action, |tx| record_change(tx, change))
+    }
+
+    fn agreement(&self, live_id: i64, candidate_id: i64) -> Result<Agreement> {
+        let counts: Option<String> = self
+            .reader()
+            .query_row(
+                "SELECT counts FROM agreement WHERE live_id = ?1 AND candidate_id = ?2",
+                [live_id, candidate_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err("reading an agreement"))?;
+        Ok(counts
+            .and_then(|c| serde_json::from_str(&c).ok())
+            .unwrap_or_default())
+    }
+
+    fn put_agreement(&self, live_id: i64, candidate_id: i64, agreement: &Agreement) -> Result<()> {
+        let counts = serde_json::to_string(agreement).unwrap_or_else(|_| "{}".into());
+        self.write("agreement", move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO agreement (live_id, candidate_id, counts, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(live_id, candidate_id) DO UPDATE SET counts = ?3, updated_at = ?4",
+            )
+            .and_then(|mut s| s.execute(params![live_id, candidate_id, counts, now()]))
+            .map_err(db_err("writing an agreement"))?;
+            Ok(())
+        })
     }
 
     fn enqueue_review(&self, review: &NewReview<'_>) -> Result<i64> {
@@ -655,6 +703,8 @@ fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
     })
 }
 
+const DEPLOYMENT_SELECT: &str = "SELECT plugin, stable_id, canary_id, canary_weight, updated_at, shadow_id, shadow_share FROM deployments";
+
 fn deployment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow> {
     Ok(DeploymentRow {
         plugin: r.get(0)?,
@@ -662,6 +712,8 @@ fn deployment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow>
         canary_id: r.get(2)?,
         canary_weight: r.get(3)?,
         updated_at: r.get(4)?,
+        shadow_id: r.get(5)?,
+        shadow_share: r.get(6)?,
     })
 }
 
@@ -676,7 +728,7 @@ fn version(conn: &Connection, id: i64) -> Result<VersionRow> {
 
 fn deployment(conn: &Connection, plugin: &str) -> Result<Option<DeploymentRow>> {
     conn.query_row(
-        "SELECT plugin, stable_id, canary_id, canary_weight, updated_at FROM deployments WHERE plugin = ?1",
+        &format!("{DEPLOYMENT_SELECT} WHERE plugin = ?1"),
         [plugin],
         deployment_from_row,
     )
@@ -736,8 +788,7 @@ fn record_change(tx: &Transaction<'_>, change: &Change<'_>) -> Result<()> {
 fn set_deployment(tx: &Transaction<'_>, c: &Change<'_>) -> Result<()> {
     let Change {
         plugin,
-        stable_id,
-        canary,
+        serving,
         action,
         actor,
         version_id,
@@ -745,25 +796,29 @@ fn set_deployment(tx: &Transaction<'_>, c: &Change<'_>) -> Result<()> {
         seen,
         ..
     } = *c;
-    let now_row = deployment(tx, plugin)?.map(|d| (d.stable_id, d.canary_id, d.canary_weight));
-    if now_row != seen {
+    if deployment(tx, plugin)?.map(|d| d.serving()) != seen {
         return Err(stale(plugin));
     }
     let at = now();
-    let (canary_id, weight) = match canary {
+    let stable_id = serving.stable_id;
+    let (canary_id, weight) = match serving.canary {
         Some((id, w)) => (Some(id), w),
         None => (None, 0),
     };
+    let (shadow_id, share) = match serving.shadow {
+        Some((id, s)) => (Some(id), s),
+        None => (None, 0),
+    };
     tx.execute(
-        "INSERT INTO deployments (plugin, stable_id, canary_id, canary_weight, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(plugin) DO UPDATE SET stable_id = ?2, canary_id = ?3, canary_weight = ?4, updated_at = ?5",
-        params![plugin, stable_id, canary_id, weight, at],
+        "INSERT INTO deployments (plugin, stable_id, canary_id, canary_weight, updated_at, shadow_id, shadow_share) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(plugin) DO UPDATE SET stable_id = ?2, canary_id = ?3, canary_weight = ?4, updated_at = ?5, shadow_id = ?6, shadow_share = ?7",
+        params![plugin, stable_id, canary_id, weight, at, shadow_id, share],
     )
     .map_err(db_err("updating a deployment"))?;
     tx.execute(
-        "INSERT INTO history (plugin, at, action, actor, version_id, stable_id, canary_id, canary_weight, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![plugin, at, action, actor, version_id, stable_id, canary_id, weight, detail.to_string()],
+        "INSERT INTO history (plugin, at, action, actor, version_id, stable_id, canary_id, canary_weight, detail, shadow_id, shadow_share)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![plugin, at, action, actor, version_id, stable_id, canary_id, weight, detail.to_string(), shadow_id, share],
     )
     .map_err(db_err("recording history"))?;
     tx.prepare_cached("UPDATE control_generation SET generation = generation + 1 WHERE id = 1")
