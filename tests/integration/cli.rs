@@ -573,3 +573,61 @@ fn a_shadow_from_the_cli_is_compared_then_promoted() {
     let out = ok(&["history", "fraud-score"]);
     assert!(out.contains("shadow") && out.contains("promote"), "{out}");
 }
+
+#[test]
+fn feedback_labels_a_recorded_action_and_is_audited() {
+    let dir = crate::support::tempdir("cli-feedback");
+    let out = evos_in(
+        &dir,
+        &[
+            "run",
+            "claims-webhook",
+            "--input",
+            "plugins/claims-webhook/claims.json",
+            "--record",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = evos_in(
+        &dir,
+        &[
+            "feedback",
+            "C-1001",
+            "--label",
+            "fraud",
+            "--comment",
+            "staged accident",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("labelled action 0 of event C-1001 as fraud"),
+        "{}",
+        text(&out)
+    );
+    let out = evos_in(&dir, &["feedback", "C-1001", "--label", "legit", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let label: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(label["label"], "legit");
+    // An event the host never recorded, a word that is not a label: exit 1,
+    // nothing kept.
+    let out = evos_in(&dir, &["feedback", "C-0000", "--label", "fraud"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no recorded decision"),
+        "{}",
+        text(&out)
+    );
+    let out = evos_in(&dir, &["feedback", "C-1001", "--label", "FRAUD"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = evos_in(&dir, &["audit", "log", "--json"]);
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let labels: Vec<&str> = log
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "feedback")
+        .filter_map(|e| e["detail"]["label"].as_str())
+        .collect();
+    assert_eq!(labels, ["fraud", "legit"]);
+}

@@ -1078,3 +1078,170 @@ async fn a_shadow_deployed_through_the_api_shows_its_agreement_in_status_and_met
         body.contains("evos_calls_total{plugin=\"fraud-score\",version=\"1.1.0\",role=\"shadow\"")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn review_decisions_and_feedback_become_labels_each_version_is_judged_by() {
+    let downstream = Downstream::start(200);
+    let s = start(&downstream, |_| {}).await;
+    let ct = vec![("content-type", "application/json".to_string())];
+    let (status, body) = req(
+        s.port,
+        "POST",
+        "/v1/ingest/claims-webhook".into(),
+        Some(s.admin.clone()),
+        claims(),
+        ct,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, reviewer) = s
+        .host
+        .tokens
+        .create("rita", Role::Reviewer, "*", "test")
+        .expect("token");
+    // C-1002 (a large payout) waits for a human: approving it labels it.
+    let review_id = s
+        .host
+        .reviews
+        .list(None)
+        .expect("reviews")
+        .into_iter()
+        .find(|r| r.event.id == "C-1002")
+        .expect("C-1002 escalated")
+        .id;
+    let (status, body) = req(
+        s.port,
+        "POST",
+        format!("/v1/reviews/{review_id}/approve"),
+        Some(reviewer.clone()),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // C-1001 was paid without review; it turns out to be fraud.
+    let feedback = |event: &str, body: Value| {
+        let reviewer = reviewer.clone();
+        let path = format!("/v1/events/{event}/feedback");
+        async move {
+            req(
+                s.port,
+                "POST",
+                path,
+                Some(reviewer),
+                serde_json::to_vec(&body).expect("json"),
+                vec![],
+            )
+            .await
+        }
+    };
+    let (status, body) = feedback(
+        "C-1001",
+        json!({"label": "fraud", "comment": "staged accident"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(json_of(&body)["source"], "feedback");
+    let (status, body) = feedback("C-9999", json!({"label": "fraud"})).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = feedback("C-1001", json!({"label": "Fraud!"})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = feedback("C-1001", json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    // An invoker may not label.
+    let (_, invoker) = s
+        .host
+        .tokens
+        .create("ci", Role::Invoker, "*", "test")
+        .expect("token");
+    let (status, _) = req(
+        s.port,
+        "POST",
+        "/v1/events/C-1001/feedback".into(),
+        Some(invoker),
+        br#"{"label": "legit"}"#.to_vec(),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    let (status, body) = req(
+        s.port,
+        "GET",
+        "/v1/events/C-1001/labels".into(),
+        Some(reviewer.clone()),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let labels = json_of(&body);
+    assert_eq!(labels.as_array().map(Vec::len), Some(1), "{labels}");
+    assert_eq!(labels[0]["label"], "fraud");
+    assert!(labels[0]["actor"].as_str().unwrap_or("").contains("rita"));
+
+    // fraud-score answered `negative` on both: right for the approved
+    // payout, wrong for the fraud.
+    let status = s.host.registry.status(Some("fraud-score")).expect("status");
+    let humans = status[0].stable.humans.as_ref().expect("humans");
+    assert_eq!(
+        (humans.labeled, humans.compared, humans.agreed),
+        (2, 2, 1),
+        "{humans:?}"
+    );
+    assert_eq!(
+        humans.confusion.get("negative -> fraud"),
+        Some(&1),
+        "{humans:?}"
+    );
+    assert_eq!(
+        humans.confusion.get("negative -> approve"),
+        Some(&1),
+        "{humans:?}"
+    );
+    let agent = s
+        .host
+        .registry
+        .status(Some("claims-triage"))
+        .expect("status");
+    let agent = agent[0].stable.humans.as_ref().expect("agent humans");
+    assert_eq!(
+        (agent.compared, agent.agreed),
+        (1, 1),
+        "only approve/reject judge a proposal"
+    );
+
+    let (_, metrics) = req(
+        s.port,
+        "GET",
+        "/metrics".into(),
+        Some(s.admin.clone()),
+        vec![],
+        vec![],
+    )
+    .await;
+    assert!(
+        metrics.contains("evos_human_agreement_ratio{plugin=\"fraud-score\",version=\"1.0.0\",role=\"stable\"} 0.5"),
+        "{metrics}"
+    );
+    // The labels and decisions are in the data directory: another process
+    // reading it judges the same.
+    let other = evos::store::SqliteStore::open(s.host.registry.store().dir()).expect("store");
+    let again = evos::labels::by_version(&other, None).expect("labels");
+    assert_eq!(
+        again
+            .values()
+            .find(|h| h.confusion.contains_key("negative -> fraud")),
+        Some(humans)
+    );
+    let feedback_entries = s
+        .host
+        .registry
+        .store()
+        .audit_list(0, None)
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.action == "feedback")
+        .count();
+    assert_eq!(feedback_entries, 1);
+}

@@ -13,6 +13,7 @@ pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod breaker;
+pub mod labels;
 pub mod pipeline;
 pub mod registry;
 pub mod review;

@@ -22,7 +22,7 @@ use crate::manifest::Kind;
 use crate::review::{Review, ReviewQueue};
 use crate::runtime::Outcome;
 use crate::runtime::{CallInput, CallOutput, CallReport, Caller};
-use crate::store::StateStore;
+use crate::store::{DecisionRecord, StateStore};
 use crate::types::GuestError;
 use crate::types::{Action, Decision, Event};
 use crate::{Error, Result};
@@ -462,14 +462,63 @@ async fn audit_event(
         .collect();
     let detail = json!({"trace_id": report.event.trace_id, "event_kind": report.event.kind, "steps": steps, "actions": actions});
     store
-        .audit_async(NewEntry {
-            actor: connector,
-            action: "pipeline",
-            subject: &format!("event/{}", report.event.id),
-            digest: None,
-            detail,
-        })
+        .record_event(
+            NewEntry {
+                actor: connector,
+                action: "pipeline",
+                subject: &format!("event/{}", report.event.id),
+                digest: None,
+                detail,
+            },
+            decisions(report),
+        )
         .await
+}
+
+/// Which versions produced each action of an event: the proposing agent
+/// (its class is the action kind), the model answers it rested on, each
+/// policy's decision. Feedback on the action is judged against these.
+fn decisions(report: &EventReport) -> Vec<DecisionRecord> {
+    let at = crate::store::now();
+    let step = |s: &Step, kind: &str| json!({"plugin": s.plugin, "kind": kind, "version": s.version, "digest": s.digest});
+    report
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(index, a)| {
+            let mut steps = Vec::new();
+            if let Some(agent) = report.agents.iter().find(|s| *s.plugin == *a.proposed_by) {
+                let mut s = step(agent, "agent");
+                s["class"] = json!(a.action.kind);
+                steps.push(s);
+                for m in &agent.nested {
+                    let mut s = step(m, "model-adapter");
+                    s["outcome"] = json!(m.outcome);
+                    s["output"] = m
+                        .model_output
+                        .as_ref()
+                        .and_then(|o| o.get("output"))
+                        .cloned()
+                        .unwrap_or(serde_json::Value::Null);
+                    steps.push(s);
+                }
+            }
+            for p in &a.policies {
+                let mut s = step(&p.step, "policy");
+                s["class"] = json!(crate::compare::decision_class(&p.decision));
+                steps.push(s);
+            }
+            DecisionRecord {
+                event_id: report.event.id.clone(),
+                action_index: index,
+                trace_id: report.event.trace_id.clone(),
+                action_kind: a.action.kind.clone(),
+                proposed_by: a.proposed_by.clone(),
+                steps: serde_json::Value::Array(steps),
+                at: at.clone(),
+            }
+        })
+        .collect()
 }
 
 /// The connector the app binds to carry out `kind`.

@@ -149,6 +149,7 @@ impl Live {
             fuel_consumed: fuel,
             usage,
             latency_buckets: buckets,
+            humans: None,
             version_id: self.version_id,
             version: self.plugin.version().to_string(),
             digest: self.plugin.digest().to_string(),
@@ -211,6 +212,10 @@ pub struct VersionStatus {
     /// Cumulative call counts at `LATENCY_BUCKETS_US` bounds (microseconds).
     #[serde(skip)]
     pub latency_buckets: Vec<(u64, u64)>,
+    /// How this version's decisions agree with human labels, once any of
+    /// its decisions was labelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub humans: Option<crate::labels::HumanAgreement>,
 }
 
 /// Histogram bucket bounds for metrics, in microseconds.
@@ -1048,6 +1053,19 @@ impl Registry {
             None => self.routes().keys().cloned().collect(),
         };
         names.sort();
+        let humans = crate::labels::by_version(&*self.store, None).unwrap_or_else(|e| {
+            tracing::warn!(target: "evos::registry", "reading labels for status: {e}");
+            Default::default()
+        });
+        let with_humans = |mut v: VersionStatus, plugin: &str| {
+            let key = crate::labels::VersionKey {
+                plugin: plugin.to_string(),
+                version: v.version.clone(),
+                digest: v.digest.clone(),
+            };
+            v.humans = humans.get(&key).cloned();
+            v
+        };
         let mut out = Vec::new();
         for n in names {
             if let Some(route) = self.route(&n) {
@@ -1055,8 +1073,11 @@ impl Registry {
                 out.push(PluginStatus {
                     plugin: n.clone(),
                     kind: route.stable.plugin.kind().to_string(),
-                    stable: route.stable.status(100 - canary_weight),
-                    canary: route.canary.as_ref().map(|(c, w)| c.status(*w)),
+                    stable: with_humans(route.stable.status(100 - canary_weight), &n),
+                    canary: route
+                        .canary
+                        .as_ref()
+                        .map(|(c, w)| with_humans(c.status(*w), &n)),
                     shadow: route.shadow.as_ref().map(|(s, share)| {
                         let mut agreement = s.pairs();
                         agreement.sort_by_key(|p| p.live_version_id != route.stable.version_id);

@@ -59,6 +59,12 @@ pub struct Compare {
     /// A string in the output: the answer's class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The class each human label stands for, by `"<action kind>/<label>"`
+    /// or by the label alone (`"approve-payout/reject" = "positive"`,
+    /// `fraud = "positive"`): how answers are compared with reviewers'
+    /// decisions and later corrections.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Compare {
@@ -81,6 +87,9 @@ impl Compare {
             _ if self.threshold.is_some_and(|t| !t.is_finite()) => {
                 Err("[rollout.compare] threshold must be a finite number".into())
             }
+            (Some(_), None) if !self.labels.is_empty() && self.threshold.is_none() => Err(
+                "[rollout.compare] `labels` maps human labels to classes, and a `field` has classes only with a `threshold`".into(),
+            ),
             _ => Ok(()),
         }
     }
@@ -139,7 +148,18 @@ pub fn class_of(report: &Answer, compare: Option<&Compare>) -> Option<String> {
     }
 }
 
-fn decision_class(d: &Decision) -> &'static str {
+impl Compare {
+    /// The class a human `label` on an action of `action_kind` stands for.
+    pub fn class_for_label(&self, action_kind: &str, label: &str) -> Option<&str> {
+        self.labels
+            .get(&format!("{action_kind}/{label}"))
+            .or_else(|| self.labels.get(label))
+            .map(String::as_str)
+    }
+}
+
+/// The class of a policy decision: `allow`, `deny` or `escalate`.
+pub fn decision_class(d: &Decision) -> &'static str {
     match d {
         Decision::Allow => "allow",
         Decision::Deny(_) => "deny",
@@ -213,6 +233,7 @@ mod tests {
             tolerance,
             threshold,
             label: None,
+            labels: Default::default(),
         }
     }
 
@@ -249,6 +270,7 @@ mod tests {
             tolerance: 0.0,
             threshold: None,
             label: "decision".to_string().into(),
+            labels: Default::default(),
         };
         let (yes, no) = (
             model(json!({"decision": "approve", "p": 1})),

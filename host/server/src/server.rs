@@ -421,6 +421,8 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/ingest/{connector}", post(ingest))
         .route("/v1/reviews", get(list_reviews))
         .route("/v1/reviews/{id}/{decision}", post(decide_review))
+        .route("/v1/events/{id}/feedback", post(feedback))
+        .route("/v1/events/{id}/labels", get(event_labels))
         .route("/v1/components", post(upload))
         .route("/v1/plugins", get(status_all))
         .route("/v1/plugins/{name}", get(status_one))
@@ -864,6 +866,88 @@ async fn list_reviews(
 #[serde(deny_unknown_fields)]
 struct Decision {
     comment: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Feedback {
+    /// `approve`, `reject`, or a word the models' `[rollout.compare.labels]` map.
+    label: String,
+    /// Which of the event's actions (default: the first).
+    #[serde(default)]
+    action_index: usize,
+    comment: Option<String>,
+}
+
+/// A label for a recorded action after the fact: a reviewer corrects what
+/// the host (or an earlier review) decided. Audited as `feedback`.
+async fn feedback(
+    State(host): State<Arc<Host>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let path = format!("/v1/events/{id}/feedback");
+    let token = authorize(&host, &headers, Permission::Review, None, &path)?;
+    let f: Feedback = json_body(&body)?;
+    if f.label.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "the body needs a label: {\"label\": \"reject\", \"action_index\": 0, \"comment\": \"...\"}",
+        ));
+    }
+    let store = host.registry.store();
+    let Some(decision) = store.decision(&id, f.action_index)? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!(
+                "no recorded decision for action {} of event {id:?}",
+                f.action_index
+            ),
+        ));
+    };
+    // A scoped reviewer labels only what an agent in its scope proposed.
+    authorize(
+        &host,
+        &headers,
+        Permission::Review,
+        Some(&decision.proposed_by),
+        &path,
+    )?;
+    let actor = format!("{} (token {})", token.name, token.id);
+    let label = store.add_label(&crate::store::NewLabel {
+        event_id: &id,
+        action_index: f.action_index,
+        label: &f.label,
+        source: crate::store::LABEL_FROM_FEEDBACK,
+        actor: &actor,
+        comment: f.comment.as_deref(),
+    })?;
+    Ok((StatusCode::CREATED, axum::Json(label)).into_response())
+}
+
+/// The labels of a recorded event's actions.
+async fn event_labels(
+    State(host): State<Arc<Host>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let path = format!("/v1/events/{id}/labels");
+    let token = authorize(&host, &headers, Permission::Review, None, &path)?;
+    let store = host.registry.store();
+    let mut visible = Vec::new();
+    for label in store.labels(&id)? {
+        let agent = store
+            .decision(&id, label.action_index)?
+            .map(|d| d.proposed_by)
+            .unwrap_or_default();
+        if crate::auth::scope_matches(&token.scope, &agent) {
+            visible.push(label);
+        }
+    }
+    Ok(axum::Json(visible).into_response())
 }
 
 fn json_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> ApiResult<T> {

@@ -190,6 +190,39 @@ pub fn render(snapshot: Snapshot<'_>, scope: &str) -> String {
     shadows(&mut out, &status);
     family(
         &mut out,
+        "evos_human_labels_total",
+        "counter",
+        "Labelled actions (review decisions, feedback) a version's decision took part in.",
+    );
+    for (p, v, role) in &versions {
+        if let Some(h) = &v.humans {
+            let _ = writeln!(
+                out,
+                "evos_human_labels_total{{plugin=\"{}\",version=\"{}\",role=\"{role}\"}} {}",
+                label(&p.plugin),
+                label(&v.version),
+                h.labeled
+            );
+        }
+    }
+    family(
+        &mut out,
+        "evos_human_agreement_ratio",
+        "gauge",
+        "Share of a version's labelled decisions that agree with the human label.",
+    );
+    for (p, v, role) in &versions {
+        if let Some(rate) = v.humans.as_ref().and_then(|h| h.rate()) {
+            let _ = writeln!(
+                out,
+                "evos_human_agreement_ratio{{plugin=\"{}\",version=\"{}\",role=\"{role}\"}} {rate}",
+                label(&p.plugin),
+                label(&v.version)
+            );
+        }
+    }
+    family(
+        &mut out,
         "evos_call_duration_seconds",
         "histogram",
         "Plugin call latency.",

@@ -205,6 +205,20 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
                 v.p99_us,
                 outcomes.join(" ")
             );
+            if let Some(h) = &v.humans {
+                let rate = h
+                    .rate()
+                    .map_or("-".into(), |r| format!("{:.1}%", r * 100.0));
+                say!(
+                    "         humans: agreement {rate} ({}/{} compared), {} labelled",
+                    h.agreed,
+                    h.compared,
+                    h.labeled
+                );
+                for (classes, n) in &h.confusion {
+                    say!("           {classes}: {n}");
+                }
+            }
         }
         for pair in p.shadow.iter().flat_map(|s| &s.agreement) {
             let a = &pair.agreement;

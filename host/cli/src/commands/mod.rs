@@ -28,6 +28,7 @@ macro_rules! shout {
 mod check;
 mod control;
 mod demo;
+mod feedback;
 mod inspect;
 mod invoke;
 mod run;
@@ -92,6 +93,9 @@ enum Command {
     /// The human review queue.
     #[command(subcommand)]
     Review(up::ReviewCommand),
+    /// Label a recorded action after the fact (a paid claim found
+    /// fraudulent later): a human label versions are judged against.
+    Feedback(feedback::Args),
 }
 
 /// How a command ended.
@@ -135,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => block_on(demo::demo(&cli, a)),
         Command::Token(a) => up::token(&cli, a),
         Command::Review(a) => block_on(up::review(&cli, a)),
+        Command::Feedback(a) => feedback::run(&cli, a),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,

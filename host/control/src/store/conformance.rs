@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    Agreement, Change, Decision, Deploy, NewReview, NewVersion, ReviewResult, ReviewStatus, Role,
-    Serving, Slot, StateStore, Token,
+    Agreement, Change, Decision, DecisionRecord, Deploy, LABEL_FROM_FEEDBACK, NewLabel, NewReview,
+    NewVersion, ReviewResult, ReviewStatus, Role, Serving, Slot, StateStore, Token,
 };
 use crate::audit::NewEntry;
 use crate::capability::kv::{KvQuota, KvStoreError};
@@ -32,6 +32,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("agreement", agreement),
     ("audit", audit),
     ("reviews", reviews),
+    ("labels", labels),
     ("tokens", tokens),
     ("kv", kv),
     ("generation watch", generation_watch),
@@ -739,6 +740,156 @@ fn reviews(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
                 .zip(expected)
                 .all(|((x, s), (y, t))| x == y && s == t),
         "audit entries of the reviews: {log:?}"
+    );
+    Ok(())
+}
+
+fn labels(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let store = fresh();
+    let record = |event: &str, index: usize| DecisionRecord {
+        event_id: event.into(),
+        action_index: index,
+        trace_id: format!("trace-{event}"),
+        action_kind: "approve-payout".into(),
+        proposed_by: "triage".into(),
+        steps: json!([{"plugin": "triage", "kind": "agent", "version": "1.0.0", "digest": "d", "class": "approve-payout"}]),
+        at: "2026-01-01T00:00:00.000000Z".into(),
+    };
+    let entry = NewEntry {
+        actor: "webhook",
+        action: "pipeline",
+        subject: "event/e1",
+        digest: None,
+        detail: json!({}),
+    };
+    let rt = runtime()?;
+    ok(
+        rt.block_on(store.record_event(entry, vec![record("e1", 0), record("e1", 1)])),
+        "recording an event",
+    )?;
+    ensure!(
+        ok(store.decision("e1", 1), "reading a decision")? == Some(record("e1", 1)),
+        "a decision record read back differs"
+    );
+    ensure!(
+        ok(store.decision("e1", 2), "reading")?.is_none(),
+        "an unrecorded action has a decision"
+    );
+    let log = entries(&*store)?;
+    ensure!(
+        log.len() == 1 && log[0].action == "pipeline",
+        "recording an event wrote {log:?}"
+    );
+    let label = |event: &'static str, index: usize, word: &'static str| NewLabel {
+        event_id: event,
+        action_index: index,
+        label: word,
+        source: LABEL_FROM_FEEDBACK,
+        actor: "rita",
+        comment: Some("found later"),
+    };
+    let unknown = store.add_label(&label("e2", 0, "reject"));
+    ensure!(
+        matches!(unknown, Err(crate::Error::NotFound(_))),
+        "a label for an unrecorded action: {unknown:?}"
+    );
+    ensure!(
+        store.add_label(&label("e1", 0, "Not A Word")).is_err(),
+        "a malformed label was kept"
+    );
+    let first = ok(store.add_label(&label("e1", 0, "approve")), "labelling")?;
+    let second = ok(store.add_label(&label("e1", 0, "fraud")), "labelling again")?;
+    let other = ok(
+        store.add_label(&label("e1", 1, "reject")),
+        "labelling another action",
+    )?;
+    ensure!(
+        first.id < second.id && second.id < other.id,
+        "label ids {} {} {}",
+        first.id,
+        second.id,
+        other.id
+    );
+    ensure!(
+        second.label == "fraud"
+            && second.actor == "rita"
+            && second.comment.as_deref() == Some("found later"),
+        "a label read back as {second:?}"
+    );
+    let all = ok(store.labels("e1"), "listing labels")?;
+    ensure!(
+        all == [first.clone(), second.clone(), other.clone()],
+        "labels of e1: {all:?}"
+    );
+    let newest = ok(store.labeled(None), "listing labelled decisions")?;
+    let got: Vec<(usize, String)> = newest
+        .iter()
+        .map(|(d, l)| (d.action_index, l.label.clone()))
+        .collect();
+    ensure!(
+        got == [(0, "fraud".to_string()), (1, "reject".to_string())],
+        "the newest label per action: {got:?}"
+    );
+    ensure!(
+        ok(
+            store.labeled(Some("2999-01-01T00:00:00Z")),
+            "listing from 2999"
+        )?
+        .is_empty(),
+        "labels from the future"
+    );
+    let feedback: Vec<String> = entries(&*store)?
+        .into_iter()
+        .filter(|e| e.action == "feedback" && e.subject == "event/e1")
+        .map(|e| e.detail["label"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ensure!(
+        feedback == ["approve", "fraud", "reject"],
+        "feedback audit entries: {feedback:?}"
+    );
+
+    // A review decision labels the action it was about.
+    let event = Event {
+        id: "e3".into(),
+        kind: "claim".into(),
+        source: "test".into(),
+        payload: Payload::new(json!({})),
+        trace_id: "trace-e3".into(),
+    };
+    let action = Action {
+        kind: "approve-payout".into(),
+        event_id: "e3".into(),
+        payload: Payload::new(json!({})),
+        rationale: String::new(),
+    };
+    let id = ok(
+        store.enqueue_review(&NewReview {
+            action_index: 2,
+            action: &action,
+            event: &event,
+            reasons: &[],
+            proposed_by: "triage",
+            connector: None,
+        }),
+        "queueing",
+    )?;
+    ok(
+        store.decide_review(&Decision {
+            id,
+            approve: false,
+            reviewer: "sam",
+            comment: Some("too high"),
+        }),
+        "rejecting",
+    )?;
+    let from_review = ok(store.labels("e3"), "listing labels")?;
+    ensure!(
+        from_review.len() == 1
+            && from_review[0].label == "reject"
+            && from_review[0].action_index == 2
+            && from_review[0].source == "review"
+            && from_review[0].actor == "sam",
+        "the review's label: {from_review:?}"
     );
     Ok(())
 }

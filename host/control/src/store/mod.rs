@@ -99,6 +99,13 @@ pub trait StateStore: Send + Sync + 'static {
     fn audit(&self, entry: NewEntry<'_>) -> Result<()>;
     /// [`StateStore::audit`] for async code.
     fn audit_async(&self, entry: NewEntry<'_>) -> StoreFuture<'_, ()>;
+    /// Append an event's audit entry and the decision records of its
+    /// actions (which versions produced each), durably and together.
+    fn record_event(
+        &self,
+        entry: NewEntry<'_>,
+        decisions: Vec<DecisionRecord>,
+    ) -> StoreFuture<'_, ()>;
     /// Entries after `after_seq`, at or after `since` (RFC 3339 or a
     /// duration ago such as `1h`), oldest first.
     fn audit_list(&self, after_seq: i64, since: Option<&str>) -> Result<Vec<audit::Entry>>;
@@ -120,6 +127,20 @@ pub trait StateStore: Send + Sync + 'static {
     /// Record carrying out an approved review (audited as `executed` or
     /// `execute-failed`).
     fn record_review_result(&self, outcome: &ReviewResult<'_>) -> Result<()>;
+
+    // ---- labels -------------------------------------------------------
+
+    /// What people said about a recorded action: kept with an audit entry
+    /// (`feedback`, by the label's actor). Refused as not found when the
+    /// action has no decision record.
+    fn add_label(&self, label: &NewLabel<'_>) -> Result<Label>;
+    /// The decision record of one action of an event.
+    fn decision(&self, event_id: &str, action_index: usize) -> Result<Option<DecisionRecord>>;
+    /// The labels of an event's actions, oldest first.
+    fn labels(&self, event_id: &str) -> Result<Vec<Label>>;
+    /// Recorded actions with their newest label, oldest first; only those
+    /// labelled at or after `since` when given (RFC 3339).
+    fn labeled(&self, since: Option<&str>) -> Result<Vec<(DecisionRecord, Label)>>;
 
     // ---- tokens -------------------------------------------------------
 
@@ -472,6 +493,62 @@ pub(crate) mod review_entries {
             json!({"result": r.result, "step": r.detail, "proposed_by": proposed_by, "connector": connector}),
         )
     }
+}
+
+/// Which versions produced one action of an event: the agent that
+/// proposed it, the model answers it rested on, the policies that judged
+/// it (`steps`, JSON: `[{"plugin", "kind", "version", "digest", "class"?,
+/// "output"?}]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    pub event_id: String,
+    pub action_index: usize,
+    pub trace_id: String,
+    pub action_kind: String,
+    pub proposed_by: String,
+    pub steps: serde_json::Value,
+    pub at: String,
+}
+
+/// Where a label came from.
+pub const LABEL_FROM_REVIEW: &str = "review";
+/// A correction after the fact (`evos feedback`, the feedback API).
+pub const LABEL_FROM_FEEDBACK: &str = "feedback";
+
+/// A label to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct NewLabel<'a> {
+    pub event_id: &'a str,
+    pub action_index: usize,
+    /// `approve` or `reject` (what a reviewer decides), or another word
+    /// the deployment's models map to a class.
+    pub label: &'a str,
+    /// [`LABEL_FROM_REVIEW`] or [`LABEL_FROM_FEEDBACK`].
+    pub source: &'a str,
+    pub actor: &'a str,
+    pub comment: Option<&'a str>,
+}
+
+/// What a person said about a recorded action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Label {
+    pub id: i64,
+    pub event_id: String,
+    pub action_index: usize,
+    pub label: String,
+    pub source: String,
+    pub actor: String,
+    pub comment: Option<String>,
+    pub at: String,
+}
+
+/// Whether `label` is a word a label may be: 1 to 64 lowercase letters,
+/// digits and `-`.
+pub fn valid_label(label: &str) -> bool {
+    (1..=64).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Who may do what with a token; see `auth`.

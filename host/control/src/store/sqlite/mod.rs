@@ -20,13 +20,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use evos_core::sync::lock;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 use super::{
-    Agreement, Change, Decision, Deploy, DeploymentRow, HistoryRow, NewReview, NewVersion, Review,
-    ReviewResult, ReviewStatus, Serving, Slot, StateStore, StoreFuture, Token, VersionRow,
-    crashpoint, now, stale,
+    Agreement, Change, Decision, DecisionRecord, Deploy, DeploymentRow, HistoryRow, Label,
+    NewLabel, NewReview, NewVersion, Review, ReviewResult, ReviewStatus, Serving, Slot, StateStore,
+    StoreFuture, Token, VersionRow, crashpoint, now, stale,
 };
 use crate::audit::{self, Anchor, NewEntry};
 use crate::capability::kv::KvStore;
@@ -34,6 +34,7 @@ use crate::rollout::OutcomeCounts;
 use crate::{Error, Result};
 
 mod kv;
+mod labels;
 mod reviews;
 mod tokens;
 
@@ -51,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0006_control_generation.sql"),
     include_str!("../../../migrations/0007_review_action_index.sql"),
     include_str!("../../../migrations/0008_shadow.sql"),
+    include_str!("../../../migrations/0009_labels.sql"),
 ];
 
 pub struct SqliteStore {
@@ -151,7 +153,7 @@ fn not_run(label: &str) -> Error {
 
 /// Commit `jobs` as one transaction (see [`SqliteStore::write`]).
 fn commit_group(conn: &mut Connection, anchor: &Path, jobs: Vec<Job>) {
-    let tx = match conn.transaction() {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let why = e.to_string();
@@ -351,8 +353,11 @@ impl SqliteStore {
         f: impl FnOnce(&Transaction<'_>) -> Result<R>,
     ) -> Result<R> {
         let mut conn = self.conn();
+        // Immediate: take the write lock up front, so a writer in another
+        // process (a CLI command beside `evos up`) makes this one wait
+        // (busy timeout) rather than fail when a read would be upgraded.
         let tx = conn
-            .transaction()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err("starting a transaction"))?;
         let before = audit::head(&tx).map_err(Error::from)?;
         let result = f(&tx)?;
@@ -641,6 +646,34 @@ impl StateStore for SqliteStore {
             .map_err(db_err("writing an agreement"))?;
             Ok(())
         })
+    }
+
+    fn record_event(
+        &self,
+        entry: NewEntry<'_>,
+        decisions: Vec<DecisionRecord>,
+    ) -> StoreFuture<'_, ()> {
+        let append = append_job(entry);
+        Box::pin(self.write_async("event", move |tx| {
+            labels::insert_decisions(tx, &decisions)?;
+            append(tx)
+        }))
+    }
+
+    fn add_label(&self, label: &NewLabel<'_>) -> Result<Label> {
+        labels::add(self, label)
+    }
+
+    fn decision(&self, event_id: &str, action_index: usize) -> Result<Option<DecisionRecord>> {
+        labels::decision(&self.reader(), event_id, action_index)
+    }
+
+    fn labels(&self, event_id: &str) -> Result<Vec<Label>> {
+        labels::of_event(&self.reader(), event_id)
+    }
+
+    fn labeled(&self, since: Option<&str>) -> Result<Vec<(DecisionRecord, Label)>> {
+        labels::labeled(&self.reader(), since)
     }
 
     fn enqueue_review(&self, review: &NewReview<'_>) -> Result<i64> {

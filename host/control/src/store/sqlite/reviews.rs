@@ -6,7 +6,10 @@ use super::{SqliteStore, db_err};
 use crate::audit::{self, NewEntry};
 use crate::registry::HOST_ACTOR;
 use crate::store::review_entries as entries;
-use crate::store::{Decision, NewReview, REVIEWS_LISTED, Review, ReviewResult, ReviewStatus, now};
+use crate::store::{
+    Decision, LABEL_FROM_REVIEW, NewLabel, NewReview, REVIEWS_LISTED, Review, ReviewResult,
+    ReviewStatus, now,
+};
 use crate::{Error, Result};
 
 const SELECT: &str = "SELECT id, created_at, status, trace_id, connector, proposed_by, action, event, reasons, decided_by, decided_at, comment, result, action_index FROM reviews";
@@ -125,6 +128,25 @@ pub(super) fn decide(store: &SqliteStore, d: &Decision<'_>) -> Result<Review> {
             params![id, status.as_str(), d.reviewer, now(), d.comment],
         )
         .map_err(db_err("deciding a review"))?;
+        // The decision is also a label of the action it was about.
+        let (event_id, action_index): (String, i64) = tx
+            .query_row(
+                "SELECT json_extract(event, '$.id'), action_index FROM reviews WHERE id = ?1",
+                [id],
+                |r| Ok((r.get::<_, Option<String>>(0)?.unwrap_or_default(), r.get(1)?)),
+            )
+            .map_err(db_err("reading a review"))?;
+        super::labels::insert_label(
+            tx,
+            &NewLabel {
+                event_id: &event_id,
+                action_index: usize::try_from(action_index).unwrap_or(0),
+                label: if d.approve { "approve" } else { "reject" },
+                source: LABEL_FROM_REVIEW,
+                actor: d.reviewer,
+                comment: d.comment,
+            },
+        )?;
         let (action, detail) = entries::decided(d, &proposed_by, connector.as_deref());
         audit::append(
             tx,

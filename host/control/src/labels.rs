@@ -1,0 +1,297 @@
+//! Human feedback as labels, and how each version's decisions agree with
+//! them.
+//!
+//! Every audited pipeline run records, per action, which versions produced
+//! it (`DecisionRecord`): the agent that proposed it, the model answers it
+//! rested on and the policies that judged it. A reviewer's approve or
+//! reject becomes a label of that action; `evos feedback` and
+//! `POST /v1/events/{id}/feedback` add corrections after the fact (a paid
+//! claim found fraudulent later). The newest label of an action counts.
+//!
+//! Agreement with humans, per version:
+//!
+//! | kind          | agrees when                                                  |
+//! |---------------|--------------------------------------------------------------|
+//! | agent         | its proposal was approved (`reject` disagrees)               |
+//! | policy        | `allow` was approved or `deny` rejected (escalations are not compared) |
+//! | model-adapter | its answer's class is the one its manifest's `[rollout.compare.labels]` gives the label (`"<action kind>/<label>"`, then `<label>`) |
+//!
+//! Labels the table does not name are counted (`labeled`, the confusion
+//! counts) but not compared.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::Result;
+use crate::compare::{self, Answer, Compare};
+use crate::manifest::Manifest;
+use crate::runtime::{CallOutput, Outcome};
+use crate::store::{Label, StateStore};
+use crate::types::ModelResponse;
+
+/// How one version's decisions compared with human labels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HumanAgreement {
+    /// Labelled actions this version took part in.
+    pub labeled: u64,
+    /// Of those, the ones whose label says what the version should have
+    /// answered.
+    pub compared: u64,
+    pub agreed: u64,
+    /// Count per `"<the version's class> -> <label>"`.
+    pub confusion: BTreeMap<String, u64>,
+}
+
+impl HumanAgreement {
+    /// agreed / compared, once anything was compared.
+    pub fn rate(&self) -> Option<f64> {
+        (self.compared > 0).then(|| self.agreed as f64 / self.compared as f64)
+    }
+}
+
+/// A version as labels name it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VersionKey {
+    pub plugin: String,
+    pub version: String,
+    pub digest: String,
+}
+
+/// Agreement with humans of every version that took part in a labelled
+/// action (labelled at or after `since` when given).
+pub fn by_version(
+    store: &dyn StateStore,
+    since: Option<&str>,
+) -> Result<BTreeMap<VersionKey, HumanAgreement>> {
+    let labeled = store.labeled(since)?;
+    let mut compares = Comparators::new(store);
+    let mut out: BTreeMap<VersionKey, HumanAgreement> = BTreeMap::new();
+    for (decision, label) in &labeled {
+        let Value::Array(steps) = &decision.steps else {
+            continue;
+        };
+        for step in steps {
+            let text = |k: &str| step.get(k).and_then(Value::as_str).unwrap_or_default();
+            let key = VersionKey {
+                plugin: text("plugin").to_string(),
+                version: text("version").to_string(),
+                digest: text("digest").to_string(),
+            };
+            // The step's class, and whether the label says it was right
+            // (`None`: the label does not say).
+            let (class, verdict) = match text("kind") {
+                "agent" => (text("class").to_string(), approved(label)),
+                "policy" => {
+                    let class = text("class").to_string();
+                    let verdict = match class.as_str() {
+                        "allow" => approved(label),
+                        "deny" => approved(label).map(|a| !a),
+                        _ => None,
+                    };
+                    (class, verdict)
+                }
+                "model-adapter" => {
+                    let compare = compares.of(&key);
+                    let class = model_class(step, compare.as_ref())
+                        .unwrap_or_else(|| "unclassified".into());
+                    let verdict = compare
+                        .as_ref()
+                        .and_then(|c| c.class_for_label(&decision.action_kind, &label.label))
+                        .map(|expected| expected == class);
+                    (class, verdict)
+                }
+                _ => continue,
+            };
+            let entry = out.entry(key).or_default();
+            entry.labeled += 1;
+            *entry
+                .confusion
+                .entry(format!("{class} -> {}", label.label))
+                .or_default() += 1;
+            if let Some(agreed) = verdict {
+                entry.compared += 1;
+                entry.agreed += u64::from(agreed);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the label approves the action: `approve`, `reject`, or
+/// neither.
+fn approved(label: &Label) -> Option<bool> {
+    match label.label.as_str() {
+        "approve" => Some(true),
+        "reject" => Some(false),
+        _ => None,
+    }
+}
+
+/// The class of a recorded model answer.
+fn model_class(step: &Value, compare: Option<&Compare>) -> Option<String> {
+    let ok = step.get("outcome").and_then(Value::as_str) == Some("ok");
+    let output = step.get("output").filter(|o| !o.is_null());
+    let answer = match (ok, output) {
+        (true, Some(output)) => Answer {
+            outcome: Outcome::Ok,
+            output: Some(CallOutput::Model(ModelResponse {
+                output: output.clone(),
+                model: String::new(),
+                usage: Default::default(),
+            })),
+        },
+        _ => Answer {
+            outcome: Outcome::Trap {
+                message: String::new(),
+            },
+            output: None,
+        },
+    };
+    compare::class_of(&answer, compare)
+}
+
+/// Each version's `[rollout.compare]`, read from its stored manifest once.
+struct Comparators<'a> {
+    store: &'a dyn StateStore,
+    known: HashMap<VersionKey, Option<Compare>>,
+}
+
+impl<'a> Comparators<'a> {
+    fn new(store: &'a dyn StateStore) -> Self {
+        Comparators {
+            store,
+            known: HashMap::new(),
+        }
+    }
+
+    fn of(&mut self, key: &VersionKey) -> Option<Compare> {
+        if let Some(known) = self.known.get(key) {
+            return known.clone();
+        }
+        let compare = self
+            .store
+            .versions_of(&key.plugin)
+            .ok()
+            .and_then(|rows| rows.into_iter().find(|r| r.digest == key.digest))
+            .and_then(|row| {
+                Manifest::parse(
+                    &row.manifest,
+                    &row.manifest_origin,
+                    std::path::Path::new(&row.manifest_base),
+                )
+                .ok()
+            })
+            .and_then(|m| m.rollout.compare);
+        self.known.insert(key.clone(), compare.clone());
+        compare
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{
+        DecisionRecord, Deploy, LABEL_FROM_FEEDBACK, NewLabel, NewVersion, Slot, SqliteStore,
+    };
+    use serde_json::json;
+    use std::sync::Arc;
+
+    const MODEL: &str = "[plugin]\nname = \"score\"\nkind = \"model-adapter\"\nversion = \"1.0.0\"\n\n[rollout.compare]\nfield = \"score\"\nthreshold = 0.7\n\n[rollout.compare.labels]\n\"pay/reject\" = \"positive\"\n\"pay/approve\" = \"negative\"\nfraud = \"positive\"\n";
+
+    fn record(event: &str, score: f64, policy: &str) -> DecisionRecord {
+        DecisionRecord {
+            event_id: event.into(),
+            action_index: 0,
+            trace_id: String::new(),
+            action_kind: "pay".into(),
+            proposed_by: "triage".into(),
+            steps: json!([
+                {"plugin": "triage", "kind": "agent", "version": "2.0.0", "digest": "a", "class": "pay"},
+                {"plugin": "score", "kind": "model-adapter", "version": "1.0.0", "digest": "m", "outcome": "ok", "output": {"score": score}},
+                {"plugin": "limit", "kind": "policy", "version": "0.1.0", "digest": "p", "class": policy},
+            ]),
+            at: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn versions_are_judged_against_the_newest_label_of_each_action() {
+        let dir = std::env::temp_dir().join(format!("evos-labels-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&dir).unwrap());
+        store
+            .record_deploy(
+                &NewVersion {
+                    plugin: "score",
+                    version: "1.0.0",
+                    digest: "m",
+                    manifest: MODEL,
+                    manifest_origin: "score.toml",
+                    manifest_base: ".",
+                },
+                &Deploy {
+                    action: "deploy",
+                    actor: "t",
+                    slot: Slot::Stable,
+                    detail: &json!({}),
+                    seen: None,
+                },
+            )
+            .unwrap();
+        let entry = || crate::audit::NewEntry {
+            actor: "t",
+            action: "pipeline",
+            subject: "event",
+            digest: None,
+            detail: json!({}),
+        };
+        store
+            .record_event(
+                entry(),
+                vec![
+                    record("low-paid", 0.1, "allow"),
+                    record("high-escalated", 0.9, "escalate"),
+                    record("low-fraud", 0.2, "allow"),
+                ],
+            )
+            .await
+            .unwrap();
+        let label = |event: &'static str, word: &'static str| NewLabel {
+            event_id: event,
+            action_index: 0,
+            label: word,
+            source: LABEL_FROM_FEEDBACK,
+            actor: "t",
+            comment: None,
+        };
+        store.add_label(&label("low-paid", "approve")).unwrap();
+        store.add_label(&label("high-escalated", "reject")).unwrap();
+        // Approved at first, found to be fraud later: the newest counts.
+        store.add_label(&label("low-fraud", "approve")).unwrap();
+        store.add_label(&label("low-fraud", "fraud")).unwrap();
+
+        let got = by_version(&*store, None).unwrap();
+        let key = |plugin: &str, version: &str, digest: &str| VersionKey {
+            plugin: plugin.into(),
+            version: version.into(),
+            digest: digest.into(),
+        };
+        // The model: negative/approve agrees, positive/reject agrees,
+        // negative/fraud disagrees.
+        let model = &got[&key("score", "1.0.0", "m")];
+        assert_eq!((model.labeled, model.compared, model.agreed), (3, 3, 2));
+        assert_eq!(model.confusion["negative -> fraud"], 1);
+        assert_eq!(model.rate(), Some(2.0 / 3.0));
+        // The agent: approve agrees, reject disagrees, `fraud` says nothing
+        // about a proposal.
+        let agent = &got[&key("triage", "2.0.0", "a")];
+        assert_eq!((agent.labeled, agent.compared, agent.agreed), (3, 2, 1));
+        // The policy: allow/approve agrees, escalations are not compared.
+        let policy = &got[&key("limit", "0.1.0", "p")];
+        assert_eq!((policy.labeled, policy.compared, policy.agreed), (3, 1, 1));
+        assert_eq!(policy.confusion["escalate -> reject"], 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
