@@ -14,6 +14,7 @@ mod cli;
 mod control;
 mod crash;
 mod examples;
+mod rollout;
 mod server;
 mod shadow;
 mod ui;

@@ -237,6 +237,7 @@ mod tests {
                     slot: Slot::Stable,
                     detail: &json!({}),
                     seen: None,
+                    step: None,
                 },
             )
             .unwrap();

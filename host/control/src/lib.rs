@@ -15,6 +15,7 @@ pub mod auth;
 pub mod breaker;
 pub mod labels;
 pub mod pipeline;
+pub mod progressive;
 pub mod registry;
 pub mod review;
 pub mod shadow;

@@ -116,6 +116,11 @@ impl Live {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
+    /// Calls this version answered (persisted across restarts).
+    pub fn calls(&self) -> u64 {
+        self.totals.lock().map_or(0, |t| t.latency.len())
+    }
+
     /// This version's calls, outcomes and latency; `weight` is its share
     /// of calls in percent.
     pub fn status(&self, weight: u8) -> VersionStatus {
@@ -188,6 +193,50 @@ pub struct Route {
     pub canary: Option<(Arc<Live>, u8)>,
     /// The shadow and the percent of live calls mirrored to it (1-100).
     pub shadow: Option<(Arc<Shadow>, u8)>,
+    /// Where the candidate (the canary, else the shadow) is in its
+    /// manifest's `[[rollout.steps]]`, when it is rolled out that way.
+    pub rollout: Option<Progress>,
+}
+
+/// A candidate's place in its progressive rollout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// The step, 0-based.
+    pub step: u32,
+    /// When it entered the step.
+    pub since: std::time::SystemTime,
+    /// The candidate's count when it entered the step (compared answers
+    /// in a shadow step, calls in a canary step): the step counts from
+    /// here.
+    pub base: u64,
+}
+
+/// A judgement of a progressive rollout's current step.
+struct ProgressJudgement {
+    candidate: Arc<Live>,
+    shadow: Option<Arc<Shadow>>,
+    policy: crate::rollout::RolloutPolicy,
+    progress: Progress,
+    verdict: crate::progressive::StepVerdict,
+    gates: Vec<crate::progressive::Gate>,
+}
+
+/// A progressive rollout as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutStatus {
+    /// The candidate version.
+    pub version: String,
+    /// The step, 1-based, of `steps`.
+    pub step: u32,
+    pub steps: usize,
+    /// `shadow 100%` or `canary 10%`.
+    pub slot: String,
+    pub since: String,
+    pub verdict: crate::progressive::StepVerdict,
+    /// Every gate's value and threshold.
+    pub gates: Vec<crate::progressive::Gate>,
+    /// What happens next.
+    pub next: String,
 }
 
 /// A version as `status` shows it.
@@ -232,6 +281,9 @@ pub struct PluginStatus {
     pub canary: Option<VersionStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowStatus>,
+    /// The candidate's progressive rollout, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
 }
 
 /// A shadow as `status` shows it: its own calls (`weight` is its share
@@ -364,10 +416,35 @@ impl Registry {
             }
             None => None,
         };
+        // A step's start as recorded; a route already in that step keeps
+        // its own clock.
+        let rollout = d.rollout_step.map(|step| Progress {
+            step,
+            // Counted again from here after a restart.
+            base: current
+                .and_then(|r| r.rollout)
+                .filter(|p| p.step == step)
+                .map(|p| p.base)
+                .unwrap_or_else(|| match (&shadow, d.canary_id) {
+                    (Some((s, _)), None) => s.agreement(stable.version_id).compared,
+                    _ => canary.as_ref().map_or(0, |(c, _)| c.calls()),
+                }),
+            since: current
+                .and_then(|r| r.rollout)
+                .filter(|p| p.step == step)
+                .map(|p| p.since)
+                .or_else(|| {
+                    d.step_since
+                        .as_deref()
+                        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                })
+                .unwrap_or_else(std::time::SystemTime::now),
+        });
         Ok(Route {
             stable,
             canary,
             shadow,
+            rollout,
         })
     }
 
@@ -515,6 +592,260 @@ impl Registry {
         {
             tracing::error!(target: "evos::registry", plugin = name, "automatic rollback failed: {e}");
         }
+        if is_canary
+            && live
+                .calls_since_judged
+                .load(Ordering::Relaxed)
+                .is_multiple_of(10)
+        {
+            self.check_rollout_later(name);
+        }
+    }
+
+    /// Judge `name`'s progressive rollout off the caller's path (it takes
+    /// the control lock).
+    pub(crate) fn check_rollout_later(&self, name: &str) {
+        let has_rollout = self.route(name).is_some_and(|r| r.rollout.is_some());
+        let (Some(me), true) = (self.me.upgrade(), has_rollout) else {
+            return;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let name = name.to_string();
+        handle.spawn(async move {
+            if let Err(e) = me.check_rollout(&name).await {
+                tracing::error!(target: "evos::registry", plugin = name, "judging the rollout failed: {e}");
+            }
+        });
+    }
+
+    /// Judge every progressive rollout now (steps that wait for time to
+    /// pass advance here).
+    pub async fn tick_rollouts(&self) {
+        let names: Vec<String> = self
+            .routes()
+            .iter()
+            .filter(|(_, r)| r.load().rollout.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            if let Err(e) = self.check_rollout(&name).await {
+                tracing::error!(target: "evos::registry", plugin = name, "judging the rollout failed: {e}");
+            }
+        }
+    }
+
+    /// The candidate of a route's progressive rollout, whether it is the
+    /// shadow, its step and the step's judgement.
+    fn judge_progress(&self, name: &str, route: &Route) -> Option<ProgressJudgement> {
+        let progress = route.rollout?;
+        let (candidate, shadow) = match (&route.canary, &route.shadow) {
+            (Some((c, _)), _) => (c.clone(), None),
+            (None, Some((s, _))) => (s.live.clone(), Some(s.clone())),
+            (None, None) => return None,
+        };
+        let policy = candidate.plugin.manifest().rollout.clone();
+        let step = policy.steps.get(progress.step as usize)?.clone();
+        let candidate_stats = candidate.window.lock().ok()?.stats(policy.window);
+        let stable_stats = route.stable.window.lock().ok()?.stats(policy.window);
+        let agreement = shadow
+            .as_ref()
+            .map(|s| s.agreement(route.stable.version_id));
+        let humans = match policy.min_agreement_with_humans {
+            Some(_) => crate::labels::by_version(&*self.store, None)
+                .map_err(|e| {
+                    tracing::warn!(target: "evos::registry", plugin = name, "reading labels: {e}");
+                })
+                .ok()
+                .and_then(|all| {
+                    all.get(&crate::labels::VersionKey {
+                        plugin: name.to_string(),
+                        version: candidate.plugin.version().to_string(),
+                        digest: candidate.plugin.digest().to_string(),
+                    })
+                    .cloned()
+                }),
+            None => None,
+        };
+        let in_step = progress.since.elapsed().unwrap_or_default();
+        let count = match &agreement {
+            Some(a) if step.shadow.is_some() => a.compared,
+            _ => candidate.calls(),
+        };
+        let step_calls = count.saturating_sub(progress.base);
+        let (verdict, gates) = crate::progressive::judge_step(&crate::progressive::Evidence {
+            policy: &policy,
+            step: &step,
+            candidate: &candidate_stats,
+            stable: &stable_stats,
+            agreement: agreement.as_ref(),
+            humans: humans.as_ref(),
+            in_step,
+            step_calls,
+        });
+        Some(ProgressJudgement {
+            candidate,
+            shadow,
+            policy,
+            progress,
+            verdict,
+            gates,
+        })
+    }
+
+    /// Judge `name`'s progressive rollout and act: advance to the next
+    /// step, promote after the last (`auto-promote`), or roll back when a
+    /// gate failed. Returns the action taken.
+    pub async fn check_rollout(&self, name: &str) -> Result<Option<String>> {
+        use crate::progressive::StepVerdict;
+        let _guard = self.control.lock().await;
+        let Some(route) = self.route(name) else {
+            return Ok(None);
+        };
+        let Some(j) = self.judge_progress(name, &route) else {
+            return Ok(None);
+        };
+        let step_no = j.progress.step as usize;
+        let removed = |why: &str| {
+            json!({
+                "removed": {"version": j.candidate.plugin.version(), "digest": j.candidate.plugin.digest(), "version_id": j.candidate.version_id},
+                "stable": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
+                "reason": why,
+                "step": step_no + 1,
+                "steps": j.policy.steps.len(),
+                "slot": j.policy.steps.get(step_no).map(|s| s.describe()),
+                "gates": j.gates,
+            })
+        };
+        let (action, detail, next) = match &j.verdict {
+            StepVerdict::Wait => return Ok(None),
+            StepVerdict::Fail { summary, .. } => (
+                "auto-rollback",
+                removed(summary),
+                Route {
+                    stable: route.stable.clone(),
+                    canary: if j.shadow.is_some() {
+                        route.canary.clone()
+                    } else {
+                        None
+                    },
+                    shadow: if j.shadow.is_some() {
+                        None
+                    } else {
+                        route.shadow.clone()
+                    },
+                    rollout: None,
+                },
+            ),
+            StepVerdict::Pass => match j.policy.steps.get(step_no + 1) {
+                Some(next_step) => {
+                    let next = Route {
+                        stable: route.stable.clone(),
+                        canary: next_step.weight.map(|w| (j.candidate.clone(), w)),
+                        shadow: next_step.shadow.map(|share| {
+                            let kept = j.shadow.clone().unwrap_or_else(|| {
+                                Arc::new(Shadow::new(
+                                    j.candidate.clone(),
+                                    &*self.store,
+                                    route.stable.version_id,
+                                ))
+                            });
+                            (kept, share)
+                        }),
+                        rollout: Some(Progress {
+                            step: j.progress.step + 1,
+                            since: std::time::SystemTime::now(),
+                            base: match &j.shadow {
+                                Some(s) if next_step.shadow.is_some() => {
+                                    s.agreement(route.stable.version_id).compared
+                                }
+                                _ => j.candidate.calls(),
+                            },
+                        }),
+                    };
+                    let detail = json!({
+                        "version": j.candidate.plugin.version(),
+                        "passed": {"step": step_no + 1, "slot": j.policy.steps.get(step_no).map(|s| s.describe()), "gates": j.gates},
+                        "next": {"step": step_no + 2, "slot": next_step.describe()},
+                        "steps": j.policy.steps.len(),
+                    });
+                    ("rollout-step", detail, next)
+                }
+                None if j.policy.auto_promote => {
+                    let next = Route {
+                        stable: j.candidate.clone(),
+                        canary: None,
+                        shadow: if j.shadow.is_some() {
+                            None
+                        } else {
+                            route.shadow.clone()
+                        },
+                        rollout: None,
+                    };
+                    let detail = json!({
+                        "promoted": {"version": j.candidate.plugin.version(), "digest": j.candidate.plugin.digest(), "from": "rollout"},
+                        "replaced": {"version": route.stable.plugin.version(), "digest": route.stable.plugin.digest()},
+                        "passed": {"step": step_no + 1, "gates": j.gates},
+                    });
+                    ("promote", detail, next)
+                }
+                None => return Ok(None),
+            },
+        };
+        self.switch(
+            &Change {
+                plugin: name,
+                serving: serving(&next),
+                action,
+                actor: HOST_ACTOR,
+                version_id: Some(j.candidate.version_id),
+                detail: &detail,
+                digest: j.candidate.plugin.digest(),
+                seen: seen(&route),
+            },
+            next,
+        )?;
+        tracing::info!(target: "evos::registry", plugin = name, "rollout: {action} ({})", match &j.verdict {
+            StepVerdict::Fail { summary, .. } => summary.clone(),
+            _ => format!("step {} of {} passed", step_no + 1, j.policy.steps.len()),
+        });
+        Ok(Some(action.to_string()))
+    }
+
+    /// Where a plugin's progressive rollout stands, for `status`.
+    fn rollout_status(&self, name: &str, route: &Route) -> Option<RolloutStatus> {
+        let j = self.judge_progress(name, route)?;
+        let step = j.policy.steps.get(j.progress.step as usize)?;
+        let last = j.progress.step as usize + 1 == j.policy.steps.len();
+        let waiting = last
+            && !j.policy.auto_promote
+            && matches!(j.verdict, crate::progressive::StepVerdict::Pass);
+        Some(RolloutStatus {
+            version: j.candidate.plugin.version().to_string(),
+            step: j.progress.step + 1,
+            steps: j.policy.steps.len(),
+            slot: step.describe(),
+            since: humantime::format_rfc3339_seconds(j.progress.since).to_string(),
+            verdict: j.verdict,
+            gates: j.gates,
+            next: if waiting {
+                "every gate holds: waiting for `evos promote`".into()
+            } else if last {
+                if j.policy.auto_promote {
+                    "promoted when every gate holds"
+                } else {
+                    "waits for `evos promote` when every gate holds"
+                }
+                .into()
+            } else {
+                j.policy
+                    .steps
+                    .get(j.progress.step as usize + 1)
+                    .map(|s| format!("{} when every gate holds", s.describe()))
+                    .unwrap_or_default()
+            },
+        })
     }
 
     /// Account one call to its version; returns a breach when the call was
@@ -583,6 +914,7 @@ impl Registry {
             stable: route.stable.clone(),
             canary: None,
             shadow: route.shadow.clone(),
+            rollout: None,
         };
         self.switch(
             &Change {
@@ -646,7 +978,9 @@ impl Registry {
     }
 
     /// [`Registry::deploy`] to any slot: the stable version, a canary, or
-    /// a shadow mirroring a share of the live calls.
+    /// a shadow mirroring a share of the live calls. A version whose
+    /// manifest declares `[[rollout.steps]]`, deployed as stable next to a
+    /// stable version, starts its progressive rollout at the first step.
     pub async fn deploy_to(
         &self,
         manifest: Manifest,
@@ -660,6 +994,18 @@ impl Registry {
         // text says, whatever was changed on the value in memory.
         let manifest = Manifest::parse(&manifest.source, &manifest.origin, &manifest.base)?;
         let name = manifest.name().to_string();
+        let first_step = match (slot, manifest.rollout.steps.first(), self.route(&name)) {
+            (Slot::Stable, Some(step), Some(_)) => Some(step.clone()),
+            _ => None,
+        };
+        let slot = match &first_step {
+            Some(step) => match (step.shadow, step.weight) {
+                (Some(share), _) => Slot::Shadow(share),
+                (None, Some(w)) => Slot::Canary(w),
+                (None, None) => slot,
+            },
+            None => slot,
+        };
         let result = self.validate(&manifest, bytes, what, slot).await;
         let (plugin, current) = match result {
             Ok(ok) => ok,
@@ -676,6 +1022,11 @@ impl Registry {
             Slot::Canary(w) => ("canary", Some(w), None),
             Slot::Shadow(s) => ("shadow", None, Some(s)),
         };
+        let action = if first_step.is_some() {
+            "rollout"
+        } else {
+            action
+        };
         let version = manifest.plugin.version.to_string();
         let base = manifest.base.display().to_string();
         let mut detail = json!({
@@ -687,6 +1038,19 @@ impl Registry {
         });
         if let (Some(share), Some(fields)) = (share, detail.as_object_mut()) {
             fields.insert("shadow-share".into(), share.into());
+        }
+        if let (true, Some(fields)) = (first_step.is_some(), detail.as_object_mut()) {
+            fields.insert(
+                "steps".into(),
+                json!(
+                    manifest
+                        .rollout
+                        .steps
+                        .iter()
+                        .map(|s| s.describe())
+                        .collect::<Vec<_>>()
+                ),
+            );
         }
         let version_id = self.store.record_deploy(
             &NewVersion {
@@ -703,15 +1067,22 @@ impl Registry {
                 slot,
                 detail: &detail,
                 seen: current.as_deref().and_then(seen),
+                step: first_step.as_ref().map(|_| 0),
             },
         )?;
         crashpoint("deploy:before-swap");
+        let rollout = first_step.as_ref().map(|_| Progress {
+            step: 0,
+            since: std::time::SystemTime::now(),
+            base: 0,
+        });
         let live = Arc::new(Live::new(version_id, plugin, &*self.store)?);
         let route = match (slot, current) {
             (Slot::Canary(w), Some(cur)) => Route {
                 stable: cur.stable.clone(),
                 canary: Some((live, w)),
                 shadow: cur.shadow.clone(),
+                rollout,
             },
             (Slot::Shadow(share), Some(cur)) => Route {
                 stable: cur.stable.clone(),
@@ -720,11 +1091,13 @@ impl Registry {
                     Arc::new(Shadow::new(live, &*self.store, cur.stable.version_id)),
                     share,
                 )),
+                rollout,
             },
             _ => Route {
                 stable: live,
                 canary: None,
                 shadow: None,
+                rollout: None,
             },
         };
         let report = change_report(&name, action, &route, version_id);
@@ -817,6 +1190,7 @@ impl Registry {
                     stable: canary.clone(),
                     canary: None,
                     shadow: route.shadow.clone(),
+                    rollout: None,
                 },
             ),
             (None, Some((shadow, _))) => (
@@ -825,6 +1199,7 @@ impl Registry {
                     stable: shadow.live.clone(),
                     canary: None,
                     shadow: None,
+                    rollout: None,
                 },
             ),
             (None, None) => {
@@ -894,6 +1269,7 @@ impl Registry {
                 stable: route.stable.clone(),
                 canary: None,
                 shadow: route.shadow.clone(),
+                rollout: None,
             };
             return self.switch(
                 &Change {
@@ -919,6 +1295,7 @@ impl Registry {
                 stable: route.stable.clone(),
                 canary: None,
                 shadow: None,
+                rollout: None,
             };
             return self.switch(
                 &Change {
@@ -971,6 +1348,7 @@ impl Registry {
             stable: target.clone(),
             canary: None,
             shadow: route.shadow.clone(),
+            rollout: None,
         };
         self.switch(
             &Change {
@@ -1071,6 +1449,7 @@ impl Registry {
             if let Some(route) = self.route(&n) {
                 let canary_weight = route.canary.as_ref().map_or(0, |(_, w)| *w);
                 out.push(PluginStatus {
+                    rollout: self.rollout_status(&n, &route),
                     plugin: n.clone(),
                     kind: route.stable.plugin.kind().to_string(),
                     stable: with_humans(route.stable.status(100 - canary_weight), &n),
@@ -1208,6 +1587,7 @@ fn serving(route: &Route) -> Serving {
             .shadow
             .as_ref()
             .map(|(s, share)| (s.live.version_id, *share)),
+        step: route.rollout.as_ref().map(|r| r.step),
     }
 }
 

@@ -163,8 +163,10 @@ impl Shadow {
             compare::class_of(&job.answer, manifest_compare),
             compare::class_of(&answer, manifest_compare),
         );
+        let mut judge = false;
         self.with_pair(job.live_id, |a| {
             a.compared += 1;
+            judge = a.compared.is_multiple_of(10);
             a.agreed += u64::from(agreed);
             if let (Some(live), Some(candidate)) = &classes {
                 a.classed += 1;
@@ -174,6 +176,9 @@ impl Shadow {
                     .or_default() += 1;
             }
         });
+        if judge {
+            registry.check_rollout_later(plugin.name());
+        }
     }
 
     fn with_pair(&self, live_id: i64, f: impl FnOnce(&mut Agreement)) {

@@ -345,7 +345,10 @@ impl Manifest {
         };
         manifest.rollout.validate().map_err(|m| {
             err(at_line(
-                line_of(text, |l| l.trim_start().starts_with("[rollout]")),
+                line_of(text, |l| {
+                    let l = l.trim_start();
+                    l.starts_with("[rollout") || l.starts_with("[[rollout")
+                }),
                 &m,
             ))
         })?;

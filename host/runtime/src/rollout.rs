@@ -18,6 +18,35 @@
 //!
 //! `p95-slack` guards against noise: on microsecond-scale calls a busy
 //! machine can triple a p95 without anything being wrong.
+//!
+//! # Progressive rollout
+//!
+//! A manifest may declare steps a new version goes through, and gates on
+//! the *quality* of its decisions judged at every step besides the health
+//! gates above:
+//!
+//! ```toml
+//! [rollout]
+//! min-agreement-with-stable = 0.9   # shadow steps: share of answers agreeing with stable
+//! max-decision-shift = 0.1          # shadow steps: share of answers whose class changed
+//! min-agreement-with-humans = 0.8   # its decisions vs human labels ...
+//! min-labels = 20                   # ... once this many of them are labelled
+//! auto-promote = true               # after the last step; else it waits for `evos promote`
+//!
+//! [[rollout.steps]]
+//! shadow = 100                      # mirror 100 % of live calls to it
+//! min-calls = 200                   # compared answers before judging
+//! hold = "10m"                      # and at least this long in the step
+//!
+//! [[rollout.steps]]
+//! weight = 10                       # a canary with 10 % of calls
+//! min-calls = 100                   # canary calls in the window before judging
+//! ```
+//!
+//! A step passes when it has seen `min-calls`, held for `hold`, and every
+//! gate that can be judged holds; a gate that fails rolls the version back
+//! with the gate's value and threshold in the audit entry. A gate that
+//! cannot be judged yet (too few labels) holds nothing up.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -52,6 +81,56 @@ pub struct RolloutPolicy {
     /// (`[rollout.compare]`; see [`crate::compare`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare: Option<crate::compare::Compare>,
+    /// The steps of a progressive rollout (`[[rollout.steps]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_agreement_with_stable: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_decision_shift: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_agreement_with_humans: Option<f64>,
+    /// Labelled decisions before `min-agreement-with-humans` is judged.
+    #[serde(default = "RolloutPolicy::default_min_labels")]
+    pub min_labels: u64,
+    /// Promote after the last step passes (else wait for a person).
+    #[serde(default)]
+    pub auto_promote: bool,
+}
+
+/// One step of a progressive rollout: a shadow or a canary share.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Step {
+    /// Percent of live calls mirrored to the version as a shadow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<u8>,
+    /// Percent of calls the version answers as a canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u8>,
+    /// Calls before the step is judged (compared answers for a shadow,
+    /// canary calls in the window for a canary); default `[rollout]
+    /// min-calls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_calls: Option<u32>,
+    /// Time in the step before it can pass.
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hold: Option<Duration>,
+}
+
+impl Step {
+    /// `shadow 100%` or `canary 10%`.
+    pub fn describe(&self) -> String {
+        match (self.shadow, self.weight) {
+            (Some(s), _) => format!("shadow {s}%"),
+            (None, Some(w)) => format!("canary {w}%"),
+            (None, None) => "empty step".into(),
+        }
+    }
 }
 
 impl RolloutPolicy {
@@ -72,6 +151,9 @@ impl RolloutPolicy {
     }
     fn default_slack() -> Duration {
         Duration::from_millis(5)
+    }
+    fn default_min_labels() -> u64 {
+        20
     }
 
     /// Check value ranges; the message names the key.
@@ -101,6 +183,50 @@ impl RolloutPolicy {
         if let Some(c) = &self.compare {
             c.validate()?;
         }
+        for (key, v) in [
+            ("min-agreement-with-stable", self.min_agreement_with_stable),
+            ("max-decision-shift", self.max_decision_shift),
+            ("min-agreement-with-humans", self.min_agreement_with_humans),
+        ] {
+            if let Some(v) = v
+                && !(0.0..=1.0).contains(&v)
+            {
+                return Err(format!(
+                    "[rollout] {key} = {v} must be a share between 0.0 and 1.0"
+                ));
+            }
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            let n = i + 1;
+            match (step.shadow, step.weight) {
+                (Some(_), Some(_)) => {
+                    return Err(format!(
+                        "[[rollout.steps]] step {n} sets both `shadow` and `weight`: a step is a shadow share or a canary weight"
+                    ));
+                }
+                (None, None) => {
+                    return Err(format!(
+                        "[[rollout.steps]] step {n} needs `shadow = <percent>` or `weight = <percent>`"
+                    ));
+                }
+                (Some(p), None) | (None, Some(p)) if !(1..=100).contains(&p) => {
+                    return Err(format!(
+                        "[[rollout.steps]] step {n}: {p} is not a percentage from 1 to 100"
+                    ));
+                }
+                _ => {}
+            }
+            if step.min_calls == Some(0) {
+                return Err(format!(
+                    "[[rollout.steps]] step {n}: min-calls must be at least 1"
+                ));
+            }
+        }
+        if (self.min_agreement_with_stable.is_some() || self.max_decision_shift.is_some())
+            && !self.steps.iter().any(|s| s.shadow.is_some())
+        {
+            return Err("[rollout] min-agreement-with-stable and max-decision-shift are judged in shadow steps: add a step with `shadow = <percent>`".into());
+        }
         Ok(())
     }
 }
@@ -115,6 +241,12 @@ impl Default for RolloutPolicy {
             max_p95_ratio: Self::default_p95_ratio(),
             p95_slack: Self::default_slack(),
             compare: None,
+            steps: Vec::new(),
+            min_agreement_with_stable: None,
+            max_decision_shift: None,
+            min_agreement_with_humans: None,
+            min_labels: Self::default_min_labels(),
+            auto_promote: false,
         }
     }
 }
@@ -134,6 +266,29 @@ mod humantime_serde_compat {
         humantime::parse_duration(&text).map_err(|e| {
             serde::de::Error::custom(format!(
                 "invalid duration {text:?}: {e}; write e.g. \"60s\""
+            ))
+        })
+    }
+}
+
+/// Optional durations as humantime text.
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map(Some).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?}: {e}; write e.g. \"10m\""
             ))
         })
     }

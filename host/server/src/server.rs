@@ -721,6 +721,8 @@ async fn keep_in_step(host: Arc<Host>) {
         }
         if last_flush.elapsed() >= FLUSH_STATS_EVERY {
             last_flush = tokio::time::Instant::now();
+            // Steps that wait for time (`hold`) advance here.
+            host.registry.tick_rollouts().await;
             let registry = host.registry.clone();
             match tokio::task::spawn_blocking(move || registry.flush_stats()).await {
                 Ok(Ok(())) => {}

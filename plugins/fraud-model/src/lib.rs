@@ -11,6 +11,7 @@
 //! | `fraud-score`           | `fraud-lr@1.0.0` | `fraud-score/weights.json`       |
 //! | `fraud-score-retrained` | `fraud-lr@1.1.0` | `fraud-score/weights-1.1.0.json` |
 //! | `fraud-score-regressed` | `fraud-lr@1.2.0` | `fraud-score/weights.json`, plus the faulty feature-store lookup of [`regression`] |
+//! | `fraud-score-blind`     | `fraud-lr@1.3.0` | `fraud-score/weights-1.3.0.json`, trained without `prior_claims` |
 //!
 //! The weights files are fitted by `fraud-score/train/train.py` on a
 //! documented synthetic data set (fixed seed); the script also records the
@@ -317,6 +318,7 @@ mod tests {
     /// The weights files of the builds, as embedded by their crates.
     const WEIGHTS_1_0_0: &str = include_str!("../../fraud-score/weights.json");
     const WEIGHTS_1_1_0: &str = include_str!("../../fraud-score/weights-1.1.0.json");
+    const WEIGHTS_1_3_0: &str = include_str!("../../fraud-score/weights-1.3.0.json");
 
     #[derive(Deserialize)]
     struct Check {
@@ -362,6 +364,19 @@ mod tests {
     #[test]
     fn weights_1_1_0_load_and_match_the_training_script() {
         check_against_training_script(WEIGHTS_1_1_0, "1.1.0");
+    }
+
+    #[test]
+    fn weights_1_3_0_ignore_prior_claims() {
+        check_against_training_script(WEIGHTS_1_3_0, "1.3.0");
+        let w = Weights::parse(WEIGHTS_1_3_0).unwrap();
+        let at = FEATURES.iter().position(|f| *f == "prior_claims").unwrap();
+        assert_eq!(w.weights[at], 0.0, "trained with --ignore prior_claims");
+        let original = Weights::parse(WEIGHTS_1_0_0).unwrap();
+        assert!(
+            original.weights[at] > 1.0,
+            "the original model weighs prior claims"
+        );
     }
 
     #[test]

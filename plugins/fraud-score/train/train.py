@@ -50,6 +50,8 @@ Usage
     python3 train.py                  # fraud-lr@1.0.0, writes ../weights.json
     python3 train.py --seed 20250114 --n 20000 --version 1.1.0 \
         --out ../weights-1.1.0.json   # fraud-lr@1.1.0 (the retrained build)
+    python3 train.py --seed 20250301 --version 1.3.0 --ignore prior_claims \
+        --out ../weights-1.3.0.json   # fraud-lr@1.3.0: blind to prior claims
 
 ``--seed`` and ``--n`` choose the synthetic sample, ``--version`` is the
 version recorded in the weights file, ``--out`` where it is written. The
@@ -302,6 +304,13 @@ def parse_args():
     parser.add_argument("--n", type=int, default=N, help=f"number of synthetic claims, train and holdout (default {N})")
     parser.add_argument("--version", default=VERSION, help=f"model version recorded in the file (default {VERSION})")
     parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="FEATURE",
+        help="train without this feature (its weight stays 0); repeatable",
+    )
+    parser.add_argument(
         "--out",
         default=os.path.join(here, "..", "weights.json"),
         help="weights file to write, relative to the current directory (default: ../weights.json next to this script)",
@@ -309,6 +318,9 @@ def parse_args():
     args = parser.parse_args()
     if args.n < 10:
         parser.error("--n must be at least 10")
+    unknown = [f for f in args.ignore if f not in FEATURE_NAMES or f == "bias"]
+    if unknown:
+        parser.error(f"--ignore {unknown[0]}: not a feature; use one of {', '.join(FEATURE_NAMES[1:])}")
     return args
 
 
@@ -318,6 +330,10 @@ def main():
     rng = random.Random(seed)
     claims = [sample_claim(rng) for _ in range(n)]
     xs = [features(c["amount"], c["prior_claims"], c["incident"]) for c in claims]
+    # An ignored feature is zero for every claim: its weight never moves
+    # from 0, and the model scores as if it did not exist.
+    ignored = [FEATURE_NAMES.index(f) for f in args.ignore]
+    xs = [[0.0 if i in ignored else v for i, v in enumerate(x)] for x in xs]
     ys = [c["label"] for c in claims]
     n_holdout = int(n * HOLDOUT_FRACTION)
     train_x, train_y = xs[n_holdout:], ys[n_holdout:]
@@ -371,6 +387,8 @@ def main():
         },
         "checks": checks,
     }
+    if args.ignore:
+        out["training"]["ignored"] = args.ignore
     path = args.out
     with open(path, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=2)

@@ -220,6 +220,31 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
                 }
             }
         }
+        if let Some(r) = &p.rollout {
+            say!(
+                "  rollout of {}: step {} of {} ({}) since {}; {}",
+                r.version,
+                r.step,
+                r.steps,
+                r.slot,
+                r.since,
+                r.next
+            );
+            for g in &r.gates {
+                let state = match g.passed {
+                    Some(true) => "holds",
+                    Some(false) => "FAILS",
+                    None => "not judged",
+                };
+                let value = g.value.map_or("-".into(), |v| format!("{v:.4}"));
+                say!(
+                    "    {:<26} {value:>10}  threshold {:<8} {state}  ({})",
+                    g.gate,
+                    g.threshold,
+                    g.note
+                );
+            }
+        }
         for pair in p.shadow.iter().flat_map(|s| &s.agreement) {
             let a = &pair.agreement;
             let pct = |r: Option<f64>| r.map_or("-".into(), |r| format!("{:.1}%", r * 100.0));
@@ -382,6 +407,7 @@ pub async fn call(cli: &Cli, args: &CallArgs) -> Result<Exit> {
             "some mirrored calls had not run on their shadow after 60s; their comparisons are lost"
         );
     }
+    registry.tick_rollouts().await;
     registry.flush_stats()?;
     if args.times == 1
         && let Some(report) = &last

@@ -129,6 +129,7 @@ fn deployments(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
         slot: Slot::Stable,
         detail: &detail,
         seen: None,
+        step: None,
     };
     let v1 = ok(
         store.record_deploy(&version("p", "1.0.0", "d1"), &stable),
@@ -183,6 +184,7 @@ fn deployments(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
         stable_id: v1,
         canary: None,
         shadow: None,
+        step: None,
     });
     let again = Deploy { seen, ..stable };
     let v1b = ok(
@@ -233,6 +235,7 @@ fn deployments(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
                 stable_id: v2,
                 canary: None,
                 shadow: None,
+                step: None,
             },
             action: "promote",
             actor: "bob",
@@ -243,6 +246,7 @@ fn deployments(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
                 stable_id: v1,
                 canary: Some((v2, 10)),
                 shadow: None,
+                step: None,
             }),
         }),
         "promoting",
@@ -266,6 +270,7 @@ fn deployments(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
         stable_id: v2,
         canary: None,
         shadow: None,
+        step: None,
     });
     let shadow = Deploy {
         action: "shadow",
@@ -283,7 +288,8 @@ fn deployments(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
             == Serving {
                 stable_id: v2,
                 canary: None,
-                shadow: Some((v3, 100))
+                shadow: Some((v3, 100)),
+                step: None,
             },
         "after a shadow the deployment is {row:?}"
     );
@@ -347,6 +353,7 @@ fn stale_changes(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> 
         slot: Slot::Stable,
         detail: &detail,
         seen: None,
+        step: None,
     };
     let v1 = ok(
         store.record_deploy(&version("p", "1.0.0", "d1"), &deploy),
@@ -360,6 +367,7 @@ fn stale_changes(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> 
                     stable_id: v1,
                     canary: None,
                     shadow: None,
+                    step: None,
                 }),
                 ..deploy
             },
@@ -378,6 +386,7 @@ fn stale_changes(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> 
             stable_id: v1,
             canary: None,
             shadow: None,
+            step: None,
         },
         action: "rollback",
         actor: "bob",
@@ -388,6 +397,7 @@ fn stale_changes(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> 
             stable_id: v1,
             canary: None,
             shadow: None,
+            step: None,
         }),
     });
     ensure!(
@@ -435,6 +445,7 @@ fn stats(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
                 slot: Slot::Stable,
                 detail: &detail,
                 seen: None,
+                step: None,
             },
         ),
         "deploying",
@@ -476,6 +487,7 @@ fn agreement(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
         slot: Slot::Stable,
         detail: &detail,
         seen: None,
+        step: None,
     };
     let live = ok(
         store.record_deploy(&version("p", "1.0.0", "d1"), &deploy),
@@ -485,6 +497,7 @@ fn agreement(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
         stable_id: live,
         canary: None,
         shadow: None,
+        step: None,
     });
     let candidate = ok(
         store.record_deploy(
@@ -1068,6 +1081,7 @@ fn generation_watch(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), Strin
                     slot: Slot::Stable,
                     detail: &detail,
                     seen: None,
+                    step: None,
                 },
             ),
             "deploying",

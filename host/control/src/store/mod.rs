@@ -231,6 +231,10 @@ pub struct DeploymentRow {
     /// Percent of live calls mirrored to the shadow.
     pub shadow_share: u8,
     pub updated_at: String,
+    /// The step of a progressive rollout the candidate is in (0-based).
+    pub rollout_step: Option<u32>,
+    /// When it entered that step.
+    pub step_since: Option<String>,
 }
 
 impl DeploymentRow {
@@ -239,6 +243,7 @@ impl DeploymentRow {
             stable_id: self.stable_id,
             canary: self.canary_id.map(|id| (id, self.canary_weight)),
             shadow: self.shadow_id.map(|id| (id, self.shadow_share)),
+            step: self.rollout_step,
         }
     }
 }
@@ -250,6 +255,9 @@ pub struct Serving {
     pub stable_id: i64,
     pub canary: Option<(i64, u8)>,
     pub shadow: Option<(i64, u8)>,
+    /// The step of a progressive rollout the candidate (the canary, else
+    /// the shadow) is in.
+    pub step: Option<u32>,
 }
 
 /// One change to a deployment.
@@ -266,6 +274,7 @@ pub struct HistoryRow {
     pub canary_weight: u8,
     pub shadow_id: Option<i64>,
     pub shadow_share: u8,
+    pub rollout_step: Option<u32>,
     pub detail: serde_json::Value,
 }
 
@@ -314,6 +323,9 @@ pub struct Deploy<'a> {
     /// A canary or shadow joins what `seen` says serves (and is refused
     /// when nothing does); a stable version replaces it all.
     pub slot: Slot,
+    /// The rollout step a canary or shadow starts in, for a progressive
+    /// rollout.
+    pub step: Option<u32>,
     /// History and audit detail; the store sets its `version_id`.
     pub detail: &'a serde_json::Value,
     pub seen: Seen,

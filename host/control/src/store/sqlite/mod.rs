@@ -53,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0007_review_action_index.sql"),
     include_str!("../../../migrations/0008_shadow.sql"),
     include_str!("../../../migrations/0009_labels.sql"),
+    include_str!("../../../migrations/0010_rollout_steps.sql"),
 ];
 
 pub struct SqliteStore {
@@ -497,7 +498,7 @@ impl StateStore for SqliteStore {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT id, plugin, at, action, actor, version_id, stable_id, canary_id, canary_weight, detail, shadow_id, shadow_share
+                "SELECT id, plugin, at, action, actor, version_id, stable_id, canary_id, canary_weight, detail, shadow_id, shadow_share, rollout_step
                  FROM history WHERE plugin = ?1 ORDER BY id",
             )
             .map_err(db_err("reading history"))?;
@@ -516,6 +517,7 @@ impl StateStore for SqliteStore {
                     canary_weight: r.get(8)?,
                     shadow_id: r.get(10)?,
                     shadow_share: r.get(11)?,
+                    rollout_step: r.get(12)?,
                     detail: serde_json::from_str(&detail)
                         .unwrap_or(serde_json::Value::String(detail)),
                 })
@@ -579,13 +581,16 @@ impl StateStore for SqliteStore {
                     stable_id: vid,
                     canary: None,
                     shadow: None,
+                    step: None,
                 },
                 (Slot::Canary(weight), Some(current)) => Serving {
                     canary: Some((vid, weight)),
+                    step: deploy.step,
                     ..current
                 },
                 (Slot::Shadow(share), Some(current)) => Serving {
                     shadow: Some((vid, share)),
+                    step: deploy.step,
                     ..current
                 },
                 (Slot::Canary(_) | Slot::Shadow(_), None) => {
@@ -736,7 +741,7 @@ fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
     })
 }
 
-const DEPLOYMENT_SELECT: &str = "SELECT plugin, stable_id, canary_id, canary_weight, updated_at, shadow_id, shadow_share FROM deployments";
+const DEPLOYMENT_SELECT: &str = "SELECT plugin, stable_id, canary_id, canary_weight, updated_at, shadow_id, shadow_share, rollout_step, step_since FROM deployments";
 
 fn deployment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow> {
     Ok(DeploymentRow {
@@ -747,6 +752,8 @@ fn deployment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow>
         updated_at: r.get(4)?,
         shadow_id: r.get(5)?,
         shadow_share: r.get(6)?,
+        rollout_step: r.get(7)?,
+        step_since: r.get(8)?,
     })
 }
 
@@ -829,10 +836,22 @@ fn set_deployment(tx: &Transaction<'_>, c: &Change<'_>) -> Result<()> {
         seen,
         ..
     } = *c;
-    if deployment(tx, plugin)?.map(|d| d.serving()) != seen {
+    let current = deployment(tx, plugin)?;
+    if current.as_ref().map(|d| d.serving()) != seen {
         return Err(stale(plugin));
     }
     let at = now();
+    // A step keeps its start while the same candidate stays in it.
+    let candidate = |s: &Serving| s.canary.or(s.shadow).map(|(id, _)| id);
+    let step_since = match (&current, serving.step) {
+        (Some(d), Some(step))
+            if d.rollout_step == Some(step) && candidate(&d.serving()) == candidate(&serving) =>
+        {
+            d.step_since.clone()
+        }
+        (_, Some(_)) => Some(at.clone()),
+        (_, None) => None,
+    };
     let stable_id = serving.stable_id;
     let (canary_id, weight) = match serving.canary {
         Some((id, w)) => (Some(id), w),
@@ -843,15 +862,15 @@ fn set_deployment(tx: &Transaction<'_>, c: &Change<'_>) -> Result<()> {
         None => (None, 0),
     };
     tx.execute(
-        "INSERT INTO deployments (plugin, stable_id, canary_id, canary_weight, updated_at, shadow_id, shadow_share) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT(plugin) DO UPDATE SET stable_id = ?2, canary_id = ?3, canary_weight = ?4, updated_at = ?5, shadow_id = ?6, shadow_share = ?7",
-        params![plugin, stable_id, canary_id, weight, at, shadow_id, share],
+        "INSERT INTO deployments (plugin, stable_id, canary_id, canary_weight, updated_at, shadow_id, shadow_share, rollout_step, step_since) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT(plugin) DO UPDATE SET stable_id = ?2, canary_id = ?3, canary_weight = ?4, updated_at = ?5, shadow_id = ?6, shadow_share = ?7, rollout_step = ?8, step_since = ?9",
+        params![plugin, stable_id, canary_id, weight, at, shadow_id, share, serving.step, step_since],
     )
     .map_err(db_err("updating a deployment"))?;
     tx.execute(
-        "INSERT INTO history (plugin, at, action, actor, version_id, stable_id, canary_id, canary_weight, detail, shadow_id, shadow_share)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![plugin, at, action, actor, version_id, stable_id, canary_id, weight, detail.to_string(), shadow_id, share],
+        "INSERT INTO history (plugin, at, action, actor, version_id, stable_id, canary_id, canary_weight, detail, shadow_id, shadow_share, rollout_step)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![plugin, at, action, actor, version_id, stable_id, canary_id, weight, detail.to_string(), shadow_id, share, serving.step],
     )
     .map_err(db_err("recording history"))?;
     tx.prepare_cached("UPDATE control_generation SET generation = generation + 1 WHERE id = 1")
