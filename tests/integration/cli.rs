@@ -631,3 +631,50 @@ fn feedback_labels_a_recorded_action_and_is_audited() {
         .collect();
     assert_eq!(labels, ["fraud", "legit"]);
 }
+
+#[test]
+fn a_progressive_rollout_from_the_cli_stops_a_model_at_its_quality_gate() {
+    let dir = crate::support::tempdir("cli-rollout");
+    let ok = |args: &[&str]| {
+        let out = evos_in(&dir, args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        text(&out)
+    };
+    ok(&[
+        "deploy",
+        &path(manifest_path("fraud-score")),
+        &path(component_path("fraud-score")),
+    ]);
+    let out = ok(&[
+        "deploy",
+        &path(root().join("policies/rollouts/fraud-score-1.3.0.toml")),
+        &path(component_path("fraud-score-blind")),
+    ]);
+    assert!(out.contains("rollout fraud-score 1.3.0"), "{out}");
+    let out = ok(&["status", "fraud-score"]);
+    assert!(
+        out.contains("rollout of 1.3.0: step 1 of 3 (shadow 100%)")
+            && out.contains("min-agreement-with-stable"),
+        "{out}"
+    );
+    ok(&[
+        "call",
+        "fraud-score",
+        "--input",
+        "plugins/fraud-score/traffic.jsonl",
+        "--times",
+        "200",
+    ]);
+    let out = ok(&["history", "fraud-score"]);
+    assert!(
+        out.contains("auto-rollback") && out.contains("min-agreement-with-stable"),
+        "{out}"
+    );
+    let out = evos_in(&dir, &["status", "fraud-score", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(status[0]["stable"]["version"], "1.0.0");
+    assert!(
+        status[0]["rollout"].is_null() && status[0]["shadow"].is_null(),
+        "{status}"
+    );
+}

@@ -624,6 +624,110 @@ fn hot_swap(b: &Bench) -> anyhow::Result<Row> {
     })
 }
 
+/// p99 latency of live calls with every call mirrored to a shadow vs
+/// without one; callers run flat out (the shadow overloaded), so mirrored
+/// calls are shed, and no live call may fail.
+fn shadow_p99(b: &Bench) -> anyhow::Result<Row> {
+    let dir = std::env::temp_dir().join(format!("evos-bench-shadow-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let reg = Registry::open(
+        &dir,
+        EngineConfig {
+            cache_dir: Some(dir.join("cache")),
+            max_instances: 64,
+            ..Default::default()
+        },
+        BTreeMap::new(),
+    )?;
+    b.rt.block_on(reg.deploy(
+        Manifest::load(root().join("policies/fraud-score.toml"))?,
+        &read("target/plugins/fraud-score.wasm")?,
+        "v1",
+        None,
+        "bench",
+    ))?;
+    let shadow_manifest = Manifest::load(root().join("policies/versions/fraud-score-1.1.0.toml"))?;
+    let shadow_bytes = read("target/plugins/fraud-score-retrained.wasm")?;
+    let input: serde_json::Value =
+        serde_json::from_slice(&read("plugins/fraud-score/invoke-input.json")?)?;
+    let input = CallInput::from_json(::evos::manifest::Kind::ModelAdapter, input)
+        .map_err(anyhow::Error::msg)?;
+    let calls_per_phase = if b.runs <= 3 { 4_000 } else { 20_000 };
+    let phase = || -> anyhow::Result<(f64, usize)> {
+        b.rt.block_on(async {
+            let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut workers = Vec::new();
+            for _ in 0..4 {
+                let (reg, input, done) = (reg.clone(), input.clone(), done.clone());
+                workers.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    let mut failed = 0;
+                    while done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < calls_per_phase
+                    {
+                        let start = Instant::now();
+                        match reg.call("fraud-score", input.clone(), None).await {
+                            Ok(r) if r.outcome.is_ok() => {}
+                            _ => failed += 1,
+                        }
+                        lat.push(start.elapsed().as_secs_f64() * 1e6);
+                    }
+                    (lat, failed)
+                }));
+            }
+            let mut all = Vec::new();
+            let mut failed = 0;
+            for w in workers {
+                let (lat, f) = w.await?;
+                all.extend(lat);
+                failed += f;
+            }
+            all.sort_by(|a, b| a.total_cmp(b));
+            let p99 = all[(all.len() * 99 / 100).min(all.len() - 1)];
+            Ok((p99, failed))
+        })
+    };
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    let (mut failed, mut compared, mut shed) = (0, 0, 0);
+    for _ in 0..b.runs {
+        without.push(phase()?.0);
+        b.rt.block_on(reg.deploy_to(
+            shadow_manifest.clone(),
+            &shadow_bytes,
+            "v2",
+            ::evos::store::Slot::Shadow(100),
+            "bench",
+        ))?;
+        let (p99, f) = phase()?;
+        with.push(p99);
+        failed += f;
+        b.rt.block_on(reg.drain_shadows(std::time::Duration::from_secs(60)));
+        if let Some(route) = reg.route("fraud-score")
+            && let Some((s, _)) = &route.shadow
+        {
+            // The pair's counts are kept across runs: the last are the totals.
+            let a = s.agreement(route.stable.version_id);
+            (compared, shed) = (a.compared, a.shed);
+        }
+        // Drop the shadow for the next run's baseline.
+        b.rt.block_on(reg.rollback("fraud-score", None, "bench"))?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let (w, wo) = (stat(with), stat(without));
+    let ratio = w.median / wo.median;
+    Ok(Row {
+        name: "p99 live call latency with a 100% shadow".into(),
+        evos: w,
+        baseline: Some(("no shadow".into(), wo)),
+        unit: "us",
+        target: "≤ 1.1× and 0 failed live calls".into(),
+        met: ratio <= 1.1 && failed == 0,
+        ratio: Some(ratio),
+        note: format!(
+            "4 callers flat out, {calls_per_phase} calls per phase, every call mirrored; over all runs the shadow compared {compared} answers and shed {shed} (its queue full); failed live calls: {failed}"
+        ),
+    })
+}
+
 fn machine() -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -672,6 +776,7 @@ fn main() -> anyhow::Result<()> {
         ("ready with 50 plugins", ready_50),
         ("policy vs rego", policy_vs_rego),
         ("hot swap", hot_swap),
+        ("shadow", shadow_p99),
         ("pipeline", pipeline_throughput),
         ("http vs wasmtime serve", http::vs_wasmtime),
         ("http vs plain hyper", http::vs_hyper),

@@ -3,8 +3,10 @@
 //! answers are compared with the live ones.
 //!
 //! A mirrored call waits in a bounded queue; when the queue is full it is
-//! shed and counted, so shadows never hold up or slow down a live call
-//! beyond the copy of its input. Shadow calls run without effects (see
+//! shed and counted, so shadows never hold up a live call beyond the copy
+//! of its input. Shadow calls run on a thread of their own at the lowest
+//! scheduling priority (nice 19), so under load the live calls get the CPU
+//! and the shadows shed, rather than the other way round. Shadow calls run without effects (see
 //! `Runtime::call_shadow`): kv writes stay in a per-call overlay, outgoing
 //! requests and connections are not made, and model calls reach the live
 //! model versions as shadow calls outside their stats. Each answer is
@@ -25,6 +27,49 @@ use crate::store::{Agreement, StateStore};
 pub const QUEUE: usize = 256;
 /// Shadow calls of one shadow version running at once.
 pub const WORKERS: usize = 2;
+
+/// The runtime shadow calls run on: one thread, started on first use, at
+/// the lowest scheduling priority; `None` if it could not start (mirrored
+/// calls are then shed).
+fn executor() -> Option<&'static tokio::runtime::Handle> {
+    static EXECUTOR: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
+    EXECUTOR
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let started = std::thread::Builder::new()
+                .name("evos-shadow".into())
+                .spawn(move || {
+                    // Linux applies a thread's nice value to that thread alone.
+                    #[cfg(target_os = "linux")]
+                    if let Err(e) =
+                        rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
+                    {
+                        tracing::warn!(target: "evos::registry", "shadow calls run at normal priority: {e}");
+                    }
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => {
+                            let _ = tx.send(Some(rt.handle().clone()));
+                            rt.block_on(std::future::pending::<()>());
+                        }
+                        Err(e) => {
+                            tracing::error!(target: "evos::registry", "the shadow runtime did not start: {e}");
+                            let _ = tx.send(None);
+                        }
+                    }
+                });
+            match started {
+                Ok(_) => rx.recv().ok().flatten(),
+                Err(e) => {
+                    tracing::error!(target: "evos::registry", "the shadow thread did not start: {e}");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
 
 /// A live call to replay on the shadow.
 struct Mirrored {
@@ -117,7 +162,7 @@ impl Shadow {
         self: &Arc<Self>,
         registry: &Weak<Registry>,
     ) -> Option<tokio::sync::mpsc::Sender<Mirrored>> {
-        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let handle = executor()?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Mirrored>(QUEUE);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..WORKERS {
