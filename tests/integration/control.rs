@@ -2,26 +2,13 @@
 //! rollback, hot swap under load, persistence across restarts.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use evos::registry::Registry;
-use evos::{CallInput, EngineConfig, Outcome};
+use evos::{CallInput, Outcome};
 
 use crate::support::*;
-
-fn open(dir: &Path) -> Arc<Registry> {
-    Registry::open(
-        dir,
-        EngineConfig {
-            cache_dir: Some(root().join("target/evos-test-cache")),
-            max_instances: 64,
-            ..Default::default()
-        },
-        BTreeMap::new(),
-    )
-    .expect("open registry")
-}
 
 fn versioned(version: &str) -> (evos::Manifest, Vec<u8>) {
     match version {
@@ -50,22 +37,6 @@ async fn deploy(reg: &Registry, version: &str, canary: Option<u8>) -> evos::regi
         .unwrap_or_else(|e| panic!("deploy {version}: {e}"))
 }
 
-/// Model inputs from the traffic file: varied claims.
-fn traffic() -> Vec<CallInput> {
-    let text = std::fs::read_to_string(root().join("plugins/fraud-score/traffic.jsonl"))
-        .expect("traffic.jsonl");
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            CallInput::from_json(
-                evos::manifest::Kind::ModelAdapter,
-                serde_json::from_str(l).expect("json"),
-            )
-            .expect("input")
-        })
-        .collect()
-}
-
 /// Call fraud-score with `inputs` in turn until it has no canary, at most
 /// `max` times; how many calls that took.
 async fn call_until_the_canary_is_gone(reg: &Registry, inputs: &[CallInput], max: usize) -> usize {
@@ -86,7 +57,7 @@ fn data_dir(tag: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_canary_promote_rollback_and_restart_restore_exact_versions() {
     let dir = data_dir("lifecycle");
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     let v1 = deploy(&reg, "1.0.0", None).await;
     let v11 = deploy(&reg, "1.1.0", Some(25)).await;
     let route = reg.route("fraud-score").expect("route");
@@ -135,7 +106,7 @@ async fn deploy_canary_promote_rollback_and_restart_restore_exact_versions() {
     );
 
     let r = reg
-        .call("fraud-score", traffic()[0].clone(), None)
+        .call("fraud-score", fraud_traffic()[0].clone(), None)
         .await
         .expect("call");
     assert!(r.outcome.is_ok());
@@ -144,7 +115,7 @@ async fn deploy_canary_promote_rollback_and_restart_restore_exact_versions() {
     drop(reg);
 
     // A restarted host serves exactly what was committed, stats included.
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     let after = reg.status(None).expect("status");
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].stable.digest, before[0].stable.digest);
@@ -166,7 +137,7 @@ async fn deploy_canary_promote_rollback_and_restart_restore_exact_versions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_deploy_changes_nothing_but_is_audited() {
     let dir = data_dir("refused");
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     deploy(&reg, "1.0.0", None).await;
     let before = reg.status(None).expect("status");
     let history = reg.store().history("fraud-score").expect("history").len();
@@ -216,10 +187,10 @@ async fn a_refused_deploy_changes_nothing_but_is_audited() {
 #[tokio::test(flavor = "multi_thread")]
 async fn canary_share_matches_its_weight_and_keys_are_sticky() {
     let dir = data_dir("weight");
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     deploy(&reg, "1.0.0", None).await;
     deploy(&reg, "1.1.0", Some(20)).await;
-    let inputs = traffic();
+    let inputs = fraud_traffic();
     let n = 2000;
     let mut canary = 0;
     for i in 0..n {
@@ -254,10 +225,10 @@ async fn canary_share_matches_its_weight_and_keys_are_sticky() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_regressed_canary_is_rolled_back_automatically_and_a_healthy_one_is_not() {
-    let inputs = traffic();
+    let inputs = fraud_traffic();
     // Healthy 1.1.0 canary: no rollback after plenty of traffic.
     let dir = data_dir("healthy");
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     deploy(&reg, "1.0.0", None).await;
     deploy(&reg, "1.1.0", Some(50)).await;
     for i in 0..400 {
@@ -270,7 +241,7 @@ async fn a_regressed_canary_is_rolled_back_automatically_and_a_healthy_one_is_no
 
     // Regressed 1.2.0 canary: rolled back within its window.
     let dir = data_dir("regressed");
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     let stable = deploy(&reg, "1.0.0", None).await;
     deploy(&reg, "1.2.0", Some(50)).await;
     let calls = call_until_the_canary_is_gone(&reg, &inputs, 1000).await;
@@ -301,18 +272,18 @@ async fn a_regressed_canary_is_rolled_back_automatically_and_a_healthy_one_is_no
 
     // The decision survives a restart.
     drop(reg);
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     assert!(reg.route("fraud-score").expect("route").canary.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hot_swap_under_concurrent_load_fails_no_call() {
     let dir = data_dir("hotswap");
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     let v1 = deploy(&reg, "1.0.0", None).await;
     let v11 = deploy(&reg, "1.1.0", None).await;
     let live: HashSet<String> = [v1.digest.clone(), v11.digest.clone()].into();
-    let inputs = Arc::new(traffic());
+    let inputs = Arc::new(fraud_traffic());
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers = 8;
     let per_worker = 1250; // 10,000 calls
@@ -368,7 +339,7 @@ async fn hot_swap_under_concurrent_load_fails_no_call() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kv_data_and_quotas_survive_a_restart() {
     let dir = data_dir("kv");
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     let m = manifest("kv-flood");
     reg.deploy(m, &component("kv-flood"), "kv-flood", None, "test")
         .await
@@ -386,7 +357,7 @@ async fn kv_data_and_quotas_survive_a_restart() {
     );
     drop(reg);
 
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     // The 100 keys are still there: the very first write after restart is
     // refused by the persisted quota.
     let r = reg.call("kv-flood", event, None).await.expect("call");
@@ -410,9 +381,9 @@ async fn kv_data_and_quotas_survive_a_restart() {
 /// refusal says why the version was rolled back.
 #[tokio::test(flavor = "multi_thread")]
 async fn reinstating_an_automatically_rolled_back_version_needs_force() {
-    let inputs = traffic();
+    let inputs = fraud_traffic();
     let dir = data_dir("force");
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     deploy(&reg, "1.0.0", None).await;
     deploy(&reg, "1.2.0", Some(50)).await;
     call_until_the_canary_is_gone(&reg, &inputs, 1000).await;

@@ -3,46 +3,17 @@
 //! its decisions; a failing gate rolls it back with the evidence, the last
 //! step promotes it.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use evos::Outcome;
 use evos::registry::Registry;
-use evos::{CallInput, EngineConfig, Outcome};
 
 use crate::support::*;
 
-fn open(dir: &Path) -> Arc<Registry> {
-    Registry::open(
-        dir,
-        EngineConfig {
-            cache_dir: Some(root().join("target/evos-test-cache")),
-            max_instances: 64,
-            ..Default::default()
-        },
-        BTreeMap::new(),
-    )
-    .expect("open registry")
-}
-
-fn traffic() -> Vec<CallInput> {
-    std::fs::read_to_string(root().join("plugins/fraud-score/traffic.jsonl"))
-        .expect("traffic.jsonl")
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            CallInput::from_json(
-                evos::manifest::Kind::ModelAdapter,
-                serde_json::from_str(l).expect("json"),
-            )
-            .expect("input")
-        })
-        .collect()
-}
-
 async fn start(dir: &Path, candidate: &str, component_name: &str) -> Arc<Registry> {
-    let reg = open(dir);
+    let reg = open_registry(dir);
     reg.deploy(
         manifest("fraud-score"),
         &component("fraud-score"),
@@ -76,7 +47,7 @@ async fn start(dir: &Path, candidate: &str, component_name: &str) -> Arc<Registr
 /// Drive traffic until the rollout is over (no candidate left), judging as
 /// a serving host does; the live versions that answered.
 async fn drive(reg: &Registry) -> Vec<String> {
-    let inputs = traffic();
+    let inputs = fraud_traffic();
     let mut answered = Vec::new();
     for round in 0..60 {
         for input in &inputs {
@@ -223,7 +194,7 @@ async fn a_rollout_survives_a_restart_in_its_step() {
     let dir = tempdir("rollout-restart");
     let reg = start(&dir, "1.1.0", "fraud-score-retrained").await;
     drop(reg);
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     let route = reg.route("fraud-score").expect("route");
     assert_eq!(route.rollout.map(|p| p.step), Some(0));
     assert!(route.shadow.is_some());

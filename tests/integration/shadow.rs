@@ -4,30 +4,16 @@
 //! shed and counted without failing a live call.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use evos::capability::kv::{KvStore, MemoryKv};
 use evos::registry::Registry;
 use evos::store::Slot;
-use evos::{CallInput, EngineConfig, Outcome};
+use evos::{CallInput, Outcome};
 use serde_json::json;
 
 use crate::support::*;
-
-fn open(dir: &Path) -> Arc<Registry> {
-    Registry::open(
-        dir,
-        EngineConfig {
-            cache_dir: Some(root().join("target/evos-test-cache")),
-            max_instances: 64,
-            ..Default::default()
-        },
-        BTreeMap::new(),
-    )
-    .expect("open registry")
-}
 
 fn agent_with(name: &str, capabilities: &str) -> evos::Manifest {
     let text = format!(
@@ -213,21 +199,6 @@ fn compared(version: &str, component_name: &str) -> (evos::Manifest, Vec<u8>) {
     (m, component(component_name))
 }
 
-fn traffic() -> Vec<CallInput> {
-    std::fs::read_to_string(root().join("plugins/fraud-score/traffic.jsonl"))
-        .expect("traffic.jsonl")
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            CallInput::from_json(
-                evos::manifest::Kind::ModelAdapter,
-                serde_json::from_str(l).expect("json"),
-            )
-            .expect("input")
-        })
-        .collect()
-}
-
 /// Wait (bounded) until the shadow of `fraud-score` compared `n` answers
 /// against the stable version, or shed the rest.
 async fn settled(reg: &Registry, n: u64) -> evos::store::Agreement {
@@ -246,7 +217,7 @@ async fn settled(reg: &Registry, n: u64) -> evos::store::Agreement {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shadow_deployment_is_compared_and_never_changes_a_live_answer() {
     let dir = tempdir("shadow-deploy");
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     let (m, bytes) = compared("1.0.0", "fraud-score");
     reg.deploy(m, &bytes, "1.0.0", None, "test")
         .await
@@ -263,7 +234,7 @@ async fn a_shadow_deployment_is_compared_and_never_changes_a_live_answer() {
     let rt = runtime();
     let (m, bytes) = compared("1.0.0", "fraud-score");
     let alone = rt.load(m, &bytes, "1.0.0").expect("load");
-    let inputs = traffic();
+    let inputs = fraud_traffic();
     for input in &inputs {
         let live = reg
             .call("fraud-score", input.clone(), None)
@@ -300,11 +271,29 @@ async fn a_shadow_deployment_is_compared_and_never_changes_a_live_answer() {
     assert_eq!(status[0].stable.calls, n);
     assert_eq!(shadow.agreement[0].agreement.compared, n);
     assert_eq!(shadow.agreement[0].live_version, "1.0.0");
+    // The latest disagreements are kept with both answers.
+    let disagreed = (a.compared - a.agreed) as usize;
+    assert_eq!(
+        shadow.disagreements.len(),
+        disagreed.min(evos::shadow::DISAGREEMENTS_KEPT)
+    );
+    for d in &shadow.disagreements {
+        let (live, candidate) = (
+            &d.live["model"]["output"]["score"],
+            &d.shadow["model"]["output"]["score"],
+        );
+        let gap =
+            (live.as_f64().expect("live score") - candidate.as_f64().expect("shadow score")).abs();
+        assert!(
+            gap > 0.05,
+            "a kept disagreement agrees within the tolerance: {d:?}"
+        );
+    }
 
     // The comparison survives a restart.
     reg.flush_stats().expect("flush");
     drop(reg);
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     let route = reg.route("fraud-score").expect("route");
     let (shadow, share) = route.shadow.as_ref().expect("shadow restored");
     assert_eq!(*share, 100);
@@ -331,7 +320,7 @@ async fn a_shadow_deployment_is_compared_and_never_changes_a_live_answer() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shadow_of_a_connector_or_without_a_stable_version_is_refused() {
     let dir = tempdir("shadow-refused");
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     let (m, bytes) = compared("1.1.0", "fraud-score-retrained");
     let err = reg
         .deploy_to(m, &bytes, "1.1.0", Slot::Shadow(100), "test")
@@ -357,7 +346,7 @@ async fn a_shadow_of_a_connector_or_without_a_stable_version_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_overloaded_shadow_sheds_and_no_live_call_fails() {
     let dir = tempdir("shadow-shed");
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     let (m, bytes) = compared("1.0.0", "fraud-score");
     reg.deploy(m, &bytes, "1.0.0", None, "test")
         .await
@@ -369,7 +358,7 @@ async fn an_overloaded_shadow_sheds_and_no_live_call_fails() {
         .expect("deploy shadow");
     // 64 callers at once: live calls arrive far faster than the shadow's
     // workers replay them.
-    let inputs = Arc::new(traffic());
+    let inputs = Arc::new(fraud_traffic());
     let (callers, each) = (64usize, evos::shadow::QUEUE / 16);
     let n = (callers * each) as u64;
     let tasks: Vec<_> = (0..callers)
@@ -397,7 +386,7 @@ async fn an_overloaded_shadow_sheds_and_no_live_call_fails() {
 #[tokio::test(flavor = "multi_thread")]
 async fn model_calls_are_mirrored_and_a_shadow_agent_leaves_no_trace_on_live_models() {
     let dir = tempdir("shadow-agent");
-    let reg = open(&dir);
+    let reg = open_registry(&dir);
     let (m, bytes) = compared("1.0.0", "fraud-score");
     reg.deploy(m, &bytes, "1.0.0", None, "test")
         .await

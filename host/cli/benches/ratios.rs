@@ -528,9 +528,9 @@ fn pipeline_throughput(b: &Bench) -> anyhow::Result<Row> {
 /// Events of one ingest in flight in the pipeline benchmark.
 const CONCURRENCY: usize = 64;
 
-/// p99 latency of calls during 50 hot swaps vs steady state; no call may fail.
-fn hot_swap(b: &Bench) -> anyhow::Result<Row> {
-    let dir = std::env::temp_dir().join(format!("evos-bench-swap-{}", std::process::id()));
+/// A registry over a fresh temporary directory with its own compile cache.
+fn bench_registry(tag: &str) -> anyhow::Result<(PathBuf, Arc<Registry>)> {
+    let dir = std::env::temp_dir().join(format!("evos-bench-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let reg = Registry::open(
         &dir,
@@ -541,6 +541,58 @@ fn hot_swap(b: &Bench) -> anyhow::Result<Row> {
         },
         BTreeMap::new(),
     )?;
+    Ok((dir, reg))
+}
+
+/// The fraud-score sample request.
+fn fraud_input() -> anyhow::Result<CallInput> {
+    let input: serde_json::Value =
+        serde_json::from_slice(&read("plugins/fraud-score/invoke-input.json")?)?;
+    CallInput::from_json(::evos::manifest::Kind::ModelAdapter, input).map_err(anyhow::Error::msg)
+}
+
+/// p99 latency (µs) and failed calls of `calls` fraud-score calls by 4
+/// callers flat out, while `during` runs.
+async fn p99_under_load(
+    reg: &Arc<Registry>,
+    input: &CallInput,
+    calls: usize,
+    during: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<(f64, usize)> {
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (reg, input, done) = (reg.clone(), input.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut failed = 0;
+            while done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < calls {
+                let start = Instant::now();
+                match reg.call("fraud-score", input.clone(), None).await {
+                    Ok(r) if r.outcome.is_ok() => {}
+                    _ => failed += 1,
+                }
+                lat.push(start.elapsed().as_secs_f64() * 1e6);
+            }
+            (lat, failed)
+        }));
+    }
+    during.await?;
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for w in workers {
+        let (lat, f) = w.await?;
+        all.extend(lat);
+        failed += f;
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    let p99 = all[(all.len() * 99 / 100).min(all.len() - 1)];
+    Ok((p99, failed))
+}
+
+/// p99 latency of calls during 50 hot swaps vs steady state; no call may fail.
+fn hot_swap(b: &Bench) -> anyhow::Result<Row> {
+    let (dir, reg) = bench_registry("swap")?;
     let v1 = b.rt.block_on(reg.deploy(
         Manifest::load(root().join("policies/fraud-score.toml"))?,
         &read("target/plugins/fraud-score.wasm")?,
@@ -555,49 +607,18 @@ fn hot_swap(b: &Bench) -> anyhow::Result<Row> {
         None,
         "bench",
     ))?;
-    let input: serde_json::Value =
-        serde_json::from_slice(&read("plugins/fraud-score/invoke-input.json")?)?;
-    let input = CallInput::from_json(::evos::manifest::Kind::ModelAdapter, input)
-        .map_err(anyhow::Error::msg)?;
+    let input = fraud_input()?;
     let calls_per_phase = if b.runs <= 3 { 3_000 } else { 10_000 };
     let phase = |swaps: usize| -> anyhow::Result<(f64, usize)> {
-        b.rt.block_on(async {
-            let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let mut workers = Vec::new();
-            for _ in 0..4 {
-                let (reg, input, done) = (reg.clone(), input.clone(), done.clone());
-                workers.push(tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    let mut failed = 0;
-                    while done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < calls_per_phase
-                    {
-                        let start = Instant::now();
-                        match reg.call("fraud-score", input.clone(), None).await {
-                            Ok(r) if r.outcome.is_ok() => {}
-                            _ => failed += 1,
-                        }
-                        lat.push(start.elapsed().as_secs_f64() * 1e6);
-                    }
-                    (lat, failed)
-                }));
-            }
+        b.rt.block_on(p99_under_load(&reg, &input, calls_per_phase, async {
             for i in 0..swaps {
                 let to = if i % 2 == 0 { &v1.digest } else { &v2.digest };
                 reg.rollback("fraud-score", Some(&to[..16]), "bench")
                     .await?;
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
-            let mut all = Vec::new();
-            let mut failed = 0;
-            for w in workers {
-                let (lat, f) = w.await?;
-                all.extend(lat);
-                failed += f;
-            }
-            all.sort_by(|a, b| a.total_cmp(b));
-            let p99 = all[(all.len() * 99 / 100).min(all.len() - 1)];
-            Ok((p99, failed))
-        })
+            Ok(())
+        }))
     };
     let (mut steady, mut swapping) = (Vec::new(), Vec::new());
     let mut failed = 0;
@@ -628,17 +649,7 @@ fn hot_swap(b: &Bench) -> anyhow::Result<Row> {
 /// without one; callers run flat out (the shadow overloaded), so mirrored
 /// calls are shed, and no live call may fail.
 fn shadow_p99(b: &Bench) -> anyhow::Result<Row> {
-    let dir = std::env::temp_dir().join(format!("evos-bench-shadow-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let reg = Registry::open(
-        &dir,
-        EngineConfig {
-            cache_dir: Some(dir.join("cache")),
-            max_instances: 64,
-            ..Default::default()
-        },
-        BTreeMap::new(),
-    )?;
+    let (dir, reg) = bench_registry("shadow")?;
     b.rt.block_on(reg.deploy(
         Manifest::load(root().join("policies/fraud-score.toml"))?,
         &read("target/plugins/fraud-score.wasm")?,
@@ -648,43 +659,12 @@ fn shadow_p99(b: &Bench) -> anyhow::Result<Row> {
     ))?;
     let shadow_manifest = Manifest::load(root().join("policies/versions/fraud-score-1.1.0.toml"))?;
     let shadow_bytes = read("target/plugins/fraud-score-retrained.wasm")?;
-    let input: serde_json::Value =
-        serde_json::from_slice(&read("plugins/fraud-score/invoke-input.json")?)?;
-    let input = CallInput::from_json(::evos::manifest::Kind::ModelAdapter, input)
-        .map_err(anyhow::Error::msg)?;
+    let input = fraud_input()?;
     let calls_per_phase = if b.runs <= 3 { 4_000 } else { 20_000 };
     let phase = || -> anyhow::Result<(f64, usize)> {
-        b.rt.block_on(async {
-            let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let mut workers = Vec::new();
-            for _ in 0..4 {
-                let (reg, input, done) = (reg.clone(), input.clone(), done.clone());
-                workers.push(tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    let mut failed = 0;
-                    while done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < calls_per_phase
-                    {
-                        let start = Instant::now();
-                        match reg.call("fraud-score", input.clone(), None).await {
-                            Ok(r) if r.outcome.is_ok() => {}
-                            _ => failed += 1,
-                        }
-                        lat.push(start.elapsed().as_secs_f64() * 1e6);
-                    }
-                    (lat, failed)
-                }));
-            }
-            let mut all = Vec::new();
-            let mut failed = 0;
-            for w in workers {
-                let (lat, f) = w.await?;
-                all.extend(lat);
-                failed += f;
-            }
-            all.sort_by(|a, b| a.total_cmp(b));
-            let p99 = all[(all.len() * 99 / 100).min(all.len() - 1)];
-            Ok((p99, failed))
-        })
+        b.rt.block_on(p99_under_load(&reg, &input, calls_per_phase, async {
+            Ok(())
+        }))
     };
     let (mut without, mut with) = (Vec::new(), Vec::new());
     let (mut failed, mut compared, mut shed) = (0, 0, 0);

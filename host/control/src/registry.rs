@@ -295,6 +295,9 @@ pub struct ShadowStatus {
     /// Comparisons with each live version that answered the same inputs;
     /// the current stable version's first.
     pub agreement: Vec<crate::shadow::PairStatus>,
+    /// The latest answers that disagreed with the live ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disagreements: Vec<crate::shadow::Disagreement>,
 }
 
 /// The result of a control-plane change.
@@ -1476,6 +1479,7 @@ impl Registry {
                         ShadowStatus {
                             version: s.live.status(*share),
                             agreement,
+                            disagreements: s.disagreements(),
                         }
                     }),
                 });

@@ -90,6 +90,34 @@ pub struct Shadow {
     pub lost: AtomicU64,
     /// Mirrored calls queued or running.
     pending: AtomicU64,
+    /// The latest answers that disagreed, newest last (at most
+    /// [`DISAGREEMENTS_KEPT`]), to see what a candidate does differently.
+    disagreements: Mutex<std::collections::VecDeque<Disagreement>>,
+}
+
+/// Disagreeing answers kept per shadow.
+pub const DISAGREEMENTS_KEPT: usize = 20;
+
+/// A live answer and the shadow's answer to the same input that did not
+/// agree.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Disagreement {
+    pub live_version_id: i64,
+    pub at: String,
+    /// The classes, when the answers have them.
+    pub live_class: Option<String>,
+    pub shadow_class: Option<String>,
+    /// The outputs, or the outcome of a call that gave none.
+    pub live: serde_json::Value,
+    pub shadow: serde_json::Value,
+}
+
+/// What an answer shows in a disagreement: its output, or its outcome.
+fn shown(a: &Answer) -> serde_json::Value {
+    match &a.output {
+        Some(output) => serde_json::to_value(output).unwrap_or_default(),
+        None => serde_json::json!({ "outcome": a.outcome.summary() }),
+    }
 }
 
 /// One pair's comparison as `status` shows it.
@@ -123,6 +151,7 @@ impl Shadow {
             dirty: AtomicBool::new(false),
             lost: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            disagreements: Mutex::default(),
         }
     }
 
@@ -221,6 +250,20 @@ impl Shadow {
                     .or_default() += 1;
             }
         });
+        if !agreed {
+            let mut kept = evos_core::sync::lock(&self.disagreements);
+            if kept.len() >= DISAGREEMENTS_KEPT {
+                kept.pop_front();
+            }
+            kept.push_back(Disagreement {
+                live_version_id: job.live_id,
+                at: crate::store::now(),
+                live_class: classes.0.clone(),
+                shadow_class: classes.1.clone(),
+                live: shown(&job.answer),
+                shadow: shown(&answer),
+            });
+        }
         if judge {
             registry.check_rollout_later(plugin.name());
         }
@@ -239,6 +282,14 @@ impl Shadow {
             .get(&live_id)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The latest disagreeing answers, oldest first.
+    pub fn disagreements(&self) -> Vec<Disagreement> {
+        evos_core::sync::lock(&self.disagreements)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Every pair, by live version id.

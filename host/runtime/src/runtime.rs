@@ -170,6 +170,18 @@ pub struct Routed {
 /// Hands a copy of a call's input and its report to a shadow version.
 pub type Mirror = Box<dyn FnOnce(CallInput, &CallReport) + Send>;
 
+/// Whether `input` is of the kind `plugin` takes.
+fn fits(plugin: &Plugin, input: &CallInput) -> Result<()> {
+    if input.kind() == plugin.kind() {
+        return Ok(());
+    }
+    Err(Error::Input {
+        plugin: plugin.name().to_string(),
+        kind: plugin.kind().to_string(),
+        message: format!("a {} input was given", input.kind()),
+    })
+}
+
 /// The host runtime: an engine, the kv store and the loaded plugins.
 /// Cheap to clone; clones share everything.
 #[derive(Clone)]
@@ -394,13 +406,7 @@ impl Runtime {
     /// Call `plugin` once. Errors only when `input` does not fit the plugin's
     /// kind; everything that happens inside the call is in the report.
     pub async fn call(&self, plugin: &Arc<Plugin>, input: CallInput) -> Result<CallReport> {
-        if input.kind() != plugin.kind() {
-            return Err(Error::Input {
-                plugin: plugin.name().to_string(),
-                kind: plugin.kind().to_string(),
-                message: format!("a {} input was given", input.kind()),
-            });
-        }
+        fits(plugin, &input)?;
         Ok(self.call_nested(plugin, input, 0, None, false).await)
     }
 
@@ -414,13 +420,7 @@ impl Runtime {
         input: CallInput,
         router: Arc<dyn Router>,
     ) -> Result<CallReport> {
-        if input.kind() != plugin.kind() {
-            return Err(Error::Input {
-                plugin: plugin.name().to_string(),
-                kind: plugin.kind().to_string(),
-                message: format!("a {} input was given", input.kind()),
-            });
-        }
+        fits(plugin, &input)?;
         Ok(self
             .call_nested(plugin, input, 0, Some(router), false)
             .await)
@@ -439,13 +439,7 @@ impl Runtime {
         input: CallInput,
         router: Option<Arc<dyn Router>>,
     ) -> Result<CallReport> {
-        if input.kind() != plugin.kind() {
-            return Err(Error::Input {
-                plugin: plugin.name().to_string(),
-                kind: plugin.kind().to_string(),
-                message: format!("a {} input was given", input.kind()),
-            });
-        }
+        fits(plugin, &input)?;
         Ok(self.call_nested(plugin, input, 0, router, true).await)
     }
 

@@ -85,6 +85,9 @@ pub struct Snapshot<'a> {
     pub pending_reviews: u64,
 }
 
+/// A version's agreement with human labels, as one metric's value.
+type HumanValue = fn(&crate::labels::HumanAgreement) -> Option<f64>;
+
 /// A metric of a shadow pair: name, type, help, value.
 type Series = (
     &'static str,
@@ -188,37 +191,31 @@ pub fn render(snapshot: Snapshot<'_>, scope: &str) -> String {
         }
     }
     shadows(&mut out, &status);
-    family(
-        &mut out,
-        "evos_human_labels_total",
-        "counter",
-        "Labelled actions (review decisions, feedback) a version's decision took part in.",
-    );
-    for (p, v, role) in &versions {
-        if let Some(h) = &v.humans {
-            let _ = writeln!(
-                out,
-                "evos_human_labels_total{{plugin=\"{}\",version=\"{}\",role=\"{role}\"}} {}",
-                label(&p.plugin),
-                label(&v.version),
-                h.labeled
-            );
-        }
-    }
-    family(
-        &mut out,
-        "evos_human_agreement_ratio",
-        "gauge",
-        "Share of a version's labelled decisions that agree with the human label.",
-    );
-    for (p, v, role) in &versions {
-        if let Some(rate) = v.humans.as_ref().and_then(|h| h.rate()) {
-            let _ = writeln!(
-                out,
-                "evos_human_agreement_ratio{{plugin=\"{}\",version=\"{}\",role=\"{role}\"}} {rate}",
-                label(&p.plugin),
-                label(&v.version)
-            );
+    let human: [(&str, &str, &str, HumanValue); 2] = [
+        (
+            "evos_human_labels_total",
+            "counter",
+            "Labelled actions (review decisions, feedback) a version's decision took part in.",
+            |h| Some(h.labeled as f64),
+        ),
+        (
+            "evos_human_agreement_ratio",
+            "gauge",
+            "Share of a version's labelled decisions that agree with the human label.",
+            |h| h.rate(),
+        ),
+    ];
+    for (name, kind, help, value) in human {
+        family(&mut out, name, kind, help);
+        for (p, v, role) in &versions {
+            if let Some(x) = v.humans.as_ref().and_then(value) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{plugin=\"{}\",version=\"{}\",role=\"{role}\"}} {x}",
+                    label(&p.plugin),
+                    label(&v.version)
+                );
+            }
         }
     }
     family(

@@ -350,3 +350,34 @@ pub async fn serve_on_loopback(
     ));
     (port, stop)
 }
+
+/// A registry over `dir`, with the shared test compile cache.
+pub fn open_registry(dir: &std::path::Path) -> Arc<evos::registry::Registry> {
+    evos::registry::Registry::open(
+        dir,
+        EngineConfig {
+            cache_dir: Some(root().join("target/evos-test-cache")),
+            max_instances: 64,
+            ..Default::default()
+        },
+        BTreeMap::new(),
+    )
+    .expect("open registry")
+}
+
+/// fraud-score requests from `plugins/fraud-score/traffic.jsonl`: varied
+/// claims.
+pub fn fraud_traffic() -> Vec<evos::CallInput> {
+    std::fs::read_to_string(root().join("plugins/fraud-score/traffic.jsonl"))
+        .expect("traffic.jsonl")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            evos::CallInput::from_json(
+                evos::manifest::Kind::ModelAdapter,
+                serde_json::from_str(l).expect("json"),
+            )
+            .expect("input")
+        })
+        .collect()
+}
