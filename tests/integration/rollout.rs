@@ -209,3 +209,123 @@ async fn a_rollout_survives_a_restart_in_its_step() {
         "1.1.0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_whose_decisions_people_reject_is_rolled_back_at_the_humans_gate() {
+    let dir = tempdir("rollout-humans");
+    let reg = open_registry(&dir);
+    reg.deploy(
+        manifest("fraud-score"),
+        &component("fraud-score"),
+        "1.0.0",
+        None,
+        "test",
+    )
+    .await
+    .expect("deploy stable");
+    let text = std::fs::read_to_string(root().join("policies/rollouts/fraud-score-1.1.0.toml"))
+        .expect("manifest");
+    // One canary step judged by people: no shadow step, no stable gates.
+    let text = text
+        .replace("min-agreement-with-stable = 0.9", "")
+        .replace("max-decision-shift = 0.1", "")
+        .replace("min-labels = 20", "min-labels = 5")
+        .replace(
+            "[[rollout.steps]]\nshadow = 100",
+            "[[rollout.steps]]\nweight = 50",
+        )
+        .replace("min-calls = 100 ", "min-calls = 10 ");
+    let m = manifest_from("fraud-score", &text);
+    assert_eq!(m.rollout.steps[0].weight, Some(50), "{text}");
+    reg.deploy(
+        m,
+        &component("fraud-score-retrained"),
+        "1.1.0",
+        None,
+        "test",
+    )
+    .await
+    .expect("deploy candidate");
+    let route = reg.route("fraud-score").expect("route");
+    let (canary, _) = route.canary.as_ref().expect("canary step");
+    let (version, digest) = (
+        canary.plugin.version().to_string(),
+        canary.plugin.digest().to_string(),
+    );
+
+    // Six payouts the candidate scored low, found to be fraud later.
+    let store = reg.store();
+    let decisions = (0..6)
+        .map(|i| evos::store::DecisionRecord {
+            event_id: format!("C-{i}"),
+            action_index: 0,
+            trace_id: String::new(),
+            action_kind: "approve-payout".into(),
+            proposed_by: "claims-triage".into(),
+            steps: serde_json::json!([{
+                "plugin": "fraud-score", "kind": "model-adapter", "version": version,
+                "digest": digest, "outcome": "ok", "output": {"score": 0.1, "label": "low"}
+            }]),
+            at: String::new(),
+        })
+        .collect();
+    store
+        .record_event(
+            evos::audit::NewEntry {
+                actor: "claims-webhook",
+                action: "pipeline",
+                subject: "event/C-0",
+                digest: None,
+                detail: serde_json::json!({}),
+            },
+            decisions,
+        )
+        .await
+        .expect("record");
+    for i in 0..6 {
+        store
+            .add_label(&evos::store::NewLabel {
+                event_id: &format!("C-{i}"),
+                action_index: 0,
+                label: "fraud",
+                source: evos::store::LABEL_FROM_FEEDBACK,
+                actor: "rita",
+                comment: None,
+            })
+            .expect("label");
+    }
+    let answered = drive(&reg).await;
+    assert!(
+        answered.iter().any(|v| v == "1.1.0"),
+        "the canary served calls"
+    );
+    assert_eq!(
+        reg.route("fraud-score")
+            .expect("route")
+            .stable
+            .plugin
+            .version(),
+        "1.0.0"
+    );
+    assert_eq!(actions(&reg), ["deploy", "rollout", "auto-rollback"]);
+    let rollback = reg
+        .store()
+        .audit_list(0, None)
+        .expect("audit")
+        .into_iter()
+        .rev()
+        .find(|e| e.action == "auto-rollback")
+        .expect("rollback entry");
+    let gates = rollback.detail["gates"].as_array().expect("gates");
+    let humans = gates
+        .iter()
+        .find(|g| g["gate"] == "min-agreement-with-humans")
+        .expect("humans gate");
+    assert_eq!(humans["passed"], false, "{humans}");
+    assert_eq!(humans["value"], 0.0, "{humans}");
+    // People alone stopped it: no health gate failed.
+    for healthy in ["max-error-rate", "max-trap-rate", "max-p95-ratio"] {
+        let g = gates.iter().find(|g| g["gate"] == healthy).expect(healthy);
+        assert_ne!(g["passed"], false, "{g}");
+    }
+}
