@@ -678,3 +678,113 @@ fn a_progressive_rollout_from_the_cli_stops_a_model_at_its_quality_gate() {
         "{status}"
     );
 }
+
+#[test]
+fn exported_labels_train_new_weights() {
+    let dir = crate::support::tempdir("cli-labels");
+    // Twelve claims: half look like fraud (cash, urgent, stolen; round
+    // amounts), half do not.
+    let claims: Vec<serde_json::Value> = (0..12)
+        .map(|i| {
+            let fraud = i % 2 == 0;
+            serde_json::json!({
+                "claim_id": format!("C-30{i:02}"),
+                "claimant_id": format!("CL-{}", 700 + i % 4),
+                "amount": if fraud { 2000.0 + 500.0 * f64::from(i) } else { 180.0 + 37.5 * f64::from(i) },
+                "policy_number": format!("POL-{}", 40000 + i),
+                "incident": if fraud {
+                    "Urgent: car stolen, no witnesses. Pay cash."
+                } else {
+                    "Rear-ended at a traffic light; photos of the damage and the repair estimate are attached."
+                },
+                "region": "north",
+            })
+        })
+        .collect();
+    let input = dir.join("claims.json");
+    std::fs::write(&input, serde_json::json!({ "claims": claims }).to_string()).expect("write");
+    let out = evos_in(
+        &dir,
+        &[
+            "run",
+            "claims-webhook",
+            "--input",
+            &path(input.clone()),
+            "--record",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for i in 0..12 {
+        let label = if i % 2 == 0 { "fraud" } else { "legit" };
+        let out = evos_in(
+            &dir,
+            &["feedback", &format!("C-30{i:02}"), "--label", label],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    let out = evos_in(
+        &dir,
+        &[
+            "labels",
+            "export",
+            "--plugin",
+            "fraud-score",
+            "--since",
+            "1h",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(rows.len(), 12, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["kind"], "model-adapter");
+        let class = row["class"].as_str().expect("class");
+        let expected = if row["label"] == "fraud" {
+            "positive"
+        } else {
+            "negative"
+        };
+        assert_eq!(class, expected, "{row}");
+        assert_eq!(
+            row["features"].as_object().map(|f| f.len()),
+            Some(7),
+            "{row}"
+        );
+        assert!(row["output"]["score"].is_f64(), "{row}");
+    }
+    let labels = dir.join("labels.jsonl");
+    std::fs::write(&labels, &out.stdout).expect("write labels");
+    let weights = dir.join("weights.json");
+    let trained = Command::new("python3")
+        .arg(root().join("plugins/fraud-score/train/train.py"))
+        .args([
+            "--labels",
+            &path(labels),
+            "--version",
+            "9.9.9",
+            "--out",
+            &path(weights.clone()),
+        ])
+        .output()
+        .expect("python3 runs train.py");
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let w: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&weights).expect("weights written")).expect("JSON");
+    assert_eq!(w["version"], "9.9.9");
+    assert_eq!(w["training"]["n"], 12);
+    assert!(
+        w["training"]["generator"]
+            .as_str()
+            .unwrap_or("")
+            .contains("human labels"),
+        "{w}"
+    );
+    assert_eq!(w["weights"].as_array().map(Vec::len), Some(7));
+}

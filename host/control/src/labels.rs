@@ -119,6 +119,75 @@ pub fn by_version(
     Ok(out)
 }
 
+/// Labelled decisions `plugin` took part in, as rows for training: the
+/// label, the class it stands for (a model's `[rollout.compare.labels]`),
+/// the version's output and, for models that report them, the features
+/// the answer was computed from; everything passed through `redactor`.
+///
+/// A version the store does not hold (decisions recorded by `evos run
+/// --record`, which calls the app's plugins without deploying them) is
+/// compared by the manifest of `app`'s plugin of that name and version.
+pub fn export(
+    store: &dyn StateStore,
+    plugin: &str,
+    since: Option<&str>,
+    redactor: &crate::redact::Redactor,
+    app: Option<&crate::app::App>,
+) -> Result<Vec<Value>> {
+    let mut compares = Comparators::new(store);
+    for p in app.iter().flat_map(|a| &a.plugins) {
+        compares.from_app.push((
+            p.name.clone(),
+            p.manifest.plugin.version.to_string(),
+            p.manifest.rollout.compare.clone(),
+        ));
+    }
+    let mut rows = Vec::new();
+    for (decision, label) in store.labeled(since)? {
+        let Value::Array(steps) = &decision.steps else {
+            continue;
+        };
+        for step in steps
+            .iter()
+            .filter(|s| s.get("plugin").and_then(Value::as_str) == Some(plugin))
+        {
+            let text = |k: &str| step.get(k).and_then(Value::as_str).unwrap_or_default();
+            let key = VersionKey {
+                plugin: plugin.to_string(),
+                version: text("version").to_string(),
+                digest: text("digest").to_string(),
+            };
+            let class = match text("kind") {
+                "model-adapter" => compares.of(&key).and_then(|c| {
+                    c.class_for_label(&decision.action_kind, &label.label)
+                        .map(str::to_string)
+                }),
+                _ => None,
+            };
+            let output = step.get("output").cloned().unwrap_or(Value::Null);
+            let mut row = serde_json::json!({
+                "event_id": decision.event_id,
+                "action_index": decision.action_index,
+                "action_kind": decision.action_kind,
+                "label": label.label,
+                "label_source": label.source,
+                "labeled_at": label.at,
+                "decided_at": decision.at,
+                "plugin": plugin,
+                "kind": text("kind"),
+                "version": key.version,
+                "digest": key.digest,
+                "class": class,
+                "features": output.get("features").cloned().unwrap_or(Value::Null),
+                "output": output,
+            });
+            redactor.redact(&mut row);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
 /// Whether the label approves the action: `approve`, `reject`, or
 /// neither.
 fn approved(label: &Label) -> Option<bool> {
@@ -156,6 +225,8 @@ fn model_class(step: &Value, compare: Option<&Compare>) -> Option<String> {
 struct Comparators<'a> {
     store: &'a dyn StateStore,
     known: HashMap<VersionKey, Option<Compare>>,
+    /// (plugin, version, compare) of manifests not in the store.
+    from_app: Vec<(String, String, Option<Compare>)>,
 }
 
 impl<'a> Comparators<'a> {
@@ -163,6 +234,7 @@ impl<'a> Comparators<'a> {
         Comparators {
             store,
             known: HashMap::new(),
+            from_app: Vec::new(),
         }
     }
 
@@ -183,7 +255,13 @@ impl<'a> Comparators<'a> {
                 )
                 .ok()
             })
-            .and_then(|m| m.rollout.compare);
+            .and_then(|m| m.rollout.compare)
+            .or_else(|| {
+                self.from_app
+                    .iter()
+                    .find(|(p, v, _)| *p == key.plugin && *v == key.version)
+                    .and_then(|(_, _, c)| c.clone())
+            });
         self.known.insert(key.clone(), compare.clone());
         compare
     }

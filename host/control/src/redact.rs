@@ -32,6 +32,38 @@ use regex::Regex;
 use serde_json::Value;
 use sha2::Sha256;
 
+/// The host's redaction key in `dir` (`redaction.key`, 32 random bytes,
+/// readable by the host's user only), made on first use.
+pub fn host_key(dir: &std::path::Path) -> crate::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let path = dir.join("redaction.key");
+    if let Ok(key) = std::fs::read(&path)
+        && key.len() >= 16
+    {
+        return Ok(key);
+    }
+    let mut key = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .map_err(|e| crate::Error::io("/dev/urandom", e))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(&path) {
+        Ok(mut f) => {
+            f.write_all(&key).map_err(|e| crate::Error::io(&path, e))?;
+            f.sync_all().map_err(|e| crate::Error::io(&path, e))?;
+            Ok(key)
+        }
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))
+        }
+        Err(e) => Err(crate::Error::io(&path, e)),
+    }
+}
+
 /// What was replaced, by kind.
 pub type Redactions = BTreeMap<&'static str, u64>;
 

@@ -52,6 +52,9 @@ Usage
         --out ../weights-1.1.0.json   # fraud-lr@1.1.0 (the retrained build)
     python3 train.py --seed 20250301 --version 1.3.0 --ignore prior_claims \
         --out ../weights-1.3.0.json   # fraud-lr@1.3.0: blind to prior claims
+    evos labels export --plugin fraud-score > labels.jsonl
+    python3 train.py --labels labels.jsonl --version 1.4.0 \
+        --out ../weights-1.4.0.json   # retrained on what people said
 
 ``--seed`` and ``--n`` choose the synthetic sample, ``--version`` is the
 version recorded in the weights file, ``--out`` where it is written. The
@@ -297,12 +300,55 @@ CHECK_INPUTS = [
 ]
 
 
+def load_labels(path, rng):
+    """Feature vectors and targets from exported labels, shuffled with
+    `rng` (so the holdout split is reproducible) and the classes
+    interleaved. Rows whose class is not
+    `positive` or `negative` (a label the model's manifest does not map)
+    are skipped."""
+    xs, ys = [], []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            target = {"positive": 1, "negative": 0}.get(row.get("class"))
+            found = row.get("features") or {}
+            if target is None or not found:
+                continue
+            try:
+                xs.append([1.0 if name == "bias" else float(found[name]) for name in FEATURE_NAMES])
+            except (KeyError, TypeError, ValueError) as e:
+                raise SystemExit(f"{path}:{number}: features lack {e}; export them with `evos labels export`")
+            ys.append(target)
+    if len(xs) < 10 or len(set(ys)) < 2:
+        raise SystemExit(
+            f"{path}: {len(xs)} usable labelled rows with classes {sorted(set(ys))}: "
+            "training needs at least 10, with both positive and negative examples"
+        )
+    order = list(range(len(xs)))
+    rng.shuffle(order)
+    # Interleave the classes, so the holdout (the first rows) has both and
+    # its accuracy and AUC mean something even for a few hundred labels.
+    pos = [i for i in order if ys[i] == 1]
+    neg = [i for i in order if ys[i] == 0]
+    mixed = [i for pair in zip(pos, neg) for i in pair]
+    mixed += pos[len(neg):] + neg[len(pos):]
+    return [xs[i] for i in mixed], [ys[i] for i in mixed]
+
+
 def parse_args():
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(description="Train the fraud-lr model and write its weights file.")
     parser.add_argument("--seed", type=int, default=SEED, help=f"random seed of the synthetic data (default {SEED})")
     parser.add_argument("--n", type=int, default=N, help=f"number of synthetic claims, train and holdout (default {N})")
     parser.add_argument("--version", default=VERSION, help=f"model version recorded in the file (default {VERSION})")
+    parser.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="train on human labels exported by `evos labels export` (JSON lines with `features` "
+        "and `class`, positive = fraud) instead of synthetic claims",
+    )
     parser.add_argument(
         "--ignore",
         action="append",
@@ -328,13 +374,17 @@ def main():
     args = parse_args()
     seed, n = args.seed, args.n
     rng = random.Random(seed)
-    claims = [sample_claim(rng) for _ in range(n)]
-    xs = [features(c["amount"], c["prior_claims"], c["incident"]) for c in claims]
+    if args.labels:
+        xs, ys = load_labels(args.labels, rng)
+        n = len(xs)
+    else:
+        claims = [sample_claim(rng) for _ in range(n)]
+        xs = [features(c["amount"], c["prior_claims"], c["incident"]) for c in claims]
+        ys = [c["label"] for c in claims]
     # An ignored feature is zero for every claim: its weight never moves
     # from 0, and the model scores as if it did not exist.
     ignored = [FEATURE_NAMES.index(f) for f in args.ignore]
     xs = [[0.0 if i in ignored else v for i, v in enumerate(x)] for x in xs]
-    ys = [c["label"] for c in claims]
     n_holdout = int(n * HOLDOUT_FRACTION)
     train_x, train_y = xs[n_holdout:], ys[n_holdout:]
     hold_x, hold_y = xs[:n_holdout], ys[:n_holdout]
@@ -370,7 +420,7 @@ def main():
         "features": FEATURE_NAMES,
         "weights": weights,
         "training": {
-            "generator": "synthetic claims, see train/train.py",
+            "generator": f"human labels from {os.path.basename(args.labels)}" if args.labels else "synthetic claims, see train/train.py",
             "seed": seed,
             "n": n,
             "n_train": len(train_x),

@@ -31,6 +31,7 @@ mod demo;
 mod feedback;
 mod inspect;
 mod invoke;
+mod labels;
 mod run;
 mod up;
 
@@ -96,6 +97,9 @@ enum Command {
     /// Label a recorded action after the fact (a paid claim found
     /// fraudulent later): a human label versions are judged against.
     Feedback(feedback::Args),
+    /// Human labels of recorded decisions, exported for training.
+    #[command(subcommand)]
+    Labels(labels::Command),
 }
 
 /// How a command ended.
@@ -140,6 +144,7 @@ pub fn main() -> ExitCode {
         Command::Token(a) => up::token(&cli, a),
         Command::Review(a) => block_on(up::review(&cli, a)),
         Command::Feedback(a) => feedback::run(&cli, a),
+        Command::Labels(a) => labels::run(&cli, a),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,
