@@ -107,20 +107,26 @@ pub fn judge_step(e: &Evidence<'_>) -> (StepVerdict, Vec<Gate>) {
             note: format!("over {} calls", e.candidate.calls),
         });
     }
+    // A shadow's latency is not the candidate's: shadow calls run at the
+    // lowest priority, after the live calls.
     let p95 = (e.stable.p95_us > 0).then(|| e.candidate.p95_us as f64 / e.stable.p95_us as f64);
     gates.push(Gate {
         gate: "max-p95-ratio".into(),
         value: p95,
         threshold: policy.max_p95_ratio,
-        passed: judged_health.then_some(
+        passed: (judged_health && !shadow).then_some(
             health
                 .as_ref()
                 .is_none_or(|b| b.threshold != "max-p95-ratio"),
         ),
-        note: format!(
-            "candidate p95 {} us, stable {} us",
-            e.candidate.p95_us, e.stable.p95_us
-        ),
+        note: if shadow {
+            "not judged in a shadow step: shadow calls run at the lowest priority".into()
+        } else {
+            format!(
+                "candidate p95 {} us, stable {} us",
+                e.candidate.p95_us, e.stable.p95_us
+            )
+        },
     });
 
     // Quality against the stable version: judged in shadow steps once
@@ -319,6 +325,27 @@ mod tests {
             matches!(&verdict, StepVerdict::Fail { gate, .. } if gate == "min-agreement-with-humans"),
             "{verdict:?}"
         );
+    }
+
+    #[test]
+    fn a_shadow_is_not_judged_by_its_latency() {
+        let (p, step) = (policy(), shadow_step());
+        // Shadow calls wait behind live ones: a p95 ten times the stable's.
+        let (c, s) = (stats(30, 0, 10_000), stats(30, 0, 1_000));
+        let fine = agreement(40, 40, 0);
+        let (verdict, gates) = judge_step(&Evidence {
+            policy: &p,
+            step: &step,
+            candidate: &c,
+            stable: &s,
+            agreement: Some(&fine),
+            humans: None,
+            in_step: Duration::from_secs(600),
+            step_calls: 40,
+        });
+        assert_eq!(verdict, StepVerdict::Pass, "{gates:#?}");
+        let p95 = gates.iter().find(|g| g.gate == "max-p95-ratio").unwrap();
+        assert_eq!((p95.passed, p95.value), (None, Some(10.0)));
     }
 
     #[test]

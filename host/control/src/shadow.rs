@@ -229,6 +229,10 @@ impl Shadow {
                 return;
             }
         };
+        if matches!(report.outcome, crate::runtime::Outcome::Timeout) {
+            self.with_pair(job.live_id, |a| a.timed_out += 1);
+            return;
+        }
         self.live.record(&report);
         let manifest_compare = plugin.manifest().rollout.compare.as_ref();
         let answer = Answer::from(&report);

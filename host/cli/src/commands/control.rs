@@ -249,7 +249,7 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
             let a = &pair.agreement;
             let pct = |r: Option<f64>| r.map_or("-".into(), |r| format!("{:.1}%", r * 100.0));
             say!(
-                "  shadow vs version {}: agreement {} ({}/{} compared), decision shift {} ({}/{}), shed {}",
+                "  shadow vs version {}: agreement {} ({}/{} compared), decision shift {} ({}/{}), shed {}, timed out {}",
                 pair.live_version_id,
                 pct(pair.agreement_rate),
                 a.agreed,
@@ -257,7 +257,8 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
                 pct(pair.decision_shift),
                 a.shifted,
                 a.classed,
-                a.shed
+                a.shed,
+                a.timed_out
             );
             for (classes, n) in &a.confusion {
                 say!("    {classes}: {n}");

@@ -348,6 +348,11 @@ pub struct Agreement {
     pub confusion: std::collections::BTreeMap<String, u64>,
     /// Mirrored calls dropped because the candidate's queue was full.
     pub shed: u64,
+    /// Shadow calls that timed out, not compared: shadow calls run at the
+    /// lowest priority, so their wall clock measures the host's load more
+    /// than the candidate (its timeouts are judged in canary steps).
+    #[serde(default)]
+    pub timed_out: u64,
 }
 
 impl Agreement {
