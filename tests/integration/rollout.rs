@@ -71,6 +71,17 @@ async fn drive(reg: &Registry) -> Vec<String> {
     panic!("the rollout did not finish");
 }
 
+/// The newest audit entry of `action`.
+fn last_entry(reg: &Registry, action: &str) -> evos::audit::Entry {
+    reg.store()
+        .audit_list(0, None)
+        .expect("audit")
+        .into_iter()
+        .rev()
+        .find(|e| e.action == action)
+        .unwrap_or_else(|| panic!("no {action} entry"))
+}
+
 fn actions(reg: &Registry) -> Vec<String> {
     reg.store()
         .history("fraud-score")
@@ -116,14 +127,7 @@ async fn a_retrained_model_passes_every_step_and_is_promoted() {
         .expect("agreement gate");
     assert_eq!(agreement["passed"], true);
     assert!(agreement["value"].as_f64().expect("value") >= 0.9);
-    let promote = reg
-        .store()
-        .audit_list(0, None)
-        .expect("audit")
-        .into_iter()
-        .rev()
-        .find(|e| e.action == "promote")
-        .expect("promote entry");
+    let promote = last_entry(&reg, "promote");
     assert_eq!(promote.actor, "evos");
     assert_eq!(promote.detail["promoted"]["from"], "rollout");
 }
@@ -155,14 +159,7 @@ async fn a_model_blind_to_prior_claims_is_rolled_back_at_the_agreement_gate() {
     assert_eq!(route.stable.plugin.version(), "1.0.0");
     assert!(route.shadow.is_none() && route.canary.is_none());
     assert_eq!(actions(&reg), ["deploy", "rollout", "auto-rollback"]);
-    let rollback = reg
-        .store()
-        .audit_list(0, None)
-        .expect("audit")
-        .into_iter()
-        .rev()
-        .find(|e| e.action == "auto-rollback")
-        .expect("rollback entry");
+    let rollback = last_entry(&reg, "auto-rollback");
     let gates = rollback.detail["gates"].as_array().expect("gates");
     let gate = |name: &str| {
         gates
@@ -308,14 +305,7 @@ async fn a_canary_whose_decisions_people_reject_is_rolled_back_at_the_humans_gat
         "1.0.0"
     );
     assert_eq!(actions(&reg), ["deploy", "rollout", "auto-rollback"]);
-    let rollback = reg
-        .store()
-        .audit_list(0, None)
-        .expect("audit")
-        .into_iter()
-        .rev()
-        .find(|e| e.action == "auto-rollback")
-        .expect("rollback entry");
+    let rollback = last_entry(&reg, "auto-rollback");
     let gates = rollback.detail["gates"].as_array().expect("gates");
     let humans = gates
         .iter()

@@ -211,6 +211,10 @@ pub struct Progress {
     pub base: u64,
 }
 
+/// Every version's agreement with human labels.
+type HumanAgreements =
+    std::collections::BTreeMap<crate::labels::VersionKey, crate::labels::HumanAgreement>;
+
 /// A judgement of a progressive rollout's current step.
 struct ProgressJudgement {
     candidate: Arc<Live>,
@@ -640,8 +644,14 @@ impl Registry {
     }
 
     /// The candidate of a route's progressive rollout, whether it is the
-    /// shadow, its step and the step's judgement.
-    fn judge_progress(&self, name: &str, route: &Route) -> Option<ProgressJudgement> {
+    /// shadow, its step and the step's judgement. `humans`: every version's
+    /// agreement with labels when the caller has read it already.
+    fn judge_progress(
+        &self,
+        name: &str,
+        route: &Route,
+        humans: Option<&HumanAgreements>,
+    ) -> Option<ProgressJudgement> {
         let progress = route.rollout?;
         let (candidate, shadow) = match (&route.canary, &route.shadow) {
             (Some((c, _)), _) => (c.clone(), None),
@@ -655,21 +665,15 @@ impl Registry {
         let agreement = shadow
             .as_ref()
             .map(|s| s.agreement(route.stable.version_id));
-        let humans = match policy.min_agreement_with_humans {
-            Some(_) => crate::labels::by_version(&*self.store, None)
-                .map_err(|e| {
-                    tracing::warn!(target: "evos::registry", plugin = name, "reading labels: {e}");
-                })
-                .ok()
-                .and_then(|all| {
-                    all.get(&crate::labels::VersionKey {
-                        plugin: name.to_string(),
-                        version: candidate.plugin.version().to_string(),
-                        digest: candidate.plugin.digest().to_string(),
-                    })
-                    .cloned()
-                }),
-            None => None,
+        let key = crate::labels::VersionKey {
+            plugin: name.to_string(),
+            version: candidate.plugin.version().to_string(),
+            digest: candidate.plugin.digest().to_string(),
+        };
+        let humans = match (policy.min_agreement_with_humans, humans) {
+            (None, _) => None,
+            (Some(_), Some(known)) => known.get(&key).cloned(),
+            (Some(_), None) => self.human_agreements().get(&key).cloned(),
         };
         let in_step = progress.since.elapsed().unwrap_or_default();
         let count = match &agreement {
@@ -697,6 +701,15 @@ impl Registry {
         })
     }
 
+    /// Every version's agreement with human labels (empty, and logged,
+    /// when the labels cannot be read).
+    fn human_agreements(&self) -> HumanAgreements {
+        crate::labels::by_version(&*self.store, None).unwrap_or_else(|e| {
+            tracing::warn!(target: "evos::registry", "reading labels: {e}");
+            Default::default()
+        })
+    }
+
     /// Judge `name`'s progressive rollout and act: advance to the next
     /// step, promote after the last (`auto-promote`), or roll back when a
     /// gate failed. Returns the action taken.
@@ -706,7 +719,7 @@ impl Registry {
         let Some(route) = self.route(name) else {
             return Ok(None);
         };
-        let Some(j) = self.judge_progress(name, &route) else {
+        let Some(j) = self.judge_progress(name, &route, None) else {
             return Ok(None);
         };
         let step_no = j.progress.step as usize;
@@ -817,8 +830,13 @@ impl Registry {
     }
 
     /// Where a plugin's progressive rollout stands, for `status`.
-    fn rollout_status(&self, name: &str, route: &Route) -> Option<RolloutStatus> {
-        let j = self.judge_progress(name, route)?;
+    fn rollout_status(
+        &self,
+        name: &str,
+        route: &Route,
+        humans: &HumanAgreements,
+    ) -> Option<RolloutStatus> {
+        let j = self.judge_progress(name, route, Some(humans))?;
         let step = j.policy.steps.get(j.progress.step as usize)?;
         let last = j.progress.step as usize + 1 == j.policy.steps.len();
         let waiting = last
@@ -1116,37 +1134,42 @@ impl Registry {
         slot: Slot,
     ) -> Result<(Arc<Plugin>, Option<Arc<Route>>)> {
         let current = self.route(manifest.name());
-        if let Slot::Canary(w) = slot {
-            if !(1..=100).contains(&w) {
+        // A canary or a shadow: a percentage, next to a stable version.
+        let joins = match slot {
+            Slot::Stable => None,
+            Slot::Canary(w) => Some((
+                "--canary",
+                w,
+                "the canary weight",
+                "canary against",
+                "--canary",
+            )),
+            Slot::Shadow(s) => Some((
+                "--share",
+                s,
+                "the shadow's share of live calls",
+                "shadow",
+                "--shadow",
+            )),
+        };
+        if let Some((flag, percent, what, verb, option)) = joins {
+            if !(1..=100).contains(&percent) {
                 return Err(Error::Refused(format!(
-                    "--canary {w}: the canary weight is a percentage from 1 to 100"
+                    "{flag} {percent}: {what} is a percentage from 1 to 100"
                 )));
             }
             if current.is_none() {
                 return Err(Error::Refused(format!(
-                    "`{}` has no stable version to canary against; deploy it without --canary first",
+                    "`{}` has no stable version to {verb}; deploy it without {option} first",
                     manifest.name()
                 )));
             }
         }
-        if let Slot::Shadow(share) = slot {
-            if !(1..=100).contains(&share) {
-                return Err(Error::Refused(format!(
-                    "--share {share}: the shadow's share of live calls is a percentage from 1 to 100"
-                )));
-            }
-            if current.is_none() {
-                return Err(Error::Refused(format!(
-                    "`{}` has no stable version to shadow; deploy it without --shadow first",
-                    manifest.name()
-                )));
-            }
-            if manifest.kind() == crate::manifest::Kind::Connector {
-                return Err(Error::Refused(format!(
-                    "`{}` is a connector: connectors carry actions out, so they are rolled out with --canary; shadow agents, model adapters and policies",
-                    manifest.name()
-                )));
-            }
+        if matches!(slot, Slot::Shadow(_)) && manifest.kind() == crate::manifest::Kind::Connector {
+            return Err(Error::Refused(format!(
+                "`{}` is a connector: connectors carry actions out, so they are rolled out with --canary; shadow agents, model adapters and policies",
+                manifest.name()
+            )));
         }
         if let Some(cur) = &current {
             let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
@@ -1434,10 +1457,7 @@ impl Registry {
             None => self.routes().keys().cloned().collect(),
         };
         names.sort();
-        let humans = crate::labels::by_version(&*self.store, None).unwrap_or_else(|e| {
-            tracing::warn!(target: "evos::registry", "reading labels for status: {e}");
-            Default::default()
-        });
+        let humans = self.human_agreements();
         let with_humans = |mut v: VersionStatus, plugin: &str| {
             let key = crate::labels::VersionKey {
                 plugin: plugin.to_string(),
@@ -1452,7 +1472,7 @@ impl Registry {
             if let Some(route) = self.route(&n) {
                 let canary_weight = route.canary.as_ref().map_or(0, |(_, w)| *w);
                 out.push(PluginStatus {
-                    rollout: self.rollout_status(&n, &route),
+                    rollout: self.rollout_status(&n, &route, &humans),
                     plugin: n.clone(),
                     kind: route.stable.plugin.kind().to_string(),
                     stable: with_humans(route.stable.status(100 - canary_weight), &n),
