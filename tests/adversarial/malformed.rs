@@ -751,6 +751,7 @@ async fn malformed_uploads_store_nothing() {
         path: root().join("evos.toml"),
         plugins: Vec::new(),
         deployers: Default::default(),
+        recording: None,
     };
     let (host, boot) = evos::server::Host::bootstrap_with(config, app)
         .await

@@ -276,6 +276,7 @@ async fn a_canary_whose_decisions_people_reject_is_rolled_back_at_the_humans_gat
                 detail: serde_json::json!({}),
             },
             decisions,
+            None,
         )
         .await
         .expect("record");

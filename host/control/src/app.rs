@@ -18,6 +18,9 @@
 //! guards = ["approve-payout"]                  # policy: action kinds it decides ("*" = all)
 //! ```
 //!
+//! `[recording]` says which events are recorded, redacted, for replay
+//! (see [`crate::recording`]).
+//!
 //! Model adapters need no bindings: agents reach them by name through the
 //! `models` capability, and the host resolves the name among the app's
 //! plugins. `evos invoke` and `evos run` use the same file.
@@ -41,6 +44,9 @@ struct RawApp {
     /// ([`crate::approval`]).
     #[serde(default)]
     deployers: DeployerGrants,
+    /// Which events are recorded, redacted, for replay
+    /// ([`crate::recording`]).
+    recording: Option<crate::recording::RawRecording>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +83,8 @@ pub struct App {
     pub plugins: Vec<AppPlugin>,
     /// What deployer tokens may grant beyond the safe set.
     pub deployers: DeployerGrants,
+    /// Which events are recorded and how long they are kept.
+    pub recording: Option<crate::recording::RecordingConfig>,
 }
 
 impl App {
@@ -131,10 +139,21 @@ impl App {
                 executes: entry.executes,
             });
         }
+        let connectors: Vec<&str> = plugins
+            .iter()
+            .filter(|p| p.manifest.kind() == Kind::Connector)
+            .map(|p| p.name.as_str())
+            .collect();
+        let recording = raw
+            .recording
+            .map(|r| r.validate(&connectors))
+            .transpose()
+            .map_err(err)?;
         Ok(App {
             path: path.to_path_buf(),
             plugins,
             deployers: raw.deployers,
+            recording,
         })
     }
 

@@ -334,6 +334,7 @@ mod tests {
                     record("high-escalated", 0.9, "escalate"),
                     record("low-fraud", 0.2, "allow"),
                 ],
+                None,
             )
             .await
             .unwrap();

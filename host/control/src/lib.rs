@@ -16,6 +16,7 @@ pub mod breaker;
 pub mod labels;
 pub mod pipeline;
 pub mod progressive;
+pub mod recording;
 pub mod redact;
 pub mod registry;
 pub mod review;

@@ -19,6 +19,7 @@ use crate::app::App;
 use crate::audit::NewEntry;
 use crate::breaker::Breakers;
 use crate::manifest::Kind;
+use crate::recording::{Recorder, Tape};
 use crate::review::{Review, ReviewQueue};
 use crate::runtime::Outcome;
 use crate::runtime::{CallInput, CallOutput, CallReport, Caller};
@@ -164,6 +165,9 @@ pub struct RunOptions {
     /// Events of one ingest handled at once (0: [`DEFAULT_CONCURRENCY`]).
     /// Reports keep the connector's event order either way.
     pub concurrency: usize,
+    /// Record sampled events' calls, redacted, with their audit entry
+    /// ([`crate::recording`]; needs `audit`).
+    pub recorder: Option<Arc<Recorder>>,
 }
 
 /// Events of one ingest in flight at once by default: enough to overlap
@@ -224,9 +228,16 @@ pub async fn run(
         let (caller, app, options) = (caller.clone(), app.clone(), options.clone());
         let (ingest_step, connector) = (ingest_step.clone(), connector_name.clone());
         let task = tokio::spawn(async move {
-            let report = handle_event(caller.as_ref(), &app, event, &options).await?;
+            let recorder = options.recorder.as_ref().filter(|_| options.audit.is_some());
+            let tape = recorder.and_then(|r| r.tape(&connector, &event.id));
+            let report =
+                handle_event(caller.as_ref(), &app, event, &options, tape.as_ref()).await?;
             if let Some(store) = &options.audit {
-                audit_event(store, &connector, &ingest_step, &report).await?;
+                let recording = match (recorder, tape) {
+                    (Some(r), Some(tape)) => r.finish(tape, &connector, &report),
+                    _ => None,
+                };
+                audit_event(store, &connector, &ingest_step, &report, recording).await?;
             }
             Ok::<_, Error>(report)
         });
@@ -252,6 +263,7 @@ async fn handle_event(
     app: &App,
     event: Event,
     options: &RunOptions,
+    tape: Option<&Tape>,
 ) -> Result<EventReport> {
     let mut agents = Vec::new();
     let mut actions = Vec::new();
@@ -261,7 +273,7 @@ async fn handle_event(
         .filter(|p| p.subscribes.iter().any(|k| k == &event.kind))
     {
         expect_kind(caller, &entry.name, Kind::Agent)?;
-        let report = traced(
+        let mut report = traced(
             caller,
             "agent",
             &entry.name,
@@ -270,6 +282,9 @@ async fn handle_event(
         )
         .await?;
         agents.push(Step::from(&report));
+        if let Some(tape) = tape {
+            tape.keep("agent", None, &mut report);
+        }
         if let (true, Some(CallOutput::Actions(proposed))) =
             (report.outcome.is_ok(), &report.output)
         {
@@ -283,6 +298,7 @@ async fn handle_event(
                         (index, action.clone()),
                         &entry.name,
                         options,
+                        tape,
                     )
                     .await?,
                 );
@@ -303,6 +319,7 @@ async fn decide(
     (index, action): (usize, Action),
     proposed_by: &str,
     options: &RunOptions,
+    tape: Option<&Tape>,
 ) -> Result<ActionReport> {
     let mut policies = Vec::new();
     let mut denials = Vec::new();
@@ -317,7 +334,7 @@ async fn decide(
             action: action.clone(),
             event: event.clone(),
         };
-        let report = traced(caller, "policy", &entry.name, &event.trace_id, input).await?;
+        let mut report = traced(caller, "policy", &entry.name, &event.trace_id, input).await?;
         // A policy that fails to answer denies: fail closed.
         let decision = match (&report.outcome.is_ok(), &report.output) {
             (true, Some(CallOutput::Decision(d))) => d.clone(),
@@ -337,6 +354,9 @@ async fn decide(
             decision,
             step: Step::from(&report),
         });
+        if let Some(tape) = tape {
+            tape.keep("policy", Some(index), &mut report);
+        }
     }
 
     let mut execute_step = None;
@@ -401,7 +421,7 @@ async fn decide(
                         });
                     }
                 }
-                let (report, result) = execute(
+                let (mut report, result) = execute(
                     caller,
                     name,
                     &action,
@@ -411,6 +431,9 @@ async fn decide(
                 )
                 .await?;
                 execute_step = report.as_ref().map(Step::from);
+                if let (Some(tape), Some(report)) = (tape, report.as_mut()) {
+                    tape.keep("execute", Some(index), report);
+                }
                 match result {
                     Ok(receipt) => Disposition::Executed {
                         connector: name.to_string(),
@@ -437,6 +460,7 @@ async fn audit_event(
     connector: &str,
     ingest: &Step,
     report: &EventReport,
+    recording: Option<crate::store::NewRecording>,
 ) -> Result<()> {
     let mut steps = vec![serde_json::to_value(ingest).unwrap_or_default()];
     steps.extend(
@@ -460,7 +484,10 @@ async fn audit_event(
             })
         })
         .collect();
-    let detail = json!({"trace_id": report.event.trace_id, "event_kind": report.event.kind, "steps": steps, "actions": actions});
+    let mut detail = json!({"trace_id": report.event.trace_id, "event_kind": report.event.kind, "steps": steps, "actions": actions});
+    if let Some(r) = &recording {
+        detail["recorded"] = json!(r.reason);
+    }
     store
         .record_event(
             NewEntry {
@@ -471,6 +498,7 @@ async fn audit_event(
                 detail,
             },
             decisions(report),
+            recording,
         )
         .await
 }

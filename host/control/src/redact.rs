@@ -224,6 +224,18 @@ impl Redactor {
         found
     }
 
+    /// Replace the values at the configured paths only.
+    pub fn redact_paths(&self, value: &mut Value, found: &mut Redactions) {
+        for path in &self.paths {
+            self.redact_path(value, path, found);
+        }
+    }
+
+    /// Run the built-in detectors only (no paths).
+    pub fn redact_detected(&self, value: &mut Value, found: &mut Redactions) {
+        self.walk(value, found, 0);
+    }
+
     fn redact_path(&self, value: &mut Value, path: &[String], found: &mut Redactions) {
         let Some((first, rest)) = path.split_first() else {
             if !matches!(value, Value::Null) {

@@ -161,6 +161,23 @@ impl CallInput {
         }
     }
 
+    /// The input as JSON in the shape [`CallInput::from_json`] reads back
+    /// (an ingest body that is not UTF-8 is kept lossily).
+    pub fn to_json(&self) -> Value {
+        match self {
+            CallInput::Ingest { body, content_type } => serde_json::json!({
+                "content_type": content_type,
+                "body": String::from_utf8_lossy(body),
+            }),
+            CallInput::Execute(action) => serde_json::json!({ "execute": action }),
+            CallInput::Infer(request) => serde_json::to_value(request).unwrap_or(Value::Null),
+            CallInput::Evaluate { action, event } => {
+                serde_json::json!({ "action": action, "event": event })
+            }
+            CallInput::Handle(event) => serde_json::to_value(event).unwrap_or(Value::Null),
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             CallInput::Ingest { .. } | CallInput::Execute(_) => Kind::Connector,
@@ -172,7 +189,7 @@ impl CallInput {
 }
 
 /// What a successful (or guest-error) call returned.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CallOutput {
     Events(Vec<Event>),
@@ -273,6 +290,11 @@ pub struct CallReport {
     /// requests and connections); always empty for live calls.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suppressed: Vec<Refusal>,
+    /// The input the call was made with (moved in after the call, not
+    /// copied): what recorded traffic keeps and replays. Never serialized,
+    /// so reports and logs do not carry payloads.
+    #[serde(skip)]
+    pub input: Option<CallInput>,
 }
 
 fn is_zero(n: &u64) -> bool {

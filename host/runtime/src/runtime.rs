@@ -551,6 +551,7 @@ impl Runtime {
             log_lines_suppressed: state.caps.log.suppressed,
             nested: state.caps.models.nested,
             suppressed,
+            input: Some(input),
         }
     }
 
@@ -626,6 +627,7 @@ impl Runtime {
             log_lines_suppressed: 0,
             nested: Vec::new(),
             suppressed: Vec::new(),
+            input: None,
         }
     }
 }

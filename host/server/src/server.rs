@@ -106,6 +106,8 @@ pub struct Host {
     pub reviews: ReviewQueue,
     pub metrics: crate::telemetry::Metrics,
     pub breakers: Arc<crate::breaker::Breakers>,
+    /// Records sampled events, redacted (the app's `[recording]`).
+    pub recorder: Option<Arc<crate::recording::Recorder>>,
     config: ServerConfig,
     admission: Mutex<HashMap<String, Arc<Semaphore>>>,
     refusals: RefusalRate,
@@ -229,8 +231,19 @@ impl Host {
             config.breaker.clone(),
             Some(registry.store().clone()),
         ));
+        let recorder = match &app.recording {
+            Some(recording) => {
+                let key = crate::redact::host_key(&config.data_dir)?;
+                Some(Arc::new(crate::recording::Recorder::new(
+                    recording.clone(),
+                    &key,
+                )?))
+            }
+            None => None,
+        };
         let host = Arc::new(Host {
             breakers,
+            recorder,
             registry,
             app: Arc::new(app),
             tokens,
@@ -680,6 +693,8 @@ pub async fn serve(
 pub const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// How often a serving host persists its per-version call statistics.
 pub const FLUSH_STATS_EVERY: Duration = Duration::from_secs(1);
+/// How often a serving host prunes recordings past their retention.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// What a serving host does besides answering requests: pick up
 /// control-plane changes committed by other processes (it watches the
@@ -692,6 +707,8 @@ async fn keep_in_step(host: Arc<Host>) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_flush = tokio::time::Instant::now();
+    // The first pass prunes at start.
+    let mut last_prune: Option<tokio::time::Instant> = None;
     let mut behind = false;
     loop {
         tokio::select! {
@@ -717,6 +734,29 @@ async fn keep_in_step(host: Arc<Host>) {
                 Err(e) => tracing::warn!(target: "evos::server",
                     "could not apply a deployment change committed by another process (retrying): {e}"
                 ),
+            }
+        }
+        if let Some(recorder) = &host.recorder
+            && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
+        {
+            last_prune = Some(tokio::time::Instant::now());
+            let (store, recorder) = (host.registry.store().clone(), recorder.clone());
+            let pruned = tokio::task::spawn_blocking(move || {
+                crate::recording::prune(&*store, recorder.config(), crate::registry::HOST_ACTOR)
+            })
+            .await;
+            match pruned {
+                Ok(Ok(p)) if p.expired + p.over_limit > 0 => {
+                    tracing::info!(target: "evos::server",
+                        expired = p.expired, over_limit = p.over_limit, kept = p.kept,
+                        "pruned recordings"
+                    )
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "evos::server", "could not prune recordings: {e}")
+                }
+                Err(e) => tracing::warn!(target: "evos::server", "pruning recordings stopped: {e}"),
             }
         }
         if last_flush.elapsed() >= FLUSH_STATS_EVERY {
@@ -817,6 +857,7 @@ async fn ingest(
         trace_id: Some(trace.clone()),
         breakers: Some(host.breakers.clone()),
         concurrency: 0,
+        recorder: host.recorder.clone(),
     };
     let report = pipeline::run(
         host.registry.clone(),

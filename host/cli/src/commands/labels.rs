@@ -26,33 +26,26 @@ pub enum Command {
     },
 }
 
-/// `since` as an RFC 3339 time: given as one, or a duration ago.
-fn since_time(since: &str) -> Result<String> {
-    if humantime::parse_rfc3339_weak(since).is_ok() {
-        return Ok(since.to_string());
-    }
-    let ago = humantime::parse_duration(since).with_context(|| {
-        format!("--since {since:?}: give an RFC 3339 time (2026-12-01T00:00:00Z) or a duration such as 7d")
-    })?;
-    let at = std::time::SystemTime::now()
-        .checked_sub(ago)
-        .context("--since reaches before 1970")?;
-    Ok(humantime::format_rfc3339_micros(at).to_string())
-}
-
 pub fn run(cli: &Cli, cmd: &Command) -> Result<Exit> {
     match cmd {
         Command::Export { plugin, since, app } => {
-            let since = since.as_deref().map(since_time).transpose()?;
+            let since = since.as_deref().map(super::since_time).transpose()?;
             let store = SqliteStore::open(&cli.data_dir)
                 .with_context(|| format!("opening {}", cli.data_dir.display()))?;
             let key = evos::redact::host_key(&cli.data_dir)?;
-            let redactor = evos::redact::Redactor::new(&key, &[]).map_err(anyhow::Error::msg)?;
             let app = if app.exists() {
                 Some(evos::app::App::load(app)?)
             } else {
                 None
             };
+            // The app's `[recording] redact` paths apply here too.
+            let paths = app
+                .as_ref()
+                .and_then(|a| a.recording.as_ref())
+                .map(|r| r.redact.clone())
+                .unwrap_or_default();
+            let redactor =
+                evos::redact::Redactor::new(&key, &paths).map_err(anyhow::Error::msg)?;
             let rows =
                 evos::labels::export(&store, plugin, since.as_deref(), &redactor, app.as_ref())?;
             for row in &rows {

@@ -32,6 +32,7 @@ mod feedback;
 mod inspect;
 mod invoke;
 mod labels;
+mod recordings;
 mod run;
 mod up;
 
@@ -100,6 +101,9 @@ enum Command {
     /// Human labels of recorded decisions, exported for training.
     #[command(subcommand)]
     Labels(labels::Command),
+    /// Recorded (redacted) pipeline traffic: list it, prune it.
+    #[command(subcommand)]
+    Recordings(recordings::Command),
 }
 
 /// How a command ended.
@@ -145,6 +149,7 @@ pub fn main() -> ExitCode {
         Command::Review(a) => block_on(up::review(&cli, a)),
         Command::Feedback(a) => feedback::run(&cli, a),
         Command::Labels(a) => labels::run(&cli, a),
+        Command::Recordings(a) => recordings::run(&cli, a),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,
@@ -205,6 +210,20 @@ fn read_input(path: &Path) -> Result<Vec<u8>> {
     } else {
         std::fs::read(path).with_context(|| format!("reading {}", path.display()))
     }
+}
+
+/// `since` as an RFC 3339 time: given as one, or a duration ago.
+pub(crate) fn since_time(since: &str) -> Result<String> {
+    if humantime::parse_rfc3339_weak(since).is_ok() {
+        return Ok(since.to_string());
+    }
+    let ago = humantime::parse_duration(since).with_context(|| {
+        format!("--since {since:?}: give an RFC 3339 time (2026-12-01T00:00:00Z) or a duration such as 7d")
+    })?;
+    let at = std::time::SystemTime::now()
+        .checked_sub(ago)
+        .context("--since reaches before 1970")?;
+    Ok(humantime::format_rfc3339_micros(at).to_string())
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {

@@ -25,8 +25,9 @@ pub struct Args {
     /// Carry out allowed actions through the executing connector.
     #[arg(long)]
     execute: bool,
-    /// Queue escalated actions for review and audit every event's path in
-    /// the data directory (as `evos up` does).
+    /// Queue escalated actions for review, audit every event's path and
+    /// record the events the app's `[recording]` samples, in the data
+    /// directory (as `evos up` does).
     #[arg(long)]
     record: bool,
     /// Print the pipeline report as JSON.
@@ -42,10 +43,21 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
     let options = if args.record {
         let store: std::sync::Arc<dyn evos::store::StateStore> =
             std::sync::Arc::new(evos::store::SqliteStore::open(&cli.data_dir)?);
+        let recorder = match &app.recording {
+            Some(config) => {
+                let key = evos::redact::host_key(&cli.data_dir)?;
+                Some(std::sync::Arc::new(evos::recording::Recorder::new(
+                    config.clone(),
+                    &key,
+                )?))
+            }
+            None => None,
+        };
         RunOptions {
             execute: args.execute,
             reviews: Some(evos::review::ReviewQueue::new(store.clone())),
             audit: Some(store),
+            recorder,
             ..Default::default()
         }
     } else {

@@ -777,7 +777,7 @@ fn labels(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
     };
     let rt = runtime()?;
     ok(
-        rt.block_on(store.record_event(entry, vec![record("e1", 0), record("e1", 1)])),
+        rt.block_on(store.record_event(entry, vec![record("e1", 0), record("e1", 1)], None)),
         "recording an event",
     )?;
     ensure!(

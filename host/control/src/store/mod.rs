@@ -99,12 +99,14 @@ pub trait StateStore: Send + Sync + 'static {
     fn audit(&self, entry: NewEntry<'_>) -> Result<()>;
     /// [`StateStore::audit`] for async code.
     fn audit_async(&self, entry: NewEntry<'_>) -> StoreFuture<'_, ()>;
-    /// Append an event's audit entry and the decision records of its
-    /// actions (which versions produced each), durably and together.
+    /// Append an event's audit entry, the decision records of its actions
+    /// (which versions produced each) and its recording (already
+    /// redacted), durably and together.
     fn record_event(
         &self,
         entry: NewEntry<'_>,
         decisions: Vec<DecisionRecord>,
+        recording: Option<NewRecording>,
     ) -> StoreFuture<'_, ()>;
     /// Entries after `after_seq`, at or after `since` (RFC 3339 or a
     /// duration ago such as `1h`), oldest first.
@@ -141,6 +143,23 @@ pub trait StateStore: Send + Sync + 'static {
     /// Recorded actions with their newest label, oldest first; only those
     /// labelled at or after `since` when given (RFC 3339).
     fn labeled(&self, since: Option<&str>) -> Result<Vec<(DecisionRecord, Label)>>;
+
+    // ---- recordings ---------------------------------------------------
+
+    /// Recorded calls matching `filter`, oldest first.
+    fn recorded_calls(&self, filter: &RecordingFilter<'_>) -> Result<Vec<StoredCall>>;
+    /// Recorded events matching `filter` (its `plugin` is ignored),
+    /// oldest first, with their calls.
+    fn recordings(&self, filter: &RecordingFilter<'_>) -> Result<Vec<Recording>>;
+    /// Delete recordings made before `before` and the oldest beyond
+    /// `max_rows`, with their calls; audited as `recording-prune` by
+    /// `actor` when anything was removed.
+    fn prune_recordings(
+        &self,
+        before: Option<&str>,
+        max_rows: Option<u64>,
+        actor: &str,
+    ) -> Result<crate::recording::Pruned>;
 
     // ---- tokens -------------------------------------------------------
 
@@ -525,6 +544,86 @@ pub struct DecisionRecord {
     pub proposed_by: String,
     pub steps: serde_json::Value,
     pub at: String,
+}
+
+/// One call on a recorded event's path, redacted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedCall {
+    /// `agent`, `model`, `policy` or `execute`.
+    pub step: String,
+    /// The action a policy or execute call concerns (its index among the
+    /// event's actions); for model calls, none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_index: Option<usize>,
+    pub plugin: String,
+    /// The plugin's kind (`agent`, `model-adapter`, ...).
+    pub kind: String,
+    pub version: String,
+    pub digest: String,
+    /// The call's input, in the shape `evos invoke` reads.
+    pub input: serde_json::Value,
+    /// What it returned (`{"model": {...}}`, `{"decision": ...}`, ...), or
+    /// null.
+    pub output: serde_json::Value,
+    /// The outcome's name (`ok`, `timeout`, ...).
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_us: u64,
+    pub fuel: u64,
+}
+
+/// A recorded event to keep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRecording {
+    pub trace_id: String,
+    pub event_id: String,
+    pub event_kind: String,
+    pub connector: String,
+    /// `sampled`, `escalated` or `failed`.
+    pub reason: String,
+    /// What redaction replaced, by kind.
+    pub redactions: std::collections::BTreeMap<String, u64>,
+    pub calls: Vec<RecordedCall>,
+}
+
+/// A recorded event as kept.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recording {
+    pub id: i64,
+    pub trace_id: String,
+    pub event_id: String,
+    pub event_kind: String,
+    pub connector: String,
+    pub reason: String,
+    pub redactions: serde_json::Value,
+    pub at: String,
+    pub calls: Vec<RecordedCall>,
+}
+
+/// A recorded call with the event it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredCall {
+    pub id: i64,
+    pub recording_id: i64,
+    pub trace_id: String,
+    pub event_id: String,
+    pub at: String,
+    #[serde(flatten)]
+    pub call: RecordedCall,
+}
+
+/// Which recordings to read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordingFilter<'a> {
+    /// Calls of this plugin only.
+    pub plugin: Option<&'a str>,
+    /// The event with this trace id only.
+    pub trace_id: Option<&'a str>,
+    /// Recorded at or after this time (RFC 3339).
+    pub since: Option<&'a str>,
+    /// At most this many rows (the newest ones); none: all.
+    pub limit: Option<usize>,
 }
 
 /// Where a label came from.

@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Agreement, Change, Decision, DecisionRecord, Deploy, DeploymentRow, HistoryRow, Label,
-    NewLabel, NewReview, NewVersion, Review, ReviewResult, ReviewStatus, Serving, Slot, StateStore,
-    StoreFuture, Token, VersionRow, crashpoint, now, stale,
+    NewLabel, NewRecording, NewReview, NewVersion, Recording, RecordingFilter, Review, ReviewResult, ReviewStatus, Serving, Slot, StateStore,
+    StoreFuture, StoredCall, Token, VersionRow, crashpoint, now, stale,
 };
 use crate::audit::{self, Anchor, NewEntry};
 use crate::capability::kv::KvStore;
@@ -35,6 +35,7 @@ use crate::{Error, Result};
 
 mod kv;
 mod labels;
+mod recordings;
 mod reviews;
 mod tokens;
 
@@ -54,6 +55,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0008_shadow.sql"),
     include_str!("../../../migrations/0009_labels.sql"),
     include_str!("../../../migrations/0010_rollout_steps.sql"),
+    include_str!("../../../migrations/0011_recordings.sql"),
 ];
 
 pub struct SqliteStore {
@@ -657,12 +659,33 @@ impl StateStore for SqliteStore {
         &self,
         entry: NewEntry<'_>,
         decisions: Vec<DecisionRecord>,
+        recording: Option<NewRecording>,
     ) -> StoreFuture<'_, ()> {
         let append = append_job(entry);
         Box::pin(self.write_async("event", move |tx| {
             labels::insert_decisions(tx, &decisions)?;
+            if let Some(r) = &recording {
+                recordings::insert(tx, r)?;
+            }
             append(tx)
         }))
+    }
+
+    fn recorded_calls(&self, filter: &RecordingFilter<'_>) -> Result<Vec<StoredCall>> {
+        recordings::calls(&self.reader(), filter)
+    }
+
+    fn recordings(&self, filter: &RecordingFilter<'_>) -> Result<Vec<Recording>> {
+        recordings::recordings(&self.reader(), filter)
+    }
+
+    fn prune_recordings(
+        &self,
+        before: Option<&str>,
+        max_rows: Option<u64>,
+        actor: &str,
+    ) -> Result<crate::recording::Pruned> {
+        recordings::prune(self, before, max_rows, actor)
     }
 
     fn add_label(&self, label: &NewLabel<'_>) -> Result<Label> {
