@@ -14,6 +14,7 @@ mod cli;
 mod control;
 mod crash;
 mod examples;
+mod recording;
 mod rollout;
 mod server;
 mod shadow;

@@ -228,7 +228,10 @@ pub async fn run(
         let (caller, app, options) = (caller.clone(), app.clone(), options.clone());
         let (ingest_step, connector) = (ingest_step.clone(), connector_name.clone());
         let task = tokio::spawn(async move {
-            let recorder = options.recorder.as_ref().filter(|_| options.audit.is_some());
+            let recorder = options
+                .recorder
+                .as_ref()
+                .filter(|_| options.audit.is_some());
             let tape = recorder.and_then(|r| r.tape(&connector, &event.id));
             let report =
                 handle_event(caller.as_ref(), &app, event, &options, tape.as_ref()).await?;

@@ -109,8 +109,7 @@ impl RawRecording {
                 ));
             }
         }
-        Redactor::new(&[0; 16], &self.redact)
-            .map_err(|e| format!("[recording] redact: {e}"))?;
+        Redactor::new(&[0; 16], &self.redact).map_err(|e| format!("[recording] redact: {e}"))?;
         let retention = match &self.retention {
             Some(text) => {
                 let d = humantime::parse_duration(text).map_err(|e| {
@@ -400,7 +399,10 @@ mod tests {
         assert_eq!(config("").unwrap().retention, Some(DEFAULT_RETENTION));
         assert!(!config("").unwrap().records_anything());
         let e = config("sample = { nobody = 0.1 }").unwrap_err();
-        assert!(e.contains("`nobody`") && e.contains("connectors: webhook"), "{e}");
+        assert!(
+            e.contains("`nobody`") && e.contains("connectors: webhook"),
+            "{e}"
+        );
         let e = config("sample = { webhook = 1.5 }").unwrap_err();
         assert!(e.contains("between 0 and 1"), "{e}");
         let e = config("retention = \"soon\"").unwrap_err();

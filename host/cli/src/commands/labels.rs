@@ -44,8 +44,7 @@ pub fn run(cli: &Cli, cmd: &Command) -> Result<Exit> {
                 .and_then(|a| a.recording.as_ref())
                 .map(|r| r.redact.clone())
                 .unwrap_or_default();
-            let redactor =
-                evos::redact::Redactor::new(&key, &paths).map_err(anyhow::Error::msg)?;
+            let redactor = evos::redact::Redactor::new(&key, &paths).map_err(anyhow::Error::msg)?;
             let rows =
                 evos::labels::export(&store, plugin, since.as_deref(), &redactor, app.as_ref())?;
             for row in &rows {

@@ -25,8 +25,9 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Agreement, Change, Decision, DecisionRecord, Deploy, DeploymentRow, HistoryRow, Label,
-    NewLabel, NewRecording, NewReview, NewVersion, Recording, RecordingFilter, Review, ReviewResult, ReviewStatus, Serving, Slot, StateStore,
-    StoreFuture, StoredCall, Token, VersionRow, crashpoint, now, stale,
+    NewLabel, NewRecording, NewReview, NewVersion, Recording, RecordingFilter, Review,
+    ReviewResult, ReviewStatus, Serving, Slot, StateStore, StoreFuture, StoredCall, Token,
+    VersionRow, crashpoint, now, stale,
 };
 use crate::audit::{self, Anchor, NewEntry};
 use crate::capability::kv::KvStore;

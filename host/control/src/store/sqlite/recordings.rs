@@ -141,7 +141,9 @@ pub(super) fn recordings(conn: &Connection, f: &RecordingFilter<'_>) -> Result<V
         .map_err(db_err("reading recordings"))?;
     let mut rows = newest(rows, f.limit);
     let mut stmt = conn
-        .prepare_cached(&format!("{CALL_SELECT} WHERE c.recording_id = ?1 ORDER BY c.id"))
+        .prepare_cached(&format!(
+            "{CALL_SELECT} WHERE c.recording_id = ?1 ORDER BY c.id"
+        ))
         .map_err(db_err("reading recordings"))?;
     for rec in &mut rows {
         rec.calls = stmt
