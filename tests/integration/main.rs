@@ -15,6 +15,7 @@ mod control;
 mod crash;
 mod examples;
 mod recording;
+mod replay;
 mod rollout;
 mod server;
 mod shadow;

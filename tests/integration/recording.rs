@@ -20,7 +20,7 @@ fn text(out: &Output) -> String {
 
 /// The example app (absolute paths) with `recording` as its
 /// `[recording]` table, written to `dir/app.toml`.
-fn app_file(dir: &std::path::Path, recording: &str) -> std::path::PathBuf {
+pub(crate) fn app_file(dir: &std::path::Path, recording: &str) -> std::path::PathBuf {
     let example = std::fs::read_to_string(root().join("evos.toml")).expect("evos.toml");
     let base = root();
     let absolute: String = example
@@ -40,7 +40,7 @@ fn app_file(dir: &std::path::Path, recording: &str) -> std::path::PathBuf {
     path
 }
 
-fn claim(id: &str, claimant: &str, amount: f64, incident: &str) -> Value {
+pub(crate) fn claim(id: &str, claimant: &str, amount: f64, incident: &str) -> Value {
     json!({
         "claim_id": id,
         "claimant_id": claimant,
@@ -279,11 +279,11 @@ async fn run_claims(
     .expect("pipeline")
 }
 
-const CALM: &str =
+pub(crate) const CALM: &str =
     "Rear-ended at a traffic light; photos of the damage and the repair estimate are attached.";
 
 /// `app_path` loaded, with claims-webhook posting to `endpoint`.
-fn load_app(app_path: &std::path::Path, endpoint: &str) -> evos::app::App {
+pub(crate) fn load_app(app_path: &std::path::Path, endpoint: &str) -> evos::app::App {
     let mut app = evos::app::App::load(app_path).expect("app");
     for p in &mut app.plugins {
         if p.name == "claims-webhook" {

@@ -18,8 +18,8 @@
 //! See ARCHITECTURE.md for how they fit.
 
 pub use evos_control::{
-    app, approval, audit, auth, breaker, labels, pipeline, recording, redact, registry, review,
-    shadow, store,
+    app, approval, audit, auth, breaker, labels, pipeline, recording, redact, registry, replay,
+    review, shadow, store,
 };
 pub use evos_core::{
     CallInput, CallOutput, CallReport, Error, Outcome, Refusal, Result, text, types,

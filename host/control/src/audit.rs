@@ -1209,6 +1209,12 @@ fn timestamp(t: SystemTime) -> Result<String, AuditError> {
     }
 }
 
+/// A `since` filter (an RFC 3339 time or date, or a duration ago such as
+/// `7d`) as an RFC 3339 time in UTC, for filters on other records.
+pub fn since_rfc3339(input: &str) -> Result<String, AuditError> {
+    parse_since(input, SystemTime::now()).map(|t| humantime::format_rfc3339_micros(t).to_string())
+}
+
 /// Read a `since` filter (see [`list`]) relative to `now`. Times before 1970
 /// are taken as 1970, which lets every entry through.
 fn parse_since(input: &str, now: SystemTime) -> Result<SystemTime, AuditError> {

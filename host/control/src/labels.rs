@@ -28,7 +28,7 @@ use crate::Result;
 use crate::compare::{self, Answer, Compare};
 use crate::manifest::Manifest;
 use crate::runtime::{CallOutput, Outcome};
-use crate::store::{Label, StateStore};
+use crate::store::StateStore;
 use crate::types::ModelResponse;
 
 /// How one version's decisions compared with human labels.
@@ -82,25 +82,29 @@ pub fn by_version(
             // The step's class, and whether the label says it was right
             // (`None`: the label does not say).
             let (class, verdict) = match text("kind") {
-                "agent" => (text("class").to_string(), approved(label)),
-                "policy" => {
+                "agent" | "policy" => {
                     let class = text("class").to_string();
-                    let verdict = match class.as_str() {
-                        "allow" => approved(label),
-                        "deny" => approved(label).map(|a| !a),
-                        _ => None,
-                    };
-                    (class, verdict)
+                    let v = verdict(
+                        text("kind"),
+                        &class,
+                        &decision.action_kind,
+                        &label.label,
+                        None,
+                    );
+                    (class, v)
                 }
                 "model-adapter" => {
                     let compare = compares.of(&key);
                     let class = model_class(step, compare.as_ref())
                         .unwrap_or_else(|| "unclassified".into());
-                    let verdict = compare
-                        .as_ref()
-                        .and_then(|c| c.class_for_label(&decision.action_kind, &label.label))
-                        .map(|expected| expected == class);
-                    (class, verdict)
+                    let v = verdict(
+                        "model-adapter",
+                        &class,
+                        &decision.action_kind,
+                        &label.label,
+                        compare.as_ref(),
+                    );
+                    (class, v)
                 }
                 _ => continue,
             };
@@ -188,10 +192,37 @@ pub fn export(
     Ok(rows)
 }
 
+/// Whether a version's answer of `class` agrees with a human `label` on
+/// an action of `action_kind` (see the module docs); `None` when the label
+/// does not say. An agent whose answer is not the labelled action (a
+/// candidate replayed on recorded traffic) disagrees with an approval and
+/// is not judged by a rejection.
+pub fn verdict(
+    kind: &str,
+    class: &str,
+    action_kind: &str,
+    label: &str,
+    compare: Option<&Compare>,
+) -> Option<bool> {
+    match kind {
+        "agent" if class == action_kind => approved(label),
+        "agent" => approved(label).filter(|a| *a).map(|_| false),
+        "policy" => match class {
+            "allow" => approved(label),
+            "deny" => approved(label).map(|a| !a),
+            _ => None,
+        },
+        "model-adapter" => compare
+            .and_then(|c| c.class_for_label(action_kind, label))
+            .map(|expected| expected == class),
+        _ => None,
+    }
+}
+
 /// Whether the label approves the action: `approve`, `reject`, or
 /// neither.
-fn approved(label: &Label) -> Option<bool> {
-    match label.label.as_str() {
+fn approved(label: &str) -> Option<bool> {
+    match label {
         "approve" => Some(true),
         "reject" => Some(false),
         _ => None,

@@ -19,6 +19,7 @@ pub mod progressive;
 pub mod recording;
 pub mod redact;
 pub mod registry;
+pub mod replay;
 pub mod review;
 pub mod shadow;
 pub mod store;

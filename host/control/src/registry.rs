@@ -463,6 +463,30 @@ impl Registry {
         &self.runtime
     }
 
+    /// A stored version of `plugin` (the newest stored under `version`),
+    /// loaded and linked but not routed: a candidate for replay.
+    pub fn stored_version(&self, plugin: &str, version: &str) -> Result<Arc<Plugin>> {
+        let rows = self.store.versions_of(plugin)?;
+        let Some(row) = rows
+            .iter()
+            .filter(|r| r.version == version)
+            .max_by_key(|r| r.id)
+        else {
+            let known: Vec<&str> = rows.iter().map(|r| r.version.as_str()).collect();
+            return Err(Error::NotFound(if known.is_empty() {
+                format!(
+                    "no versions of `{plugin}` are stored; deploy one, or give a manifest and component"
+                )
+            } else {
+                format!(
+                    "`{plugin}` has no stored version {version} (stored: {}); deploy it, or give a manifest and component",
+                    known.join(", ")
+                )
+            }));
+        };
+        Ok(self.load_version(row.id)?.plugin.clone())
+    }
+
     fn load_version(&self, id: i64) -> Result<Arc<Live>> {
         let loaded = || evos_core::sync::lock(&self.loaded);
         if let Some(live) = loaded().get(&id) {

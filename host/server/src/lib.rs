@@ -6,7 +6,8 @@ pub mod server;
 pub mod telemetry;
 
 pub(crate) use evos_control::{
-    app, audit, auth, breaker, labels, pipeline, recording, redact, registry, review, shadow, store,
+    app, audit, auth, breaker, labels, pipeline, recording, redact, registry, replay, review,
+    shadow, store,
 };
 pub(crate) use evos_core::{Error, Result, text};
 pub(crate) use evos_runtime::{engine, manifest, runtime};

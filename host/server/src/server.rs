@@ -21,6 +21,7 @@
 //! | GET    | /v1/plugins, /v1/plugins/{name}   | status     |
 //! | GET    | /v1/plugins/{name}/history        | status     |
 //! | POST   | /v1/plugins/{name}/invoke         | invoke     |
+//! | POST   | /v1/plugins/{name}/replay         | deploy     |
 //! | GET    | /v1/audit[?after=N&since=1h]      | audit      |
 //! | GET    | /v1/audit/verify                  | audit      |
 
@@ -444,6 +445,7 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/plugins/{name}/promote", post(promote))
         .route("/v1/plugins/{name}/rollback", post(rollback))
         .route("/v1/plugins/{name}/invoke", post(invoke))
+        .route("/v1/plugins/{name}/replay", post(replay))
         .route("/v1/audit", get(audit_log))
         .route("/v1/audit/verify", get(audit_verify))
         .fallback(|| async {
@@ -1259,6 +1261,60 @@ async fn promote(
             .await?,
     )
     .into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    /// A stored version of the plugin.
+    #[serde(default)]
+    candidate: String,
+    /// RFC 3339, or a duration ago such as `7d`.
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Recorded calls of `name` through a stored candidate version, effects
+/// suppressed: the report of [`crate::replay::replay`]. Replay runs code on
+/// recorded traffic, so it takes the deploy permission.
+async fn replay(
+    State(host): State<Arc<Host>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let path = format!("/v1/plugins/{name}/replay");
+    authorize(&host, &headers, Permission::Deploy, Some(&name), &path)?;
+    let req: ReplayRequest = json_body(&body)?;
+    if req.candidate.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "name the candidate: {\"candidate\": \"<stored version>\"} (optional: \"since\": \"7d\", \"limit\": 1000)".to_string(),
+        ));
+    }
+    let since = req
+        .since
+        .as_deref()
+        .map(crate::audit::since_rfc3339)
+        .transpose()
+        .map_err(crate::Error::from)?;
+    let candidate = host.registry.stored_version(&name, &req.candidate)?;
+    let router: Arc<dyn crate::runtime::Router> = host.registry.clone();
+    let report = crate::replay::replay(
+        host.registry.runtime(),
+        Some(router),
+        &**host.registry.store(),
+        &name,
+        &candidate,
+        &crate::replay::ReplayOptions {
+            since,
+            limit: req.limit,
+            concurrency: 0,
+        },
+    )
+    .await?;
+    Ok(axum::Json(report).into_response())
 }
 
 #[derive(Deserialize, Default)]

@@ -33,6 +33,7 @@ mod inspect;
 mod invoke;
 mod labels;
 mod recordings;
+mod replay;
 mod run;
 mod up;
 
@@ -101,6 +102,10 @@ enum Command {
     /// Human labels of recorded decisions, exported for training.
     #[command(subcommand)]
     Labels(labels::Command),
+    /// Run recorded inputs through a candidate version with effects
+    /// suppressed, and compare its answers with the recorded ones and with
+    /// human labels; or re-score a JSONL file of inputs (--input).
+    Replay(replay::Args),
     /// Recorded (redacted) pipeline traffic: list it, prune it.
     #[command(subcommand)]
     Recordings(recordings::Command),
@@ -150,6 +155,7 @@ pub fn main() -> ExitCode {
         Command::Feedback(a) => feedback::run(&cli, a),
         Command::Labels(a) => labels::run(&cli, a),
         Command::Recordings(a) => recordings::run(&cli, a),
+        Command::Replay(a) => block_on(replay::run(&cli, a)),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,
