@@ -788,3 +788,83 @@ fn exported_labels_train_new_weights() {
     );
     assert_eq!(w["weights"].as_array().map(Vec::len), Some(7));
 }
+
+#[test]
+fn replay_from_the_cli_reports_and_rescores() {
+    let dir = crate::support::tempdir("cli-replay");
+    let app = crate::recording::app_file(&dir, "sample = { \"*\" = 1.0 }");
+    let claims: Vec<serde_json::Value> = (0..8)
+        .map(|i| {
+            crate::recording::claim(
+                &format!("C-40{i}"),
+                &format!("CL-{}", i % 2),
+                if i % 2 == 0 { 1500.0 } else { 120.0 },
+                if i % 2 == 0 {
+                    "Phone stolen at the station."
+                } else {
+                    crate::recording::CALM
+                },
+            )
+        })
+        .collect();
+    let input = dir.join("claims.json");
+    std::fs::write(&input, serde_json::json!({ "claims": claims }).to_string()).expect("write");
+    let out = evos_in(
+        &dir,
+        &[
+            "run",
+            "claims-webhook",
+            "--record",
+            "--app",
+            &path(app),
+            "--input",
+            &path(input),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let manifest = path(root().join("policies/rollouts/fraud-score-1.3.0.toml"));
+    let component = path(root().join("target/plugins/fraud-score-blind.wasm"));
+    let args = [
+        "replay",
+        "fraud-score",
+        "--candidate",
+        &manifest,
+        "--component",
+        &component,
+    ];
+    let out = evos_in(&dir, &[&args[..], &["--json"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["replayed"], 8, "{report}");
+    assert_eq!(report["candidate_version"], "1.3.0");
+    assert_eq!(report["recorded_versions"]["1.0.0"], 8);
+    let out = evos_in(&dir, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = text(&out);
+    for line in [
+        "replay fraud-score: candidate 1.3.0",
+        "agreement with the recorded output",
+        "agreement with humans",
+        "latency p50/p95/p99",
+    ] {
+        assert!(shown.contains(line), "{line} in {shown}");
+    }
+    // Batch mode: one answer per line of the file.
+    let traffic = path(root().join("plugins/fraud-score/traffic.jsonl"));
+    let out = evos_in(&dir, &[&args[..], &["--input", &traffic]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(lines, 200);
+    assert!(text(&out).contains("answered 200 inputs"), "{}", text(&out));
+    // What is missing is named.
+    let out = evos_in(&dir, &["replay", "fraud-score", "--candidate", &manifest]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--component"), "{}", text(&out));
+    let out = evos_in(&dir, &["replay", "fraud-score", "--candidate", "1.1.0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("no versions of `fraud-score` are stored"),
+        "{}",
+        text(&out)
+    );
+}

@@ -30,12 +30,15 @@ impl Drop for Server {
 }
 
 async fn start(downstream: &Downstream, tweak: impl FnOnce(&mut ServerConfig)) -> Server {
+    start_app(claims_app(&downstream.url("/claims/payouts")), tweak).await
+}
+
+async fn start_app(app: evos::app::App, tweak: impl FnOnce(&mut ServerConfig)) -> Server {
     let dir = crate::support::tempdir("server");
     let mut config = ServerConfig::new(&dir, root().join("evos.toml"));
     config.engine.cache_dir = Some(root().join("target/evos-test-cache"));
     config.engine.max_instances = 64;
     tweak(&mut config);
-    let app = claims_app(&downstream.url("/claims/payouts"));
     let (host, boot) = Host::bootstrap_with(config, app).await.expect("bootstrap");
     let token_file = boot
         .admin_token_file
@@ -1244,4 +1247,80 @@ async fn review_decisions_and_feedback_become_labels_each_version_is_judged_by()
         .filter(|e| e.action == "feedback")
         .count();
     assert_eq!(feedback_entries, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recorded_traffic_is_replayed_through_the_api() {
+    let downstream = Downstream::start(200);
+    let dir = crate::support::tempdir("server-replay");
+    let app_path = crate::recording::app_file(&dir, "sample = { \"*\" = 1.0 }");
+    let app = crate::recording::load_app(&app_path, &downstream.url("/claims/payouts"));
+    let s = start_app(app, |_| {}).await;
+    let admin = Some(s.admin.clone());
+    let (status, body) = req(
+        s.port,
+        "POST",
+        "/v1/ingest/claims-webhook".into(),
+        admin.clone(),
+        claims(),
+        vec![("content-type", "application/json".into())],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let events = json_of(&body)["report"]["events"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(events > 0);
+    let replay = |token: Option<String>, plugin: &'static str, body: Value| async move {
+        req(
+            s.port,
+            "POST",
+            format!("/v1/plugins/{plugin}/replay"),
+            token,
+            serde_json::to_vec(&body).expect("json"),
+            vec![],
+        )
+        .await
+    };
+    // The stable version against its own recorded answers: a
+    // deterministic model agrees with every one.
+    let (status, body) = replay(
+        admin.clone(),
+        "fraud-score",
+        json!({"candidate": "1.0.0", "since": "1h"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let report = json_of(&body);
+    assert_eq!(report["replayed"], events, "{report}");
+    assert_eq!(report["agreement"], 1.0, "{report}");
+    assert_eq!(report["changed"], 0, "{report}");
+    // Deploy permission, in the plugin's scope.
+    let (_, reviewer) = s
+        .host
+        .tokens
+        .create("reviewer", Role::Reviewer, "*", "test")
+        .expect("token");
+    let (_, other) = s
+        .host
+        .tokens
+        .create("deployer", Role::Deployer, "payout-*", "test")
+        .expect("token");
+    for token in [reviewer, other] {
+        let (status, body) =
+            replay(Some(token), "fraud-score", json!({"candidate": "1.0.0"})).await;
+        assert_eq!(status, 403, "{body}");
+    }
+    let (status, body) = replay(admin.clone(), "fraud-score", json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("candidate"), "{body}");
+    let (status, body) = replay(admin.clone(), "fraud-score", json!({"candidate": "7.0.0"})).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = replay(
+        admin,
+        "fraud-score",
+        json!({"candidate": "1.0.0", "since": "next tuesday"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
 }

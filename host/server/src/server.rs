@@ -1298,7 +1298,7 @@ async fn replay(
         .as_deref()
         .map(crate::audit::since_rfc3339)
         .transpose()
-        .map_err(crate::Error::from)?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.to_string()))?;
     let candidate = host.registry.stored_version(&name, &req.candidate)?;
     let router: Arc<dyn crate::runtime::Router> = host.registry.clone();
     let report = crate::replay::replay(

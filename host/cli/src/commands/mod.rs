@@ -218,18 +218,12 @@ fn read_input(path: &Path) -> Result<Vec<u8>> {
     }
 }
 
-/// `since` as an RFC 3339 time: given as one, or a duration ago.
+/// `since` as an RFC 3339 time: given as one (or a date), or a duration
+/// ago such as `7d`.
 pub(crate) fn since_time(since: &str) -> Result<String> {
-    if humantime::parse_rfc3339_weak(since).is_ok() {
-        return Ok(since.to_string());
-    }
-    let ago = humantime::parse_duration(since).with_context(|| {
+    evos::audit::since_rfc3339(since).with_context(|| {
         format!("--since {since:?}: give an RFC 3339 time (2026-12-01T00:00:00Z) or a duration such as 7d")
-    })?;
-    let at = std::time::SystemTime::now()
-        .checked_sub(ago)
-        .context("--since reaches before 1970")?;
-    Ok(humantime::format_rfc3339_micros(at).to_string())
+    })
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
