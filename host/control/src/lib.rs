@@ -25,6 +25,6 @@ pub mod shadow;
 pub mod store;
 
 // The sandbox's modules under the names this crate's code uses for them.
-pub(crate) use evos_runtime::{capability, compare, engine, manifest, rollout, runtime};
+pub(crate) use evos_runtime::{capability, compare, drift, engine, manifest, rollout, runtime};
 
 pub use evos_core::{Error, Result, text, types};

@@ -284,7 +284,14 @@ async fn handle_event(
             CallInput::Handle(event.clone()),
         )
         .await?;
-        agents.push(Step::from(&report));
+        let step = Step::from(&report);
+        // The model answers its actions rest on.
+        let models: Vec<(Arc<str>, Arc<str>)> = step
+            .nested
+            .iter()
+            .map(|m| (m.plugin.clone(), m.version.clone()))
+            .collect();
+        agents.push(step);
         if let Some(tape) = tape {
             tape.keep("agent", None, &mut report);
         }
@@ -299,7 +306,7 @@ async fn handle_event(
                         app,
                         &event,
                         (index, action.clone()),
-                        &entry.name,
+                        (&entry.name, &models),
                         options,
                         tape,
                     )
@@ -320,7 +327,7 @@ async fn decide(
     app: &App,
     event: &Event,
     (index, action): (usize, Action),
-    proposed_by: &str,
+    (proposed_by, models): (&str, &[(Arc<str>, Arc<str>)]),
     options: &RunOptions,
     tape: Option<&Tape>,
 ) -> Result<ActionReport> {
@@ -359,6 +366,17 @@ async fn decide(
         });
         if let Some(tape) = tape {
             tape.keep("policy", Some(index), &mut report);
+        }
+    }
+
+    // A share of what a drifting model decided goes to people, who label
+    // it: the labels a retrained version is trained and judged on.
+    if denials.is_empty() && escalations.is_empty() {
+        if let Some(reason) = models
+            .iter()
+            .find_map(|(plugin, version)| caller.drift_review(plugin, version, &event.id))
+        {
+            escalations.push(format!("drift: {reason}"));
         }
     }
 

@@ -23,6 +23,7 @@ use serde_json::json;
 
 use crate::audit::NewEntry;
 use crate::compare::Answer;
+use crate::drift::{Drift, DriftStatus, Transition};
 use crate::engine::{Engine, EngineConfig};
 use crate::manifest::Manifest;
 use crate::rollout::{Breach, OutcomeCounts, Window, judge};
@@ -45,6 +46,8 @@ pub struct Live {
     totals: Mutex<Totals>,
     dirty: AtomicBool,
     calls_since_judged: AtomicU64,
+    /// The manifest's `[drift]` watch, when it has one.
+    drift: Option<Mutex<Drift>>,
 }
 
 struct Totals {
@@ -83,7 +86,18 @@ impl Live {
                 let _ = latency.record_n(value.max(1), count);
             }
         }
+        let drift = plugin.manifest().drift.clone().map(|config| {
+            let (reference, judged) = store.drift(version_id).unwrap_or((None, None));
+            let reference = reference
+                .and_then(|text| serde_json::from_str::<crate::drift::Reference>(&text).ok());
+            let mut drift = Drift::new(config, reference);
+            if let Some(judged) = judged.and_then(|t| serde_json::from_str(&t).ok()) {
+                drift.restore(judged);
+            }
+            Mutex::new(drift)
+        });
         Ok(Live {
+            drift,
             version_id,
             plugin,
             window: Mutex::new(Window::default()),
@@ -150,6 +164,10 @@ impl Live {
             ),
         };
         VersionStatus {
+            drift: self
+                .drift
+                .as_ref()
+                .map(|d| evos_core::sync::lock(d).status()),
             cost: self.plugin.manifest().cost,
             fuel_consumed: fuel,
             usage,
@@ -170,6 +188,15 @@ impl Live {
     fn flush(&self, store: &dyn StateStore) -> Result<()> {
         if !self.dirty.swap(false, Ordering::Relaxed) {
             return Ok(());
+        }
+        if let Some(drift) = &self.drift {
+            let judged = evos_core::sync::lock(drift).judged();
+            if !judged.fields.is_empty() {
+                store.put_drift_judged(
+                    self.version_id,
+                    &serde_json::to_string(&judged).unwrap_or_default(),
+                )?;
+            }
         }
         let (outcomes, pairs) = match self.totals.lock() {
             Ok(t) => (
@@ -246,6 +273,9 @@ pub struct RolloutStatus {
 /// A version as `status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionStatus {
+    /// Drift of its watched fields (a `[drift]` table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftStatus>,
     pub version_id: i64,
     pub version: String,
     pub digest: String,
@@ -903,6 +933,7 @@ impl Registry {
         report: &CallReport,
     ) -> Option<Breach> {
         live.record(report);
+        self.observe_drift(name, live, !is_canary, report);
         for r in report
             .refusals
             .iter()
@@ -926,6 +957,102 @@ impl Registry {
         } else {
             None
         }
+    }
+
+    /// Take a model call into its version's drift watch; persist a
+    /// reference that just filled, audit drift starting or clearing.
+    fn observe_drift(&self, name: &str, live: &Arc<Live>, stable: bool, report: &CallReport) {
+        let Some(drift) = &live.drift else {
+            return;
+        };
+        let (Some(CallInput::Infer(request)), Some(crate::runtime::CallOutput::Model(answer))) =
+            (&report.input, &report.output)
+        else {
+            return;
+        };
+        let (transition, reference) = {
+            let mut d = evos_core::sync::lock(drift);
+            let t = d.observe(&request.input, &answer.output, stable);
+            let reference = matches!(t, Some(Transition::ReferenceComplete))
+                .then(|| serde_json::to_string(d.reference()).unwrap_or_default());
+            (t, reference)
+        };
+        let version = live.plugin.version();
+        let (action, fields) = match transition {
+            None => return,
+            Some(Transition::ReferenceComplete) => {
+                if let Some(text) = reference
+                    && let Err(e) =
+                        blocking(|| self.store.put_drift_reference(live.version_id, &text, None))
+                {
+                    tracing::warn!(target: "evos::registry", plugin = name, version, "could not keep the drift reference: {e}");
+                }
+                return;
+            }
+            Some(Transition::Started(over)) => ("drift", over),
+            Some(Transition::Cleared(fields)) => ("drift-cleared", fields),
+        };
+        let config = live.plugin.manifest().drift.clone();
+        tracing::warn!(target: "evos::registry", plugin = name, version, action, "{}", fields.iter().map(|f| format!("{} PSI {:.3}", f.field, f.psi)).collect::<Vec<_>>().join(", "));
+        let entry = NewEntry {
+            actor: HOST_ACTOR,
+            action,
+            subject: name,
+            digest: Some(live.plugin.digest()),
+            detail: json!({
+                "version": version,
+                "fields": fields,
+                "threshold": config.as_ref().map(|c| c.threshold),
+                "review_share": config.as_ref().map(|c| c.review_share),
+            }),
+        };
+        if let Err(e) = blocking(|| self.store.audit(entry)) {
+            tracing::error!(target: "evos::registry", plugin = name, "could not audit {action}: {e}");
+        }
+    }
+
+    /// The route's live version (stable or canary) of `name` at `version`.
+    fn live_version(&self, name: &str, version: &str) -> Option<Arc<Live>> {
+        let route = self.route(name)?;
+        std::iter::once(&route.stable)
+            .chain(route.canary.as_ref().map(|(c, _)| c))
+            .find(|l| l.plugin.version() == version)
+            .cloned()
+    }
+
+    /// Make the current window of `name`'s stable version its drift
+    /// reference, audited as `drift-pin` by `actor`.
+    pub fn pin_drift(&self, name: &str, actor: &str) -> Result<DriftStatus> {
+        let route = self
+            .route(name)
+            .ok_or_else(|| Error::UnknownPlugin(name.to_string()))?;
+        let live = &route.stable;
+        let Some(drift) = &live.drift else {
+            return Err(Error::Refused(format!(
+                "`{name}` {} watches no drift: add a [drift] table to its manifest",
+                live.plugin.version()
+            )));
+        };
+        let (text, status) = {
+            let mut d = evos_core::sync::lock(drift);
+            d.pin().map_err(Error::Refused)?;
+            (
+                serde_json::to_string(d.reference()).unwrap_or_default(),
+                d.status(),
+            )
+        };
+        self.store.put_drift_reference(
+            live.version_id,
+            &text,
+            Some(NewEntry {
+                actor,
+                action: "drift-pin",
+                subject: name,
+                digest: Some(live.plugin.digest()),
+                detail: json!({"version": live.plugin.version(), "reference_calls": status.reference_calls}),
+            }),
+        )?;
+        Ok(status)
     }
 
     fn judge(&self, name: &str, canary: &Arc<Live>) -> Option<Breach> {
@@ -1573,6 +1700,32 @@ impl Registry {
 impl crate::runtime::Caller for Registry {
     fn kind_of(&self, name: &str) -> Option<crate::manifest::Kind> {
         self.route(name).map(|r| r.stable.plugin.kind())
+    }
+
+    fn drift_review(&self, plugin: &str, version: &str, event_id: &str) -> Option<String> {
+        let live = self.live_version(plugin, version)?;
+        let d = evos_core::sync::lock(live.drift.as_ref()?);
+        let share = d.config().review_share;
+        if !d.drifting() || share <= 0.0 {
+            return None;
+        }
+        // By event id, so a redelivered event is picked alike.
+        if (fnv1a(event_id.as_bytes()) % 1_000_000) as f64 >= share * 1_000_000.0 {
+            return None;
+        }
+        let over: Vec<String> = d
+            .status()
+            .fields
+            .iter()
+            .filter(|f| f.psi > d.config().threshold)
+            .map(|f| format!("{} PSI {:.2}", f.field, f.psi))
+            .collect();
+        Some(format!(
+            "`{plugin}` {version} drifts ({}; threshold {}): {:.0}% of its decisions go to review while it lasts",
+            over.join(", "),
+            d.config().threshold,
+            share * 100.0
+        ))
     }
 
     fn call<'a>(

@@ -20,6 +20,7 @@ mod bindings;
 pub mod capability;
 pub mod compare;
 mod convert;
+pub mod drift;
 pub mod engine;
 pub mod inspect;
 pub mod manifest;

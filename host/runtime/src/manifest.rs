@@ -97,6 +97,9 @@ pub struct Manifest {
     pub rollout: crate::rollout::RolloutPolicy,
     /// What a model adapter's usage costs, for cost-per-call metrics.
     pub cost: Option<Cost>,
+    /// Which of a model adapter's fields are watched for drift
+    /// (`[drift]`, see [`crate::drift`]).
+    pub drift: Option<crate::drift::DriftConfig>,
     /// Where the manifest came from, for error messages.
     pub origin: String,
     /// The manifest text as read, kept so a deployed version can be restored
@@ -205,6 +208,8 @@ struct RawManifest {
     rollout: crate::rollout::RolloutPolicy,
     #[serde(default)]
     cost: Option<Cost>,
+    #[serde(default)]
+    drift: Option<crate::drift::DriftConfig>,
 }
 
 /// Prices of a model adapter's usage units (any currency, consistently).
@@ -338,6 +343,7 @@ impl Manifest {
                 .collect(),
             rollout: raw.rollout,
             cost: raw.cost,
+            drift: raw.drift,
             origin: origin.to_string(),
             source: text.to_string(),
             base: base.to_path_buf(),
@@ -352,6 +358,19 @@ impl Manifest {
                 &m,
             ))
         })?;
+        if let Some(drift) = &manifest.drift {
+            let line = line_of(text, |l| l.trim_start().starts_with("[drift]"));
+            if manifest.plugin.kind != Kind::ModelAdapter {
+                return Err(err(at_line(
+                    line,
+                    &format!(
+                        "[drift] watches a model adapter's inputs and outputs, but this plugin is a {}; remove the table",
+                        manifest.plugin.kind
+                    ),
+                )));
+            }
+            drift.validate().map_err(|m| err(at_line(line, &m)))?;
+        }
         let located = Located::new(text);
         manifest.check_values(&located).map_err(err)?;
         manifest.check_kind_rules(&located).map_err(err)?;

@@ -136,6 +136,13 @@ pub trait Caller: Send + Sync {
         name: &'a str,
         input: CallInput,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<CallReport>> + Send + 'a>>;
+    /// Whether an action resting on the answer of `plugin` at `version`
+    /// goes to human review because that version drifts (see
+    /// [`crate::drift`]): the reason, for the events its `review-share`
+    /// picks. Hosts that do not watch drift send none.
+    fn drift_review(&self, _plugin: &str, _version: &str, _event_id: &str) -> Option<String> {
+        None
+    }
 }
 
 impl Caller for Runtime {

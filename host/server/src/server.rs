@@ -22,6 +22,7 @@
 //! | GET    | /v1/plugins/{name}/history        | status     |
 //! | POST   | /v1/plugins/{name}/invoke         | invoke     |
 //! | POST   | /v1/plugins/{name}/replay         | deploy     |
+//! | POST   | /v1/plugins/{name}/drift/pin      | deploy     |
 //! | GET    | /v1/audit[?after=N&since=1h]      | audit      |
 //! | GET    | /v1/audit/verify                  | audit      |
 
@@ -446,6 +447,7 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/plugins/{name}/rollback", post(rollback))
         .route("/v1/plugins/{name}/invoke", post(invoke))
         .route("/v1/plugins/{name}/replay", post(replay))
+        .route("/v1/plugins/{name}/drift/pin", post(pin_drift))
         .route("/v1/audit", get(audit_log))
         .route("/v1/audit/verify", get(audit_verify))
         .fallback(|| async {
@@ -1261,6 +1263,21 @@ async fn promote(
             .await?,
     )
     .into_response())
+}
+
+/// Make the stable version's current drift window its reference (after a
+/// shift people accept as the new normal).
+async fn pin_drift(
+    State(host): State<Arc<Host>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let path = format!("/v1/plugins/{name}/drift/pin");
+    let token = authorize(&host, &headers, Permission::Deploy, Some(&name), &path)?;
+    let status = host
+        .registry
+        .pin_drift(&name, &format!("token/{}", token.id))?;
+    Ok(axum::Json(status).into_response())
 }
 
 #[derive(Deserialize, Default)]

@@ -154,6 +154,55 @@ fn shadows(out: &mut String, status: &[PluginStatus]) {
     }
 }
 
+/// Drift of the watched fields of each model-adapter version.
+fn drift(out: &mut String, versions: &[(&PluginStatus, &crate::registry::VersionStatus, &str)]) {
+    let watched: Vec<_> = versions
+        .iter()
+        .filter_map(|(p, v, _)| v.drift.as_ref().map(|d| (*p, *v, d)))
+        .collect();
+    family(
+        out,
+        "evos_drift_psi",
+        "gauge",
+        "Population stability index of a watched field: the rolling window against the reference.",
+    );
+    family(
+        out,
+        "evos_drift_ks",
+        "gauge",
+        "Kolmogorov-Smirnov statistic of a watched numeric field against the reference.",
+    );
+    for (p, v, d) in &watched {
+        for f in &d.fields {
+            let l = format!(
+                "plugin=\"{}\",version=\"{}\",field=\"{}\"",
+                label(&p.plugin),
+                label(&v.version),
+                label(&f.field)
+            );
+            let _ = writeln!(out, "evos_drift_psi{{{l}}} {}", f.psi);
+            if let Some(ks) = f.ks {
+                let _ = writeln!(out, "evos_drift_ks{{{l}}} {ks}");
+            }
+        }
+    }
+    family(
+        out,
+        "evos_drift_active",
+        "gauge",
+        "1 while a version drifts (a watched field's PSI over its threshold).",
+    );
+    for (p, v, d) in &watched {
+        let _ = writeln!(
+            out,
+            "evos_drift_active{{plugin=\"{}\",version=\"{}\"}} {}",
+            label(&p.plugin),
+            label(&v.version),
+            u8::from(d.drifting)
+        );
+    }
+}
+
 /// Render what a token scoped to `scope` may see of `snapshot`: the
 /// series of plugins (and connectors) inside its scope, and the host-wide
 /// series (pipeline totals, the review queue) only for `*`.
@@ -218,6 +267,7 @@ pub fn render(snapshot: Snapshot<'_>, scope: &str) -> String {
             }
         }
     }
+    drift(&mut out, &versions);
     family(
         &mut out,
         "evos_call_duration_seconds",

@@ -219,6 +219,33 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<Exit> {
                     say!("           {classes}: {n}");
                 }
             }
+            if let Some(d) = &v.drift {
+                say!(
+                    "         drift: reference {}/{}{}, window {}/{}, threshold {}: {}",
+                    d.reference_calls,
+                    d.reference_size,
+                    if d.reference_pinned { " (pinned)" } else { "" },
+                    d.window_calls,
+                    d.window_size,
+                    d.threshold,
+                    if d.drifting {
+                        format!(
+                            "DRIFTING ({:.0}% of its decisions go to review)",
+                            d.review_share * 100.0
+                        )
+                    } else {
+                        "stable".into()
+                    }
+                );
+                for f in &d.fields {
+                    say!(
+                        "           {} PSI {:.3}{}",
+                        f.field,
+                        f.psi,
+                        f.ks.map(|k| format!(" KS {k:.3}")).unwrap_or_default()
+                    );
+                }
+            }
         }
         if let Some(r) = &p.rollout {
             say!(

@@ -161,6 +161,21 @@ pub trait StateStore: Send + Sync + 'static {
         actor: &str,
     ) -> Result<crate::recording::Pruned>;
 
+    // ---- drift ----------------------------------------------------------
+
+    /// A version's drift reference and last judgement (JSON), as kept.
+    fn drift(&self, version_id: i64) -> Result<(Option<String>, Option<String>)>;
+    /// Keep a version's last drift judgement (JSON).
+    fn put_drift_judged(&self, version_id: i64, judged: &str) -> Result<()>;
+    /// Keep a version's drift reference (JSON), with `entry` audited in
+    /// the same transaction when given (a pinned reference).
+    fn put_drift_reference(
+        &self,
+        version_id: i64,
+        reference: &str,
+        entry: Option<NewEntry<'_>>,
+    ) -> Result<()>;
+
     // ---- tokens -------------------------------------------------------
 
     /// Keep a new token with the sha256 of its secret (audited as

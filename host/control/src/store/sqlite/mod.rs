@@ -57,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0009_labels.sql"),
     include_str!("../../../migrations/0010_rollout_steps.sql"),
     include_str!("../../../migrations/0011_recordings.sql"),
+    include_str!("../../../migrations/0012_drift.sql"),
 ];
 
 pub struct SqliteStore {
@@ -670,6 +671,51 @@ impl StateStore for SqliteStore {
             }
             append(tx)
         }))
+    }
+
+    fn drift(&self, version_id: i64) -> Result<(Option<String>, Option<String>)> {
+        Ok(self
+            .reader()
+            .query_row(
+                "SELECT reference, judged FROM drift WHERE version_id = ?1",
+                [version_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db_err("reading drift"))?
+            .unwrap_or((None, None)))
+    }
+
+    fn put_drift_judged(&self, version_id: i64, judged: &str) -> Result<()> {
+        self.transaction("keeping a drift judgement", |tx| {
+            tx.execute(
+                "INSERT INTO drift (version_id, judged, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(version_id) DO UPDATE SET judged = ?2, at = ?3",
+                params![version_id, judged, now()],
+            )
+            .map(|_| ())
+            .map_err(db_err("keeping a drift judgement"))
+        })
+    }
+
+    fn put_drift_reference(
+        &self,
+        version_id: i64,
+        reference: &str,
+        entry: Option<NewEntry<'_>>,
+    ) -> Result<()> {
+        self.transaction("keeping a drift reference", |tx| {
+            tx.execute(
+                "INSERT INTO drift (version_id, reference, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(version_id) DO UPDATE SET reference = ?2, at = ?3",
+                params![version_id, reference, now()],
+            )
+            .map_err(db_err("keeping a drift reference"))?;
+            if let Some(entry) = entry {
+                audit::append(tx, entry)?;
+            }
+            Ok(())
+        })
     }
 
     fn recorded_calls(&self, filter: &RecordingFilter<'_>) -> Result<Vec<StoredCall>> {
