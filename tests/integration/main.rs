@@ -13,6 +13,7 @@ mod capabilities;
 mod cli;
 mod control;
 mod crash;
+mod drift;
 mod examples;
 mod recording;
 mod replay;

@@ -25,7 +25,7 @@ pub use evos_core::{
     CallInput, CallOutput, CallReport, Error, Outcome, Refusal, Result, text, types,
 };
 pub use evos_runtime::{
-    Engine, EngineConfig, Manifest, Plugin, Runtime, capability, compare, engine, inspect,
+    Engine, EngineConfig, Manifest, Plugin, Runtime, capability, compare, drift, engine, inspect,
     manifest, rollout, runtime,
 };
 pub use evos_server::{server, telemetry};
