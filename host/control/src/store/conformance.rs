@@ -33,6 +33,8 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("audit", audit),
     ("reviews", reviews),
     ("labels", labels),
+    ("recordings", recordings),
+    ("drift", drift),
     ("tokens", tokens),
     ("kv", kv),
     ("generation watch", generation_watch),
@@ -903,6 +905,154 @@ fn labels(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
             && from_review[0].source == "review"
             && from_review[0].actor == "sam",
         "the review's label: {from_review:?}"
+    );
+    Ok(())
+}
+
+fn recordings(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    use super::{NewRecording, RecordedCall, RecordingFilter};
+    let store = fresh();
+    let call = |step: &str, plugin: &str| RecordedCall {
+        step: step.into(),
+        action_index: (step == "policy").then_some(0),
+        plugin: plugin.into(),
+        kind: "model-adapter".into(),
+        version: "1.0.0".into(),
+        digest: "d".into(),
+        input: json!({"input": {"amount": 1}, "parameters": {}}),
+        output: json!({"model": {"output": {"score": 0.5}, "model": "m", "usage": {"input_units": 1, "output_units": 1}}}),
+        outcome: "ok".into(),
+        error: None,
+        duration_us: 10,
+        fuel: 20,
+    };
+    let rt = runtime()?;
+    for i in 0..3 {
+        let entry = NewEntry {
+            actor: "webhook",
+            action: "pipeline",
+            subject: "event",
+            digest: None,
+            detail: json!({}),
+        };
+        let recording = NewRecording {
+            trace_id: format!("trace-{i}"),
+            event_id: format!("e{i}"),
+            event_kind: "claim".into(),
+            connector: "webhook".into(),
+            reason: "sampled".into(),
+            redactions: [("email".to_string(), 2)].into_iter().collect(),
+            calls: vec![call("agent", "triage"), call("model", "score")],
+        };
+        ok(
+            rt.block_on(store.record_event(entry, Vec::new(), Some(recording))),
+            "recording an event",
+        )?;
+    }
+    let calls = ok(
+        store.recorded_calls(&RecordingFilter {
+            plugin: Some("score"),
+            ..Default::default()
+        }),
+        "reading recorded calls",
+    )?;
+    ensure!(
+        calls.len() == 3,
+        "3 model calls recorded, read {}",
+        calls.len()
+    );
+    ensure!(
+        calls[0].call == call("model", "score")
+            && calls[0].event_id == "e0"
+            && calls[0].trace_id == "trace-0",
+        "a recorded call read back differs: {:?}",
+        calls[0]
+    );
+    let one = ok(
+        store.recordings(&RecordingFilter {
+            trace_id: Some("trace-1"),
+            ..Default::default()
+        }),
+        "reading recordings",
+    )?;
+    ensure!(
+        one.len() == 1 && one[0].calls.len() == 2 && one[0].redactions["email"] == 2,
+        "recording trace-1 read back as {one:?}"
+    );
+    let pruned = ok(store.prune_recordings(None, Some(1), "ops"), "pruning")?;
+    ensure!(
+        (pruned.expired, pruned.over_limit, pruned.kept) == (0, 2, 1),
+        "pruning to 1 row: {pruned:?}"
+    );
+    let left = ok(store.recordings(&RecordingFilter::default()), "reading")?;
+    ensure!(
+        left.len() == 1 && left[0].event_id == "e2",
+        "the newest recording stays: {left:?}"
+    );
+    let calls = ok(store.recorded_calls(&RecordingFilter::default()), "reading")?;
+    ensure!(
+        calls.len() == 2,
+        "pruned recordings' calls go too: {calls:?}"
+    );
+    ensure!(
+        entries(&*store)?
+            .iter()
+            .filter(|e| e.action == "recording-prune")
+            .count()
+            == 1,
+        "pruning is audited once"
+    );
+    let pruned = ok(
+        store.prune_recordings(Some("9999-01-01T00:00:00Z"), None, "ops"),
+        "pruning by age",
+    )?;
+    ensure!(
+        pruned.expired == 1 && pruned.kept == 0,
+        "pruning by age: {pruned:?}"
+    );
+    Ok(())
+}
+
+fn drift(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let store = fresh();
+    ensure!(
+        ok(store.drift(7), "reading drift")? == (None, None),
+        "an unwatched version has drift state"
+    );
+    ok(
+        store.put_drift_reference(7, "{\"calls\":1}", None),
+        "keeping a reference",
+    )?;
+    ok(
+        store.put_drift_judged(7, "{\"drifting\":true}"),
+        "keeping a judgement",
+    )?;
+    ensure!(
+        ok(store.drift(7), "reading drift")?
+            == (
+                Some("{\"calls\":1}".to_string()),
+                Some("{\"drifting\":true}".to_string())
+            ),
+        "drift state read back differs"
+    );
+    let pin = NewEntry {
+        actor: "ops",
+        action: "drift-pin",
+        subject: "score",
+        digest: None,
+        detail: json!({}),
+    };
+    ok(
+        store.put_drift_reference(7, "{\"calls\":2}", Some(pin)),
+        "pinning",
+    )?;
+    ensure!(
+        ok(store.drift(7), "reading drift")?.0.as_deref() == Some("{\"calls\":2}"),
+        "a pinned reference replaces the old one"
+    );
+    ensure!(
+        entries(&*store)?.iter().any(|e| e.action == "drift-pin"),
+        "the pin is audited"
     );
     Ok(())
 }
