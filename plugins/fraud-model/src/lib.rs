@@ -12,6 +12,7 @@
 //! | `fraud-score-retrained` | `fraud-lr@1.1.0` | `fraud-score/weights-1.1.0.json` |
 //! | `fraud-score-regressed` | `fraud-lr@1.2.0` | `fraud-score/weights.json`, plus the faulty feature-store lookup of [`regression`] |
 //! | `fraud-score-blind`     | `fraud-lr@1.3.0` | `fraud-score/weights-1.3.0.json`, trained without `prior_claims` |
+//! | `fraud-score-tunable`   | `[config] model` | `[config] weights`: any weights file, in the manifest |
 //!
 //! The weights files are fitted by `fraud-score/train/train.py` on a
 //! documented synthetic data set (fixed seed); the script also records the
@@ -90,16 +91,16 @@ pub type BeforeScoring = fn(&ModelRequest) -> Result<(), Error>;
 /// }
 /// evos_sdk::export_model_adapter!(FraudScore);
 /// ```
-pub struct FraudModel {
-    model: &'static str,
-    weights_json: &'static str,
+pub struct FraudModel<'a> {
+    model: &'a str,
+    weights_json: &'a str,
     before_scoring: Option<BeforeScoring>,
 }
 
-impl FraudModel {
+impl<'a> FraudModel<'a> {
     /// A build reporting `model` (e.g. `fraud-lr@1.0.0`) and scoring with the
     /// weights file `weights_json` written by `train/train.py`.
-    pub const fn new(model: &'static str, weights_json: &'static str) -> FraudModel {
+    pub const fn new(model: &'a str, weights_json: &'a str) -> FraudModel<'a> {
         FraudModel {
             model,
             weights_json,
@@ -108,7 +109,7 @@ impl FraudModel {
     }
 
     /// The same build with `hook` run on every valid request before scoring.
-    pub const fn before_scoring(self, hook: BeforeScoring) -> FraudModel {
+    pub const fn before_scoring(self, hook: BeforeScoring) -> FraudModel<'a> {
         FraudModel {
             before_scoring: Some(hook),
             ..self
