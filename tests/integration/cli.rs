@@ -868,3 +868,37 @@ fn replay_from_the_cli_reports_and_rescores() {
         text(&out)
     );
 }
+
+#[test]
+fn the_evolution_demo_closes_the_loop() {
+    let dir = crate::support::tempdir("cli-evolve");
+    let out = evos_in(&dir, &["demo", "--evolve"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    // Drift found by the watch, in the audit log.
+    assert!(shown.contains(": DRIFTING ("), "{shown}");
+    assert!(shown.contains(" drift          evos"), "{shown}");
+    // Retrained from labels, replayed: it agrees better with people.
+    let line = shown
+        .lines()
+        .find(|l| l.contains("agreement with humans over"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    let rates: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<f64>().ok().filter(|x| *x <= 1.0))
+        .collect();
+    assert_eq!(rates.len(), 2, "{line}");
+    assert!(rates[0] > rates[1], "{line}");
+    // Rolled out in judged steps and promoted by the host.
+    for marker in [
+        " rollout-step   evos",
+        " promote        evos",
+        "audit chain intact: true",
+    ] {
+        assert!(shown.contains(marker), "{marker} in {shown}");
+    }
+    assert!(
+        shown.contains("fraud-score 2.0.0, retrained from human labels, is the stable version"),
+        "{shown}"
+    );
+}

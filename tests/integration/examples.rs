@@ -514,3 +514,61 @@ async fn pipeline_runs_claims_end_to_end() {
     // One trace id per event, shared by its steps.
     assert!(report.events.iter().all(|e| e.event.trace_id.len() == 32));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tunable_fraud_score_scores_with_the_weights_in_its_manifest() {
+    let rt = runtime();
+    let fixed = crate::support::load(&rt, "fraud-score");
+    let manifest =
+        evos::Manifest::load(root().join("policies/evolve/fraud-score.toml")).expect("manifest");
+    let bytes = crate::support::component("fraud-score-tunable");
+    let tunable = rt
+        .load(manifest.clone(), &bytes, "fraud-score-tunable")
+        .expect("load");
+    // The weights of fraud-score 1.0.0, from [config]: the same scores.
+    for input in crate::support::fraud_traffic().into_iter().step_by(20) {
+        let a = rt.call(&fixed, input.clone()).await.expect("call");
+        let b = rt.call(&tunable, input).await.expect("call");
+        let (Some(evos::CallOutput::Model(a)), Some(evos::CallOutput::Model(b))) =
+            (&a.output, &b.output)
+        else {
+            panic!("{a:?} {b:?}")
+        };
+        assert_eq!(a.output, b.output);
+        assert_eq!(b.model, "fraud-lr@1.0.0");
+    }
+    // Other weights, another model.
+    let mut other = manifest.clone();
+    let weights =
+        std::fs::read_to_string(root().join("plugins/fraud-score/weights-1.3.0.json")).unwrap();
+    other.set_config("weights", &weights).unwrap();
+    other.set_config("model", "fraud-lr@1.3.0").unwrap();
+    other.set_version("1.3.0").unwrap();
+    let blind = rt.load(other, &bytes, "fraud-score-tunable").expect("load");
+    let reference = crate::support::load_with(
+        &rt,
+        "fraud-score-blind",
+        evos::Manifest::load(root().join("policies/rollouts/fraud-score-1.3.0.toml")).unwrap(),
+    );
+    let input = crate::support::fraud_traffic().remove(3);
+    let a = rt.call(&blind, input.clone()).await.unwrap();
+    let b = rt.call(&reference, input).await.unwrap();
+    match (&a.output, &b.output) {
+        (Some(evos::CallOutput::Model(a)), Some(evos::CallOutput::Model(b))) => {
+            assert_eq!(a.output["score"], b.output["score"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // No weights: a clear guest error.
+    let text = manifest.source.replace("weights = ", "unused = ");
+    let bare = evos::Manifest::parse(&text, "bare", &root()).expect("manifest");
+    let r = rt.load(bare, &bytes, "bare").expect("load");
+    let report = rt
+        .call(&r, crate::support::fraud_traffic().remove(0))
+        .await
+        .unwrap();
+    assert!(
+        report.outcome.summary().contains("[config] weights"),
+        "{report:?}"
+    );
+}

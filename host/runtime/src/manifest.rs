@@ -397,20 +397,33 @@ impl Manifest {
     /// Set a `[config]` value, rewriting `source` so that what is deployed
     /// and stored is exactly what runs (comments in `source` are not kept).
     pub fn set_config(&mut self, key: &str, value: &str) -> Result<()> {
+        self.rewrite("config", key, value)
+    }
+
+    /// Set `[plugin] version` (a retrained model's manifest is the stable
+    /// one with new weights and a new version), rewriting `source` as
+    /// [`Manifest::set_config`] does.
+    pub fn set_version(&mut self, version: &str) -> Result<()> {
+        self.rewrite("plugin", "version", version)
+    }
+
+    /// Set `[table] key = value` in `source` and parse it again, so what is
+    /// deployed and stored is exactly what runs.
+    fn rewrite(&mut self, table_name: &str, key: &str, value: &str) -> Result<()> {
         let err = |message: String| Error::Manifest {
             path: self.origin.clone(),
             message,
         };
         let mut table: toml::Table =
             toml::from_str(&self.source).map_err(|e| err(e.to_string()))?;
-        let config = table
-            .entry("config")
+        let section = table
+            .entry(table_name)
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        match config {
+        match section {
             toml::Value::Table(t) => {
                 t.insert(key.to_string(), toml::Value::String(value.to_string()));
             }
-            _ => return Err(err("[config] is not a table".into())),
+            _ => return Err(err(format!("[{table_name}] is not a table"))),
         }
         let text = toml::to_string(&table).map_err(|e| err(e.to_string()))?;
         *self = Manifest::parse(&text, &self.origin, &self.base)?;

@@ -22,17 +22,22 @@ use super::{Cli, Exit};
 pub struct DemoArgs {
     /// The app file.
     #[arg(long, default_value = "evos.toml")]
-    app: PathBuf,
+    pub app: PathBuf,
     /// Claims to send (a webhook body).
     #[arg(long, default_value = "plugins/claims-webhook/claims.json")]
     claims: PathBuf,
     /// Keep the demo's data directory instead of removing it.
     #[arg(long)]
-    keep: bool,
+    pub keep: bool,
+    /// Run the evolution loop instead: drift in the claims traffic, human
+    /// labels, retraining, replay and a judged rollout of the retrained
+    /// model (on policies/evolve/evos.toml unless --app names another).
+    #[arg(long)]
+    pub evolve: bool,
 }
 
 /// A minimal HTTP/1.1 exchange over loopback.
-async fn http(
+pub(super) async fn http(
     port: u16,
     method: &str,
     path: &str,
@@ -62,7 +67,7 @@ async fn http(
 }
 
 /// The downstream claims system: accepts POSTs and remembers them.
-async fn downstream() -> Result<(u16, Arc<Mutex<Vec<String>>>)> {
+pub(super) async fn downstream() -> Result<(u16, Arc<Mutex<Vec<String>>>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -111,6 +116,9 @@ async fn downstream() -> Result<(u16, Arc<Mutex<Vec<String>>>)> {
 }
 
 pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
+    if args.evolve {
+        return super::evolve::evolve(cli, args).await;
+    }
     let data_dir = std::env::temp_dir().join(format!("evos-demo-{}", std::process::id()));
     let (sink_port, received) = downstream().await?;
     let mut app = App::load(&args.app)?;

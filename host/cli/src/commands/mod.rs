@@ -28,6 +28,7 @@ macro_rules! shout {
 mod check;
 mod control;
 mod demo;
+mod evolve;
 mod feedback;
 mod inspect;
 mod invoke;
