@@ -17,6 +17,8 @@ use ::evos::registry::Registry;
 use ::evos::{CallInput, Engine, EngineConfig, Manifest, Runtime};
 
 // A bench file is a crate root, so its submodules are found by path.
+#[path = "ratios/evolve.rs"]
+mod evolve;
 #[path = "ratios/http.rs"]
 mod http;
 #[path = "ratios/meter.rs"]
@@ -81,6 +83,7 @@ fn fmt_us(v: f64, unit: &str) -> String {
         "ms" => format!("{v:.2} ms"),
         "s" => format!("{v:.3} s"),
         "events/s" => format!("{v:.0} events/s"),
+        "calls/s" => format!("{v:.0} calls/s"),
         _ => format!("{v:.1} {unit}"),
     }
 }
@@ -416,10 +419,13 @@ fn sink() -> anyhow::Result<u16> {
     Ok(port)
 }
 
-/// End-to-end pipeline throughput: connector -> agent -> model -> two
-/// policies -> execute to a local sink, audit on and durable.
-fn pipeline_throughput(b: &Bench) -> anyhow::Result<Row> {
-    let dir = std::env::temp_dir().join(format!("evos-bench-pipeline-{}", std::process::id()));
+/// The claims app deployed in a registry over a fresh directory, its
+/// connector executing to a local sink.
+fn deployed_claims_app(
+    b: &Bench,
+    tag: &str,
+) -> anyhow::Result<(PathBuf, Arc<Registry>, Arc<::evos::app::App>)> {
+    let dir = std::env::temp_dir().join(format!("evos-bench-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let port = sink()?;
     let mut app = ::evos::app::App::load(root().join("evos.toml"))?;
@@ -443,15 +449,68 @@ fn pipeline_throughput(b: &Bench) -> anyhow::Result<Row> {
         let bytes = std::fs::read(&p.component)?;
         b.rt.block_on(reg.deploy(p.manifest.clone(), &bytes, &p.name, None, "bench"))?;
     }
-    let app = Arc::new(app);
+    Ok((dir, reg, Arc::new(app)))
+}
+
+/// A webhook body of `per_batch` small claims (all allowed and executed),
+/// their ids unique to batch `n`, each incident as `incident` says.
+fn claims_batch(n: usize, per_batch: usize, incident: &str) -> Vec<u8> {
+    let claims: Vec<serde_json::Value> = (0..per_batch)
+        .map(|i| serde_json::json!({"claim_id": format!("B{n}-{i}"), "claimant_id": format!("CL-{n}-{i}"), "amount": 100.0 + i as f64,
+            "policy_number": "POL-1", "incident": incident, "region": "north"}))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"claims": claims})).unwrap_or_default()
+}
+
+/// Run `batches` batches through the pipeline with `options`; events/s.
+/// Every action must end as `options` says (executed, or allowed).
+fn pipeline_rate(
+    b: &Bench,
+    (reg, app): (&Arc<Registry>, &Arc<::evos::app::App>),
+    options: &::evos::pipeline::RunOptions,
+    batches: usize,
+    next: &mut usize,
+    incident: &str,
+) -> anyhow::Result<f64> {
     let per_batch = 100;
-    let batch = |n: usize| -> Vec<u8> {
-        let claims: Vec<serde_json::Value> = (0..per_batch)
-            .map(|i| serde_json::json!({"claim_id": format!("B{n}-{i}"), "claimant_id": format!("CL-{n}-{i}"), "amount": 100.0 + i as f64,
-                "policy_number": "POL-1", "incident": "Scratched bumper in the car park; photos and the repair quote attached.", "region": "north"}))
-            .collect();
-        serde_json::to_vec(&serde_json::json!({"claims": claims})).unwrap_or_default()
-    };
+    let start = Instant::now();
+    let mut events = 0;
+    for _ in 0..batches {
+        *next += 1;
+        let report = b.rt.block_on(::evos::pipeline::run(
+            reg.clone(),
+            app.clone(),
+            "claims-webhook",
+            claims_batch(*next, per_batch, incident),
+            "application/json",
+            options,
+        ))?;
+        let wanted = |d: &::evos::pipeline::Disposition| {
+            if options.execute {
+                matches!(d, ::evos::pipeline::Disposition::Executed { .. })
+            } else {
+                matches!(d, ::evos::pipeline::Disposition::Allowed)
+            }
+        };
+        anyhow::ensure!(
+            report.actions().all(|a| wanted(&a.disposition)),
+            "an action was not carried out"
+        );
+        anyhow::ensure!(report.events.len() == per_batch, "events were lost");
+        events += report.events.len();
+    }
+    Ok(events as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The claims of the pipeline benchmarks.
+const CALM_INCIDENT: &str =
+    "Scratched bumper in the car park; photos and the repair quote attached.";
+
+/// End-to-end pipeline throughput: connector -> agent -> model -> two
+/// policies -> execute to a local sink, audit on and durable.
+fn pipeline_throughput(b: &Bench) -> anyhow::Result<Row> {
+    let (dir, reg, app) = deployed_claims_app(b, "pipeline")?;
+    let per_batch = 100;
     let reviews = ::evos::review::ReviewQueue::new(reg.store().clone());
     let options = |execute: bool, audit: bool| ::evos::pipeline::RunOptions {
         execute,
@@ -472,33 +531,14 @@ fn pipeline_throughput(b: &Bench) -> anyhow::Result<Row> {
     let mut n = 0;
     for _ in 0..b.runs {
         for (i, (_, options)) in variants.iter().enumerate() {
-            let start = Instant::now();
-            let mut events = 0;
-            for _ in 0..batches {
-                n += 1;
-                let report = b.rt.block_on(::evos::pipeline::run(
-                    reg.clone(),
-                    app.clone(),
-                    "claims-webhook",
-                    batch(n),
-                    "application/json",
-                    options,
-                ))?;
-                let wanted = |d: &::evos::pipeline::Disposition| {
-                    if options.execute {
-                        matches!(d, ::evos::pipeline::Disposition::Executed { .. })
-                    } else {
-                        matches!(d, ::evos::pipeline::Disposition::Allowed)
-                    }
-                };
-                anyhow::ensure!(
-                    report.actions().all(|a| wanted(&a.disposition)),
-                    "an action was not carried out"
-                );
-                anyhow::ensure!(report.events.len() == per_batch, "events were lost");
-                events += report.events.len();
-            }
-            rates[i].push(events as f64 / start.elapsed().as_secs_f64());
+            rates[i].push(pipeline_rate(
+                b,
+                (&reg, &app),
+                options,
+                batches,
+                &mut n,
+                CALM_INCIDENT,
+            )?);
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -758,6 +798,9 @@ fn main() -> anyhow::Result<()> {
         ("hot swap", hot_swap),
         ("shadow", shadow_p99),
         ("pipeline", pipeline_throughput),
+        ("pipeline with 10% recorded", evolve::recording_10),
+        ("pipeline with 100% recorded", evolve::recording_100),
+        ("replay", evolve::replay),
         ("http vs wasmtime serve", http::vs_wasmtime),
         ("http vs plain hyper", http::vs_hyper),
         ("fuel and epoch, call-heavy", meter::calls),

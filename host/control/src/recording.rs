@@ -233,7 +233,20 @@ impl Recorder {
         let mut calls = tape.calls.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut redactions = Redactions::new();
         for call in &mut calls {
-            self.redact_call(call, &mut redactions);
+            self.redact_paths(call, &mut redactions);
+        }
+        // The event reaches every call on its path: each distinct string
+        // is examined once.
+        let mut values: Vec<&mut Value> = calls
+            .iter_mut()
+            .flat_map(|c| [&mut c.input, &mut c.output])
+            .collect();
+        self.redactor
+            .redact_detected_all(&mut values, &mut redactions);
+        for call in &mut calls {
+            if let Some(error) = &call.error {
+                call.error = Some(self.redact_text(error, &mut redactions));
+            }
         }
         Some(NewRecording {
             trace_id: report.event.trace_id.clone(),
@@ -258,9 +271,9 @@ impl Recorder {
         }
     }
 
-    /// Redact one call: the configured paths in each event, action and
-    /// model request, then the detectors over everything.
-    fn redact_call(&self, call: &mut RecordedCall, found: &mut Redactions) {
+    /// The configured paths in each event, action and model request of a
+    /// call.
+    fn redact_paths(&self, call: &mut RecordedCall, found: &mut Redactions) {
         let documents: Vec<&mut Value> = match call.step.as_str() {
             "policy" => match &mut call.input {
                 Value::Object(m) => m.values_mut().collect(),
@@ -276,11 +289,6 @@ impl Recorder {
             for a in actions {
                 self.redactor.redact_paths(a, found);
             }
-        }
-        self.redactor.redact_detected(&mut call.input, found);
-        self.redactor.redact_detected(&mut call.output, found);
-        if let Some(error) = &call.error {
-            call.error = Some(self.redact_text(error, found));
         }
     }
 }

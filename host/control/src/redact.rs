@@ -236,6 +236,56 @@ impl Redactor {
         self.walk(value, found, 0);
     }
 
+    /// [`Redactor::redact_detected`] over several values that share
+    /// strings (one event seen by every call on its path): each distinct
+    /// string is examined once.
+    pub fn redact_detected_all(&self, values: &mut [&mut Value], found: &mut Redactions) {
+        let mut seen: std::collections::HashMap<String, (Option<String>, Redactions)> =
+            std::collections::HashMap::new();
+        for v in values.iter_mut() {
+            self.walk_memo(v, found, &mut seen);
+        }
+    }
+
+    fn walk_memo(
+        &self,
+        value: &mut Value,
+        found: &mut Redactions,
+        seen: &mut std::collections::HashMap<String, (Option<String>, Redactions)>,
+    ) {
+        match value {
+            Value::String(s) => {
+                let (replaced, counts) = match seen.get(s.as_str()) {
+                    Some(hit) => hit.clone(),
+                    None => {
+                        let mut counts = Redactions::new();
+                        let replaced = self.redact_text(s, &mut counts, 0);
+                        seen.insert(s.clone(), (replaced.clone(), counts.clone()));
+                        (replaced, counts)
+                    }
+                };
+                for (k, n) in counts {
+                    *found.entry(k).or_default() += n;
+                }
+                if let Some(r) = replaced {
+                    *s = r;
+                }
+            }
+            Value::Array(items) => {
+                for v in items {
+                    self.walk_memo(v, found, seen);
+                }
+            }
+            Value::Object(map) => {
+                for v in map.values_mut() {
+                    self.walk_memo(v, found, seen);
+                }
+            }
+            Value::Number(_) => self.walk(value, found, 0),
+            Value::Null | Value::Bool(_) => {}
+        }
+    }
+
     fn redact_path(&self, value: &mut Value, path: &[String], found: &mut Redactions) {
         let Some((first, rest)) = path.split_first() else {
             if !matches!(value, Value::Null) {
@@ -453,6 +503,24 @@ mod tests {
 
     fn text(v: &Value) -> String {
         v.to_string()
+    }
+
+    #[test]
+    fn redacting_many_values_at_once_matches_one_at_a_time() {
+        let r = redactor();
+        let event = json!({"incident": "mail a@b.example or call +1 415 555 0199", "n": 4111111111111111u64, "s": "e30="});
+        let mut one = [event.clone(), json!({"event": event.clone(), "x": "plain"})];
+        let mut each = Redactions::new();
+        for v in &mut one {
+            r.redact_detected(v, &mut each);
+        }
+        let mut all = [event.clone(), json!({"event": event, "x": "plain"})];
+        let mut found = Redactions::new();
+        let [a, b] = &mut all;
+        r.redact_detected_all(&mut [a, b], &mut found);
+        assert_eq!(one, all);
+        assert_eq!(each, found);
+        assert_eq!(found["email"], 2);
     }
 
     #[test]
