@@ -286,7 +286,7 @@ async fn handle_event(
         .await?;
         let step = Step::from(&report);
         // The model answers its actions rest on.
-        let models: Vec<(Arc<str>, Arc<str>)> = step
+        let models: Vec<ModelVersion> = step
             .nested
             .iter()
             .map(|m| (m.plugin.clone(), m.version.clone()))
@@ -322,12 +322,16 @@ async fn handle_event(
     })
 }
 
+/// A model adapter (plugin, version) whose answer an agent's actions rest
+/// on.
+type ModelVersion = (Arc<str>, Arc<str>);
+
 async fn decide(
     caller: &dyn Caller,
     app: &App,
     event: &Event,
     (index, action): (usize, Action),
-    (proposed_by, models): (&str, &[(Arc<str>, Arc<str>)]),
+    (proposed_by, models): (&str, &[ModelVersion]),
     options: &RunOptions,
     tape: Option<&Tape>,
 ) -> Result<ActionReport> {
@@ -371,13 +375,13 @@ async fn decide(
 
     // A share of what a drifting model decided goes to people, who label
     // it: the labels a retrained version is trained and judged on.
-    if denials.is_empty() && escalations.is_empty() {
-        if let Some(reason) = models
+    if denials.is_empty()
+        && escalations.is_empty()
+        && let Some(reason) = models
             .iter()
             .find_map(|(plugin, version)| caller.drift_review(plugin, version, &event.id))
-        {
-            escalations.push(format!("drift: {reason}"));
-        }
+    {
+        escalations.push(format!("drift: {reason}"));
     }
 
     let mut execute_step = None;

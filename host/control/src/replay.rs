@@ -252,12 +252,12 @@ pub async fn replay(
     Ok(report)
 }
 
-/// The newest label of each labelled action, by event id: (action index,
-/// action kind, label).
-fn labels_by_event(
-    store: &dyn StateStore,
-) -> Result<HashMap<String, Vec<(usize, String, String)>>> {
-    let mut out: HashMap<String, Vec<(usize, String, String)>> = HashMap::new();
+/// The newest label of each labelled action of each event, by event id:
+/// (action index, action kind, label).
+type LabelsByEvent = HashMap<String, Vec<(usize, String, String)>>;
+
+fn labels_by_event(store: &dyn StateStore) -> Result<LabelsByEvent> {
+    let mut out = LabelsByEvent::new();
     for (decision, label) in store.labeled(None)? {
         out.entry(decision.event_id).or_default().push((
             decision.action_index,
@@ -270,7 +270,7 @@ fn labels_by_event(
 
 fn judge_by_humans(
     h: &mut HumanRates,
-    labels: &HashMap<String, Vec<(usize, String, String)>>,
+    labels: &LabelsByEvent,
     stored: &StoredCall,
     kind: &str,
     (was, now): (&str, &str),

@@ -16,7 +16,8 @@ impl ModelAdapter for FraudScoreTunable {
     fn infer(request: ModelRequest) -> Result<ModelResponse, Error> {
         let weights = config::get("weights").ok_or_else(|| {
             Error::Internal(
-                "the manifest sets no [config] weights: give the weights file train.py writes".into(),
+                "the manifest sets no [config] weights: give the weights file train.py writes"
+                    .into(),
             )
         })?;
         let model = config::get("model").unwrap_or_else(|| "fraud-lr".into());

@@ -158,12 +158,12 @@ fn send(req: &Request, out: &mut Attempt) -> Result<(), Failure> {
     };
     let pending = outgoing_handler::handle(request, options)
         .map_err(|e| failed(http_client::describe(&e)))?;
-    if !req.body.is_empty() {
-        if let Ok(stream) = body.write() {
-            for chunk in req.body.as_bytes().chunks(4096) {
-                if stream.blocking_write_and_flush(chunk).is_err() {
-                    break;
-                }
+    if !req.body.is_empty()
+        && let Ok(stream) = body.write()
+    {
+        for chunk in req.body.as_bytes().chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break;
             }
         }
     }
