@@ -100,8 +100,14 @@ async fn a_shift_in_traffic_is_detected_audited_and_sent_to_review() {
     let app = deployed(&dir, &registry).await;
     let version_id = registry.route("fraud-score").unwrap().stable.version_id;
 
-    // The first 40 calls are the reference, kept in the store.
-    run(&registry, &app, claims(0, 40, false)).await;
+    // The first 40 calls are the reference, kept in the store; one still
+    // filling is kept as far as it got, and a restart goes on from there.
+    run(&registry, &app, claims(0, 15, false)).await;
+    registry.flush_stats().unwrap();
+    drop(registry);
+    let registry = open_registry(&dir.join("data"));
+    assert_eq!(drift_of(&registry).reference_calls, 15);
+    run(&registry, &app, claims(15, 25, false)).await;
     let d = drift_of(&registry);
     assert_eq!((d.reference_calls, d.window_calls), (40, 0));
     assert!(registry.store().drift(version_id).unwrap().0.is_some());

@@ -190,7 +190,18 @@ impl Live {
             return Ok(());
         }
         if let Some(drift) = &self.drift {
-            let judged = evos_core::sync::lock(drift).judged();
+            let (judged, filling) = {
+                let d = evos_core::sync::lock(drift);
+                let r = d.reference();
+                // A reference still filling is kept as far as it got, so
+                // short-lived processes (`evos call`) fill it together.
+                let filling = (r.calls > 0 && r.calls < d.config().reference)
+                    .then(|| serde_json::to_string(r).unwrap_or_default());
+                (d.judged(), filling)
+            };
+            if let Some(text) = filling {
+                store.put_drift_reference(self.version_id, &text, None)?;
+            }
             if !judged.fields.is_empty() {
                 store.put_drift_judged(
                     self.version_id,
