@@ -968,6 +968,30 @@ fn recordings(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
         "a recorded call read back differs: {:?}",
         calls[0]
     );
+    let newest = ok(
+        store.recorded_calls(&RecordingFilter {
+            plugin: Some("score"),
+            limit: Some(2),
+            ..Default::default()
+        }),
+        "reading the newest recorded calls",
+    )?;
+    let events: Vec<&str> = newest.iter().map(|c| c.event_id.as_str()).collect();
+    ensure!(
+        events == ["e1", "e2"],
+        "limit 2 reads the newest two, oldest first: {events:?}"
+    );
+    let newest = ok(
+        store.recordings(&RecordingFilter {
+            limit: Some(1),
+            ..Default::default()
+        }),
+        "reading the newest recording",
+    )?;
+    ensure!(
+        newest.len() == 1 && newest[0].event_id == "e2" && newest[0].calls.len() == 2,
+        "limit 1 reads the newest recording with its calls: {newest:?}"
+    );
     let one = ok(
         store.recordings(&RecordingFilter {
             trace_id: Some("trace-1"),

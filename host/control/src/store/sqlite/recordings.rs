@@ -89,40 +89,40 @@ fn call_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCall> {
     })
 }
 
-/// The newest `limit` rows of `rows` (ids ascending), oldest first.
-fn newest<T>(mut rows: Vec<T>, limit: Option<usize>) -> Vec<T> {
-    if let Some(n) = limit
-        && rows.len() > n
-    {
-        rows.drain(..rows.len() - n);
-    }
-    rows
+/// `limit` as SQL: the newest rows are read newest first (`LIMIT -1` is
+/// no limit in SQLite) and turned back to oldest first.
+fn sql_limit(limit: Option<usize>) -> i64 {
+    limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 pub(super) fn calls(conn: &Connection, f: &RecordingFilter<'_>) -> Result<Vec<StoredCall>> {
     let sql = format!(
         "{CALL_SELECT} WHERE (?1 IS NULL OR c.plugin = ?1) AND (?2 IS NULL OR r.trace_id = ?2)
            AND (?3 IS NULL OR r.at >= ?3)
-         ORDER BY c.id"
+         ORDER BY c.id DESC LIMIT ?4"
     );
     let mut stmt = conn.prepare(&sql).map_err(db_err("reading recordings"))?;
-    let rows = stmt
-        .query_map(params![f.plugin, f.trace_id, f.since], call_from_row)
+    let mut rows = stmt
+        .query_map(
+            params![f.plugin, f.trace_id, f.since, sql_limit(f.limit)],
+            call_from_row,
+        )
         .map_err(db_err("reading recordings"))?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_err("reading recordings"))?;
-    Ok(newest(rows, f.limit))
+    rows.reverse();
+    Ok(rows)
 }
 
 pub(super) fn recordings(conn: &Connection, f: &RecordingFilter<'_>) -> Result<Vec<Recording>> {
     let mut stmt = conn
         .prepare(
             "SELECT id, trace_id, event_id, event_kind, connector, reason, redactions, at FROM recordings
-             WHERE (?1 IS NULL OR trace_id = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY id",
+             WHERE (?1 IS NULL OR trace_id = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY id DESC LIMIT ?3",
         )
         .map_err(db_err("reading recordings"))?;
     let rows = stmt
-        .query_map(params![f.trace_id, f.since], |r| {
+        .query_map(params![f.trace_id, f.since, sql_limit(f.limit)], |r| {
             let redactions: String = r.get(6)?;
             Ok(Recording {
                 id: r.get(0)?,
@@ -139,7 +139,8 @@ pub(super) fn recordings(conn: &Connection, f: &RecordingFilter<'_>) -> Result<V
         .map_err(db_err("reading recordings"))?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db_err("reading recordings"))?;
-    let mut rows = newest(rows, f.limit);
+    let mut rows = rows;
+    rows.reverse();
     let mut stmt = conn
         .prepare_cached(&format!(
             "{CALL_SELECT} WHERE c.recording_id = ?1 ORDER BY c.id"
