@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use evos::capability::kv::MemoryKv;
@@ -380,4 +381,168 @@ pub fn fraud_traffic() -> Vec<evos::CallInput> {
             .expect("input")
         })
         .collect()
+}
+
+/// A PostgreSQL server of its own for one test: a fresh cluster in a temp
+/// dir, listening on 127.0.0.1 at a free port, trusting local connections
+/// (nothing but the test can reach it), stopped and removed on drop.
+/// `initdb` and `pg_ctl` refuse to run as root, so as root they run as the
+/// `postgres` user.
+pub struct PgServer {
+    dir: PathBuf,
+    bin: PathBuf,
+    as_root: bool,
+    pub port: u16,
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let bin = ["initdb"]
+            .iter()
+            .find_map(|tool| {
+                std::env::var_os("PATH").and_then(|paths| {
+                    std::env::split_paths(&paths)
+                        .map(|p| p.join(tool))
+                        .find(|p| p.exists())
+                        .and_then(|p| p.canonicalize().ok())
+                        .and_then(|p| p.parent().map(Path::to_path_buf))
+                })
+            })
+            .or_else(|| {
+                let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                    .ok()?
+                    .flatten()
+                    .map(|e| e.path().join("bin"))
+                    .filter(|p| p.join("initdb").exists())
+                    .collect();
+                found.sort();
+                found.pop()
+            })
+            .expect("PostgreSQL's initdb (apt-get install postgresql; .ci/run does)");
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let dir = tempdir("pg");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let server = PgServer {
+            dir,
+            bin,
+            as_root,
+            port,
+        };
+        if as_root {
+            let owned = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&server.dir)
+                .status()
+                .expect("chown");
+            assert!(owned.success(), "chown the cluster directory to postgres");
+        }
+        let data = server.dir.join("data");
+        server.tool(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-U".as_ref(),
+                "evos".as_ref(),
+                "-A".as_ref(),
+                "trust".as_ref(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+                "--no-sync".as_ref(),
+            ],
+        );
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=200",
+            server.dir.display()
+        );
+        server.tool(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                server.dir.join("log").as_os_str(),
+                "-o".as_ref(),
+                options.as_ref(),
+                "-w".as_ref(),
+                "start".as_ref(),
+            ],
+        );
+        server
+    }
+
+    fn tool(&self, name: &str, args: &[&std::ffi::OsStr]) {
+        let program = self.bin.join(name);
+        let mut cmd = if self.as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        let out = cmd.args(args).output().expect("run a PostgreSQL tool");
+        assert!(
+            out.status.success(),
+            "{name} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The URL of a database that exists (`postgres`).
+    pub fn url(&self) -> String {
+        format!("postgres://evos@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Run `sql` with `psql`; its output.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "evos",
+                "-d",
+                "postgres",
+                "-tAc",
+                sql,
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let program = self.bin.join("pg_ctl");
+        let mut cmd = if self.as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        let _ = cmd
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -32,6 +32,7 @@ use crate::types::{Action, Event};
 use crate::{Error, Result};
 
 pub mod conformance;
+pub mod postgres;
 mod sqlite;
 
 pub use sqlite::{SqliteKv, SqliteStore};

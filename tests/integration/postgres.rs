@@ -1,0 +1,82 @@
+//! The PostgreSQL side of the storage boundary against a real server the
+//! test starts (127.0.0.1, a temp dir, stopped at the end).
+
+use evos::store::postgres::PgStore;
+
+use crate::support::PgServer;
+
+#[test]
+fn nodes_starting_together_apply_the_schema_once() {
+    let pg = PgServer::start();
+    let url = pg.url();
+    // Four nodes start at once against an empty database.
+    let starting: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PgStore::connect(&url))
+        })
+        .collect();
+    let nodes: Vec<PgStore> = starting
+        .into_iter()
+        .map(|t| t.join().expect("join").expect("connect"))
+        .collect();
+    for node in &nodes {
+        assert_eq!(node.schema_version().expect("version"), 1);
+    }
+    assert_eq!(pg.psql("SELECT COUNT(*) FROM evos_schema"), "1");
+    let tables = nodes[0].tables().expect("tables");
+    for t in [
+        "agreement",
+        "audit",
+        "audit_head",
+        "blobs",
+        "control_generation",
+        "decisions",
+        "deployments",
+        "drift",
+        "history",
+        "kv",
+        "kv_usage",
+        "labels",
+        "recorded_calls",
+        "recordings",
+        "reviews",
+        "tokens",
+        "version_stats",
+        "versions",
+    ] {
+        assert!(tables.iter().any(|x| x == t), "{t} in {tables:?}");
+    }
+    // One more node later finds nothing to apply.
+    drop(nodes);
+    assert_eq!(
+        PgStore::connect(&url)
+            .expect("connect")
+            .schema_version()
+            .unwrap(),
+        1
+    );
+    // A database a newer evos migrated is refused, with what to do.
+    pg.psql("UPDATE evos_schema SET version = 99");
+    let e = PgStore::connect(&url).unwrap_err().to_string();
+    assert!(
+        e.contains("schema version 99") && e.contains("upgrade evos"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_bad_url_or_an_absent_server_is_named_without_the_password() {
+    let e = PgStore::connect("mysql://x").unwrap_err().to_string();
+    assert!(
+        e.contains("not a PostgreSQL URL") && e.contains("postgres://"),
+        "{e}"
+    );
+    let e = PgStore::connect("postgres://evos:hunter2@127.0.0.1:1/evos?connect_timeout=2")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot connect") && !e.contains("hunter2"),
+        "{e}"
+    );
+}
