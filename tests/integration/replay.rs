@@ -80,6 +80,26 @@ fn blind(registry: &Registry) -> Arc<evos::Plugin> {
         .expect("load")
 }
 
+/// `plugin`'s recorded calls through `candidate`, its model calls routed
+/// by `registry`.
+async fn replay_in(
+    registry: &Arc<Registry>,
+    plugin: &str,
+    candidate: &Arc<evos::Plugin>,
+    options: ReplayOptions,
+) -> evos::Result<evos::replay::ReplayReport> {
+    let router: Arc<dyn Router> = registry.clone();
+    replay::replay(
+        registry.runtime(),
+        Some(router),
+        &**registry.store(),
+        plugin,
+        candidate,
+        &options,
+    )
+    .await
+}
+
 fn fraud_score_calls(registry: &Registry) -> u64 {
     registry.status(Some("fraud-score")).expect("status")[0]
         .stable
@@ -107,14 +127,11 @@ async fn a_candidate_is_judged_on_recorded_traffic_against_the_recording_and_hum
     }
     let candidate = blind(&registry);
     let before = fraud_score_calls(&registry);
-    let router: Arc<dyn Router> = registry.clone();
-    let report = replay::replay(
-        registry.runtime(),
-        Some(router),
-        &**registry.store(),
+    let report = replay_in(
+        &registry,
         "fraud-score",
         &candidate,
-        &ReplayOptions::default(),
+        ReplayOptions::default(),
     )
     .await
     .expect("replay");
@@ -172,14 +189,11 @@ async fn a_candidate_is_judged_on_recorded_traffic_against_the_recording_and_hum
     assert!(report.calls_per_second > 0.0);
 
     // `limit` takes the newest.
-    let router: Arc<dyn Router> = registry.clone();
-    let few = replay::replay(
-        registry.runtime(),
-        Some(router),
-        &**registry.store(),
+    let few = replay_in(
+        &registry,
         "fraud-score",
         &candidate,
-        &ReplayOptions {
+        ReplayOptions {
             limit: Some(5),
             ..Default::default()
         },
@@ -205,14 +219,11 @@ async fn replaying_an_agent_changes_no_state_and_counts_no_live_calls() {
     let candidate = registry
         .stored_version("claims-triage", "1.0.0")
         .expect("stored");
-    let router: Arc<dyn Router> = registry.clone();
-    let report = replay::replay(
-        registry.runtime(),
-        Some(router),
-        &**registry.store(),
+    let report = replay_in(
+        &registry,
         "claims-triage",
         &candidate,
-        &ReplayOptions::default(),
+        ReplayOptions::default(),
     )
     .await
     .expect("replay");
@@ -228,14 +239,11 @@ async fn replay_explains_what_is_missing() {
     let dir = tempdir("replay-errors");
     let registry = open_registry(&dir.join("data"));
     let candidate = blind(&registry);
-    let router: Arc<dyn Router> = registry.clone();
-    let e = replay::replay(
-        registry.runtime(),
-        Some(router.clone()),
-        &**registry.store(),
+    let e = replay_in(
+        &registry,
         "fraud-score",
         &candidate,
-        &ReplayOptions::default(),
+        ReplayOptions::default(),
     )
     .await
     .unwrap_err()
@@ -244,13 +252,11 @@ async fn replay_explains_what_is_missing() {
         e.contains("no recorded calls of `fraud-score`") && e.contains("[recording]"),
         "{e}"
     );
-    let e = replay::replay(
-        registry.runtime(),
-        Some(router),
-        &**registry.store(),
+    let e = replay_in(
+        &registry,
         "claims-triage",
         &candidate,
-        &ReplayOptions::default(),
+        ReplayOptions::default(),
     )
     .await
     .unwrap_err()

@@ -115,6 +115,59 @@ pub(super) async fn downstream() -> Result<(u16, Arc<Mutex<Vec<String>>>)> {
     Ok((port, seen))
 }
 
+/// A host started for a demo: bootstrapped on a fresh data directory and
+/// serving its API on a free 127.0.0.1 port.
+pub(super) struct Serving {
+    pub host: Arc<Host>,
+    pub port: u16,
+    /// The first admin token.
+    pub admin: String,
+    /// A reviewer token.
+    pub reviewer: String,
+    /// What bootstrap deployed.
+    pub deployed: Vec<String>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<evos::Result<()>>,
+}
+
+impl Serving {
+    pub(super) async fn start(config: ServerConfig, app: App, reviewer: &str) -> Result<Serving> {
+        let (host, boot) = Host::bootstrap_with(config, app).await?;
+        let admin = match &boot.admin_token_file {
+            Some(path) => std::fs::read_to_string(path)?.trim().to_string(),
+            None => bail!("the demo's data directory already had tokens"),
+        };
+        let (_, reviewer) = host.tokens.create(reviewer, Role::Reviewer, "*", "demo")?;
+        let listener = evos::server::bind("127.0.0.1:0".parse()?).await?;
+        let port = listener.local_addr()?.port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(evos::server::serve(
+            host.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(5),
+        ));
+        Ok(Serving {
+            host,
+            port,
+            admin,
+            reviewer,
+            deployed: boot.deployed,
+            stop,
+            server,
+        })
+    }
+
+    /// Stop serving, letting requests in flight finish.
+    pub(super) async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.server.await.context("joining the server")??;
+        Ok(())
+    }
+}
+
 pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     if args.evolve {
         return super::evolve::evolve(cli, args).await;
@@ -141,26 +194,13 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         data_dir.display()
     );
     let _ = evos::server::raise_open_file_limit();
-    let (host, boot) = Host::bootstrap_with(config, app).await?;
-    say!("   deployed {}", boot.deployed.join(", "));
-    let admin = match &boot.admin_token_file {
-        Some(path) => std::fs::read_to_string(path)?.trim().to_string(),
-        None => bail!("the demo's data directory already had tokens"),
-    };
-    let (_, reviewer) = host
-        .tokens
-        .create("demo reviewer", Role::Reviewer, "*", "demo")?;
-    let listener = evos::server::bind("127.0.0.1:0".parse()?).await?;
-    let port = listener.local_addr()?.port();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(evos::server::serve(
-        host.clone(),
-        listener,
-        async {
-            let _ = stop_rx.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let serving = Serving::start(config, app, "demo reviewer").await?;
+    say!("   deployed {}", serving.deployed.join(", "));
+    let (port, admin, reviewer) = (
+        serving.port,
+        serving.admin.clone(),
+        serving.reviewer.clone(),
+    );
     say!(
         "   listening on http://127.0.0.1:{port}; downstream claims system on 127.0.0.1:{sink_port}"
     );
@@ -264,8 +304,7 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         say!("   {line}");
     }
 
-    let _ = stop_tx.send(());
-    server.await.context("joining the server")??;
+    serving.stop().await?;
     if args.keep {
         println!();
         say!("data directory kept at {}", data_dir.display());

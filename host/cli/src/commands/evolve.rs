@@ -24,12 +24,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use evos::app::App;
-use evos::auth::Role;
 use evos::runtime::Router;
 use evos::server::{Host, ServerConfig};
 use serde_json::{Value, json};
 
-use super::demo::{DemoArgs, downstream, http};
+use super::demo::{DemoArgs, Serving, downstream, http};
 use super::{Cli, Exit};
 
 /// The evolution app, relative to the repository root.
@@ -499,25 +498,7 @@ pub async fn evolve(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
         app_path.display(),
         data_dir.display()
     );
-    let (host, boot) = Host::bootstrap_with(config, app.clone()).await?;
-    let admin = match &boot.admin_token_file {
-        Some(path) => std::fs::read_to_string(path)?.trim().to_string(),
-        None => bail!("the demo's data directory already had tokens"),
-    };
-    let (_, reviewer) = host
-        .tokens
-        .create("scripted reviewer", Role::Reviewer, "*", "demo")?;
-    let listener = evos::server::bind("127.0.0.1:0".parse()?).await?;
-    let port = listener.local_addr()?.port();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(evos::server::serve(
-        host.clone(),
-        listener,
-        async {
-            let _ = stop_rx.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let serving = Serving::start(config, app.clone(), "scripted reviewer").await?;
     let stable_manifest = app
         .get("fraud-score")
         .map(|p| p.manifest.clone())
@@ -538,17 +519,16 @@ pub async fn evolve(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
             .unwrap_or_default()
     );
     let mut run = Loop {
-        port,
-        admin,
-        reviewer,
+        port: serving.port,
+        admin: serving.admin.clone(),
+        reviewer: serving.reviewer.clone(),
         claims: Claims::new(20_261_201),
-        host: host.clone(),
+        host: serving.host.clone(),
         reviewed: 0,
         investigated: 0,
     };
     let outcome = drive(&mut run, &data_dir, &app, &stable_manifest).await;
-    let _ = stop_tx.send(());
-    server.await.context("joining the server")??;
+    serving.stop().await?;
     if args.keep {
         say!("data directory kept at {}", data_dir.display());
     } else {
