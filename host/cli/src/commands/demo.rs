@@ -115,6 +115,21 @@ pub(super) async fn downstream() -> Result<(u16, Arc<Mutex<Vec<String>>>)> {
     Ok((port, seen))
 }
 
+/// The app file at `path` with its executing connectors posting to the
+/// local downstream claims system on `sink_port`.
+pub(super) fn app_with_sink(path: &std::path::Path, sink_port: u16) -> Result<App> {
+    let mut app = App::load(path)?;
+    for p in &mut app.plugins {
+        if !p.executes.is_empty() {
+            p.manifest.set_config(
+                "endpoint",
+                &format!("http://127.0.0.1:{sink_port}/claims/payouts"),
+            )?;
+        }
+    }
+    Ok(app)
+}
+
 /// A host started for a demo: bootstrapped on a fresh data directory and
 /// serving its API on a free 127.0.0.1 port.
 pub(super) struct Serving {
@@ -174,15 +189,7 @@ pub async fn demo(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     }
     let data_dir = std::env::temp_dir().join(format!("evos-demo-{}", std::process::id()));
     let (sink_port, received) = downstream().await?;
-    let mut app = App::load(&args.app)?;
-    for p in &mut app.plugins {
-        if !p.executes.is_empty() {
-            p.manifest.set_config(
-                "endpoint",
-                &format!("http://127.0.0.1:{sink_port}/claims/payouts"),
-            )?;
-        }
-    }
+    let app = app_with_sink(&args.app, sink_port)?;
     let mut config = ServerConfig::new(&data_dir, &args.app);
     if cli.no_cache {
         config.engine.cache_dir = None;

@@ -25,10 +25,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use evos::app::App;
 use evos::runtime::Router;
-use evos::server::{Host, ServerConfig};
+use evos::server::ServerConfig;
 use serde_json::{Value, json};
 
-use super::demo::{DemoArgs, Serving, downstream, http};
+use super::demo::{DemoArgs, Serving, app_with_sink, downstream, http};
 use super::{Cli, Exit};
 
 /// The evolution app, relative to the repository root.
@@ -228,11 +228,9 @@ fn sentence(text: &str) -> String {
 
 /// A running evolution demo: the host, its API and the people around it.
 struct Loop {
-    port: u16,
-    admin: String,
-    reviewer: String,
+    /// The host and its tokens.
+    serving: Serving,
     claims: Claims,
-    host: std::sync::Arc<Host>,
     /// Labels given, by source.
     reviewed: u64,
     investigated: u64,
@@ -240,7 +238,7 @@ struct Loop {
 
 impl Loop {
     async fn get(&self, path: &str) -> Result<Value> {
-        let (status, body) = http(self.port, "GET", path, &self.admin, b"").await?;
+        let (status, body) = http(self.serving.port, "GET", path, &self.serving.admin, b"").await?;
         if status != 200 {
             bail!("GET {path} answered {status}: {body}");
         }
@@ -256,10 +254,10 @@ impl Loop {
             .collect();
         let body = serde_json::to_vec(&json!({ "claims": claims }))?;
         let (status, report) = http(
-            self.port,
+            self.serving.port,
             "POST",
             "/v1/ingest/claims-webhook",
-            &self.admin,
+            &self.serving.admin,
             &body,
         )
         .await?;
@@ -290,10 +288,10 @@ impl Loop {
     /// the claim is labelled `fraud` or `legit`.
     async fn review(&mut self) -> Result<(u64, u64)> {
         let (_, pending) = http(
-            self.port,
+            self.serving.port,
             "GET",
             "/v1/reviews?status=pending",
-            &self.reviewer,
+            &self.serving.reviewer,
             b"",
         )
         .await?;
@@ -315,10 +313,10 @@ impl Loop {
             let verdict = if right { "approve" } else { "reject" };
             let body = json!({"comment": if fraud { "fraud, by the investigation" } else { "checked: genuine" }});
             let (status, answer) = http(
-                self.port,
+                self.serving.port,
                 "POST",
                 &format!("/v1/reviews/{id}/{verdict}"),
-                &self.reviewer,
+                &self.serving.reviewer,
                 body.to_string().as_bytes(),
             )
             .await?;
@@ -334,7 +332,7 @@ impl Loop {
                 drift += 1;
             }
             let index = r["action_index"].as_u64().unwrap_or(0);
-            self.label(event, index, fraud, &self.reviewer.clone())
+            self.label(event, index, fraud, &self.serving.reviewer.clone())
                 .await?;
             decided += 1;
         }
@@ -345,7 +343,7 @@ impl Loop {
     async fn label(&self, event: &str, index: u64, fraud: bool, token: &str) -> Result<()> {
         let body = json!({"action_index": index, "label": if fraud { "fraud" } else { "legit" }});
         let (status, answer) = http(
-            self.port,
+            self.serving.port,
             "POST",
             &format!("/v1/events/{event}/feedback"),
             token,
@@ -362,7 +360,8 @@ impl Loop {
     async fn investigate(&mut self, ids: &[String]) -> Result<()> {
         for id in ids {
             if let Some(fraud) = self.fraud(id) {
-                self.label(id, 0, fraud, &self.reviewer.clone()).await?;
+                self.label(id, 0, fraud, &self.serving.reviewer.clone())
+                    .await?;
                 self.investigated += 1;
             }
         }
@@ -481,15 +480,7 @@ pub async fn evolve(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
     let data_dir = std::env::temp_dir().join(format!("evos-evolve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     let (sink_port, _received) = downstream().await?;
-    let mut app = App::load(&app_path)?;
-    for p in &mut app.plugins {
-        if !p.executes.is_empty() {
-            p.manifest.set_config(
-                "endpoint",
-                &format!("http://127.0.0.1:{sink_port}/claims/payouts"),
-            )?;
-        }
-    }
+    let app = app_with_sink(&app_path, sink_port)?;
     let mut config = ServerConfig::new(&data_dir, &app_path);
     config.engine.cache_dir = (!cli.no_cache).then(|| cli.data_dir.join("cache"));
     let _ = evos::server::raise_open_file_limit();
@@ -519,16 +510,13 @@ pub async fn evolve(cli: &Cli, args: &DemoArgs) -> Result<Exit> {
             .unwrap_or_default()
     );
     let mut run = Loop {
-        port: serving.port,
-        admin: serving.admin.clone(),
-        reviewer: serving.reviewer.clone(),
+        serving,
         claims: Claims::new(20_261_201),
-        host: serving.host.clone(),
         reviewed: 0,
         investigated: 0,
     };
     let outcome = drive(&mut run, &data_dir, &app, &stable_manifest).await;
-    serving.stop().await?;
+    run.serving.stop().await?;
     if args.keep {
         say!("data directory kept at {}", data_dir.display());
     } else {
@@ -602,7 +590,7 @@ async fn drive(
     // 3. Export the labels and retrain.
     println!();
     say!("== 3. export the labels (redacted) and retrain");
-    let store = run.host.registry.store().clone();
+    let store = run.serving.host.registry.store().clone();
     let key = evos::redact::host_key(data_dir)?;
     let paths = app
         .recording
@@ -642,7 +630,7 @@ async fn drive(
     // Replay the recorded traffic through it.
     println!();
     say!("== 4. replay the recorded claims through fraud-score {version}");
-    let registry = &run.host.registry;
+    let registry = &run.serving.host.registry;
     let bytes = std::fs::read(
         &app.get("fraud-score")
             .context("no fraud-score in the app")?
@@ -694,16 +682,23 @@ async fn drive(
     // 5. Progressive rollout.
     println!();
     say!("== 5. roll out {version}: shadow, then half the traffic, judged at each step");
-    let (status, up) = http(run.port, "POST", "/v1/components", &run.admin, &bytes).await?;
+    let (status, up) = http(
+        run.serving.port,
+        "POST",
+        "/v1/components",
+        &run.serving.admin,
+        &bytes,
+    )
+    .await?;
     if status != 201 && status != 200 {
         bail!("uploading the component answered {status}: {up}");
     }
     let body = json!({"manifest": candidate_manifest.source, "digest": up["digest"]});
     let (status, deployed) = http(
-        run.port,
+        run.serving.port,
         "POST",
         "/v1/plugins/fraud-score/deploy",
-        &run.admin,
+        &run.serving.admin,
         body.to_string().as_bytes(),
     )
     .await?;
@@ -811,7 +806,14 @@ async fn drive(
                 .unwrap_or_else(|| "-".into())
         );
     }
-    let (_, verify) = http(run.port, "GET", "/v1/audit/verify", &run.admin, b"").await?;
+    let (_, verify) = http(
+        run.serving.port,
+        "GET",
+        "/v1/audit/verify",
+        &run.serving.admin,
+        b"",
+    )
+    .await?;
     say!(
         "   audit chain intact: {} ({} entries); labels: {} from reviews, {} from adjusters",
         verify["intact"],

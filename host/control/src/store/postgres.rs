@@ -68,6 +68,15 @@ fn pg_err(shown: &str, doing: &str) -> impl Fn(tokio_postgres::Error) -> Error +
     move |e| Error::store(context.clone(), e)
 }
 
+/// A pooled connection; the error says what to check.
+async fn client(pool: &Pool, shown: &str) -> Result<deadpool_postgres::Object> {
+    pool.get().await.map_err(|e| {
+        Error::Refused(format!(
+            "cannot connect to {shown}: {e}; check the URL, that the server runs and that it accepts this user"
+        ))
+    })
+}
+
 impl PgStore {
     /// Connect to `url` (`postgres://user:password@host:port/database`),
     /// check that the server answers and bring the schema up to date.
@@ -159,9 +168,7 @@ impl PgStore {
     fn migrate(&self) -> Result<()> {
         let shown = self.shown.clone();
         self.run(move |pool| async move {
-            let mut client = pool.get().await.map_err(|e| Error::Refused(format!(
-                "cannot connect to {shown}: {e}; check the URL, that the server runs and that it accepts this user"
-            )))?;
+            let mut client = client(&pool, &shown).await?;
             let err = |doing: &str| pg_err(&shown, doing);
             client
                 .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
@@ -219,10 +226,7 @@ impl PgStore {
     pub fn schema_version(&self) -> Result<i64> {
         let shown = self.shown.clone();
         self.run(move |pool| async move {
-            let client = pool
-                .get()
-                .await
-                .map_err(|e| Error::Refused(format!("cannot connect to {shown}: {e}")))?;
+            let client = client(&pool, &shown).await?;
             let row = client
                 .query_one("SELECT version FROM evos_schema", &[])
                 .await
@@ -235,10 +239,7 @@ impl PgStore {
     pub fn tables(&self) -> Result<Vec<String>> {
         let shown = self.shown.clone();
         self.run(move |pool| async move {
-            let client = pool
-                .get()
-                .await
-                .map_err(|e| Error::Refused(format!("cannot connect to {shown}: {e}")))?;
+            let client = client(&pool, &shown).await?;
             let rows = client
                 .query(
                     "SELECT table_name::text FROM information_schema.tables
