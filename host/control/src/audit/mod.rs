@@ -107,16 +107,15 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+mod sqlite;
+
+pub use sqlite::{append, head, list, verify};
+
 /// `prev_hash` of the first entry.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// The columns of an entry, in the order [`read_record`] expects them.
-const COLUMNS: &str = "seq, at, actor, action, subject, digest, detail, prev_hash, hash";
 
 /// Seconds from the epoch to the end of year 9999, the last instant an RFC
 /// 3339 time stamp can write.
@@ -198,6 +197,14 @@ pub enum AuditError {
         source: io::Error,
     },
 
+    /// Another database failed while reading or writing the log.
+    #[error("audit log: {context}: {source}")]
+    Store {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The anchor file exists but does not hold an anchor.
     #[error("audit anchor {}: {message}", path.display())]
     Anchor { path: PathBuf, message: String },
@@ -226,127 +233,6 @@ impl From<AuditError> for crate::Error {
     fn from(e: AuditError) -> crate::Error {
         crate::Error::Audit(Box::new(e))
     }
-}
-
-fn sql(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> AuditError {
-    let context = context.into();
-    move |source| AuditError::Sqlite { context, source }
-}
-
-/// Append an entry inside the caller's transaction, so the audited change and
-/// its entry commit together.
-///
-/// `seq` is the last entry's + 1 (1 for the first), `prev_hash` the last
-/// entry's `hash` (64 `0`s for the first), `at` the current UTC time, and
-/// `hash` covers both and the fields (see the module docs). `detail` is stored
-/// as canonical JSON; the returned entry carries it as given.
-///
-/// Two writers cannot fork the chain: `seq` is the primary key, so the second
-/// to commit fails instead. Open the transaction with
-/// [`rusqlite::TransactionBehavior::Immediate`] to have it wait instead of
-/// failing with "database is locked".
-pub fn append(tx: &Transaction<'_>, entry: NewEntry<'_>) -> Result<Entry, AuditError> {
-    let (seq, prev_hash) = match head(tx)? {
-        None => (1, GENESIS.to_owned()),
-        Some(last) => {
-            if !is_hash(&last.hash) {
-                return Err(AuditError::Malformed {
-                    seq: last.seq,
-                    message: format!(
-                        "its hash `{}` is not 64 lowercase hex digits, so no entry can be chained onto it",
-                        last.hash
-                    ),
-                });
-            }
-            let seq = last.seq.checked_add(1).ok_or(AuditError::Malformed {
-                seq: last.seq,
-                message: "it has the largest possible seq".into(),
-            })?;
-            (seq, last.hash)
-        }
-    };
-    let at = timestamp(SystemTime::now())?;
-    let detail = canonical_json(&entry.detail);
-    let hash = entry_hash(
-        &prev_hash,
-        &Fields {
-            seq,
-            at: &at,
-            actor: entry.actor,
-            action: entry.action,
-            subject: entry.subject,
-            digest: entry.digest,
-            detail: &detail,
-        },
-    );
-    tx.prepare_cached(
-        "INSERT INTO audit (seq, at, actor, action, subject, digest, detail, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            seq,
-            at,
-            entry.actor,
-            entry.action,
-            entry.subject,
-            entry.digest,
-            detail,
-            prev_hash,
-            hash
-        ])
-    })
-    .map_err(sql(format!("appending entry {seq}")))?;
-    Ok(Entry {
-        seq,
-        at,
-        actor: entry.actor.to_owned(),
-        action: entry.action.to_owned(),
-        subject: entry.subject.to_owned(),
-        digest: entry.digest.map(str::to_owned),
-        detail: entry.detail,
-        prev_hash,
-        hash,
-    })
-}
-
-/// Entries with `seq > after_seq` (0 = all), optionally only those at or after
-/// `since`, in `seq` order.
-///
-/// `since` is an RFC 3339 time (`2025-01-31T09:00:00Z`, with an offset such
-/// as `+01:00`, or a bare date meaning its midnight UTC) or a duration meaning
-/// that long ago (`90m`, `1h`, `7days`, `1h 30m`). Listing does not check the
-/// chain; use [`verify`] for that.
-pub fn list(
-    conn: &Connection,
-    after_seq: i64,
-    since: Option<&str>,
-) -> Result<Vec<Entry>, AuditError> {
-    let since = since
-        .map(|s| parse_since(s, SystemTime::now()).and_then(timestamp))
-        .transpose()?;
-    // `at` always has the same fixed-width UTC form, so comparing the text
-    // compares the times.
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT {COLUMNS} FROM audit WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) ORDER BY seq"
-        ))
-        .map_err(sql("listing entries"))?;
-    let mut rows = stmt
-        .query(params![after_seq, since])
-        .map_err(sql("listing entries"))?;
-    let mut entries = Vec::new();
-    while let Some(row) = rows.next().map_err(sql("listing entries"))? {
-        let record = read_record(row).map_err(|e| match e {
-            ReadError::Sql(source) => AuditError::Sqlite {
-                context: "listing entries".into(),
-                source,
-            },
-            ReadError::Malformed { seq, message } => AuditError::Malformed { seq, message },
-        })?;
-        entries.push(record.into_entry()?);
-    }
-    Ok(entries)
 }
 
 /// The head of the chain as last committed, kept outside the database so that
@@ -533,23 +419,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// The last entry's `seq` and `hash`: what [`write_anchor`] should record
-/// after a commit that appended entries. `None` for an empty log.
-pub fn head(conn: &Connection) -> Result<Option<Anchor>, AuditError> {
-    conn.prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-        .and_then(|mut stmt| {
-            stmt.query_row([], |row| {
-                Ok(Anchor {
-                    seq: row.get(0)?,
-                    hash: row.get(1)?,
-                    pending: 0,
-                })
-            })
-            .optional()
-        })
-        .map_err(sql("reading the head of the chain"))
-}
-
 /// The result of [`verify`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Verification {
@@ -595,38 +464,122 @@ pub enum ProblemKind {
     Malformed,
 }
 
-/// Check the whole chain and, when given, that it leads to `anchor`.
+/// Where [`verify_rows`] reads a chain from: the SQLite table, or the
+/// PostgreSQL one several nodes share.
+pub(crate) trait ChainRows {
+    /// Up to `limit` rows with `seq > after`, in `seq` order.
+    fn after(&mut self, after: i64, limit: usize) -> Result<Vec<RowRead>, AuditError>;
+    /// The rows whose `prev_hash` is `prev_hash`.
+    fn chained_onto(&mut self, prev_hash: &str) -> Result<Vec<RowRead>, AuditError>;
+}
+
+/// A row as read: its text columns, or why it cannot be an entry evos
+/// wrote (a NULL, a non-text column).
+pub(crate) type RowRead = Result<Record, Unreadable>;
+
+/// A row that cannot be read as an entry.
+#[derive(Debug, Clone)]
+pub(crate) struct Unreadable {
+    pub seq: i64,
+    pub message: String,
+}
+
+/// Rows read per page while verifying.
+const PAGE: usize = 4096;
+
+/// Who appends to the chain an anchor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writers {
+    /// One host: its anchor follows every commit, so entries past it are
+    /// at most the one transaction a crash interrupted.
+    One,
+    /// Several nodes append to one chain and each anchors its own
+    /// commits: entries past a node's anchor were appended by others.
+    Shared,
+}
+
+/// The link after `head` (`None`: the first entry) for `entry` appended
+/// now: what a backend inserts. The row chains onto `head` whatever
+/// backend stores it.
+pub(crate) fn next_link(head: Option<&Anchor>, entry: &NewEntry<'_>) -> Result<Record, AuditError> {
+    let (seq, prev_hash) = match head {
+        None => (1, GENESIS.to_owned()),
+        Some(last) => {
+            if !is_hash(&last.hash) {
+                return Err(AuditError::Malformed {
+                    seq: last.seq,
+                    message: format!(
+                        "its hash `{}` is not 64 lowercase hex digits, so no entry can be chained onto it",
+                        last.hash
+                    ),
+                });
+            }
+            let seq = last.seq.checked_add(1).ok_or(AuditError::Malformed {
+                seq: last.seq,
+                message: "it has the largest possible seq".into(),
+            })?;
+            (seq, last.hash.clone())
+        }
+    };
+    let mut record = Record {
+        seq,
+        at: timestamp(SystemTime::now())?,
+        actor: entry.actor.to_owned(),
+        action: entry.action.to_owned(),
+        subject: entry.subject.to_owned(),
+        digest: entry.digest.map(str::to_owned),
+        detail: canonical_json(&entry.detail),
+        prev_hash,
+        hash: String::new(),
+    };
+    record.hash = record.hash_as(seq);
+    Ok(record)
+}
+
+/// Check the whole chain read from `rows` and, when given, that it leads
+/// to `anchor` (see [`verify`] for the single-host form).
 ///
-/// Rows are streamed in `seq` order, one at a time, and each is hashed once,
-/// so the cost is O(n) with constant memory. Verification stops at the first
-/// problem; only then does it scan the table once more (still O(n)) to tell a
-/// moved entry from an altered one. Tampering is reported in the result, not
-/// as an error; errors are SQLite failures.
-pub fn verify(conn: &Connection, anchor: Option<&Anchor>) -> Result<Verification, AuditError> {
-    let context = "verifying the chain";
-    let mut stmt = conn
-        .prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))
-        .map_err(sql(context))?;
-    let mut rows = stmt.query([]).map_err(sql(context))?;
+/// Rows are read in `seq` order a page at a time, and each is hashed once,
+/// so the cost is O(n) with memory for one page. Verification stops at the
+/// first problem; only then does it scan the rows once more (still O(n))
+/// to tell a moved entry from an altered one. Tampering is reported in the
+/// result, not as an error; errors are the database's failures.
+pub(crate) fn verify_rows(
+    rows: &mut dyn ChainRows,
+    anchor: Option<&Anchor>,
+    writers: Writers,
+) -> Result<Verification, AuditError> {
     let mut last: Option<Link> = None;
     let mut good: i64 = 0;
     let mut hash_at_anchor: Option<String> = None;
-    while let Some(row) = rows.next().map_err(sql(context))? {
-        match check_entry(conn, row, last.as_ref())? {
-            Ok(link) => {
-                good += 1;
-                if anchor.is_some_and(|a| a.seq == link.seq) {
-                    hash_at_anchor = Some(link.hash.clone());
+    let mut after = i64::MIN;
+    loop {
+        let page = rows.after(after, PAGE)?;
+        let full = page.len() == PAGE;
+        for row in page {
+            after = match &row {
+                Ok(r) => r.seq,
+                Err(u) => u.seq,
+            };
+            match check_entry(rows, row, last.as_ref())? {
+                Ok(link) => {
+                    good += 1;
+                    if anchor.is_some_and(|a| a.seq == link.seq) {
+                        hash_at_anchor = Some(link.hash.clone());
+                    }
+                    last = Some(link);
                 }
-                last = Some(link);
+                Err(problem) => {
+                    // Entries before the bad one were found good; for an
+                    // entry found altered by its successor, that is one
+                    // fewer than were read.
+                    let entries = problem.seq.saturating_sub(1).clamp(0, good);
+                    return Ok(broken(entries, problem));
+                }
             }
-            Err(problem) => {
-                // Entries before the bad one were found good; for an entry
-                // found altered by its successor, that is one fewer than
-                // were read.
-                let entries = problem.seq.saturating_sub(1).clamp(0, good);
-                return Ok(broken(entries, problem));
-            }
+        }
+        if !full {
+            break;
         }
     }
 
@@ -706,6 +659,23 @@ pub fn verify(conn: &Connection, anchor: Option<&Anchor>) -> Result<Verification
             note: None,
         });
     }
+    if writers == Writers::Shared {
+        return Ok(Verification {
+            intact: true,
+            entries: good,
+            problem: None,
+            anchored: true,
+            note: Some(format!(
+                "this node's anchor records entry {}; {} appended since by any node chain onto it but only that node's anchor can show none of its own were cut off",
+                anchor.seq,
+                if head_seq == anchor.seq + 1 {
+                    format!("entry {head_seq}, ")
+                } else {
+                    format!("entries {}..={head_seq}, ", anchor.seq + 1)
+                }
+            )),
+        });
+    }
     // One transaction commits before its anchor update: the entries it
     // appended (one, or the `pending` count announced before a larger
     // commit) may be unanchored after a crash.
@@ -769,28 +739,24 @@ struct Link {
 /// Check one row against the last good entry: `Ok(link)` when it extends the
 /// chain, else the problem it reveals.
 fn check_entry(
-    conn: &Connection,
-    row: &rusqlite::Row<'_>,
+    rows: &mut dyn ChainRows,
+    row: RowRead,
     last: Option<&Link>,
 ) -> Result<Result<Link, Problem>, AuditError> {
-    let context = "verifying the chain";
-    let seq: i64 = row.get(0).map_err(sql(context))?;
+    let seq = match &row {
+        Ok(r) => r.seq,
+        Err(u) => u.seq,
+    };
     let expected = last.map_or(1, |l| l.seq.saturating_add(1));
     let expected_prev = last.map_or(GENESIS, |l| l.hash.as_str());
 
     if seq > expected {
-        return Ok(Err(gap(conn, expected, expected_prev, seq)?));
+        return Ok(Err(gap(rows, expected, expected_prev, seq)?));
     }
 
-    let record = match read_record(row) {
+    let record = match row {
         Ok(record) => record,
-        Err(ReadError::Sql(source)) => {
-            return Err(AuditError::Sqlite {
-                context: context.into(),
-                source,
-            });
-        }
-        Err(ReadError::Malformed { seq, message }) => {
+        Err(Unreadable { seq, message }) => {
             return Ok(Err(Problem {
                 seq,
                 kind: ProblemKind::Malformed,
@@ -809,7 +775,7 @@ fn check_entry(
     if seq < expected {
         // Only the first row can get here, with a seq of 0 or less, which
         // `append` never writes.
-        return Ok(Err(match find_origin(conn, &record)? {
+        return Ok(Err(match find_origin(rows, &record)? {
             Some(problem) => problem,
             None => Problem {
                 seq,
@@ -823,7 +789,7 @@ fn check_entry(
 
     let computed = record.hash_as(seq);
     if computed != record.hash {
-        return Ok(Err(match find_origin(conn, &record)? {
+        return Ok(Err(match find_origin(rows, &record)? {
             Some(problem) => problem,
             None => Problem {
                 seq,
@@ -868,20 +834,12 @@ fn check_entry(
 /// `expected_prev` is stored at another seq and verifies as `expected`;
 /// deleted otherwise.
 fn gap(
-    conn: &Connection,
+    rows: &mut dyn ChainRows,
     expected: i64,
     expected_prev: &str,
     seq: i64,
 ) -> Result<Problem, AuditError> {
-    let context = "looking for a renumbered entry";
-    let mut stmt = conn
-        .prepare(&format!("SELECT {COLUMNS} FROM audit WHERE prev_hash = ?1"))
-        .map_err(sql(context))?;
-    let mut rows = stmt.query([expected_prev]).map_err(sql(context))?;
-    while let Some(row) = rows.next().map_err(sql(context))? {
-        let Ok(record) = read_record(row) else {
-            continue;
-        };
+    for record in rows.chained_onto(expected_prev)?.into_iter().flatten() {
         if record.check_form().is_ok() && record.hash_as(expected) == record.hash {
             return Ok(Problem {
                 seq: expected,
@@ -911,7 +869,7 @@ fn gap(
 }
 
 /// Whether a row that does not verify where it is was moved there from
-/// another position, in one more pass over the table:
+/// another position, in one more pass over the rows:
 /// - the whole row (fields and both hashes) verifies as another seq: it is
 ///   that entry, swapped or renumbered. Candidates are every stored seq, and
 ///   the seqs its chain neighbours imply (the one after the entry whose hash
@@ -920,8 +878,7 @@ fn gap(
 /// - its fields, hashed with another row's seq and `prev_hash`, give that
 ///   row's hash: the contents of two entries were exchanged while the hash
 ///   columns stayed put.
-fn find_origin(conn: &Connection, record: &Record) -> Result<Option<Problem>, AuditError> {
-    let context = "looking for a moved entry";
+fn find_origin(rows: &mut dyn ChainRows, record: &Record) -> Result<Option<Problem>, AuditError> {
     let moved = |from: i64| Problem {
         seq: record.seq,
         kind: ProblemKind::Reordered,
@@ -935,29 +892,40 @@ fn find_origin(conn: &Connection, record: &Record) -> Result<Option<Problem>, Au
         candidates.push(1);
     }
     let mut content_of = None;
-    let mut stmt = conn
-        .prepare("SELECT seq, prev_hash, hash FROM audit")
-        .map_err(sql(context))?;
-    let mut rows = stmt.query([]).map_err(sql(context))?;
-    while let Some(row) = rows.next().map_err(sql(context))? {
-        let seq: i64 = row.get(0).map_err(sql(context))?;
-        if seq == record.seq {
-            continue;
+    let mut after = i64::MIN;
+    loop {
+        let page = rows.after(after, PAGE)?;
+        let full = page.len() == PAGE;
+        for row in page {
+            let other = match row {
+                Ok(other) => other,
+                Err(u) => {
+                    after = u.seq;
+                    continue;
+                }
+            };
+            after = other.seq;
+            let seq = other.seq;
+            if seq == record.seq {
+                continue;
+            }
+            if record.hash_as(seq) == record.hash {
+                return Ok(Some(moved(seq)));
+            }
+            if other.hash == record.prev_hash {
+                candidates.push(seq.saturating_add(1));
+            }
+            if other.prev_hash == record.hash {
+                candidates.push(seq.saturating_sub(1));
+            }
+            if content_of.is_none()
+                && entry_hash(&other.prev_hash, &record.fields_as(seq)) == other.hash
+            {
+                content_of = Some(seq);
+            }
         }
-        let (Ok(prev_hash), Ok(hash)) = (row.get::<_, String>(1), row.get::<_, String>(2)) else {
-            continue;
-        };
-        if record.hash_as(seq) == record.hash {
-            return Ok(Some(moved(seq)));
-        }
-        if hash == record.prev_hash {
-            candidates.push(seq.saturating_add(1));
-        }
-        if prev_hash == record.hash {
-            candidates.push(seq.saturating_sub(1));
-        }
-        if content_of.is_none() && entry_hash(&prev_hash, &record.fields_as(seq)) == hash {
-            content_of = Some(seq);
+        if !full {
+            break;
         }
     }
     if let Some(from) = candidates
@@ -978,55 +946,17 @@ fn find_origin(conn: &Connection, record: &Record) -> Result<Option<Problem>, Au
 
 /// A row as stored, every column text (`digest` may be NULL), nothing else
 /// checked yet.
-struct Record {
-    seq: i64,
-    at: String,
-    actor: String,
-    action: String,
-    subject: String,
-    digest: Option<String>,
-    detail: String,
-    prev_hash: String,
-    hash: String,
-}
-
-enum ReadError {
-    Sql(rusqlite::Error),
-    Malformed { seq: i64, message: String },
-}
-
-/// Read a row selected as [`COLUMNS`]. A column that is not text (or not
-/// UTF-8) is [`ReadError::Malformed`], not an SQLite error: it means someone
-/// wrote the row by hand.
-fn read_record(row: &rusqlite::Row<'_>) -> Result<Record, ReadError> {
-    let seq: i64 = row.get(0).map_err(ReadError::Sql)?;
-    let malformed = |message: String| ReadError::Malformed { seq, message };
-    let text = |idx: usize, name: &str| -> Result<Option<String>, ReadError> {
-        match row.get_ref(idx).map_err(ReadError::Sql)? {
-            ValueRef::Null => Ok(None),
-            ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
-                Ok(s) => Ok(Some(s.to_owned())),
-                Err(_) => Err(malformed(format!("`{name}` is not valid UTF-8"))),
-            },
-            ValueRef::Integer(_) => Err(malformed(format!("`{name}` holds an integer, not text"))),
-            ValueRef::Real(_) => Err(malformed(format!("`{name}` holds a real, not text"))),
-            ValueRef::Blob(_) => Err(malformed(format!("`{name}` holds a blob, not text"))),
-        }
-    };
-    let required = |idx: usize, name: &str| -> Result<String, ReadError> {
-        text(idx, name)?.ok_or_else(|| malformed(format!("`{name}` is NULL")))
-    };
-    Ok(Record {
-        seq,
-        at: required(1, "at")?,
-        actor: required(2, "actor")?,
-        action: required(3, "action")?,
-        subject: required(4, "subject")?,
-        digest: text(5, "digest")?,
-        detail: required(6, "detail")?,
-        prev_hash: required(7, "prev_hash")?,
-        hash: required(8, "hash")?,
-    })
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub seq: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub digest: Option<String>,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
 }
 
 impl Record {
@@ -1058,11 +988,11 @@ impl Record {
     }
 
     /// The hash this row would have if it were entry `seq`.
-    fn hash_as(&self, seq: i64) -> String {
+    pub(crate) fn hash_as(&self, seq: i64) -> String {
         entry_hash(&self.prev_hash, &self.fields_as(seq))
     }
 
-    fn into_entry(self) -> Result<Entry, AuditError> {
+    pub(crate) fn into_entry(self) -> Result<Entry, AuditError> {
         let detail = serde_json::from_str(&self.detail).map_err(|e| AuditError::Malformed {
             seq: self.seq,
             message: format!("`detail` is not JSON ({e})"),
@@ -1282,12 +1212,14 @@ fn split_offset(s: &str) -> Result<(&str, i64), String> {
 
 #[cfg(test)]
 mod tests {
+    use super::sqlite::{COLUMNS, read_record};
     use super::*;
+    use rusqlite::{Connection, params};
     use serde_json::json;
 
     fn db() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(include_str!("../migrations/0002_audit.sql"))
+        conn.execute_batch(include_str!("../../migrations/0002_audit.sql"))
             .unwrap();
         conn
     }
@@ -1371,7 +1303,7 @@ mod tests {
             .query_row(
                 &format!("SELECT {COLUMNS} FROM audit WHERE seq = ?1"),
                 [seq],
-                |row| Ok(read_record(row)),
+                read_record,
             )
             .unwrap();
         let Ok(record) = record else {
