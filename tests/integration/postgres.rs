@@ -3,7 +3,11 @@
 
 use evos::store::postgres::PgStore;
 
-use crate::support::PgServer;
+use std::sync::Arc;
+
+use evos::store::{StateStore, conformance};
+
+use crate::support::{PgServer, tempdir};
 
 #[test]
 fn nodes_starting_together_apply_the_schema_once() {
@@ -13,7 +17,7 @@ fn nodes_starting_together_apply_the_schema_once() {
     let starting: Vec<_> = (0..4)
         .map(|_| {
             let url = url.clone();
-            std::thread::spawn(move || PgStore::connect(&url))
+            std::thread::spawn(move || PgStore::connect(&url, tempdir("pg-node")))
         })
         .collect();
     let nodes: Vec<PgStore> = starting
@@ -50,7 +54,7 @@ fn nodes_starting_together_apply_the_schema_once() {
     // One more node later finds nothing to apply.
     drop(nodes);
     assert_eq!(
-        PgStore::connect(&url)
+        PgStore::connect(&url, tempdir("pg-node"))
             .expect("connect")
             .schema_version()
             .unwrap(),
@@ -58,7 +62,7 @@ fn nodes_starting_together_apply_the_schema_once() {
     );
     // A database a newer evos migrated is refused, with what to do.
     pg.psql("UPDATE evos_schema SET version = 99");
-    let e = PgStore::connect(&url).unwrap_err().to_string();
+    let e = PgStore::connect(&url, tempdir("pg-node")).unwrap_err().to_string();
     assert!(
         e.contains("schema version 99") && e.contains("upgrade evos"),
         "{e}"
@@ -67,16 +71,31 @@ fn nodes_starting_together_apply_the_schema_once() {
 
 #[test]
 fn a_bad_url_or_an_absent_server_is_named_without_the_password() {
-    let e = PgStore::connect("mysql://x").unwrap_err().to_string();
+    let e = PgStore::connect("mysql://x", tempdir("pg-node")).unwrap_err().to_string();
     assert!(
         e.contains("not a PostgreSQL URL") && e.contains("postgres://"),
         "{e}"
     );
-    let e = PgStore::connect("postgres://evos:hunter2@127.0.0.1:1/evos?connect_timeout=2")
+    let e = PgStore::connect(
+        "postgres://evos:hunter2@127.0.0.1:1/evos?connect_timeout=2",
+        tempdir("pg-node"),
+    )
         .unwrap_err()
         .to_string();
     assert!(
         e.contains("cannot connect") && !e.contains("hunter2"),
         "{e}"
     );
+}
+
+#[test]
+fn the_postgres_store_passes_the_conformance_checks() {
+    let pg = PgServer::start();
+    let made = std::sync::atomic::AtomicUsize::new(0);
+    let fresh = || -> Arc<dyn StateStore> {
+        made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(PgStore::connect(&pg.database(), tempdir("pg-node")).expect("connect"))
+    };
+    assert_eq!(conformance::run(&fresh), Ok(()));
+    assert_eq!(made.into_inner(), conformance::CHECKS.len());
 }

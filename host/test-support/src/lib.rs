@@ -501,6 +501,17 @@ impl PgServer {
         format!("postgres://evos@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// A new, empty database on this server; its URL.
+    pub fn database(&self) -> String {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "evos_{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        self.psql(&format!("CREATE DATABASE {name}"));
+        format!("postgres://evos@127.0.0.1:{}/{name}", self.port)
+    }
+
     /// Run `sql` with `psql`; its output.
     pub fn psql(&self, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))

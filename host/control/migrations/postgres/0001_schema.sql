@@ -6,7 +6,8 @@
 --     only its own row; readers sum them), so no node overwrites another's
 --     counts;
 --   * the audit chain's head in a row of its own, locked by each appending
---     transaction, so the chain stays one sequence whatever node appends.
+--     transaction, so the chain stays one sequence whatever node appends;
+--   * a lease on an approved review, so one node carries it out.
 -- Times are RFC 3339 text, as in the SQLite backend, so both order alike.
 
 CREATE TABLE blobs (
@@ -24,7 +25,9 @@ CREATE TABLE versions (
    manifest_origin TEXT NOT NULL,
    manifest_base TEXT NOT NULL,
    created_at TEXT NOT NULL,
-   UNIQUE (plugin, digest, manifest)
+   -- A manifest may be longer than a btree entry holds: its hash is unique.
+   manifest_sha256 TEXT NOT NULL,
+   UNIQUE (plugin, digest, manifest_sha256)
 );
 
 CREATE TABLE deployments (
@@ -117,7 +120,11 @@ CREATE TABLE reviews (
    decided_by TEXT,
    decided_at TEXT,
    comment TEXT,
-   result TEXT
+   result TEXT,
+   -- The node carrying out an approved review, and until when another
+   -- node leaves it alone.
+   lease_node TEXT,
+   lease_until TEXT
 );
 
 CREATE INDEX reviews_status ON reviews(status, id);

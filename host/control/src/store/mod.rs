@@ -48,6 +48,16 @@ pub trait StateStore: Send + Sync + 'static {
     /// (for the embedded backend) everything else. No manifest may grant it.
     fn dir(&self) -> &Path;
 
+    /// Pulses when another process announces a deployment change (and
+    /// when the announcements may have been missed, after a reconnection),
+    /// for backends that can announce; [`watch_generation`] then reads the
+    /// generation at once instead of at its next poll.
+    ///
+    /// [`watch_generation`]: StateStore::watch_generation
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     // ---- components ---------------------------------------------------
 
     /// Keep component bytes under their sha256 (idempotent, durable
@@ -199,18 +209,31 @@ pub trait StateStore: Send + Sync + 'static {
 
 impl dyn StateStore {
     /// A watch of [`StateStore::generation`], read every `every` while a
-    /// receiver is alive (needs a tokio runtime). A read that fails keeps
-    /// the last value and is logged.
+    /// receiver is alive, and at once when the backend announces a change
+    /// ([`StateStore::changes`]); needs a tokio runtime. A read that fails
+    /// keeps the last value and is logged.
     pub fn watch_generation(self: Arc<Self>, every: Duration) -> tokio::sync::watch::Receiver<i64> {
         let first = self.generation().unwrap_or(0);
         let (tx, rx) = tokio::sync::watch::channel(first);
+        let mut changes = self.changes();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                let announced = async {
+                    match changes.as_mut() {
+                        Some(c) => {
+                            if c.changed().await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 tokio::select! {
                     _ = tx.closed() => return,
                     _ = tick.tick() => {}
+                    _ = announced => {}
                 }
                 match self.generation() {
                     Ok(g) => {
@@ -399,6 +422,63 @@ impl Agreement {
     /// Shifted / classed, when any comparison had classes.
     pub fn shift(&self) -> Option<f64> {
         (self.classed > 0).then(|| self.shifted as f64 / self.classed as f64)
+    }
+}
+
+/// What serves after `deploy` records version `vid`, and the change's
+/// detail with `version_id` set: the same for every backend.
+pub(crate) fn deployed(
+    version: &NewVersion<'_>,
+    deploy: &Deploy<'_>,
+    vid: i64,
+) -> Result<(Serving, serde_json::Value)> {
+    let serving = match (deploy.slot, deploy.seen) {
+        (Slot::Stable, _) => Serving {
+            stable_id: vid,
+            canary: None,
+            shadow: None,
+            step: None,
+        },
+        (Slot::Canary(weight), Some(current)) => Serving {
+            canary: Some((vid, weight)),
+            step: deploy.step,
+            ..current
+        },
+        (Slot::Shadow(share), Some(current)) => Serving {
+            shadow: Some((vid, share)),
+            step: deploy.step,
+            ..current
+        },
+        (Slot::Canary(_) | Slot::Shadow(_), None) => {
+            return Err(Error::Refused(format!(
+                "`{}` has no stable version to {} next to; deploy it as the stable version first",
+                version.plugin, deploy.action
+            )));
+        }
+    };
+    let mut detail = deploy.detail.clone();
+    if let Some(fields) = detail.as_object_mut() {
+        fields.insert("version_id".into(), vid.into());
+    }
+    Ok((serving, detail))
+}
+
+/// When the candidate of `serving` entered its rollout step: a step keeps
+/// its start while the same candidate stays in it, a new one starts `at`.
+pub(crate) fn step_since(
+    current: Option<&DeploymentRow>,
+    serving: &Serving,
+    at: &str,
+) -> Option<String> {
+    let candidate = |s: &Serving| s.canary.or(s.shadow).map(|(id, _)| id);
+    match (current, serving.step) {
+        (Some(d), Some(step))
+            if d.rollout_step == Some(step) && candidate(&d.serving()) == candidate(serving) =>
+        {
+            d.step_since.clone()
+        }
+        (_, Some(_)) => Some(at.to_string()),
+        (_, None) => None,
     }
 }
 

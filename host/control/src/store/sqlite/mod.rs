@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use super::{
     Agreement, Change, Decision, DecisionRecord, Deploy, DeploymentRow, HistoryRow, Label,
     NewLabel, NewRecording, NewReview, NewVersion, Recording, RecordingFilter, Review,
-    ReviewResult, ReviewStatus, Serving, Slot, StateStore, StoreFuture, StoredCall, Token,
+    ReviewResult, ReviewStatus, StateStore, StoreFuture, StoredCall, Token,
     VersionRow, crashpoint, now, stale,
 };
 use crate::audit::{self, Anchor, NewEntry};
@@ -90,7 +90,7 @@ pub(crate) fn db_err(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
 /// the admin token, the database and the components, readable by the
 /// host's user only. Existing directories keep their mode (a data
 /// directory the operator made is theirs to set).
-fn private_dirs(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn private_dirs(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -580,34 +580,7 @@ impl StateStore for SqliteStore {
     fn record_deploy(&self, version: &NewVersion<'_>, deploy: &Deploy<'_>) -> Result<i64> {
         self.transaction("deploy", |tx| {
             let vid = upsert_version(tx, version)?;
-            let serving = match (deploy.slot, deploy.seen) {
-                (Slot::Stable, _) => Serving {
-                    stable_id: vid,
-                    canary: None,
-                    shadow: None,
-                    step: None,
-                },
-                (Slot::Canary(weight), Some(current)) => Serving {
-                    canary: Some((vid, weight)),
-                    step: deploy.step,
-                    ..current
-                },
-                (Slot::Shadow(share), Some(current)) => Serving {
-                    shadow: Some((vid, share)),
-                    step: deploy.step,
-                    ..current
-                },
-                (Slot::Canary(_) | Slot::Shadow(_), None) => {
-                    return Err(Error::Refused(format!(
-                        "`{}` has no stable version to {} next to; deploy it as the stable version first",
-                        version.plugin, deploy.action
-                    )));
-                }
-            };
-            let mut detail = deploy.detail.clone();
-            if let Some(fields) = detail.as_object_mut() {
-                fields.insert("version_id".into(), vid.into());
-            }
+            let (serving, detail) = super::deployed(version, deploy, vid)?;
             record_change(
                 tx,
                 &Change {
@@ -911,17 +884,7 @@ fn set_deployment(tx: &Transaction<'_>, c: &Change<'_>) -> Result<()> {
         return Err(stale(plugin));
     }
     let at = now();
-    // A step keeps its start while the same candidate stays in it.
-    let candidate = |s: &Serving| s.canary.or(s.shadow).map(|(id, _)| id);
-    let step_since = match (&current, serving.step) {
-        (Some(d), Some(step))
-            if d.rollout_step == Some(step) && candidate(&d.serving()) == candidate(&serving) =>
-        {
-            d.step_since.clone()
-        }
-        (_, Some(_)) => Some(at.clone()),
-        (_, None) => None,
-    };
+    let step_since = super::step_since(current.as_ref(), &serving, &at);
     let stable_id = serving.stable_id;
     let (canary_id, weight) = match serving.canary {
         Some((id, w)) => (Some(id), w),
