@@ -15,6 +15,7 @@ mod control;
 mod crash;
 mod drift;
 mod examples;
+mod nodes;
 mod postgres;
 mod recording;
 mod replay;

@@ -62,7 +62,9 @@ fn nodes_starting_together_apply_the_schema_once() {
     );
     // A database a newer evos migrated is refused, with what to do.
     pg.psql("UPDATE evos_schema SET version = 99");
-    let e = PgStore::connect(&url, tempdir("pg-node")).unwrap_err().to_string();
+    let e = PgStore::connect(&url, tempdir("pg-node"))
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("schema version 99") && e.contains("upgrade evos"),
         "{e}"
@@ -71,7 +73,9 @@ fn nodes_starting_together_apply_the_schema_once() {
 
 #[test]
 fn a_bad_url_or_an_absent_server_is_named_without_the_password() {
-    let e = PgStore::connect("mysql://x", tempdir("pg-node")).unwrap_err().to_string();
+    let e = PgStore::connect("mysql://x", tempdir("pg-node"))
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("not a PostgreSQL URL") && e.contains("postgres://"),
         "{e}"
@@ -80,8 +84,8 @@ fn a_bad_url_or_an_absent_server_is_named_without_the_password() {
         "postgres://evos:hunter2@127.0.0.1:1/evos?connect_timeout=2",
         tempdir("pg-node"),
     )
-        .unwrap_err()
-        .to_string();
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("cannot connect") && !e.contains("hunter2"),
         "{e}"

@@ -58,7 +58,12 @@ use crate::{Error, Result};
 /// Settings of a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// This node's directory: the compile cache, the audit anchor, the
+    /// admin token, and the state itself unless `store` is given.
     pub data_dir: PathBuf,
+    /// The PostgreSQL URL of the state several nodes share; SQLite in
+    /// `data_dir` when absent.
+    pub store: Option<String>,
     pub app: PathBuf,
     pub engine: EngineConfig,
     /// Largest request body.
@@ -88,6 +93,7 @@ impl ServerConfig {
                 ..Default::default()
             },
             data_dir,
+            store: None,
             app: app.into(),
             max_body_bytes: 1024 * 1024,
             header_timeout: Duration::from_secs(10),
@@ -200,8 +206,8 @@ impl Host {
 
     /// [`Host::bootstrap`] with an app already loaded (and possibly adjusted).
     pub async fn bootstrap_with(config: ServerConfig, app: App) -> Result<(Arc<Host>, Bootstrap)> {
-        let registry = Registry::open(
-            &config.data_dir,
+        let registry = Registry::with_store(
+            crate::store::open(&config.data_dir, config.store.as_deref())?,
             config.engine.clone(),
             std::env::vars().collect(),
         )?;

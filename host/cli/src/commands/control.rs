@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use evos::registry::{ChangeReport, Registry};
-use evos::store::StateStore;
 use evos::{CallInput, EngineConfig};
 
 use super::{Cli, Exit, print_json, read_input};
@@ -17,7 +16,7 @@ pub(super) fn open(cli: &Cli) -> Result<Arc<Registry>> {
         cache_dir: (!cli.no_cache).then(|| cli.data_dir.join("cache")),
         ..Default::default()
     };
-    Registry::open(&cli.data_dir, config, std::env::vars().collect())
+    Registry::with_store(super::open_store(cli)?, config, std::env::vars().collect())
         .with_context(|| format!("opening the data directory {}", cli.data_dir.display()))
 }
 
@@ -305,7 +304,7 @@ pub struct HistoryArgs {
 }
 
 pub fn history(cli: &Cli, args: &HistoryArgs) -> Result<Exit> {
-    let store = evos::store::SqliteStore::open(&cli.data_dir)?;
+    let store = super::open_store(cli)?;
     let rows = store.history(&args.plugin)?;
     if rows.is_empty() {
         anyhow::bail!(
@@ -491,7 +490,7 @@ pub enum AuditCommand {
 }
 
 pub fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
-    let store = evos::store::SqliteStore::open(&cli.data_dir)?;
+    let store = super::open_store(cli)?;
     match cmd {
         AuditCommand::Log { since, json } => {
             let entries = store.audit_list(0, since.as_deref())?;
@@ -530,7 +529,7 @@ pub fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
                 say!(
                     "chain intact: {} entries, but there is no anchor file ({}): deleting the newest entries would not be detected",
                     v.entries,
-                    store.anchor_path().display()
+                    store.dir().join("audit.anchor").display()
                 );
                 if let Some(note) = &v.note {
                     say!("note: {note}");

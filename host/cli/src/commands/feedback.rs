@@ -1,7 +1,7 @@
 //! `evos feedback`: label a recorded action after the fact.
 
-use anyhow::{Context, Result};
-use evos::store::{LABEL_FROM_FEEDBACK, NewLabel, SqliteStore, StateStore};
+use anyhow::Result;
+use evos::store::{LABEL_FROM_FEEDBACK, NewLabel};
 
 use super::{Cli, Exit, print_json};
 
@@ -26,8 +26,7 @@ pub struct Args {
 }
 
 pub fn run(cli: &Cli, args: &Args) -> Result<Exit> {
-    let store = SqliteStore::open(&cli.data_dir)
-        .with_context(|| format!("opening {}", cli.data_dir.display()))?;
+    let store = super::open_store(cli)?;
     let actor = super::control::actor();
     let label = match store.add_label(&NewLabel {
         event_id: &args.event,

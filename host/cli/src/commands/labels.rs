@@ -1,7 +1,6 @@
 //! `evos labels`: the human labels, for training.
 
-use anyhow::{Context, Result};
-use evos::store::SqliteStore;
+use anyhow::Result;
 
 use super::{Cli, Exit};
 
@@ -30,8 +29,7 @@ pub fn run(cli: &Cli, cmd: &Command) -> Result<Exit> {
     match cmd {
         Command::Export { plugin, since, app } => {
             let since = since.as_deref().map(super::since_time).transpose()?;
-            let store = SqliteStore::open(&cli.data_dir)
-                .with_context(|| format!("opening {}", cli.data_dir.display()))?;
+            let store = super::open_store(cli)?;
             let key = evos::redact::host_key(&cli.data_dir)?;
             let app = if app.exists() {
                 Some(evos::app::App::load(app)?)
@@ -46,7 +44,7 @@ pub fn run(cli: &Cli, cmd: &Command) -> Result<Exit> {
                 .unwrap_or_default();
             let redactor = evos::redact::Redactor::new(&key, &paths).map_err(anyhow::Error::msg)?;
             let rows =
-                evos::labels::export(&store, plugin, since.as_deref(), &redactor, app.as_ref())?;
+                evos::labels::export(&*store, plugin, since.as_deref(), &redactor, app.as_ref())?;
             for row in &rows {
                 println!("{row}");
             }

@@ -48,6 +48,11 @@ struct Cli {
     /// Directory for host state (the compile cache lives in <data-dir>/cache).
     #[arg(long, global = true, default_value = ".evos", env = "EVOS_DATA_DIR")]
     data_dir: PathBuf,
+    /// The state several nodes share: a PostgreSQL URL
+    /// (postgres://user:password@host:5432/database). Without it the state
+    /// is SQLite in the data directory.
+    #[arg(long, global = true, env = "EVOS_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Do not read or write the compile cache.
     #[arg(long, global = true)]
     no_cache: bool,
@@ -193,17 +198,19 @@ fn engine(cli: &Cli) -> Result<evos::Engine> {
 /// A runtime whose `kv` persists in the data directory, as deployed
 /// plugins' does.
 fn runtime(cli: &Cli) -> Result<evos::Runtime> {
-    let store = std::sync::Arc::new(
-        evos::store::SqliteStore::open(&cli.data_dir)
-            .with_context(|| format!("opening the data directory {}", cli.data_dir.display()))?,
-    );
     let runtime = evos::Runtime::with_parts(
         engine(cli)?,
-        std::sync::Arc::new(evos::store::SqliteKv::new(store)),
+        open_store(cli)?.kv(),
         std::env::vars().collect(),
     );
     runtime.protect(&cli.data_dir, "data directory");
     Ok(runtime)
+}
+
+/// The host's state: `--store` when given, else the data directory's.
+fn open_store(cli: &Cli) -> Result<std::sync::Arc<dyn evos::store::StateStore>> {
+    evos::store::open(&cli.data_dir, cli.store.as_deref())
+        .with_context(|| format!("opening the state of {}", cli.data_dir.display()))
 }
 
 /// Read a file, or standard input for `-`.

@@ -1,7 +1,7 @@
 //! `evos recordings`: the recorded, redacted pipeline traffic.
 
-use anyhow::{Context, Result};
-use evos::store::{RecordingFilter, SqliteStore, StateStore};
+use anyhow::Result;
+use evos::store::RecordingFilter;
 
 use super::{Cli, Exit};
 
@@ -33,8 +33,7 @@ pub enum Command {
 }
 
 pub fn run(cli: &Cli, cmd: &Command) -> Result<Exit> {
-    let store = SqliteStore::open(&cli.data_dir)
-        .with_context(|| format!("opening {}", cli.data_dir.display()))?;
+    let store = super::open_store(cli)?;
     match cmd {
         Command::List {
             trace,
@@ -62,7 +61,7 @@ pub fn run(cli: &Cli, cmd: &Command) -> Result<Exit> {
                     app.path.display()
                 );
             };
-            let pruned = evos::recording::prune(&store, config, &super::control::actor())?;
+            let pruned = evos::recording::prune(&*store, config, &super::control::actor())?;
             say!(
                 "pruned {} recorded events past retention and {} beyond max-rows; {} kept",
                 pruned.expired,

@@ -41,8 +41,7 @@ pub async fn run(cli: &Cli, args: &Args) -> Result<Exit> {
     app.load_into(&runtime)?;
     let body = read_input(&args.input)?;
     let options = if args.record {
-        let store: std::sync::Arc<dyn evos::store::StateStore> =
-            std::sync::Arc::new(evos::store::SqliteStore::open(&cli.data_dir)?);
+        let store: std::sync::Arc<dyn evos::store::StateStore> = super::open_store(cli)?;
         let recorder = match &app.recording {
             Some(config) => {
                 let key = evos::redact::host_key(&cli.data_dir)?;

@@ -36,6 +36,7 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> Result<Exit> {
         tracing::info!("raised the open-file limit from {before} to {after}");
     }
     let mut config = ServerConfig::new(&cli.data_dir, &args.app);
+    config.store = cli.store.clone();
     config.max_body_bytes = usize::try_from(args.max_body.as_u64()).unwrap_or(usize::MAX);
     if cli.no_cache {
         config.engine.cache_dir = None;
@@ -96,10 +97,7 @@ pub enum TokenCommand {
 }
 
 fn store(cli: &Cli) -> Result<std::sync::Arc<dyn evos::store::StateStore>> {
-    Ok(std::sync::Arc::new(
-        evos::store::SqliteStore::open(&cli.data_dir)
-            .with_context(|| format!("opening {}", cli.data_dir.display()))?,
-    ))
+    super::open_store(cli)
 }
 
 pub fn token(cli: &Cli, cmd: &TokenCommand) -> Result<Exit> {

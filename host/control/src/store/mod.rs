@@ -37,6 +37,23 @@ mod sqlite;
 
 pub use sqlite::{SqliteKv, SqliteStore};
 
+/// The store of a host: SQLite in `dir` when `url` is absent (the embedded
+/// default), else the PostgreSQL database at `url` that several nodes
+/// share, with `dir` as this node's own directory (compile cache, audit
+/// anchor, admin token).
+pub fn open(dir: &Path, url: Option<&str>) -> Result<Arc<dyn StateStore>> {
+    match url {
+        None => Ok(Arc::new(SqliteStore::open(dir)?)),
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(Arc::new(postgres::PgStore::connect(u, dir)?))
+        }
+        Some(u) => Err(Error::Refused(format!(
+            "the store `{}` is not a PostgreSQL URL; give postgres://user:password@host:5432/database, or leave --store out to keep the state in SQLite in the data directory",
+            postgres::without_password(u)
+        ))),
+    }
+}
+
 /// A store operation that waits without holding a thread.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 

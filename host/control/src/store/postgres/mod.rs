@@ -188,7 +188,7 @@ impl std::fmt::Debug for PgStore {
 }
 
 /// `url` with its password replaced, for logs and errors.
-fn without_password(url: &str) -> String {
+pub(crate) fn without_password(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((userinfo, host)) => {
@@ -242,10 +242,11 @@ macro_rules! in_tx {
         let shown = $store.shown.clone();
         let committed = $store.run(move |pool| async move {
             let mut client = client(&pool, &shown).await?;
-            let tx = client
-                .transaction()
-                .await
-                .map_err(db(concat!("starting a transaction (", $label, ")")))?;
+            let tx = client.transaction().await.map_err(db(concat!(
+                "starting a transaction (",
+                $label,
+                ")"
+            )))?;
             let result = {
                 let $tx: &tokio_postgres::Transaction<'_> = &tx;
                 $body
@@ -361,7 +362,28 @@ impl PgStore {
             changes,
         };
         store.migrate()?;
+        store.anchor_joined()?;
         Ok(store)
+    }
+
+    /// A node without an anchor yet anchors the chain's head as it finds
+    /// it, so entries cut off from then on are detected from this node too.
+    fn anchor_joined(&self) -> Result<()> {
+        if lock(&self.anchored).is_some() {
+            return Ok(());
+        }
+        let head = read!(self, |c| {
+            let r = c
+                .query_one("SELECT seq, hash FROM audit_head WHERE id = 1", &[])
+                .await
+                .map_err(db("reading the head of the audit chain"))?;
+            Ok((r.get::<_, i64>(0), r.get::<_, String>(1)))
+        })?;
+        self.anchor((head.0 > 0).then_some(Anchor {
+            seq: head.0,
+            hash: head.1,
+            pending: 0,
+        }))
     }
 
     /// This node's name in the rows it owns.
@@ -418,7 +440,10 @@ impl PgStore {
     }
 
     /// [`PgStore::grouped`] for async code: waits without holding a thread.
-    fn grouped_async(&self, write: Write) -> impl Future<Output = Result<Written>> + Send + 'static {
+    fn grouped_async(
+        &self,
+        write: Write,
+    ) -> impl Future<Output = Result<Written>> + Send + 'static {
         let (answer, wait) = tokio::sync::oneshot::channel::<Result<Written>>();
         let sent = self.group.send(GroupJob {
             write,
@@ -429,7 +454,9 @@ impl PgStore {
         let shown = self.shown.clone();
         async move {
             if sent.is_err() {
-                return Err(Error::Refused(format!("the connection to {shown} is closed")));
+                return Err(Error::Refused(format!(
+                    "the connection to {shown} is closed"
+                )));
             }
             wait.await.unwrap_or_else(|_| {
                 Err(Error::Refused(format!(
@@ -529,10 +556,9 @@ impl PgStore {
     pub fn take_expired_reviews(&self) -> Result<Vec<Review>> {
         let node = self.node.clone();
         let reviews = in_tx!(self, "taking over reviews", |tx| {
-            let until = humantime::format_rfc3339_micros(
-                std::time::SystemTime::now() + ops::REVIEW_LEASE,
-            )
-            .to_string();
+            let until =
+                humantime::format_rfc3339_micros(std::time::SystemTime::now() + ops::REVIEW_LEASE)
+                    .to_string();
             let rows = tx
                 .query(
                     "UPDATE reviews SET lease_node = $1, lease_until = $2
@@ -754,7 +780,8 @@ async fn listen(
             Ok((client, mut connection)) => {
                 let (notified, mut notifications) = tokio::sync::mpsc::unbounded_channel();
                 let driver = tokio::spawn(async move {
-                    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(message) = messages.next().await {
                         match message {
                             Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
@@ -767,7 +794,11 @@ async fn listen(
                         }
                     }
                 });
-                if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_ok() {
+                if client
+                    .batch_execute(&format!("LISTEN {CHANNEL}"))
+                    .await
+                    .is_ok()
+                {
                     changed.send_modify(|n| *n += 1);
                     while notifications.recv().await.is_some() {
                         changed.send_modify(|n| *n += 1);
@@ -788,13 +819,20 @@ async fn listen(
 struct PgRows<'s>(&'s PgStore);
 
 impl audit::ChainRows for PgRows<'_> {
-    fn after(&mut self, after: i64, limit: usize) -> std::result::Result<Vec<audit::RowRead>, AuditError> {
+    fn after(
+        &mut self,
+        after: i64,
+        limit: usize,
+    ) -> std::result::Result<Vec<audit::RowRead>, AuditError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = read!(self.0, |c| Ok(ops::audit_page(c, after, limit).await));
         flatten_audit(rows)
     }
 
-    fn chained_onto(&mut self, prev_hash: &str) -> std::result::Result<Vec<audit::RowRead>, AuditError> {
+    fn chained_onto(
+        &mut self,
+        prev_hash: &str,
+    ) -> std::result::Result<Vec<audit::RowRead>, AuditError> {
         let prev_hash = prev_hash.to_owned();
         let rows = read!(self.0, |c| Ok(ops::audit_chained_onto(c, prev_hash).await));
         flatten_audit(rows)
@@ -842,12 +880,15 @@ impl StateStore for PgStore {
     fn get_blob(&self, digest: &str) -> Result<Vec<u8>> {
         let d = digest.to_owned();
         let bytes: Option<Vec<u8>> = read!(self, |c| {
-            Ok(c.query_opt("SELECT bytes FROM blobs WHERE digest = $1", &[&d])
-                .await
-                .map_err(db("reading a component"))?
-                .map(|r| r.get(0)))
+            Ok(
+                c.query_opt("SELECT bytes FROM blobs WHERE digest = $1", &[&d])
+                    .await
+                    .map_err(db("reading a component"))?
+                    .map(|r| r.get(0)),
+            )
         })?;
-        let bytes = bytes.ok_or_else(|| Error::NotFound(format!("no component stored as {digest}")))?;
+        let bytes =
+            bytes.ok_or_else(|| Error::NotFound(format!("no component stored as {digest}")))?;
         let actual = hex::encode(Sha256::digest(&bytes));
         if actual != digest {
             return Err(Error::store(
@@ -897,10 +938,13 @@ impl StateStore for PgStore {
 
     fn generation(&self) -> Result<i64> {
         read!(self, |c| {
-            Ok(c.query_one("SELECT generation FROM control_generation WHERE id = 1", &[])
-                .await
-                .map_err(db("reading the control generation"))?
-                .get(0))
+            Ok(c.query_one(
+                "SELECT generation FROM control_generation WHERE id = 1",
+                &[],
+            )
+            .await
+            .map_err(db("reading the control generation"))?
+            .get(0))
         })
     }
 
@@ -999,8 +1043,13 @@ impl StateStore for PgStore {
 
     fn agreement(&self, live_id: i64, candidate_id: i64) -> Result<Agreement> {
         let node = self.node.clone();
-        let (mut mine, others) =
-            read!(self, |c| ops::agreement_rows(c, live_id, candidate_id, &node).await)?;
+        let (mut mine, others) = read!(self, |c| ops::agreement_rows(
+            c,
+            live_id,
+            candidate_id,
+            &node
+        )
+        .await)?;
         ops::add_agreement(&mut mine, &others);
         lock(&self.baselines)
             .agreement
@@ -1009,7 +1058,10 @@ impl StateStore for PgStore {
     }
 
     fn put_agreement(&self, live_id: i64, candidate_id: i64, agreement: &Agreement) -> Result<()> {
-        let own = match lock(&self.baselines).agreement.get(&(live_id, candidate_id)) {
+        let own = match lock(&self.baselines)
+            .agreement
+            .get(&(live_id, candidate_id))
+        {
             Some(others) => ops::sub_agreement(agreement, others),
             None => agreement.clone(),
         };
@@ -1393,7 +1445,13 @@ impl KvStore for PgKv {
         .map_err(|e| KvStoreError::Backend(format!("kv store: {e}")))
     }
 
-    fn set(&self, ns: &str, key: &str, value: &[u8], quota: KvQuota) -> std::result::Result<(), KvStoreError> {
+    fn set(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &[u8],
+        quota: KvQuota,
+    ) -> std::result::Result<(), KvStoreError> {
         kv_answer(self.0.grouped(Write::KvSet {
             ns: ns.to_owned(),
             key: key.to_owned(),
@@ -1429,7 +1487,12 @@ impl KvStore for PgKv {
         Box::pin(async move { kv_answer(done.await).map(|w| matches!(w, Written::Deleted(true))) })
     }
 
-    fn list_keys(&self, ns: &str, prefix: &str, limit: usize) -> std::result::Result<Vec<String>, KvStoreError> {
+    fn list_keys(
+        &self,
+        ns: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> std::result::Result<Vec<String>, KvStoreError> {
         let (ns, prefix) = (ns.to_owned(), prefix.to_owned());
         let max = i64::try_from(limit).unwrap_or(i64::MAX);
         read!(self.0, |c| {
@@ -1474,8 +1537,8 @@ mod tests {
             "postgres://evos:s3cret@127.0.0.1:1/evos?connect_timeout=2",
             std::env::temp_dir().join("evos-pg-unreachable"),
         )
-            .unwrap_err()
-            .to_string();
+        .unwrap_err()
+        .to_string();
         assert!(!e.contains("s3cret") && e.contains("cannot connect"), "{e}");
     }
 }

@@ -18,8 +18,8 @@ use crate::store::review_entries as entries;
 use crate::store::{
     Agreement, Change, Decision, DecisionRecord, DeploymentRow, HistoryRow, LABEL_FROM_REVIEW,
     Label, NewLabel, NewRecording, NewReview, NewVersion, REVIEWS_LISTED, RecordedCall, Recording,
-    RecordingFilter, Review, ReviewResult, ReviewStatus, Role, StoredCall, Token,
-    VersionRow, now, stale, valid_label,
+    RecordingFilter, Review, ReviewResult, ReviewStatus, Role, StoredCall, Token, VersionRow, now,
+    stale, valid_label,
 };
 use crate::{Error, Result};
 
@@ -227,16 +227,15 @@ pub(super) async fn version(c: &impl GenericClient, id: i64) -> Result<VersionRo
 }
 
 pub(super) async fn versions_of(c: &impl GenericClient, plugin: &str) -> Result<Vec<VersionRow>> {
-    Ok(c
-        .query(
-            &format!("{VERSION_SELECT} WHERE plugin = $1 ORDER BY id DESC"),
-            &[&plugin],
-        )
-        .await
-        .map_err(db("listing versions"))?
-        .iter()
-        .map(version_row)
-        .collect())
+    Ok(c.query(
+        &format!("{VERSION_SELECT} WHERE plugin = $1 ORDER BY id DESC"),
+        &[&plugin],
+    )
+    .await
+    .map_err(db("listing versions"))?
+    .iter()
+    .map(version_row)
+    .collect())
 }
 
 pub(super) async fn deployment(
@@ -255,13 +254,14 @@ pub(super) async fn deployment(
 }
 
 pub(super) async fn deployments(c: &impl GenericClient) -> Result<Vec<DeploymentRow>> {
-    Ok(c
-        .query(&format!("{DEPLOYMENT_SELECT} ORDER BY plugin"), &[])
-        .await
-        .map_err(db("listing deployments"))?
-        .iter()
-        .map(deployment_row)
-        .collect())
+    Ok(
+        c.query(&format!("{DEPLOYMENT_SELECT} ORDER BY plugin"), &[])
+            .await
+            .map_err(db("listing deployments"))?
+            .iter()
+            .map(deployment_row)
+            .collect(),
+    )
 }
 
 pub(super) async fn history(c: &impl GenericClient, plugin: &str) -> Result<Vec<HistoryRow>> {
@@ -414,7 +414,10 @@ pub(super) async fn stats_rows(
     c: &impl GenericClient,
     version_id: i64,
     node: &str,
-) -> Result<((OutcomeCounts, Vec<(u64, u64)>), (OutcomeCounts, Vec<(u64, u64)>))> {
+) -> Result<(
+    (OutcomeCounts, Vec<(u64, u64)>),
+    (OutcomeCounts, Vec<(u64, u64)>),
+)> {
     let rows = c
         .query(
             "SELECT node, outcomes, histogram FROM version_stats WHERE version_id = $1",
@@ -452,7 +455,12 @@ pub(super) fn add_counts(into: &mut OutcomeCounts, more: &OutcomeCounts) {
 pub(super) fn sub_counts(total: &OutcomeCounts, less: &OutcomeCounts) -> OutcomeCounts {
     total
         .iter()
-        .map(|(k, v)| (k.clone(), v.saturating_sub(less.get(k).copied().unwrap_or(0))))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(less.get(k).copied().unwrap_or(0)),
+            )
+        })
         .filter(|(_, v)| *v > 0)
         .collect()
 }
@@ -567,7 +575,8 @@ const REVIEW_SELECT: &str = "SELECT id, created_at, status, trace_id, connector,
 
 fn review_row(r: &Row) -> Result<Review> {
     fn parse<T: serde::de::DeserializeOwned>(what: &str, text: String) -> Result<T> {
-        serde_json::from_str(&text).map_err(|e| Error::store(format!("reading a review's {what}"), e))
+        serde_json::from_str(&text)
+            .map_err(|e| Error::store(format!("reading a review's {what}"), e))
     }
     let status: String = r.get(2);
     Ok(Review {
@@ -588,7 +597,10 @@ fn review_row(r: &Row) -> Result<Review> {
     })
 }
 
-pub(super) async fn enqueue_review(tx: &Transaction<'_>, r: &NewReview<'_>) -> Result<(i64, Anchor)> {
+pub(super) async fn enqueue_review(
+    tx: &Transaction<'_>,
+    r: &NewReview<'_>,
+) -> Result<(i64, Anchor)> {
     let action = serde_json::to_string(r.action).unwrap_or_default();
     let event = serde_json::to_string(r.event).unwrap_or_default();
     let reasons = serde_json::to_string(r.reasons).unwrap_or_default();
@@ -673,11 +685,10 @@ pub(super) async fn decide_review(
     let lease_node = d.approve.then_some(node);
     let decided = tx
         .query_opt(
-            &format!(
-                "UPDATE reviews SET status = $2, decided_by = $3, decided_at = $4, comment = $5, lease_node = $6, lease_until = $7
+                            "UPDATE reviews SET status = $2, decided_by = $3, decided_at = $4, comment = $5, lease_node = $6, lease_until = $7
                  WHERE id = $1 AND status = 'pending'
                  RETURNING id, created_at, status, trace_id, connector, proposed_by, action, event, reasons, decided_by, decided_at, comment, result, action_index"
-            ),
+            ,
             &[&d.id, &status.as_str(), &d.reviewer, &now(), &d.comment, &lease_node, &lease_until],
         )
         .await
@@ -861,14 +872,13 @@ pub(super) async fn decision(
     event_id: &str,
     action_index: usize,
 ) -> Result<Option<DecisionRecord>> {
-    Ok(c
-        .query_opt(
-            &format!("{DECISION_SELECT} WHERE event_id = $1 AND action_index = $2"),
-            &[&event_id, &index(action_index)],
-        )
-        .await
-        .map_err(db("reading a decision"))?
-        .map(|r| decision_row(&r)))
+    Ok(c.query_opt(
+        &format!("{DECISION_SELECT} WHERE event_id = $1 AND action_index = $2"),
+        &[&event_id, &index(action_index)],
+    )
+    .await
+    .map_err(db("reading a decision"))?
+    .map(|r| decision_row(&r)))
 }
 
 pub(super) async fn add_label(tx: &Transaction<'_>, l: &NewLabel<'_>) -> Result<(Label, Anchor)> {
@@ -902,16 +912,15 @@ pub(super) async fn add_label(tx: &Transaction<'_>, l: &NewLabel<'_>) -> Result<
 }
 
 pub(super) async fn labels(c: &impl GenericClient, event_id: &str) -> Result<Vec<Label>> {
-    Ok(c
-        .query(
-            &format!("{LABEL_SELECT} WHERE event_id = $1 ORDER BY id"),
-            &[&event_id],
-        )
-        .await
-        .map_err(db("reading labels"))?
-        .iter()
-        .map(|r| label_row(r, 0))
-        .collect())
+    Ok(c.query(
+        &format!("{LABEL_SELECT} WHERE event_id = $1 ORDER BY id"),
+        &[&event_id],
+    )
+    .await
+    .map_err(db("reading labels"))?
+    .iter()
+    .map(|r| label_row(r, 0))
+    .collect())
 }
 
 pub(super) async fn labeled(
@@ -988,9 +997,8 @@ const CALL_SELECT: &str = "SELECT c.id, c.recording_id, r.trace_id, r.event_id, 
     FROM recorded_calls c JOIN recordings r ON r.id = c.recording_id";
 
 fn call_row(r: &Row) -> StoredCall {
-    let json = |i: usize| {
-        serde_json::from_str(&r.get::<_, String>(i)).unwrap_or(serde_json::Value::Null)
-    };
+    let json =
+        |i: usize| serde_json::from_str(&r.get::<_, String>(i)).unwrap_or(serde_json::Value::Null);
     StoredCall {
         id: r.get(0),
         recording_id: r.get(1),
@@ -1078,7 +1086,10 @@ pub(super) async fn recordings(
     let mut by_recording: BTreeMap<i64, Vec<RecordedCall>> = BTreeMap::new();
     for row in &calls {
         let call = call_row(row);
-        by_recording.entry(call.recording_id).or_default().push(call.call);
+        by_recording
+            .entry(call.recording_id)
+            .or_default()
+            .push(call.call);
     }
     for rec in &mut out {
         rec.calls = by_recording.remove(&rec.id).unwrap_or_default();
@@ -1160,14 +1171,13 @@ pub(super) async fn drift(
     c: &impl GenericClient,
     version_id: i64,
 ) -> Result<(Option<String>, Option<String>)> {
-    Ok(c
-        .query_opt(
-            "SELECT reference, judged FROM drift WHERE version_id = $1",
-            &[&version_id],
-        )
-        .await
-        .map_err(db("reading drift"))?
-        .map_or((None, None), |r| (r.get(0), r.get(1))))
+    Ok(c.query_opt(
+        "SELECT reference, judged FROM drift WHERE version_id = $1",
+        &[&version_id],
+    )
+    .await
+    .map_err(db("reading drift"))?
+    .map_or((None, None), |r| (r.get(0), r.get(1))))
 }
 
 // ---- tokens -----------------------------------------------------------
@@ -1186,16 +1196,15 @@ fn token_row(r: &Row) -> Token {
 }
 
 pub(super) async fn tokens(c: &impl GenericClient) -> Result<Vec<Token>> {
-    Ok(c
-        .query(
-            "SELECT id, name, role, scope, created_at, revoked_at FROM tokens ORDER BY created_at",
-            &[],
-        )
-        .await
-        .map_err(db("listing tokens"))?
-        .iter()
-        .map(token_row)
-        .collect())
+    Ok(c.query(
+        "SELECT id, name, role, scope, created_at, revoked_at FROM tokens ORDER BY created_at",
+        &[],
+    )
+    .await
+    .map_err(db("listing tokens"))?
+    .iter()
+    .map(token_row)
+    .collect())
 }
 
 pub(super) async fn token(c: &impl GenericClient, id: &str) -> Result<Option<(Token, String)>> {

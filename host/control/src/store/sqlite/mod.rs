@@ -26,8 +26,8 @@ use sha2::{Digest, Sha256};
 use super::{
     Agreement, Change, Decision, DecisionRecord, Deploy, DeploymentRow, HistoryRow, Label,
     NewLabel, NewRecording, NewReview, NewVersion, Recording, RecordingFilter, Review,
-    ReviewResult, ReviewStatus, StateStore, StoreFuture, StoredCall, Token,
-    VersionRow, crashpoint, now, stale,
+    ReviewResult, ReviewStatus, StateStore, StoreFuture, StoredCall, Token, VersionRow, crashpoint,
+    now, stale,
 };
 use crate::audit::{self, Anchor, NewEntry};
 use crate::capability::kv::KvStore;

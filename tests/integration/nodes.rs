@@ -1,0 +1,304 @@
+//! Two evos nodes sharing one PostgreSQL database (a real server the test
+//! starts on 127.0.0.1): a deployment change on one is live on the other
+//! at once, a token revoked on one is refused by the other, and of two
+//! reviewers approving the same review on two nodes exactly one wins and
+//! the action is carried out once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use evos::auth::Role;
+use evos::server::{Host, ServerConfig};
+use serde_json::Value;
+
+use crate::support::*;
+
+struct Node {
+    port: u16,
+    host: Arc<Host>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A node serving `app` over the shared database at `url`, with a
+/// directory of its own.
+async fn node(url: &str, app: evos::app::App) -> (Node, Option<String>) {
+    let dir = tempdir("node");
+    let mut config = ServerConfig::new(&dir, root().join("evos.toml"));
+    config.store = Some(url.to_string());
+    config.engine.cache_dir = Some(root().join("target/evos-test-cache"));
+    config.engine.max_instances = 64;
+    let (host, boot) = Host::bootstrap_with(config, app).await.expect("bootstrap");
+    let admin = boot.admin_token_file.map(|f| {
+        std::fs::read_to_string(f)
+            .expect("token")
+            .trim()
+            .to_string()
+    });
+    let (port, stop) = serve_on_loopback(host.clone()).await;
+    (
+        Node {
+            port,
+            host,
+            _stop: stop,
+        },
+        admin,
+    )
+}
+
+async fn two_nodes(url: &str, downstream: &Downstream) -> (Node, Node, String) {
+    let endpoint = downstream.url("/claims/payouts");
+    let (a, admin) = node(url, claims_app(&endpoint)).await;
+    let (b, second) = node(url, claims_app(&endpoint)).await;
+    assert!(
+        second.is_none(),
+        "the second node finds the first one's tokens and creates none"
+    );
+    (a, b, admin.expect("the first node creates the admin token"))
+}
+
+async fn req(
+    port: u16,
+    method: &'static str,
+    path: String,
+    token: &str,
+    body: Vec<u8>,
+) -> (u16, String) {
+    let token = token.to_string();
+    tokio::task::spawn_blocking(move || {
+        http_request(
+            port,
+            method,
+            &path,
+            Some(&token),
+            &body,
+            &[("content-type", "application/json")],
+        )
+    })
+    .await
+    .expect("join")
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn canary_of(node: &Node) -> Option<(String, u8)> {
+    node.host.registry.route("fraud-score").and_then(|r| {
+        r.canary
+            .as_ref()
+            .map(|(c, w)| (c.plugin.version().to_string(), *w))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_on_one_node_is_live_on_the_other_at_once() {
+    let pg = PgServer::start();
+    let url = pg.database();
+    let downstream = Downstream::start(200);
+    let (a, b, admin) = two_nodes(&url, &downstream).await;
+    let manifest = evos::Manifest::load(root().join("policies/versions/fraud-score-1.1.0.toml"))
+        .expect("1.1.0");
+    let bytes = component("fraud-score-retrained");
+
+    // Canaries deployed and rolled back on A: each change is served by B.
+    let mut delays = Vec::new();
+    for weight in [10u8, 30, 50] {
+        for deploy in [true, false] {
+            let started = Instant::now();
+            let expected = if deploy {
+                a.host
+                    .registry
+                    .deploy(manifest.clone(), &bytes, "1.1.0", Some(weight), "node-a")
+                    .await
+                    .expect("canary on A");
+                Some(("1.1.0".to_string(), weight))
+            } else {
+                a.host
+                    .registry
+                    .rollback("fraud-score", None, "node-a")
+                    .await
+                    .expect("rollback on A");
+                None
+            };
+            while canary_of(&b) != expected {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "B never served {expected:?}: {:?}",
+                    canary_of(&b)
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            delays.push(started.elapsed());
+        }
+    }
+    a.host
+        .registry
+        .deploy(manifest.clone(), &bytes, "1.1.0", Some(20), "node-a")
+        .await
+        .expect("canary on A");
+    while canary_of(&b).is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    delays.sort();
+    assert!(
+        delays[delays.len() / 2] < Duration::from_secs(1),
+        "B picks changes up within a second: {delays:?}"
+    );
+
+    // A promotion through B's API is live on A, and B's history is A's.
+    let (status, body) = req(
+        b.port,
+        "POST",
+        "/v1/plugins/fraud-score/promote".into(),
+        &admin,
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let started = Instant::now();
+    loop {
+        let route = a.host.registry.route("fraud-score").expect("route");
+        if route.canary.is_none() && route.stable.plugin.version() == "1.1.0" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "A never promoted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let history = a
+        .host
+        .registry
+        .store()
+        .history("fraud-score")
+        .expect("history");
+    let actions: Vec<&str> = history.iter().map(|h| h.action.as_str()).collect();
+    assert_eq!(actions.first(), Some(&"deploy"));
+    assert_eq!(actions.last(), Some(&"promote"));
+
+    // A token revoked on A is refused by B within a second.
+    let (token, secret) = a
+        .host
+        .tokens
+        .create("auditor", Role::Auditor, "*", "test")
+        .expect("token");
+    let (status, _) = req(b.port, "GET", "/v1/audit".into(), &secret, vec![]).await;
+    assert_eq!(status, 200);
+    a.host.tokens.revoke(&token.id, "test").expect("revoke");
+    let started = Instant::now();
+    loop {
+        let (status, _) = req(b.port, "GET", "/v1/audit".into(), &secret, vec![]).await;
+        if status == 401 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "B still accepts a token revoked on A"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Both nodes' entries are one chain, verified from either node.
+    for n in [&a, &b] {
+        let v = n.host.registry.store().audit_verify().expect("verify");
+        assert!(v.intact && v.anchored, "{v:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_reviewers_approving_on_two_nodes_carry_the_action_out_once() {
+    let pg = PgServer::start();
+    let url = pg.database();
+    let downstream = Downstream::start(200);
+    let (a, b, admin) = two_nodes(&url, &downstream).await;
+    let claims = std::fs::read(root().join("plugins/claims-webhook/claims.json")).expect("claims");
+    let (status, body) = req(
+        a.port,
+        "POST",
+        "/v1/ingest/claims-webhook".into(),
+        &admin,
+        claims,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let report = json_of(&body);
+    let review_id = report["report"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .flat_map(|e| e["actions"].as_array().into_iter().flatten())
+        .find(|a| a["status"] == "escalated")
+        .and_then(|a| a["review_id"].as_i64())
+        .expect("an escalated action");
+    let escalated_claim = "C-1002";
+    assert!(
+        !downstream
+            .requests()
+            .iter()
+            .any(|r| r.body.contains(escalated_claim))
+    );
+
+    // Two reviewers approve at once, one on each node.
+    let (_, rita) = a
+        .host
+        .tokens
+        .create("rita", Role::Reviewer, "*", "test")
+        .expect("token");
+    let (_, rob) = a
+        .host
+        .tokens
+        .create("rob", Role::Reviewer, "*", "test")
+        .expect("token");
+    let path = format!("/v1/reviews/{review_id}/approve");
+    let (on_a, on_b) = tokio::join!(
+        req(a.port, "POST", path.clone(), &rita, b"{}".to_vec()),
+        req(b.port, "POST", path.clone(), &rob, b"{}".to_vec()),
+    );
+    let statuses = [on_a.0, on_b.0];
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "exactly one approval wins: {on_a:?} {on_b:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        1,
+        "the other is refused as already decided: {on_a:?} {on_b:?}"
+    );
+    let loser = if on_a.0 == 200 { &on_b.1 } else { &on_a.1 };
+    assert!(loser.contains("already"), "{loser}");
+
+    // The action was carried out once, with its idempotency key.
+    let delivered: Vec<_> = downstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.body.contains(escalated_claim))
+        .collect();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(
+        delivered[0].header("idempotency-key"),
+        Some(&*format!("{escalated_claim}/0"))
+    );
+    let review = b
+        .host
+        .reviews
+        .get(review_id)
+        .expect("read")
+        .expect("review");
+    assert_eq!(review.status, evos::review::ReviewStatus::Executed);
+    let entries = a.host.registry.store().audit_list(0, None).expect("audit");
+    let subject = format!("review/{review_id}");
+    let count = |action: &str| {
+        entries
+            .iter()
+            .filter(|e| e.subject == subject && e.action == action)
+            .count()
+    };
+    assert_eq!(count("review-approved"), 1);
+    assert_eq!(count("executed"), 1);
+    for n in [&a, &b] {
+        let v = n.host.registry.store().audit_verify().expect("verify");
+        assert!(v.intact && v.anchored, "{v:?}");
+    }
+}
