@@ -302,3 +302,108 @@ async fn two_reviewers_approving_on_two_nodes_carry_the_action_out_once() {
         assert!(v.intact && v.anchored, "{v:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_failing_on_calls_spread_over_two_nodes_is_rolled_back_once() {
+    let pg = PgServer::start();
+    let url = pg.database();
+    let downstream = Downstream::start(200);
+    let (a, b, _) = two_nodes(&url, &downstream).await;
+    let manifest = evos::Manifest::load(root().join("policies/versions/fraud-score-1.2.0.toml"))
+        .expect("1.2.0");
+    let min_calls = u64::from(manifest.rollout.min_calls);
+    a.host
+        .registry
+        .deploy(
+            manifest,
+            &component("fraud-score-regressed"),
+            "1.2.0",
+            Some(50),
+            "node-a",
+        )
+        .await
+        .expect("canary on A");
+    let started = Instant::now();
+    while canary_of(&b).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "B never saw the canary"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Calls alternate between the nodes; neither sees enough canary calls
+    // of its own to judge the canary, together they do.
+    let inputs = fraud_traffic();
+    let mut own = [0u64; 2];
+    for i in 0..(min_calls as usize * 14 / 5) {
+        let n = i % 2;
+        let node = if n == 0 { &a } else { &b };
+        if node
+            .host
+            .registry
+            .route("fraud-score")
+            .and_then(|r| r.canary.clone())
+            .is_none()
+        {
+            break;
+        }
+        let r = node
+            .host
+            .registry
+            .call("fraud-score", inputs[i % inputs.len()].clone(), None)
+            .await
+            .expect("call");
+        if &*r.version == "1.2.0" {
+            own[n] += 1;
+        }
+    }
+    assert!(
+        own.iter().all(|o| *o < min_calls) && own.iter().sum::<u64>() >= min_calls,
+        "each node alone is below min-calls {min_calls}, both together above: {own:?}"
+    );
+
+    // Within a few seconds both nodes serve without the canary.
+    let started = Instant::now();
+    while canary_of(&a).is_some() || canary_of(&b).is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the canary survived: {:?} {:?}",
+            canary_of(&a),
+            canary_of(&b)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give the slower node time to have tried too.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let entries = a.host.registry.store().audit_list(0, None).expect("audit");
+    let rollbacks: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action == "auto-rollback")
+        .collect();
+    assert_eq!(
+        rollbacks.len(),
+        1,
+        "exactly one node rolled back: {rollbacks:?}"
+    );
+    let judged = rollbacks[0].detail["evidence"]["canary"]["calls"]
+        .as_u64()
+        .expect("evidence");
+    assert!(
+        judged > own[0].max(own[1]),
+        "judged on {judged} calls, more than either node's own {own:?}"
+    );
+    let history = b
+        .host
+        .registry
+        .store()
+        .history("fraud-score")
+        .expect("history");
+    assert_eq!(
+        history
+            .iter()
+            .filter(|h| h.action == "auto-rollback")
+            .count(),
+        1
+    );
+}

@@ -43,6 +43,9 @@ pub struct Live {
     pub version_id: i64,
     pub plugin: Arc<Plugin>,
     window: Mutex<Window>,
+    /// The same version's windows on the other nodes sharing the store,
+    /// as last read ([`Live::share_window`]).
+    peers: Mutex<crate::rollout::WindowCounts>,
     totals: Mutex<Totals>,
     dirty: AtomicBool,
     calls_since_judged: AtomicU64,
@@ -56,6 +59,10 @@ struct Totals {
     fuel: u64,
     usage: crate::types::Usage,
 }
+
+/// How recent another node's published window must be to count: a node
+/// publishes every second, so one that stopped drops out after a few.
+const PEERS_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Latencies are recorded in microseconds up to 10 minutes.
 fn new_histogram() -> Histogram<u64> {
@@ -101,6 +108,7 @@ impl Live {
             version_id,
             plugin,
             window: Mutex::new(Window::default()),
+            peers: Mutex::default(),
             totals: Mutex::new(Totals {
                 outcomes,
                 latency,
@@ -128,6 +136,29 @@ impl Live {
             }
         }
         self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// The rollout window's statistics over `window`: this process's
+    /// calls and those the other nodes published.
+    fn window_stats(&self, window: std::time::Duration) -> Option<crate::rollout::WindowStats> {
+        let peers = self.peers.lock().ok()?.clone();
+        Some(self.window.lock().ok()?.stats_with(window, &peers))
+    }
+
+    /// Publish this process's rollout window of the version and read the
+    /// other nodes' (every second while serving; a no-op for a store no
+    /// other node shares).
+    fn share_window(&self, store: &dyn StateStore, window: std::time::Duration) -> Result<()> {
+        let mine = match self.window.lock() {
+            Ok(mut w) => w.counts(window),
+            Err(_) => return Ok(()),
+        };
+        store.put_window(self.version_id, &mine)?;
+        let peers = store.peer_windows(self.version_id, PEERS_FRESH)?;
+        if let Ok(mut p) = self.peers.lock() {
+            *p = peers;
+        }
+        Ok(())
     }
 
     /// Calls this version answered (persisted across restarts).
@@ -692,6 +723,40 @@ impl Registry {
         });
     }
 
+    /// Judge every canary's window now, other nodes' calls included, and
+    /// roll back those that break their policy. A serving host does this
+    /// every second after reading the other nodes' windows, so a canary
+    /// whose calls are spread over several nodes is judged on all of them.
+    /// Nodes judging at once race to commit the rollback: the first wins,
+    /// the others' change is refused as decided on a deployment that has
+    /// since changed, and they pick the rollback up.
+    pub async fn judge_canaries(&self) {
+        let canaries: Vec<(String, Arc<Live>)> = self
+            .routes()
+            .iter()
+            .filter_map(|(n, r)| {
+                r.load()
+                    .canary
+                    .as_ref()
+                    .map(|(c, _)| (n.clone(), c.clone()))
+            })
+            .collect();
+        for (name, canary) in canaries {
+            let Some(breach) = self.judge(&name, &canary) else {
+                continue;
+            };
+            match self.auto_rollback(&name, canary.version_id, &breach).await {
+                Ok(()) => {}
+                Err(Error::Refused(why)) => {
+                    tracing::info!(target: "evos::registry", plugin = name, "the canary is no longer this host's to roll back: {why}");
+                }
+                Err(e) => {
+                    tracing::error!(target: "evos::registry", plugin = name, "automatic rollback failed: {e}");
+                }
+            }
+        }
+    }
+
     /// Judge every progressive rollout now (steps that wait for time to
     /// pass advance here).
     pub async fn tick_rollouts(&self) {
@@ -725,8 +790,8 @@ impl Registry {
         };
         let policy = candidate.plugin.manifest().rollout.clone();
         let step = policy.steps.get(progress.step as usize)?.clone();
-        let candidate_stats = candidate.window.lock().ok()?.stats(policy.window);
-        let stable_stats = route.stable.window.lock().ok()?.stats(policy.window);
+        let candidate_stats = candidate.window_stats(policy.window)?;
+        let stable_stats = route.stable.window_stats(policy.window)?;
         let agreement = shadow
             .as_ref()
             .map(|s| s.agreement(route.stable.version_id));
@@ -1069,8 +1134,8 @@ impl Registry {
     fn judge(&self, name: &str, canary: &Arc<Live>) -> Option<Breach> {
         let route = self.route(name)?;
         let policy = &canary.plugin.manifest().rollout;
-        let canary_stats = canary.window.lock().ok()?.stats(policy.window);
-        let stable_stats = route.stable.window.lock().ok()?.stats(policy.window);
+        let canary_stats = canary.window_stats(policy.window)?;
+        let stable_stats = route.stable.window_stats(policy.window)?;
         judge(policy, &canary_stats, &stable_stats)
     }
 
@@ -1698,6 +1763,18 @@ impl Registry {
             route.stable.flush(&*self.store)?;
             if let Some((c, _)) = &route.canary {
                 c.flush(&*self.store)?;
+            }
+            // A candidate and the stable version it is judged against
+            // share their windows with the other nodes.
+            let candidate = route
+                .canary
+                .as_ref()
+                .map(|(c, _)| c.clone())
+                .or_else(|| route.shadow.as_ref().map(|(s, _)| s.live.clone()));
+            if let Some(candidate) = candidate {
+                let window = candidate.plugin.manifest().rollout.window;
+                candidate.share_window(&*self.store, window)?;
+                route.stable.share_window(&*self.store, window)?;
             }
             if let Some((s, _)) = &route.shadow {
                 s.live.flush(&*self.store)?;

@@ -348,8 +348,7 @@ impl Window {
         });
     }
 
-    /// Statistics over the samples younger than `window`.
-    pub fn stats(&mut self, window: Duration) -> WindowStats {
+    fn expire(&mut self, window: Duration) {
         let now = Instant::now();
         while self
             .samples
@@ -358,6 +357,39 @@ impl Window {
         {
             self.samples.pop_front();
         }
+    }
+
+    /// The samples younger than `window` as counts that add up with other
+    /// nodes' windows of the same version.
+    pub fn counts(&mut self, window: Duration) -> WindowCounts {
+        self.expire(window);
+        let mut latencies: BTreeMap<u64, u64> = BTreeMap::new();
+        for s in &self.samples {
+            *latencies.entry(three_digits(s.micros)).or_default() += 1;
+        }
+        WindowCounts {
+            calls: self.samples.len() as u64,
+            errors: self.samples.iter().filter(|s| !s.ok).count() as u64,
+            traps: self.samples.iter().filter(|s| s.trap).count() as u64,
+            latencies: latencies.into_iter().collect(),
+        }
+    }
+
+    /// Statistics over the samples younger than `window` together with
+    /// `peers`, the same version's windows on other nodes; exactly this
+    /// window's when there are none.
+    pub fn stats_with(&mut self, window: Duration, peers: &WindowCounts) -> WindowStats {
+        if peers.calls == 0 {
+            return self.stats(window);
+        }
+        let mut all = self.counts(window);
+        all.add(peers);
+        all.stats()
+    }
+
+    /// Statistics over the samples younger than `window`.
+    pub fn stats(&mut self, window: Duration) -> WindowStats {
+        self.expire(window);
         let calls = self.samples.len() as u64;
         if calls == 0 {
             return WindowStats::default();
@@ -374,6 +406,67 @@ impl Window {
             error_rate: errors as f64 / calls as f64,
             trap_rate: traps as f64 / calls as f64,
             p95_us: lat[idx],
+        }
+    }
+}
+
+/// `v` with its decimal digits after the first three set to zero: the
+/// latency buckets windows are shared in (0.1% apart at most).
+fn three_digits(v: u64) -> u64 {
+    let mut scale = 1;
+    while v / scale >= 1000 {
+        scale *= 10;
+    }
+    v / scale * scale
+}
+
+/// One version's recent calls as counts: what a node publishes of its
+/// window so rollouts are judged on the calls of every node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowCounts {
+    pub calls: u64,
+    pub errors: u64,
+    pub traps: u64,
+    /// (latency in µs to three significant digits, calls), ascending.
+    pub latencies: Vec<(u64, u64)>,
+}
+
+impl WindowCounts {
+    /// Add another window's counts.
+    pub fn add(&mut self, other: &WindowCounts) {
+        self.calls = self.calls.saturating_add(other.calls);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.traps = self.traps.saturating_add(other.traps);
+        let mut merged: BTreeMap<u64, u64> = self.latencies.iter().copied().collect();
+        for (v, n) in &other.latencies {
+            let slot = merged.entry(*v).or_default();
+            *slot = slot.saturating_add(*n);
+        }
+        self.latencies = merged.into_iter().collect();
+    }
+
+    /// What these counts say about the version.
+    pub fn stats(&self) -> WindowStats {
+        if self.calls == 0 {
+            return WindowStats::default();
+        }
+        let rank = ((self.calls as f64 * 0.95).ceil() as u64).clamp(1, self.calls);
+        let mut seen = 0u64;
+        let p95_us = self
+            .latencies
+            .iter()
+            .find(|(_, n)| {
+                seen = seen.saturating_add(*n);
+                seen >= rank
+            })
+            .map_or(0, |(v, _)| *v);
+        WindowStats {
+            calls: self.calls,
+            errors: self.errors,
+            traps: self.traps,
+            error_rate: self.errors as f64 / self.calls as f64,
+            trap_rate: self.traps as f64 / self.calls as f64,
+            p95_us,
         }
     }
 }
@@ -511,5 +604,41 @@ mod tests {
         w.record(&Outcome::Ok, 1);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(w.stats(Duration::from_millis(5)).calls, 0);
+    }
+
+    #[test]
+    fn windows_of_several_nodes_add_up_to_the_stats_of_all_their_calls() {
+        let trap = Outcome::Trap {
+            message: "unreachable".into(),
+        };
+        let (mut a, mut b, mut both) = (Window::default(), Window::default(), Window::default());
+        for i in 0..40u64 {
+            let (outcome, micros) = if i % 4 == 0 {
+                (&trap, 900 + i)
+            } else {
+                (&Outcome::Ok, 100 + i * 7)
+            };
+            let node = if i % 3 == 0 { &mut a } else { &mut b };
+            node.record(outcome, micros);
+            both.record(outcome, micros);
+        }
+        let window = Duration::from_secs(60);
+        let peers = b.counts(window);
+        let summed = a.stats_with(window, &peers);
+        let exact = both.stats(window);
+        assert_eq!(
+            (summed.calls, summed.errors, summed.traps),
+            (exact.calls, exact.errors, exact.traps)
+        );
+        assert_eq!(summed.trap_rate, exact.trap_rate);
+        // Latencies are shared to three significant digits.
+        assert_eq!(summed.p95_us, three_digits(exact.p95_us));
+        // Without peers a window judges exactly its own calls.
+        assert_eq!(
+            a.stats_with(window, &WindowCounts::default()),
+            a.stats(window)
+        );
+        assert_eq!(three_digits(123_456), 123_000);
+        assert_eq!(three_digits(999), 999);
     }
 }

@@ -775,7 +775,7 @@ async fn keep_in_step(host: Arc<Host>) {
             host.registry.tick_rollouts().await;
             let registry = host.registry.clone();
             match tokio::task::spawn_blocking(move || registry.flush_stats()).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => host.registry.judge_canaries().await,
                 Ok(Err(e)) => {
                     tracing::warn!(target: "evos::server", "could not persist call statistics: {e}")
                 }

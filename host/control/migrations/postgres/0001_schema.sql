@@ -85,6 +85,16 @@ CREATE TABLE agreement (
    PRIMARY KEY (live_id, candidate_id, node)
 );
 
+-- Each node's recent calls of a version (its rollout window), published
+-- every second, so canaries are judged on the calls of all nodes.
+CREATE TABLE windows (
+   version_id BIGINT NOT NULL REFERENCES versions(id),
+   node TEXT NOT NULL,
+   counts TEXT NOT NULL,
+   at TEXT NOT NULL,
+   PRIMARY KEY (version_id, node)
+);
+
 CREATE TABLE audit (
    seq BIGINT PRIMARY KEY,
    at TEXT NOT NULL,

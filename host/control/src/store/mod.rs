@@ -121,6 +121,24 @@ pub trait StateStore: Send + Sync + 'static {
     /// Replace the kept comparison of a version pair.
     fn put_agreement(&self, live_id: i64, candidate_id: i64, agreement: &Agreement) -> Result<()>;
 
+    /// Publish this process's recent calls of a version (its rollout
+    /// window), for the other nodes sharing this state: canaries and
+    /// rollout steps are judged on the calls of every node. The embedded
+    /// store serves one host and keeps none.
+    fn put_window(&self, _version_id: i64, _counts: &crate::rollout::WindowCounts) -> Result<()> {
+        Ok(())
+    }
+
+    /// The windows of a version other nodes published within `fresh`,
+    /// summed (none for the embedded store).
+    fn peer_windows(
+        &self,
+        _version_id: i64,
+        _fresh: Duration,
+    ) -> Result<crate::rollout::WindowCounts> {
+        Ok(Default::default())
+    }
+
     // ---- audit --------------------------------------------------------
 
     /// Append one audit entry, durably.

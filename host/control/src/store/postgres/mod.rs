@@ -1071,6 +1071,53 @@ impl StateStore for PgStore {
         })
     }
 
+    fn put_window(&self, version_id: i64, counts: &crate::rollout::WindowCounts) -> Result<()> {
+        let (node, counts) = (
+            self.node.clone(),
+            serde_json::to_string(counts).unwrap_or_else(|_| "{}".into()),
+        );
+        read!(self, |c| {
+            c.execute(
+                "INSERT INTO windows (version_id, node, counts, at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (version_id, node) DO UPDATE SET counts = $3, at = $4",
+                &[&version_id, &node, &counts, &now()],
+            )
+            .await
+            .map_err(db("publishing a rollout window"))?;
+            Ok(())
+        })
+    }
+
+    fn peer_windows(
+        &self,
+        version_id: i64,
+        fresh: std::time::Duration,
+    ) -> Result<crate::rollout::WindowCounts> {
+        let node = self.node.clone();
+        let since = humantime::format_rfc3339_micros(
+            std::time::SystemTime::now()
+                .checked_sub(fresh)
+                .unwrap_or(std::time::UNIX_EPOCH),
+        )
+        .to_string();
+        read!(self, |c| {
+            let rows = c
+                .query(
+                    "SELECT counts FROM windows WHERE version_id = $1 AND node <> $2 AND at >= $3",
+                    &[&version_id, &node, &since],
+                )
+                .await
+                .map_err(db("reading other nodes' rollout windows"))?;
+            let mut sum = crate::rollout::WindowCounts::default();
+            for r in rows {
+                if let Ok(counts) = serde_json::from_str(&r.get::<_, String>(0)) {
+                    sum.add(&counts);
+                }
+            }
+            Ok(sum)
+        })
+    }
+
     fn audit(&self, entry: NewEntry<'_>) -> Result<()> {
         self.grouped(Write::Audit(OwnedEntry::new(&entry)))
             .map(|_| ())
