@@ -35,6 +35,7 @@ fn nodes_starting_together_apply_the_schema_once() {
         "audit_head",
         "blobs",
         "control_generation",
+        "dead_letters",
         "decisions",
         "deployments",
         "drift",
@@ -42,12 +43,14 @@ fn nodes_starting_together_apply_the_schema_once() {
         "kv",
         "kv_usage",
         "labels",
+        "processed_events",
         "recorded_calls",
         "recordings",
         "reviews",
         "tokens",
         "version_stats",
         "versions",
+        "windows",
     ] {
         assert!(tables.iter().any(|x| x == t), "{t} in {tables:?}");
     }

@@ -277,6 +277,7 @@ async fn a_canary_whose_decisions_people_reject_is_rolled_back_at_the_humans_gat
             },
             decisions,
             None,
+            None,
         )
         .await
         .expect("record");

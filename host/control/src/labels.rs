@@ -366,6 +366,7 @@ mod tests {
                     record("low-fraud", 0.2, "allow"),
                 ],
                 None,
+                None,
             )
             .await
             .unwrap();

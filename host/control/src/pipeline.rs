@@ -23,7 +23,7 @@ use crate::recording::{Recorder, Tape};
 use crate::review::{Review, ReviewQueue};
 use crate::runtime::Outcome;
 use crate::runtime::{CallInput, CallOutput, CallReport, Caller};
-use crate::store::{DecisionRecord, StateStore};
+use crate::store::{DecisionRecord, Processed, StateStore};
 use crate::types::GuestError;
 use crate::types::{Action, Decision, Event};
 use crate::{Error, Result};
@@ -129,6 +129,10 @@ pub struct EventReport {
     pub event: Event,
     pub agents: Vec<Step>,
     pub actions: Vec<ActionReport>,
+    /// The event source had processed this event already (a redelivered
+    /// message): it was skipped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -168,6 +172,11 @@ pub struct RunOptions {
     /// Record sampled events' calls, redacted, with their audit entry
     /// ([`crate::recording`]; needs `audit`).
     pub recorder: Option<Arc<Recorder>>,
+    /// The event source the body came from (e.g. `nats:CLAIMS/evos`):
+    /// an event it already processed is skipped, and each event is marked
+    /// processed with its audit entry (needs `audit`), so a redelivered
+    /// message never repeats an event's effects.
+    pub source: Option<Arc<str>>,
 }
 
 /// Events of one ingest in flight at once by default: enough to overlap
@@ -232,6 +241,27 @@ pub async fn run(
                 .recorder
                 .as_ref()
                 .filter(|_| options.audit.is_some());
+            let processed = match (&options.source, &options.audit) {
+                (Some(source), Some(store)) => {
+                    let (store, id, from) = (store.clone(), event.id.clone(), source.clone());
+                    let seen = tokio::task::spawn_blocking(move || store.processed(&from, &id))
+                        .await
+                        .map_err(|e| Error::internal("looking up a processed event", e))??;
+                    if seen {
+                        return Ok(EventReport {
+                            event,
+                            agents: Vec::new(),
+                            actions: Vec::new(),
+                            duplicate: true,
+                        });
+                    }
+                    Some(Processed {
+                        source: source.to_string(),
+                        event_id: event.id.clone(),
+                    })
+                }
+                _ => None,
+            };
             let tape = recorder.and_then(|r| r.tape(&connector, &event.id));
             let report =
                 handle_event(caller.as_ref(), &app, event, &options, tape.as_ref()).await?;
@@ -240,7 +270,15 @@ pub async fn run(
                     (Some(r), Some(tape)) => r.finish(tape, &connector, &report),
                     _ => None,
                 };
-                audit_event(store, &connector, &ingest_step, &report, recording).await?;
+                audit_event(
+                    store,
+                    &connector,
+                    &ingest_step,
+                    &report,
+                    recording,
+                    processed,
+                )
+                .await?;
             }
             Ok::<_, Error>(report)
         });
@@ -319,6 +357,7 @@ async fn handle_event(
         event,
         agents,
         actions,
+        duplicate: false,
     })
 }
 
@@ -486,6 +525,7 @@ async fn audit_event(
     ingest: &Step,
     report: &EventReport,
     recording: Option<crate::store::NewRecording>,
+    processed: Option<Processed>,
 ) -> Result<()> {
     let mut steps = vec![serde_json::to_value(ingest).unwrap_or_default()];
     steps.extend(
@@ -524,6 +564,7 @@ async fn audit_event(
             },
             decisions(report),
             recording,
+            processed,
         )
         .await
 }

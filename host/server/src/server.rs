@@ -868,6 +868,7 @@ async fn ingest(
         breakers: Some(host.breakers.clone()),
         concurrency: 0,
         recorder: host.recorder.clone(),
+        source: None,
     };
     let report = pipeline::run(
         host.registry.clone(),

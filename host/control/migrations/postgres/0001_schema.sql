@@ -228,3 +228,28 @@ CREATE TABLE drift (
    judged TEXT,
    at TEXT NOT NULL
 );
+
+-- Events from event sources: which were processed (so a redelivered
+-- message never repeats an event's effects), and the messages a source
+-- gave up on.
+CREATE TABLE processed_events (
+   source TEXT NOT NULL,
+   event_id TEXT NOT NULL,
+   at TEXT NOT NULL,
+   PRIMARY KEY (source, event_id)
+);
+
+CREATE TABLE dead_letters (
+   id BIGSERIAL PRIMARY KEY,
+   source TEXT NOT NULL,
+   connector TEXT NOT NULL,
+   subject TEXT NOT NULL,
+   sequence BIGINT NOT NULL,
+   delivered BIGINT NOT NULL,
+   error TEXT NOT NULL,
+   payload BYTEA NOT NULL,
+   payload_sha256 TEXT NOT NULL,
+   at TEXT NOT NULL
+);
+
+CREATE INDEX dead_letters_source ON dead_letters(source, id);

@@ -12,8 +12,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    Agreement, Change, Decision, DecisionRecord, Deploy, LABEL_FROM_FEEDBACK, NewLabel, NewReview,
-    NewVersion, ReviewResult, ReviewStatus, Role, Serving, Slot, StateStore, Token,
+    Agreement, Change, Decision, DecisionRecord, Deploy, LABEL_FROM_FEEDBACK, NewDeadLetter,
+    NewLabel, NewReview, NewVersion, Processed, ReviewResult, ReviewStatus, Role, Serving, Slot,
+    StateStore, Token,
 };
 use crate::audit::NewEntry;
 use crate::capability::kv::{KvQuota, KvStoreError};
@@ -35,6 +36,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("labels", labels),
     ("recordings", recordings),
     ("drift", drift),
+    ("event sources", event_sources),
     ("tokens", tokens),
     ("kv", kv),
     ("generation watch", generation_watch),
@@ -779,7 +781,7 @@ fn labels(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
     };
     let rt = runtime()?;
     ok(
-        rt.block_on(store.record_event(entry, vec![record("e1", 0), record("e1", 1)], None)),
+        rt.block_on(store.record_event(entry, vec![record("e1", 0), record("e1", 1)], None, None)),
         "recording an event",
     )?;
     ensure!(
@@ -945,7 +947,7 @@ fn recordings(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
             calls: vec![call("agent", "triage"), call("model", "score")],
         };
         ok(
-            rt.block_on(store.record_event(entry, Vec::new(), Some(recording))),
+            rt.block_on(store.record_event(entry, Vec::new(), Some(recording), None)),
             "recording an event",
         )?;
     }
@@ -1077,6 +1079,85 @@ fn drift(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
     ensure!(
         entries(&*store)?.iter().any(|e| e.action == "drift-pin"),
         "the pin is audited"
+    );
+    Ok(())
+}
+
+fn event_sources(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    let store = fresh();
+    let rt = runtime()?;
+    let processed = |id: &str| Processed {
+        source: "nats:CLAIMS/evos".into(),
+        event_id: id.into(),
+    };
+    ensure!(
+        !ok(store.processed("nats:CLAIMS/evos", "e1"), "looking up")?,
+        "an event never recorded reads as processed"
+    );
+    let subject = "event/e1".to_string();
+    let first = NewEntry {
+        actor: "webhook",
+        action: "pipeline",
+        subject: &subject,
+        digest: None,
+        detail: json!({}),
+    };
+    ok(
+        rt.block_on(store.record_event(first.clone(), Vec::new(), None, Some(processed("e1")))),
+        "recording a sourced event",
+    )?;
+    ensure!(
+        ok(store.processed("nats:CLAIMS/evos", "e1"), "looking up")?,
+        "a recorded event does not read as processed"
+    );
+    ensure!(
+        !ok(store.processed("nats:OTHER/evos", "e1"), "looking up")?,
+        "an event reads as processed by another source"
+    );
+    let again = rt.block_on(store.record_event(first, Vec::new(), None, Some(processed("e1"))));
+    ensure!(
+        matches!(again, Err(crate::Error::Refused(_))),
+        "recording a processed event again was not refused: {again:?}"
+    );
+    let log = entries(&*store)?;
+    ensure!(
+        log.len() == 1,
+        "a refused duplicate left an audit entry: {log:?}"
+    );
+
+    let letter = NewDeadLetter {
+        source: "nats:CLAIMS/evos",
+        connector: "webhook",
+        subject: "claims.new",
+        sequence: 42,
+        delivered: 5,
+        error: "the store was unreachable",
+        payload: b"{\"id\": \"C-9\"}",
+    };
+    let id = ok(store.dead_letter(&letter), "keeping a dead letter")?;
+    let kept = ok(store.dead_letters(None), "listing dead letters")?;
+    ensure!(
+        kept.len() == 1
+            && kept[0].id == id
+            && kept[0].payload == letter.payload
+            && kept[0].sequence == 42
+            && kept[0].delivered == 5
+            && kept[0].connector == "webhook",
+        "the dead letter read back differs: {kept:?}"
+    );
+    ensure!(
+        ok(store.dead_letters(Some("nats:OTHER/evos")), "listing")?.is_empty(),
+        "another source's listing holds the letter"
+    );
+    let log = entries(&*store)?;
+    let last = log.last().ok_or("no audit entry")?;
+    ensure!(
+        last.action == "dead-letter"
+            && last.actor == "webhook"
+            && last.subject == format!("dead-letter/{id}")
+            && last.detail["sequence"] == 42
+            && last.digest.as_deref() == Some(kept[0].payload_sha256.as_str()),
+        "the dead letter's audit entry is {last:?}"
     );
     Ok(())
 }

@@ -146,14 +146,28 @@ pub trait StateStore: Send + Sync + 'static {
     /// [`StateStore::audit`] for async code.
     fn audit_async(&self, entry: NewEntry<'_>) -> StoreFuture<'_, ()>;
     /// Append an event's audit entry, the decision records of its actions
-    /// (which versions produced each) and its recording (already
-    /// redacted), durably and together.
+    /// (which versions produced each), its recording (already redacted)
+    /// and, for an event from an event source, that it was processed,
+    /// durably and together. An event a source already marked processed
+    /// is refused ([`Error::Refused`]) and nothing is written.
     fn record_event(
         &self,
         entry: NewEntry<'_>,
         decisions: Vec<DecisionRecord>,
         recording: Option<NewRecording>,
+        processed: Option<Processed>,
     ) -> StoreFuture<'_, ()>;
+
+    // ---- event sources --------------------------------------------------
+
+    /// Whether `source` marked `event_id` processed.
+    fn processed(&self, source: &str, event_id: &str) -> Result<bool>;
+    /// Keep a message a source gave up on, with its `dead-letter` audit
+    /// entry (by the source), together.
+    fn dead_letter(&self, letter: &NewDeadLetter<'_>) -> Result<i64>;
+    /// Dead letters, newest first (at most [`REVIEWS_LISTED`]); only
+    /// `source`'s when given.
+    fn dead_letters(&self, source: Option<&str>) -> Result<Vec<DeadLetter>>;
     /// Entries after `after_seq`, at or after `since` (RFC 3339 or a
     /// duration ago such as `1h`), oldest first.
     fn audit_list(&self, after_seq: i64, since: Option<&str>) -> Result<Vec<audit::Entry>>;
@@ -282,6 +296,82 @@ impl dyn StateStore {
         });
         rx
     }
+}
+
+/// An event of an event source whose processing an audit entry records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Processed {
+    /// The source, e.g. `nats:CLAIMS/evos` (stream and consumer).
+    pub source: String,
+    pub event_id: String,
+}
+
+/// A message an event source gave up on.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDeadLetter<'a> {
+    pub source: &'a str,
+    /// The connector that was to ingest it.
+    pub connector: &'a str,
+    /// Where the message was published.
+    pub subject: &'a str,
+    /// Its position in the stream.
+    pub sequence: u64,
+    /// Deliveries tried.
+    pub delivered: u64,
+    /// Why the last one failed.
+    pub error: &'a str,
+    pub payload: &'a [u8],
+}
+
+/// A kept dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub source: String,
+    pub connector: String,
+    pub subject: String,
+    pub sequence: u64,
+    pub delivered: u64,
+    pub error: String,
+    /// The payload as received (base64 in JSON).
+    #[serde(serialize_with = "base64_bytes")]
+    pub payload: Vec<u8>,
+    pub payload_sha256: String,
+    pub at: String,
+}
+
+fn base64_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    use base64::Engine;
+    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// The audit entry of a dead letter: (actor, action, subject, detail).
+pub(crate) fn dead_letter_entry(
+    l: &NewDeadLetter<'_>,
+    id: i64,
+    payload_sha256: &str,
+) -> (String, serde_json::Value) {
+    (
+        format!("dead-letter/{id}"),
+        serde_json::json!({
+            "source": l.source,
+            "connector": l.connector,
+            "subject": l.subject,
+            "sequence": l.sequence,
+            "delivered": l.delivered,
+            "error": l.error,
+            "payload_sha256": payload_sha256,
+            "payload_bytes": l.payload.len(),
+        }),
+    )
+}
+
+/// The refusal of an event a source already marked processed.
+pub(crate) fn already_processed(p: &Processed) -> Error {
+    Error::Refused(format!(
+        "event {} from {} was already processed",
+        p.event_id, p.source
+    ))
 }
 
 /// Most reviews one listing returns.

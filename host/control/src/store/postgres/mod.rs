@@ -92,6 +92,7 @@ enum Write {
         entry: OwnedEntry,
         decisions: Vec<DecisionRecord>,
         recording: Option<NewRecording>,
+        processed: Option<super::Processed>,
     },
     KvSet {
         ns: String,
@@ -741,7 +742,11 @@ async fn run_write(
             entry,
             decisions,
             recording,
+            processed,
         } => {
+            if let Some(p) = processed {
+                ops::mark_processed(tx, p).await?;
+            }
             ops::insert_decisions(tx, decisions).await?;
             if let Some(r) = recording {
                 ops::insert_recording(tx, r).await?;
@@ -1133,13 +1138,49 @@ impl StateStore for PgStore {
         entry: NewEntry<'_>,
         decisions: Vec<DecisionRecord>,
         recording: Option<NewRecording>,
+        processed: Option<super::Processed>,
     ) -> StoreFuture<'_, ()> {
         let done = self.grouped_async(Write::Event {
             entry: OwnedEntry::new(&entry),
             decisions,
             recording,
+            processed,
         });
         Box::pin(async move { done.await.map(|_| ()) })
+    }
+
+    fn processed(&self, source: &str, event_id: &str) -> Result<bool> {
+        let (source, event_id) = (source.to_owned(), event_id.to_owned());
+        read!(self, |c| ops::processed(c, &source, &event_id).await)
+    }
+
+    fn dead_letter(&self, letter: &super::NewDeadLetter<'_>) -> Result<i64> {
+        let (source, connector, subject, error, payload) = (
+            letter.source.to_owned(),
+            letter.connector.to_owned(),
+            letter.subject.to_owned(),
+            letter.error.to_owned(),
+            letter.payload.to_vec(),
+        );
+        let (sequence, delivered) = (letter.sequence, letter.delivered);
+        in_tx!(self, "dead letter", |tx| {
+            let l = super::NewDeadLetter {
+                source: &source,
+                connector: &connector,
+                subject: &subject,
+                sequence,
+                delivered,
+                error: &error,
+                payload: &payload,
+            };
+            let (id, head) = ops::dead_letter(tx, &l).await?;
+            Ok::<_, Error>((id, Some(head)))
+        })
+    }
+
+    fn dead_letters(&self, source: Option<&str>) -> Result<Vec<super::DeadLetter>> {
+        let source = source.map(str::to_owned);
+        read!(self, |c| ops::dead_letters(c, source.as_deref()).await)
     }
 
     fn audit_list(&self, after_seq: i64, since: Option<&str>) -> Result<Vec<audit::Entry>> {

@@ -16,9 +16,10 @@ use crate::recording::Pruned;
 use crate::rollout::OutcomeCounts;
 use crate::store::review_entries as entries;
 use crate::store::{
-    Agreement, Change, Decision, DecisionRecord, DeploymentRow, HistoryRow, LABEL_FROM_REVIEW,
-    Label, NewLabel, NewRecording, NewReview, NewVersion, REVIEWS_LISTED, RecordedCall, Recording,
-    RecordingFilter, Review, ReviewResult, ReviewStatus, Role, StoredCall, Token, VersionRow, now,
+    Agreement, Change, DeadLetter, Decision, DecisionRecord, DeploymentRow, HistoryRow,
+    LABEL_FROM_REVIEW, Label, NewDeadLetter, NewLabel, NewRecording, NewReview, NewVersion,
+    Processed, REVIEWS_LISTED, RecordedCall, Recording, RecordingFilter, Review, ReviewResult,
+    ReviewStatus, Role, StoredCall, Token, VersionRow, already_processed, dead_letter_entry, now,
     stale, valid_label,
 };
 use crate::{Error, Result};
@@ -1313,4 +1314,107 @@ pub(super) async fn kv_delete(tx: &Transaction<'_>, ns: &str, key: &str) -> Resu
         }
         None => Ok(false),
     }
+}
+
+// ---- event sources ----------------------------------------------------
+
+/// Mark an event processed inside `tx`; refused when it already was.
+pub(super) async fn mark_processed(tx: &Transaction<'_>, p: &Processed) -> Result<()> {
+    let inserted = tx
+        .execute(
+            "INSERT INTO processed_events (source, event_id, at) VALUES ($1, $2, $3)
+             ON CONFLICT (source, event_id) DO NOTHING",
+            &[&p.source, &p.event_id, &now()],
+        )
+        .await
+        .map_err(db("marking an event processed"))?;
+    if inserted == 0 {
+        return Err(already_processed(p));
+    }
+    Ok(())
+}
+
+pub(super) async fn processed(
+    c: &impl GenericClient,
+    source: &str,
+    event_id: &str,
+) -> Result<bool> {
+    Ok(c.query_opt(
+        "SELECT 1 FROM processed_events WHERE source = $1 AND event_id = $2",
+        &[&source, &event_id],
+    )
+    .await
+    .map_err(db("looking up a processed event"))?
+    .is_some())
+}
+
+pub(super) async fn dead_letter(
+    tx: &Transaction<'_>,
+    l: &NewDeadLetter<'_>,
+) -> Result<(i64, Anchor)> {
+    use sha2::Digest;
+    let sha = hex::encode(sha2::Sha256::digest(l.payload));
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO dead_letters (source, connector, subject, sequence, delivered, error, payload, payload_sha256, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            &[
+                &l.source,
+                &l.connector,
+                &l.subject,
+                &i64::try_from(l.sequence).unwrap_or(i64::MAX),
+                &i64::try_from(l.delivered).unwrap_or(i64::MAX),
+                &l.error,
+                &l.payload,
+                &sha,
+                &now(),
+            ],
+        )
+        .await
+        .map_err(db("keeping a dead letter"))?
+        .get(0);
+    let (subject, detail) = dead_letter_entry(l, id, &sha);
+    let head = append(
+        tx,
+        &NewEntry {
+            actor: l.connector,
+            action: "dead-letter",
+            subject: &subject,
+            digest: Some(&sha),
+            detail,
+        },
+    )
+    .await?;
+    Ok((id, head))
+}
+
+pub(super) async fn dead_letters(
+    c: &impl GenericClient,
+    source: Option<&str>,
+) -> Result<Vec<DeadLetter>> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT id, source, connector, subject, sequence, delivered, error, payload, payload_sha256, at
+                 FROM dead_letters WHERE ($1::text IS NULL OR source = $1) ORDER BY id DESC LIMIT {REVIEWS_LISTED}"
+            ),
+            &[&source],
+        )
+        .await
+        .map_err(db("listing dead letters"))?;
+    Ok(rows
+        .iter()
+        .map(|r| DeadLetter {
+            id: r.get(0),
+            source: r.get(1),
+            connector: r.get(2),
+            subject: r.get(3),
+            sequence: u64::try_from(r.get::<_, i64>(4)).unwrap_or(0),
+            delivered: u64::try_from(r.get::<_, i64>(5)).unwrap_or(0),
+            error: r.get(6),
+            payload: r.get(7),
+            payload_sha256: r.get(8),
+            at: r.get(9),
+        })
+        .collect())
 }

@@ -24,10 +24,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use sha2::{Digest, Sha256};
 
 use super::{
-    Agreement, Change, Decision, DecisionRecord, Deploy, DeploymentRow, HistoryRow, Label,
-    NewLabel, NewRecording, NewReview, NewVersion, Recording, RecordingFilter, Review,
-    ReviewResult, ReviewStatus, StateStore, StoreFuture, StoredCall, Token, VersionRow, crashpoint,
-    now, stale,
+    Agreement, Change, DeadLetter, Decision, DecisionRecord, Deploy, DeploymentRow, HistoryRow,
+    Label, NewDeadLetter, NewLabel, NewRecording, NewReview, NewVersion, Processed, Recording,
+    RecordingFilter, Review, ReviewResult, ReviewStatus, StateStore, StoreFuture, StoredCall,
+    Token, VersionRow, crashpoint, now, stale,
 };
 use crate::audit::{self, Anchor, NewEntry};
 use crate::capability::kv::KvStore;
@@ -38,6 +38,7 @@ mod kv;
 mod labels;
 mod recordings;
 mod reviews;
+mod sources;
 mod tokens;
 
 pub use kv::SqliteKv;
@@ -58,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0010_rollout_steps.sql"),
     include_str!("../../../migrations/0011_recordings.sql"),
     include_str!("../../../migrations/0012_drift.sql"),
+    include_str!("../../../migrations/0013_event_sources.sql"),
 ];
 
 pub struct SqliteStore {
@@ -635,15 +637,31 @@ impl StateStore for SqliteStore {
         entry: NewEntry<'_>,
         decisions: Vec<DecisionRecord>,
         recording: Option<NewRecording>,
+        processed: Option<Processed>,
     ) -> StoreFuture<'_, ()> {
         let append = append_job(entry);
         Box::pin(self.write_async("event", move |tx| {
+            if let Some(p) = &processed {
+                sources::mark(tx, p)?;
+            }
             labels::insert_decisions(tx, &decisions)?;
             if let Some(r) = &recording {
                 recordings::insert(tx, r)?;
             }
             append(tx)
         }))
+    }
+
+    fn processed(&self, source: &str, event_id: &str) -> Result<bool> {
+        sources::processed(&self.reader(), source, event_id)
+    }
+
+    fn dead_letter(&self, letter: &NewDeadLetter<'_>) -> Result<i64> {
+        sources::dead_letter(self, letter)
+    }
+
+    fn dead_letters(&self, source: Option<&str>) -> Result<Vec<DeadLetter>> {
+        sources::dead_letters(&self.reader(), source)
     }
 
     fn drift(&self, version_id: i64) -> Result<(Option<String>, Option<String>)> {
