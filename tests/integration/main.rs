@@ -22,6 +22,7 @@ mod replay;
 mod rollout;
 mod server;
 mod shadow;
+mod sources;
 mod ui;
 // Shared with the other test target (host/test-support).
 mod support {

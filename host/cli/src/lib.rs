@@ -19,7 +19,7 @@
 
 pub use evos_control::{
     app, approval, audit, auth, breaker, labels, pipeline, recording, redact, registry, replay,
-    review, shadow, store,
+    review, shadow, source, store,
 };
 pub use evos_core::{
     CallInput, CallOutput, CallReport, Error, Outcome, Refusal, Result, text, types,

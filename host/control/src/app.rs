@@ -19,7 +19,8 @@
 //! ```
 //!
 //! `[recording]` says which events are recorded, redacted, for replay
-//! (see [`crate::recording`]).
+//! (see [`crate::recording`]); `[sources.<connector>]` names a NATS
+//! JetStream stream a connector's input comes from (see [`crate::source`]).
 //!
 //! Model adapters need no bindings: agents reach them by name through the
 //! `models` capability, and the host resolves the name among the app's
@@ -47,6 +48,9 @@ struct RawApp {
     /// Which events are recorded, redacted, for replay
     /// ([`crate::recording`]).
     recording: Option<crate::recording::RawRecording>,
+    /// Event sources of connectors ([`crate::source`]).
+    #[serde(default)]
+    sources: BTreeMap<PluginName, crate::source::RawSource>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +89,8 @@ pub struct App {
     pub deployers: DeployerGrants,
     /// Which events are recorded and how long they are kept.
     pub recording: Option<crate::recording::RecordingConfig>,
+    /// Connectors' NATS JetStream sources.
+    pub sources: Vec<crate::source::Source>,
 }
 
 impl App {
@@ -149,11 +155,13 @@ impl App {
             .map(|r| r.validate(&connectors))
             .transpose()
             .map_err(err)?;
+        let sources = crate::source::validate(raw.sources, &connectors).map_err(err)?;
         Ok(App {
             path: path.to_path_buf(),
             plugins,
             deployers: raw.deployers,
             recording,
+            sources,
         })
     }
 

@@ -22,6 +22,7 @@ pub mod registry;
 pub mod replay;
 pub mod review;
 pub mod shadow;
+pub mod source;
 pub mod store;
 
 // The sandbox's modules under the names this crate's code uses for them.

@@ -91,6 +91,11 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
 
+    /// An event its source had already processed (a redelivered message):
+    /// nothing was written.
+    #[error("{0}")]
+    Duplicate(String),
+
     /// What a request names does not exist (a review, a token, a version).
     /// Reaches API clients as a 404.
     #[error("{0}")]

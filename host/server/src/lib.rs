@@ -3,11 +3,12 @@
 //! audit, health and metrics ([`telemetry`]).
 
 pub mod server;
+pub mod source;
 pub mod telemetry;
 
 pub(crate) use evos_control::{
     app, audit, auth, breaker, labels, pipeline, recording, redact, registry, replay, review,
-    shadow, store,
+    shadow, source as sources, store,
 };
 pub(crate) use evos_core::{Error, Result, text};
 pub(crate) use evos_runtime::{engine, manifest, runtime};

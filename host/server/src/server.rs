@@ -641,6 +641,14 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut backoff = AcceptBackoff::new();
     let background = tokio::spawn(keep_in_step(host.clone()));
+    // Each event source's consumer; stopped with the listener, so messages
+    // in flight are delivered again (and found processed where they were).
+    let consumers: Vec<_> = host
+        .app
+        .sources
+        .iter()
+        .map(|s| tokio::spawn(crate::source::consume(host.clone(), s.clone())))
+        .collect();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -688,6 +696,9 @@ pub async fn serve(
     }
     drop(listener);
     background.abort();
+    for consumer in consumers {
+        consumer.abort();
+    }
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
@@ -814,7 +825,11 @@ async fn metrics(State(host): State<Arc<Host>>, headers: HeaderMap) -> ApiResult
 
 /// A W3C trace id from `traceparent`, if well formed.
 fn incoming_trace(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get("traceparent")?.to_str().ok()?;
+    trace_of(headers.get("traceparent")?.to_str().ok()?)
+}
+
+/// The trace id of a W3C `traceparent` value, when it is a valid one.
+pub(crate) fn trace_of(v: &str) -> Option<String> {
     let mut parts = v.trim().split('-');
     let (version, trace, span, _flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);

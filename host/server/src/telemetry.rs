@@ -26,9 +26,42 @@ pub struct Metrics {
     pub(crate) refusals_suppressed: AtomicU64,
     /// Failed accepts of the listener.
     pub(crate) accept_errors: AtomicU64,
+    /// Each event source's counters, by source name and connector.
+    sources: std::sync::Mutex<Vec<(String, String, std::sync::Arc<SourceCounters>)>>,
+}
+
+/// What one event source (a JetStream consumer) did on this host.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    /// Messages delivered to this host.
+    pub received: AtomicU64,
+    /// Of those, deliveries after the first (a redelivered message).
+    pub redelivered: AtomicU64,
+    /// Messages acknowledged after their events' audit entries committed.
+    pub acked: AtomicU64,
+    /// Events skipped because they were processed already.
+    pub duplicates: AtomicU64,
+    /// Failed deliveries sent back for a retry after a backoff.
+    pub retried: AtomicU64,
+    /// Messages given up on and kept as dead letters.
+    pub dead_letters: AtomicU64,
+    /// Messages in the stream the consumer has not delivered yet, as last
+    /// read from the server.
+    pub lag: AtomicU64,
 }
 
 impl Metrics {
+    /// The counters of the event source `name` feeding `connector`.
+    pub fn source(&self, name: &str, connector: &str) -> std::sync::Arc<SourceCounters> {
+        let mut sources = evos_core::sync::lock(&self.sources);
+        if let Some((_, _, c)) = sources.iter().find(|(n, _, _)| n == name) {
+            return c.clone();
+        }
+        let counters = std::sync::Arc::new(SourceCounters::default());
+        sources.push((name.to_string(), connector.to_string(), counters.clone()));
+        counters
+    }
+
     pub fn observe_pipeline(&self, report: &PipelineReport) {
         if report.ingest_error.is_some() {
             self.ingest_failures.fetch_add(1, Ordering::Relaxed);
@@ -200,6 +233,74 @@ fn drift(out: &mut String, versions: &[(&PluginStatus, &crate::registry::Version
             label(&v.version),
             u8::from(d.drifting)
         );
+    }
+}
+
+/// One counter of an event source.
+type SourceValue = fn(&SourceCounters) -> &AtomicU64;
+
+/// The event sources' series, of the connectors inside `scope`.
+fn sources(out: &mut String, m: &Metrics, scope: &str) {
+    let sources: Vec<_> = evos_core::sync::lock(&m.sources)
+        .iter()
+        .filter(|(_, c, _)| crate::auth::scope_matches(scope, c))
+        .cloned()
+        .collect();
+    let series: [(&str, &str, &str, SourceValue); 7] = [
+        (
+            "evos_source_messages_total",
+            "counter",
+            "Messages an event source delivered to this host.",
+            |c| &c.received,
+        ),
+        (
+            "evos_source_redeliveries_total",
+            "counter",
+            "Deliveries of a message after its first.",
+            |c| &c.redelivered,
+        ),
+        (
+            "evos_source_acked_total",
+            "counter",
+            "Messages acknowledged after their events' audit entries committed.",
+            |c| &c.acked,
+        ),
+        (
+            "evos_source_duplicate_events_total",
+            "counter",
+            "Events of redelivered messages skipped as processed already.",
+            |c| &c.duplicates,
+        ),
+        (
+            "evos_source_retries_total",
+            "counter",
+            "Failed deliveries sent back to be retried after a backoff.",
+            |c| &c.retried,
+        ),
+        (
+            "evos_source_dead_letters_total",
+            "counter",
+            "Messages given up on and kept as dead letters.",
+            |c| &c.dead_letters,
+        ),
+        (
+            "evos_source_lag",
+            "gauge",
+            "Messages of the stream the consumer has not delivered yet.",
+            |c| &c.lag,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        family(out, name, kind, help);
+        for (source, connector, c) in &sources {
+            let _ = writeln!(
+                out,
+                "{name}{{source=\"{}\",connector=\"{}\"}} {}",
+                label(source),
+                label(connector),
+                value(c).load(Ordering::Relaxed)
+            );
+        }
     }
 }
 
@@ -454,6 +555,7 @@ pub fn render(snapshot: Snapshot<'_>, scope: &str) -> String {
             state.as_str()
         );
     }
+    sources(&mut out, m, scope);
     if host_wide {
         family(
             &mut out,

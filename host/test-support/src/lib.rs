@@ -512,19 +512,17 @@ impl PgServer {
         format!("postgres://evos@127.0.0.1:{}/{name}", self.port)
     }
 
-    /// Run `sql` with `psql`; its output.
+    /// Run `sql` with `psql` on the `postgres` database; its output.
     pub fn psql(&self, sql: &str) -> String {
+        self.psql_on(&self.url(), sql)
+    }
+
+    /// Run `sql` with `psql` on the database of `url` (one of this
+    /// server's); its output.
+    pub fn psql_on(&self, url: &str, sql: &str) -> String {
+        let database = url.rsplit('/').next().unwrap_or("postgres");
         let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "evos",
-                "-d",
-                "postgres",
-                "-tAc",
-                sql,
-            ])
+            .args(["-h", "127.0.0.1", "-U", "evos", "-d", database, "-tAc", sql])
             .arg("-p")
             .arg(self.port.to_string())
             .output()
@@ -554,6 +552,83 @@ impl Drop for PgServer {
             .arg(&data)
             .args(["-m", "immediate", "-w", "stop"])
             .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A NATS server with JetStream for one test: listening on 127.0.0.1 at a
+/// free port, its store in a temp dir, killed and removed on drop.
+pub struct NatsServer {
+    dir: PathBuf,
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let dir = tempdir("nats");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.join("store"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (apt-get install nats-server; .ci/run does)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start listening"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        NatsServer { dir, child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Publish `payloads` to `subject` on `stream` (made when missing, as
+    /// evos makes it), each stored by the server before this returns.
+    pub async fn publish(&self, stream: &str, subject: &str, payloads: Vec<Vec<u8>>) {
+        let client = async_nats::connect(self.url()).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let filter = format!("{}.>", subject.split('.').next().unwrap_or(subject));
+        js.get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: stream.to_string(),
+            subjects: vec![filter],
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+        let mut acks = Vec::new();
+        for payload in payloads {
+            acks.push(
+                js.publish(subject.to_string(), payload.into())
+                    .await
+                    .expect("publish"),
+            );
+            if acks.len() >= 256 {
+                for ack in acks.drain(..) {
+                    ack.await.expect("stored");
+                }
+            }
+        }
+        for ack in acks {
+            ack.await.expect("stored");
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

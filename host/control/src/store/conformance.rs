@@ -1116,7 +1116,7 @@ fn event_sources(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> 
     );
     let again = rt.block_on(store.record_event(first, Vec::new(), None, Some(processed("e1"))));
     ensure!(
-        matches!(again, Err(crate::Error::Refused(_))),
+        matches!(again, Err(crate::Error::Duplicate(_))),
         "recording a processed event again was not refused: {again:?}"
     );
     let log = entries(&*store)?;

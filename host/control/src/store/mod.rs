@@ -149,7 +149,7 @@ pub trait StateStore: Send + Sync + 'static {
     /// (which versions produced each), its recording (already redacted)
     /// and, for an event from an event source, that it was processed,
     /// durably and together. An event a source already marked processed
-    /// is refused ([`Error::Refused`]) and nothing is written.
+    /// is refused ([`Error::Duplicate`]) and nothing is written.
     fn record_event(
         &self,
         entry: NewEntry<'_>,
@@ -368,7 +368,7 @@ pub(crate) fn dead_letter_entry(
 
 /// The refusal of an event a source already marked processed.
 pub(crate) fn already_processed(p: &Processed) -> Error {
-    Error::Refused(format!(
+    Error::Duplicate(format!(
         "event {} from {} was already processed",
         p.event_id, p.source
     ))

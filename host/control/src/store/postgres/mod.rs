@@ -91,7 +91,7 @@ enum Write {
     Event {
         entry: OwnedEntry,
         decisions: Vec<DecisionRecord>,
-        recording: Option<NewRecording>,
+        recording: Option<Box<NewRecording>>,
         processed: Option<super::Processed>,
     },
     KvSet {
@@ -204,7 +204,7 @@ pub(crate) fn without_password(url: &str) -> String {
 
 fn pg_err(shown: &str, doing: &str) -> impl Fn(tokio_postgres::Error) -> Error + use<> {
     let context = format!("{doing} on {shown}");
-    move |e| Error::store(context.clone(), e)
+    move |e| Error::store(context.clone(), ops::describe(&e))
 }
 
 /// A name for this node: the host's name, the process and a counter, so
@@ -630,7 +630,7 @@ async fn commit_groups(
         let outcome = loop {
             match commit_group(&pool, &shown, &writes).await {
                 Err(GroupError::Retry(_)) if attempt < GROUP_RETRIES => attempt += 1,
-                Err(GroupError::Retry(e)) => break Err(e.to_string()),
+                Err(GroupError::Retry(e)) => break Err(ops::describe(&e)),
                 Err(GroupError::Failed(why)) => break Err(why),
                 Ok(done) => break Ok(done),
             }
@@ -663,7 +663,7 @@ fn group_err(e: tokio_postgres::Error) -> GroupError {
     if retryable(&e) {
         GroupError::Retry(e)
     } else {
-        GroupError::Failed(e.to_string())
+        GroupError::Failed(ops::describe(&e))
     }
 }
 
@@ -1143,7 +1143,7 @@ impl StateStore for PgStore {
         let done = self.grouped_async(Write::Event {
             entry: OwnedEntry::new(&entry),
             decisions,
-            recording,
+            recording: recording.map(Box::new),
             processed,
         });
         Box::pin(async move { done.await.map(|_| ()) })

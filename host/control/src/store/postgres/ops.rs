@@ -26,15 +26,38 @@ use crate::{Error, Result};
 
 pub(super) type PgError = tokio_postgres::Error;
 
-/// A database error while `context`.
+/// A database error while `context`, with what the server said.
 pub(super) fn db(context: &str) -> impl Fn(PgError) -> Error + '_ {
-    move |e| Error::store(context.to_string(), e)
+    move |e| Error::store(context.to_string(), describe(&e))
+}
+
+/// What went wrong, in the server's words when it answered (tokio-postgres
+/// shows a server's error as just "db error").
+pub(super) fn describe(e: &PgError) -> String {
+    match e.as_db_error() {
+        Some(d) => {
+            let mut s = format!("{} ({})", d.message(), d.code().code());
+            if let Some(detail) = d.detail() {
+                s.push_str(&format!("; {detail}"));
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                s.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            s
+        }
+    }
 }
 
 fn audit_db(context: &str) -> impl Fn(PgError) -> AuditError + '_ {
     move |e| AuditError::Store {
         context: context.to_string(),
-        source: Box::new(e),
+        source: describe(&e).into(),
     }
 }
 
