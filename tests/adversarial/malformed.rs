@@ -752,6 +752,7 @@ async fn malformed_uploads_store_nothing() {
         plugins: Vec::new(),
         deployers: Default::default(),
         recording: None,
+        sources: Vec::new(),
     };
     let (host, boot) = evos::server::Host::bootstrap_with(config, app)
         .await
