@@ -212,3 +212,202 @@ async fn a_stream_feeds_the_pipeline_once_retries_failures_and_keeps_dead_letter
     let v = store.audit_verify().expect("verify");
     assert!(v.intact && v.anchored, "{v:?}");
 }
+
+/// An app file for `evos up` processes: the repository's claims app with
+/// its connector delivering to `sink` and reading `nats`'s stream.
+fn app_file(dir: &std::path::Path, sink: &Downstream, nats: &NatsServer) -> std::path::PathBuf {
+    let base = root();
+    let connector = std::fs::read_to_string(base.join("policies/claims-webhook.toml"))
+        .expect("connector manifest")
+        .replace(
+            "endpoint = \"http://127.0.0.1:8089/claims/payouts\"",
+            &format!("endpoint = \"{}\"", sink.url("/claims/payouts")),
+        );
+    let manifest = dir.join("claims-webhook.toml");
+    std::fs::write(&manifest, connector).expect("write manifest");
+    let app: String = std::fs::read_to_string(base.join("evos.toml"))
+        .expect("evos.toml")
+        .lines()
+        .map(|l| {
+            if l == "manifest = \"policies/claims-webhook.toml\"" {
+                return format!("manifest = \"{}\"", manifest.display());
+            }
+            for key in ["manifest = \"", "component = \""] {
+                if let Some(rest) = l.strip_prefix(key) {
+                    return format!("{key}{}/{rest}", base.display());
+                }
+            }
+            l.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = dir.join("app.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{app}\n\n[sources.claims-webhook]\nurl = \"{}\"\nstream = \"{STREAM}\"\nsubject = \"claims.>\"\nack-wait = \"3s\"\nbackoff = [\"200ms\"]\nin-flight = 32\n",
+            nats.url()
+        ),
+    )
+    .expect("write app");
+    path
+}
+
+/// `evos up` on the shared database, its log in its directory.
+fn evos_up(url: &str, dir: &std::path::Path, app: &std::path::Path) -> std::process::Child {
+    std::fs::create_dir_all(dir).expect("node dir");
+    let log = std::fs::File::create(dir.join("log")).expect("log");
+    std::process::Command::new(env!("CARGO_BIN_EXE_evos"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--store", url, "up", "--listen", "127.0.0.1:0", "--app"])
+        .arg(app)
+        .env("EVOS_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("evos up")
+}
+
+fn count(pg: &PgServer, url: &str, sql: &str) -> u64 {
+    pg.psql_on(url, sql).parse().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_thousand_events_over_two_nodes_one_killed_are_each_processed_once() {
+    const EVENTS: u64 = 5_000;
+    let pg = PgServer::start();
+    let nats = NatsServer::start();
+    let sink = Downstream::start_for(200, Duration::from_secs(600));
+    let url = pg.database();
+    let dir = tempdir("two-processes");
+    let app = app_file(&dir, &sink, &nats);
+
+    // A deploys the app; B joins once it has.
+    let mut a = evos_up(&url, &dir.join("a"), &app);
+    let started = Instant::now();
+    let deployed = || {
+        count(
+            &pg,
+            &url,
+            "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'deployments'",
+        ) == 1
+            && count(&pg, &url, "SELECT COUNT(*) FROM deployments") == 5
+    };
+    while !deployed() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120) && a.try_wait().ok().flatten().is_none(),
+            "node A did not deploy the app: {}",
+            std::fs::read_to_string(dir.join("a/log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut b = evos_up(&url, &dir.join("b"), &app);
+
+    let messages: Vec<Vec<u8>> = (0..EVENTS)
+        .map(|i| claim_message(&format!("E-{i:05}")))
+        .collect();
+    nats.publish(STREAM, "claims.new", messages).await;
+
+    // Kill A with SIGKILL once a fifth of the stream is processed.
+    let processed = || count(&pg, &url, "SELECT COUNT(*) FROM processed_events");
+    let started = Instant::now();
+    while processed() < EVENTS / 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the nodes processed {} events: A: {} B: {}",
+            processed(),
+            std::fs::read_to_string(dir.join("a/log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("b/log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill().expect("SIGKILL node A");
+    a.wait().expect("reap A");
+    let at_kill = processed();
+    assert!(at_kill < EVENTS, "A was killed after the stream was done");
+
+    // B finishes the stream, A's unacknowledged messages included.
+    let started = Instant::now();
+    while processed() < EVENTS {
+        assert!(
+            started.elapsed() < Duration::from_secs(300) && b.try_wait().ok().flatten().is_none(),
+            "B stopped at {} of {EVENTS} events: {}",
+            processed(),
+            std::fs::read_to_string(dir.join("b/log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // One pipeline entry per event, none twice.
+    assert_eq!(
+        count(
+            &pg,
+            &url,
+            "SELECT COUNT(*) FROM audit WHERE action = 'pipeline'"
+        ),
+        EVENTS
+    );
+    assert_eq!(
+        count(
+            &pg,
+            &url,
+            "SELECT COUNT(*) FROM (SELECT subject FROM audit WHERE action = 'pipeline' GROUP BY subject HAVING COUNT(*) > 1) d"
+        ),
+        0
+    );
+    // Every action the audit log says was executed reached the sink, and
+    // nothing else: a repeat after the kill carried the same key.
+    let executed: BTreeSet<String> = pg
+        .psql_on(
+            &url,
+            "SELECT substr(a.subject, 7) || '/' || (x.ordinality - 1)
+             FROM audit a, jsonb_array_elements(a.detail::jsonb -> 'actions') WITH ORDINALITY x
+             WHERE a.action = 'pipeline' AND x.value -> 'disposition' ->> 'status' = 'executed'",
+        )
+        .lines()
+        .map(str::to_string)
+        .collect();
+    // B's answers are in; wait for the sink to have taken the last ones.
+    let received = || -> BTreeSet<String> {
+        sink.requests()
+            .iter()
+            .filter_map(|r| r.header("idempotency-key").map(str::to_string))
+            .collect()
+    };
+    let started = Instant::now();
+    while received() != executed && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!executed.is_empty());
+    let got = received();
+    assert_eq!(
+        got.len(),
+        executed.len(),
+        "distinct keys received vs executed: {} missing, {} extra",
+        executed.difference(&got).count(),
+        got.difference(&executed).count()
+    );
+    assert_eq!(got, executed);
+
+    // The chain both nodes wrote verifies, from either node's anchor.
+    b.kill().expect("stop B");
+    b.wait().expect("reap B");
+    for node in ["a", "b"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_evos"))
+            .arg("--data-dir")
+            .arg(dir.join(node).join("data"))
+            .args(["--store", &url, "audit", "verify", "--json"])
+            .output()
+            .expect("evos audit verify");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert_eq!(v["intact"], true, "node {node}: {v}");
+        assert_eq!(v["anchored"], true, "node {node}: {v}");
+    }
+}

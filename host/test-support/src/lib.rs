@@ -165,6 +165,11 @@ pub struct Downstream {
 
 impl Downstream {
     pub fn start(status: u16) -> Downstream {
+        Downstream::start_for(status, std::time::Duration::from_secs(120))
+    }
+
+    /// [`Downstream::start`], accepting requests for `lifetime`.
+    pub fn start_for(status: u16, lifetime: std::time::Duration) -> Downstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
@@ -173,7 +178,7 @@ impl Downstream {
         let status = Arc::new(std::sync::atomic::AtomicU16::new(status));
         let (rec, st, code) = (received.clone(), stop.clone(), status.clone());
         std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            let deadline = std::time::Instant::now() + lifetime;
             while !st.load(std::sync::atomic::Ordering::Relaxed)
                 && std::time::Instant::now() < deadline
             {
