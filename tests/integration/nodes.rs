@@ -407,3 +407,71 @@ async fn a_canary_failing_on_calls_spread_over_two_nodes_is_rolled_back_once() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_whose_node_stopped_before_carrying_it_out_is_carried_out_by_another() {
+    let pg = PgServer::start();
+    let url = pg.database();
+    let downstream = Downstream::start(200);
+    let (a, _b, admin) = two_nodes(&url, &downstream).await;
+    let claims = std::fs::read(root().join("plugins/claims-webhook/claims.json")).expect("claims");
+    let (status, body) = req(
+        a.port,
+        "POST",
+        "/v1/ingest/claims-webhook".into(),
+        &admin,
+        claims,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let review_id = json_of(&body)["report"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .flat_map(|e| e["actions"].as_array().into_iter().flatten())
+        .find(|a| a["status"] == "escalated")
+        .and_then(|a| a["review_id"].as_i64())
+        .expect("an escalated action");
+    // The approval commits on A, which then stops before carrying it out:
+    // its lease on the execution runs out.
+    a.host
+        .reviews
+        .decide(review_id, true, "rita", Some("checked"))
+        .expect("approve");
+    pg.psql_on(
+        &url,
+        &format!("UPDATE reviews SET lease_until = '2000-01-01T00:00:00Z' WHERE id = {review_id}"),
+    );
+    let started = Instant::now();
+    loop {
+        let review = a
+            .host
+            .reviews
+            .get(review_id)
+            .expect("read")
+            .expect("review");
+        if review.status == evos::review::ReviewStatus::Executed {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the orphaned approval was never carried out: {review:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivered = downstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.body.contains("C-1002"))
+        .count();
+    assert_eq!(delivered, 1);
+    let entries = a.host.registry.store().audit_list(0, None).expect("audit");
+    let subject = format!("review/{review_id}");
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.subject == subject && e.action == "executed")
+            .count(),
+        1
+    );
+}

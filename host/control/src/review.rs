@@ -85,6 +85,12 @@ impl ReviewQueue {
         })
     }
 
+    /// Approved reviews another node approved but did not carry out before
+    /// its lease ran out, now this process's to carry out.
+    pub fn take_expired(&self) -> Result<Vec<Review>> {
+        self.store.take_expired_reviews()
+    }
+
     /// Record the outcome of carrying out an approved review.
     pub fn record_result(
         &self,

@@ -716,6 +716,9 @@ pub const WATCH_EVERY: Duration = Duration::from_millis(250);
 pub const FLUSH_STATS_EVERY: Duration = Duration::from_secs(1);
 /// How often a serving host prunes recordings past their retention.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often a serving host looks for approved reviews whose node stopped
+/// before carrying them out (several nodes on one shared store).
+pub const REVIEW_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// What a serving host does besides answering requests: pick up
 /// control-plane changes committed by other processes (it watches the
@@ -730,6 +733,7 @@ async fn keep_in_step(host: Arc<Host>) {
     let mut last_flush = tokio::time::Instant::now();
     // The first pass prunes at start.
     let mut last_prune: Option<tokio::time::Instant> = None;
+    let mut last_sweep = tokio::time::Instant::now();
     let mut behind = false;
     loop {
         tokio::select! {
@@ -780,6 +784,10 @@ async fn keep_in_step(host: Arc<Host>) {
                 Err(e) => tracing::warn!(target: "evos::server", "pruning recordings stopped: {e}"),
             }
         }
+        if last_sweep.elapsed() >= REVIEW_SWEEP_EVERY {
+            last_sweep = tokio::time::Instant::now();
+            carry_out_orphaned_reviews(&host).await;
+        }
         if last_flush.elapsed() >= FLUSH_STATS_EVERY {
             last_flush = tokio::time::Instant::now();
             // Steps that wait for time (`hold`) advance here.
@@ -793,6 +801,42 @@ async fn keep_in_step(host: Arc<Host>) {
                 Err(e) => {
                     tracing::warn!(target: "evos::server", "persisting call statistics stopped: {e}")
                 }
+            }
+        }
+    }
+}
+
+/// Carry out the approved reviews whose approving node stopped before it
+/// did (its lease ran out); the downstream drops a repeat by its
+/// idempotency key if that node got as far as sending it.
+async fn carry_out_orphaned_reviews(host: &Arc<Host>) {
+    let reviews = host.reviews.clone();
+    let taken = match tokio::task::spawn_blocking(move || reviews.take_expired()).await {
+        Ok(Ok(taken)) => taken,
+        Ok(Err(e)) => {
+            tracing::warn!(target: "evos::server", "looking for orphaned approved reviews: {e}");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(target: "evos::server", "looking for orphaned approved reviews stopped: {e}");
+            return;
+        }
+    };
+    for review in taken {
+        tracing::info!(target: "evos::server", review = review.id,
+            "carrying out an approved review whose node stopped before it did"
+        );
+        match pipeline::carry_out(
+            host.registry.as_ref(),
+            &host.reviews,
+            &review,
+            Some(&host.breakers),
+        )
+        .await
+        {
+            Ok(done) => host.metrics.observe_review(&done),
+            Err(e) => {
+                tracing::warn!(target: "evos::server", review = review.id, "carrying out: {e}")
             }
         }
     }

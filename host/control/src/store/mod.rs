@@ -189,6 +189,13 @@ pub trait StateStore: Send + Sync + 'static {
     /// Record carrying out an approved review (audited as `executed` or
     /// `execute-failed`).
     fn record_review_result(&self, outcome: &ReviewResult<'_>) -> Result<()>;
+    /// Approved reviews whose execution lease ran out (the node that
+    /// approved them stopped before carrying them out), leased now to this
+    /// process: of several nodes asking at once, each review goes to one.
+    /// The embedded store serves one host and leases nothing.
+    fn take_expired_reviews(&self) -> Result<Vec<Review>> {
+        Ok(Vec::new())
+    }
 
     // ---- labels -------------------------------------------------------
 

@@ -550,37 +550,6 @@ impl PgStore {
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
-
-    /// Approved reviews whose lease ran out before they were carried out
-    /// (the node that approved them stopped), leased now to this node:
-    /// each is returned to exactly one node.
-    pub fn take_expired_reviews(&self) -> Result<Vec<Review>> {
-        let node = self.node.clone();
-        let reviews = in_tx!(self, "taking over reviews", |tx| {
-            let until =
-                humantime::format_rfc3339_micros(std::time::SystemTime::now() + ops::REVIEW_LEASE)
-                    .to_string();
-            let rows = tx
-                .query(
-                    "UPDATE reviews SET lease_node = $1, lease_until = $2
-                     WHERE id IN (SELECT id FROM reviews WHERE status = 'approved' AND lease_until < $3
-                                  ORDER BY id FOR UPDATE SKIP LOCKED)
-                     RETURNING id",
-                    &[&node, &until, &now()],
-                )
-                .await
-                .map_err(db("taking over reviews"))?;
-            let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-            let mut taken = Vec::new();
-            for id in ids {
-                if let Some(r) = ops::review(tx, id).await? {
-                    taken.push(r);
-                }
-            }
-            Ok::<_, Error>((taken, None))
-        })?;
-        Ok(reviews)
-    }
 }
 
 /// A pooled connection; the error says what to check.
@@ -1273,6 +1242,34 @@ impl StateStore for PgStore {
             let head = ops::record_review_result(tx, &r).await?;
             Ok::<_, Error>(((), Some(head)))
         })
+    }
+
+    fn take_expired_reviews(&self) -> Result<Vec<Review>> {
+        let node = self.node.clone();
+        let reviews = in_tx!(self, "taking over reviews", |tx| {
+            let until =
+                humantime::format_rfc3339_micros(std::time::SystemTime::now() + ops::REVIEW_LEASE)
+                    .to_string();
+            let rows = tx
+                .query(
+                    "UPDATE reviews SET lease_node = $1, lease_until = $2
+                     WHERE id IN (SELECT id FROM reviews WHERE status = 'approved' AND lease_until < $3
+                                  ORDER BY id FOR UPDATE SKIP LOCKED)
+                     RETURNING id",
+                    &[&node, &until, &now()],
+                )
+                .await
+                .map_err(db("taking over reviews"))?;
+            let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            let mut taken = Vec::new();
+            for id in ids {
+                if let Some(r) = ops::review(tx, id).await? {
+                    taken.push(r);
+                }
+            }
+            Ok::<_, Error>((taken, None))
+        })?;
+        Ok(reviews)
     }
 
     fn add_label(&self, label: &NewLabel<'_>) -> Result<Label> {
