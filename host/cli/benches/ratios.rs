@@ -23,6 +23,8 @@ mod evolve;
 mod http;
 #[path = "ratios/meter.rs"]
 mod meter;
+#[path = "ratios/nodes.rs"]
+mod nodes;
 
 /// Bindings for the raw-wasmtime baseline, generated from the same WIT.
 mod wit {
@@ -801,6 +803,9 @@ fn main() -> anyhow::Result<()> {
         ("pipeline with 10% recorded", evolve::recording_10),
         ("pipeline with 100% recorded", evolve::recording_100),
         ("replay", evolve::replay),
+        ("postgres vs sqlite", nodes::pg_vs_sqlite),
+        ("two nodes", nodes::two_nodes_vs_one),
+        ("propagation", nodes::propagation),
         ("http vs wasmtime serve", http::vs_wasmtime),
         ("http vs plain hyper", http::vs_hyper),
         ("fuel and epoch, call-heavy", meter::calls),

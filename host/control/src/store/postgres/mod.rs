@@ -249,7 +249,7 @@ macro_rules! in_tx {
                 ")"
             )))?;
             let result = {
-                let $tx: &tokio_postgres::Transaction<'_> = &tx;
+                let $tx: &deadpool_postgres::Transaction<'_> = &tx;
                 $body
             };
             let result = result?;
@@ -649,14 +649,24 @@ async fn commit_group(
         .await
         .map_err(|e| GroupError::Failed(e.to_string()))?;
     let mut tx = c.transaction().await.map_err(group_err)?;
+    // The chain's head: locked first, then kept here as the group appends.
+    let mut head: Option<Option<Anchor>> = None;
     if writes
         .iter()
         .any(|w| matches!(w, Write::Audit(_) | Write::Event { .. }))
     {
-        tx.execute("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE", &[])
+        let row = tx
+            .query_one("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE", &[])
             .await
             .map_err(group_err)?;
+        let (seq, hash): (i64, String) = (row.get(0), row.get(1));
+        head = Some((seq > 0).then_some(Anchor {
+            seq,
+            hash,
+            pending: 0,
+        }));
     }
+    let locked = head.clone();
     let mut namespaces: Vec<&str> = writes
         .iter()
         .filter_map(|w| match w {
@@ -681,32 +691,52 @@ async fn commit_group(
         .map_err(group_err)?;
     }
     let mut results = Vec::with_capacity(writes.len());
-    let mut head = None;
     for write in writes {
+        let before = head.clone();
         let sp = tx.savepoint("grouped").await.map_err(group_err)?;
-        let result = run_write(&sp, write).await;
+        let result = run_write(&sp, &mut head, write).await;
         match result {
-            Ok((written, appended)) if !matches!(written, Written::Refused(_)) => {
+            Ok(written) if !matches!(written, Written::Refused(_)) => {
                 sp.commit().await.map_err(group_err)?;
-                head = appended.or(head);
                 results.push(Ok(written));
             }
             other => {
                 sp.rollback().await.map_err(group_err)?;
-                results.push(other.map(|(w, _)| w));
+                head = before;
+                results.push(other);
             }
         }
     }
+    let appended = match (&head, &locked) {
+        (Some(Some(now)), Some(was)) if was.as_ref().map(|w| w.seq) != Some(now.seq) => {
+            Some(now.clone())
+        }
+        _ => None,
+    };
+    if let Some(now) = &appended {
+        tx.execute(
+            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+            &[&now.seq, &now.hash],
+        )
+        .await
+        .map_err(group_err)?;
+    }
     tx.commit().await.map_err(group_err)?;
-    Ok((results, head))
+    Ok((results, appended))
 }
 
+/// Run one grouped write in its savepoint; appends go after `head`, the
+/// group's chain head.
 async fn run_write(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
+    head: &mut Option<Option<Anchor>>,
     write: &Write,
-) -> Result<(Written, Option<Anchor>)> {
+) -> Result<Written> {
     match write {
-        Write::Audit(entry) => Ok((Written::Done, Some(ops::append(tx, &entry.entry()).await?))),
+        Write::Audit(entry) => {
+            ops::append_at(tx, head, &entry.entry()).await?;
+            Ok(Written::Done)
+        }
         Write::Event {
             entry,
             decisions,
@@ -720,23 +750,19 @@ async fn run_write(
             if let Some(r) = recording {
                 ops::insert_recording(tx, r).await?;
             }
-            Ok((Written::Done, Some(ops::append(tx, &entry.entry()).await?)))
+            ops::append_at(tx, head, &entry.entry()).await?;
+            Ok(Written::Done)
         }
         Write::KvSet {
             ns,
             key,
             value,
             quota,
-        } => Ok((
-            match ops::kv_set(tx, ns, key, value, *quota).await? {
-                Ok(()) => Written::Done,
-                Err(why) => Written::Refused(why),
-            },
-            None,
-        )),
-        Write::KvDelete { ns, key } => {
-            Ok((Written::Deleted(ops::kv_delete(tx, ns, key).await?), None))
-        }
+        } => Ok(match ops::kv_set(tx, ns, key, value, *quota).await? {
+            Ok(()) => Written::Done,
+            Err(why) => Written::Refused(why),
+        }),
+        Write::KvDelete { ns, key } => Ok(Written::Deleted(ops::kv_delete(tx, ns, key).await?)),
     }
 }
 
@@ -1263,7 +1289,7 @@ impl StateStore for PgStore {
             let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
             let mut taken = Vec::new();
             for id in ids {
-                if let Some(r) = ops::review(tx, id).await? {
+                if let Some(r) = ops::review(&**tx, id).await? {
                     taken.push(r);
                 }
             }

@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use tokio_postgres::{GenericClient, Row, Transaction};
+use deadpool_postgres::Transaction;
+use tokio_postgres::{GenericClient, Row};
 
 use crate::audit::{self, Anchor, AuditError, NewEntry, Record};
 use crate::capability::kv::KvQuota;
@@ -77,53 +78,126 @@ fn json_or_text(text: String) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
 }
 
+
+/// `sql` prepared once per connection (the pool's statement cache), run.
+async fn run_cached(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> std::result::Result<u64, PgError> {
+    let stmt = tx.prepare_cached(sql).await?;
+    tx.execute(&stmt, params).await
+}
+
+/// [`run_cached`] for a query of at most one row.
+async fn opt_cached(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> std::result::Result<Option<Row>, PgError> {
+    let stmt = tx.prepare_cached(sql).await?;
+    tx.query_opt(&stmt, params).await
+}
+
+/// [`run_cached`] for a query of exactly one row.
+async fn one_cached(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> std::result::Result<Row, PgError> {
+    let stmt = tx.prepare_cached(sql).await?;
+    tx.query_one(&stmt, params).await
+}
+
 // ---- audit ------------------------------------------------------------
 
 /// Append `entry` to the chain inside `tx`, holding the chain's head row
 /// until the transaction ends, so appends of all nodes form one sequence.
 pub(super) async fn append(tx: &Transaction<'_>, entry: &NewEntry<'_>) -> Result<Anchor> {
-    let head = tx
-        .query_one(
-            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-            &[],
-        )
+    let mut head = None;
+    let link = append_at(tx, &mut head, entry).await?;
+    write_head(tx, &link).await?;
+    Ok(link)
+}
+
+/// The chain's head, read and locked until `tx` ends.
+pub(super) async fn lock_head(tx: &Transaction<'_>) -> Result<Option<Anchor>> {
+    let stmt = tx
+        .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
         .await
         .map_err(db("reading the head of the audit chain"))?;
-    let (seq, hash): (i64, String) = (head.get(0), head.get(1));
-    let head = (seq > 0).then_some(Anchor {
+    let row = tx
+        .query_one(&stmt, &[])
+        .await
+        .map_err(db("reading the head of the audit chain"))?;
+    let (seq, hash): (i64, String) = (row.get(0), row.get(1));
+    Ok((seq > 0).then_some(Anchor {
         seq,
         hash,
         pending: 0,
-    });
-    let link = audit::next_link(head.as_ref(), entry)?;
-    tx.execute(
-        "INSERT INTO audit (seq, at, actor, action, subject, digest, detail, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            &link.seq,
-            &link.at,
-            &link.actor,
-            &link.action,
-            &link.subject,
-            &link.digest,
-            &link.detail,
-            &link.prev_hash,
-            &link.hash,
-        ],
-    )
-    .await
-    .map_err(db("appending to the audit chain"))?;
-    tx.execute(
-        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-        &[&link.seq, &link.hash],
-    )
-    .await
-    .map_err(db("advancing the head of the audit chain"))?;
-    Ok(Anchor {
+    }))
+}
+
+/// Append `entry` after `head` (locked and read first when `None`), and
+/// advance `head` to it; the head row itself is written by
+/// [`write_head`], once for every entry a transaction appends.
+pub(super) async fn append_at(
+    tx: &Transaction<'_>,
+    head: &mut Option<Option<Anchor>>,
+    entry: &NewEntry<'_>,
+) -> Result<Anchor> {
+    let current = match head.take() {
+        Some(known) => known,
+        None => lock_head(tx).await?,
+    };
+    let link = audit::next_link(current.as_ref(), entry)?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit (seq, at, actor, action, subject, digest, detail, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .await
+        .map_err(db("appending to the audit chain"))?;
+    let inserted = tx
+        .execute(
+            &stmt,
+            &[
+                &link.seq,
+                &link.at,
+                &link.actor,
+                &link.action,
+                &link.subject,
+                &link.digest,
+                &link.detail,
+                &link.prev_hash,
+                &link.hash,
+            ],
+        )
+        .await
+        .map_err(db("appending to the audit chain"));
+    if let Err(e) = inserted {
+        *head = Some(current);
+        return Err(e);
+    }
+    let anchor = Anchor {
         seq: link.seq,
         hash: link.hash,
         pending: 0,
-    })
+    };
+    *head = Some(Some(anchor.clone()));
+    Ok(anchor)
+}
+
+/// Record `head` as the chain's head.
+pub(super) async fn write_head(tx: &Transaction<'_>, head: &Anchor) -> Result<()> {
+    let stmt = tx
+        .prepare_cached("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .await
+        .map_err(db("advancing the head of the audit chain"))?;
+    tx.execute(&stmt, &[&head.seq, &head.hash])
+        .await
+        .map_err(db("advancing the head of the audit chain"))?;
+    Ok(())
 }
 
 const AUDIT_COLUMNS: &str = "seq, at, actor, action, subject, digest, detail, prev_hash, hash";
@@ -378,7 +452,7 @@ pub(super) async fn record_change(
         seen,
         ..
     } = *change;
-    let current = deployment(tx, plugin, true).await?;
+    let current = deployment(&**tx, plugin, true).await?;
     if current.as_ref().map(DeploymentRow::serving) != seen {
         return Err(stale(plugin));
     }
@@ -803,7 +877,7 @@ pub(super) async fn insert_decisions(
         return Ok(());
     }
     let stmt = tx
-        .prepare(
+        .prepare_cached(
             "INSERT INTO decisions (event_id, action_index, trace_id, action_kind, proposed_by, steps, at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (event_id, action_index) DO UPDATE SET trace_id = $3, action_kind = $4, proposed_by = $5, steps = $6, at = $7",
@@ -906,7 +980,7 @@ pub(super) async fn decision(
 }
 
 pub(super) async fn add_label(tx: &Transaction<'_>, l: &NewLabel<'_>) -> Result<(Label, Anchor)> {
-    let Some(d) = decision(tx, l.event_id, l.action_index).await? else {
+    let Some(d) = decision(&**tx, l.event_id, l.action_index).await? else {
         return Err(Error::NotFound(format!(
             "no recorded decision for action {} of event {:?}: labels apply to actions an audited pipeline recorded (`evos up`, or `evos run --record`)",
             l.action_index, l.event_id
@@ -974,8 +1048,7 @@ pub(super) async fn labeled(
 
 pub(super) async fn insert_recording(tx: &Transaction<'_>, r: &NewRecording) -> Result<()> {
     let redactions = serde_json::to_string(&r.redactions).unwrap_or_else(|_| "{}".into());
-    let id: i64 = tx
-        .query_one(
+    let id: i64 = one_cached(tx, 
             "INSERT INTO recordings (trace_id, event_id, event_kind, connector, reason, redactions, at)
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             &[&r.trace_id, &r.event_id, &r.event_kind, &r.connector, &r.reason, &redactions, &now()],
@@ -984,7 +1057,7 @@ pub(super) async fn insert_recording(tx: &Transaction<'_>, r: &NewRecording) -> 
         .map_err(db("recording an event"))?
         .get(0);
     let stmt = tx
-        .prepare(
+        .prepare_cached(
             "INSERT INTO recorded_calls (recording_id, step, action_index, plugin, kind, version, digest, input, output, outcome, error, duration_us, fuel)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
@@ -1247,14 +1320,13 @@ pub(super) async fn token(c: &impl GenericClient, id: &str) -> Result<Option<(To
 /// Lock a namespace's usage row (made when missing), so concurrent writers
 /// of every node check the quota one at a time; its (keys, bytes).
 pub(super) async fn lock_kv_usage(tx: &Transaction<'_>, ns: &str) -> Result<(i64, i64)> {
-    tx.execute(
+    run_cached(tx, 
         "INSERT INTO kv_usage (namespace, keys, bytes) VALUES ($1, 0, 0) ON CONFLICT (namespace) DO NOTHING",
         &[&ns],
     )
     .await
     .map_err(db("reading kv usage"))?;
-    let r = tx
-        .query_one(
+    let r = one_cached(tx, 
             "SELECT keys, bytes FROM kv_usage WHERE namespace = $1 FOR UPDATE",
             &[&ns],
         )
@@ -1272,8 +1344,7 @@ pub(super) async fn kv_set(
     quota: KvQuota,
 ) -> Result<std::result::Result<(), String>> {
     let (keys, bytes) = lock_kv_usage(tx, ns).await?;
-    let old: Option<i64> = tx
-        .query_opt(
+    let old: Option<i64> = opt_cached(tx, 
             "SELECT octet_length(value)::bigint FROM kv WHERE namespace = $1 AND key = $2",
             &[&ns, &key],
         )
@@ -1294,7 +1365,7 @@ pub(super) async fn kv_set(
             quota,
         )));
     }
-    tx.execute(
+    run_cached(tx, 
         "INSERT INTO kv (namespace, key, value) VALUES ($1, $2, $3)
          ON CONFLICT (namespace, key) DO UPDATE SET value = $3",
         &[&ns, &key, &value],
@@ -1306,7 +1377,7 @@ pub(super) async fn kv_set(
         Some(old) => value.len() as i64 - old,
         None => key_len + value.len() as i64,
     };
-    tx.execute(
+    run_cached(tx, 
         "UPDATE kv_usage SET keys = keys + $2, bytes = bytes + $3 WHERE namespace = $1",
         &[&ns, &added_keys, &added_bytes],
     )
@@ -1317,8 +1388,7 @@ pub(super) async fn kv_set(
 
 pub(super) async fn kv_delete(tx: &Transaction<'_>, ns: &str, key: &str) -> Result<bool> {
     lock_kv_usage(tx, ns).await?;
-    let old: Option<i64> = tx
-        .query_opt(
+    let old: Option<i64> = opt_cached(tx, 
             "DELETE FROM kv WHERE namespace = $1 AND key = $2 RETURNING octet_length(value)::bigint",
             &[&ns, &key],
         )
@@ -1327,7 +1397,7 @@ pub(super) async fn kv_delete(tx: &Transaction<'_>, ns: &str, key: &str) -> Resu
         .map(|r| r.get(0));
     match old {
         Some(old) => {
-            tx.execute(
+            run_cached(tx, 
                 "UPDATE kv_usage SET keys = keys - 1, bytes = bytes - $2 WHERE namespace = $1",
                 &[&ns, &(key.len() as i64 + old)],
             )
@@ -1343,8 +1413,7 @@ pub(super) async fn kv_delete(tx: &Transaction<'_>, ns: &str, key: &str) -> Resu
 
 /// Mark an event processed inside `tx`; refused when it already was.
 pub(super) async fn mark_processed(tx: &Transaction<'_>, p: &Processed) -> Result<()> {
-    let inserted = tx
-        .execute(
+    let inserted = run_cached(tx, 
             "INSERT INTO processed_events (source, event_id, at) VALUES ($1, $2, $3)
              ON CONFLICT (source, event_id) DO NOTHING",
             &[&p.source, &p.event_id, &now()],
