@@ -648,7 +648,7 @@ async fn commit_group(
     let mut c = client(pool, shown)
         .await
         .map_err(|e| GroupError::Failed(e.to_string()))?;
-    let mut tx = c.transaction().await.map_err(group_err)?;
+    let tx = c.transaction().await.map_err(group_err)?;
     // The chain's head: locked first, then kept here as the group appends.
     let mut head: Option<Option<Anchor>> = None;
     if writes
@@ -690,18 +690,33 @@ async fn commit_group(
         .await
         .map_err(group_err)?;
     }
+    // Each write in a savepoint of its own; releasing one and opening the
+    // next is one round trip.
     let mut results = Vec::with_capacity(writes.len());
-    for write in writes {
+    tx.batch_execute("SAVEPOINT grouped")
+        .await
+        .map_err(group_err)?;
+    for (i, write) in writes.iter().enumerate() {
         let before = head.clone();
-        let sp = tx.savepoint("grouped").await.map_err(group_err)?;
-        let result = run_write(&sp, &mut head, write).await;
+        let result = run_write(&tx, &mut head, write).await;
+        let next = if i + 1 < writes.len() {
+            " SAVEPOINT grouped;"
+        } else {
+            ""
+        };
         match result {
             Ok(written) if !matches!(written, Written::Refused(_)) => {
-                sp.commit().await.map_err(group_err)?;
+                tx.batch_execute(&format!("RELEASE SAVEPOINT grouped;{next}"))
+                    .await
+                    .map_err(group_err)?;
                 results.push(Ok(written));
             }
             other => {
-                sp.rollback().await.map_err(group_err)?;
+                tx.batch_execute(&format!(
+                    "ROLLBACK TO SAVEPOINT grouped; RELEASE SAVEPOINT grouped;{next}"
+                ))
+                .await
+                .map_err(group_err)?;
                 head = before;
                 results.push(other);
             }
@@ -743,15 +758,28 @@ async fn run_write(
             recording,
             processed,
         } => {
-            if let Some(p) = processed {
-                ops::mark_processed(tx, p).await?;
+            // Independent statements, sent together on the connection; the
+            // first to fail says why (the savepoint undoes them all).
+            let entry = entry.entry();
+            let recorded = async {
+                if let Some(p) = processed {
+                    ops::mark_processed(tx, p).await?;
+                }
+                ops::insert_decisions(tx, decisions).await?;
+                if let Some(r) = recording {
+                    ops::insert_recording(tx, r).await?;
+                }
+                Ok::<_, Error>(())
+            };
+            let (recorded, appended) =
+                futures_util::future::join(recorded, ops::append_at(tx, head, &entry)).await;
+            match (recorded, appended) {
+                (Ok(()), Ok(_)) => Ok(Written::Done),
+                // A statement sent after the failing one only reports the
+                // transaction aborted; the other error says why.
+                (Err(e), Ok(_)) | (Ok(()), Err(e)) => Err(e),
+                (Err(a), Err(b)) => Err(if a.to_string().contains("(25P02)") { b } else { a }),
             }
-            ops::insert_decisions(tx, decisions).await?;
-            if let Some(r) = recording {
-                ops::insert_recording(tx, r).await?;
-            }
-            ops::append_at(tx, head, &entry.entry()).await?;
-            Ok(Written::Done)
         }
         Write::KvSet {
             ns,
