@@ -211,6 +211,29 @@ async fn a_stream_feeds_the_pipeline_once_retries_failures_and_keeps_dead_letter
     pg.psql_on(&url, "DROP TRIGGER refuse ON audit");
     let v = store.audit_verify().expect("verify");
     assert!(v.intact && v.anchored, "{v:?}");
+
+    // Operators list them from any node.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_evos"))
+        .arg("--data-dir")
+        .arg(tempdir("operator"))
+        .args(["--store", &url, "sources", "dead-letters", "--json"])
+        .output()
+        .expect("evos sources dead-letters");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().any(|l| {
+        l["delivered"] == 3
+            && l["source"] == "nats:CLAIMS/evos"
+            && l["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("refused by the test"))
+    }));
 }
 
 /// An app file for `evos up` processes: the repository's claims app with

@@ -115,7 +115,14 @@ pub fn two_nodes_vs_one(b: &Bench) -> anyhow::Result<Row> {
     let batches = if b.runs <= 3 { 4 } else { 8 };
     let mut n = 0;
     pipeline_rate(b, (&a, &app), &options(&a), 1, &mut n, CALM_INCIDENT)?;
-    pipeline_rate(b, (&second, &app), &options(&second), 1, &mut n, CALM_INCIDENT)?;
+    pipeline_rate(
+        b,
+        (&second, &app),
+        &options(&second),
+        1,
+        &mut n,
+        CALM_INCIDENT,
+    )?;
     let (mut two, mut one) = (Vec::new(), Vec::new());
     for run in 0..b.runs {
         one.push(pipeline_rate(
@@ -195,10 +202,7 @@ pub fn propagation(b: &Bench) -> anyhow::Result<Row> {
     };
     let manifest = Manifest::load(root().join("policies/versions/fraud-score-1.1.0.toml"))?;
     let bytes = std::fs::read(root().join("target/plugins/fraud-score-retrained.wasm"))?;
-    let canary = |reg: &Registry| {
-        reg.route("fraud-score")
-            .is_some_and(|r| r.canary.is_some())
-    };
+    let canary = |reg: &Registry| reg.route("fraud-score").is_some_and(|r| r.canary.is_some());
     let changes = if b.runs <= 3 { 20 } else { 60 };
     let mut delays = Vec::new();
     for i in 0..changes {

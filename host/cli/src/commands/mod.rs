@@ -36,6 +36,7 @@ mod labels;
 mod recordings;
 mod replay;
 mod run;
+mod sources;
 mod up;
 
 /// Host for sandboxed AI automation: WebAssembly plugins with capability
@@ -115,6 +116,9 @@ enum Command {
     /// Recorded (redacted) pipeline traffic: list it, prune it.
     #[command(subcommand)]
     Recordings(recordings::Command),
+    /// Event sources (NATS JetStream): the messages they gave up on.
+    #[command(subcommand)]
+    Sources(sources::Command),
 }
 
 /// How a command ended.
@@ -161,6 +165,7 @@ pub fn main() -> ExitCode {
         Command::Feedback(a) => feedback::run(&cli, a),
         Command::Labels(a) => labels::run(&cli, a),
         Command::Recordings(a) => recordings::run(&cli, a),
+        Command::Sources(a) => sources::run(&cli, a),
         Command::Replay(a) => block_on(replay::run(&cli, a)),
     };
     match result {

@@ -656,7 +656,10 @@ async fn commit_group(
         .any(|w| matches!(w, Write::Audit(_) | Write::Event { .. }))
     {
         let row = tx
-            .query_one("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE", &[])
+            .query_one(
+                "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+                &[],
+            )
             .await
             .map_err(group_err)?;
         let (seq, hash): (i64, String) = (row.get(0), row.get(1));
@@ -778,7 +781,11 @@ async fn run_write(
                 // A statement sent after the failing one only reports the
                 // transaction aborted; the other error says why.
                 (Err(e), Ok(_)) | (Ok(()), Err(e)) => Err(e),
-                (Err(a), Err(b)) => Err(if a.to_string().contains("(25P02)") { b } else { a }),
+                (Err(a), Err(b)) => Err(if a.to_string().contains("(25P02)") {
+                    b
+                } else {
+                    a
+                }),
             }
         }
         Write::KvSet {

@@ -78,7 +78,6 @@ fn json_or_text(text: String) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
 }
 
-
 /// `sql` prepared once per connection (the pool's statement cache), run.
 async fn run_cached(
     tx: &Transaction<'_>,
@@ -1048,14 +1047,23 @@ pub(super) async fn labeled(
 
 pub(super) async fn insert_recording(tx: &Transaction<'_>, r: &NewRecording) -> Result<()> {
     let redactions = serde_json::to_string(&r.redactions).unwrap_or_else(|_| "{}".into());
-    let id: i64 = one_cached(tx, 
-            "INSERT INTO recordings (trace_id, event_id, event_kind, connector, reason, redactions, at)
+    let id: i64 = one_cached(
+        tx,
+        "INSERT INTO recordings (trace_id, event_id, event_kind, connector, reason, redactions, at)
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            &[&r.trace_id, &r.event_id, &r.event_kind, &r.connector, &r.reason, &redactions, &now()],
-        )
-        .await
-        .map_err(db("recording an event"))?
-        .get(0);
+        &[
+            &r.trace_id,
+            &r.event_id,
+            &r.event_kind,
+            &r.connector,
+            &r.reason,
+            &redactions,
+            &now(),
+        ],
+    )
+    .await
+    .map_err(db("recording an event"))?
+    .get(0);
     let stmt = tx
         .prepare_cached(
             "INSERT INTO recorded_calls (recording_id, step, action_index, plugin, kind, version, digest, input, output, outcome, error, duration_us, fuel)
@@ -1320,18 +1328,20 @@ pub(super) async fn token(c: &impl GenericClient, id: &str) -> Result<Option<(To
 /// Lock a namespace's usage row (made when missing), so concurrent writers
 /// of every node check the quota one at a time; its (keys, bytes).
 pub(super) async fn lock_kv_usage(tx: &Transaction<'_>, ns: &str) -> Result<(i64, i64)> {
-    run_cached(tx, 
+    run_cached(
+        tx,
         "INSERT INTO kv_usage (namespace, keys, bytes) VALUES ($1, 0, 0) ON CONFLICT (namespace) DO NOTHING",
         &[&ns],
     )
     .await
     .map_err(db("reading kv usage"))?;
-    let r = one_cached(tx, 
-            "SELECT keys, bytes FROM kv_usage WHERE namespace = $1 FOR UPDATE",
-            &[&ns],
-        )
-        .await
-        .map_err(db("reading kv usage"))?;
+    let r = one_cached(
+        tx,
+        "SELECT keys, bytes FROM kv_usage WHERE namespace = $1 FOR UPDATE",
+        &[&ns],
+    )
+    .await
+    .map_err(db("reading kv usage"))?;
     Ok((r.get(0), r.get(1)))
 }
 
@@ -1344,13 +1354,14 @@ pub(super) async fn kv_set(
     quota: KvQuota,
 ) -> Result<std::result::Result<(), String>> {
     let (keys, bytes) = lock_kv_usage(tx, ns).await?;
-    let old: Option<i64> = opt_cached(tx, 
-            "SELECT octet_length(value)::bigint FROM kv WHERE namespace = $1 AND key = $2",
-            &[&ns, &key],
-        )
-        .await
-        .map_err(db("reading kv"))?
-        .map(|r| r.get(0));
+    let old: Option<i64> = opt_cached(
+        tx,
+        "SELECT octet_length(value)::bigint FROM kv WHERE namespace = $1 AND key = $2",
+        &[&ns, &key],
+    )
+    .await
+    .map_err(db("reading kv"))?
+    .map(|r| r.get(0));
     if old.is_none() && i128::from(keys) >= i128::from(quota.max_keys) {
         return Ok(Err(format!(
             "the namespace holds {keys} keys, the limit `max-keys` is {}",
@@ -1365,7 +1376,8 @@ pub(super) async fn kv_set(
             quota,
         )));
     }
-    run_cached(tx, 
+    run_cached(
+        tx,
         "INSERT INTO kv (namespace, key, value) VALUES ($1, $2, $3)
          ON CONFLICT (namespace, key) DO UPDATE SET value = $3",
         &[&ns, &key, &value],
@@ -1377,7 +1389,8 @@ pub(super) async fn kv_set(
         Some(old) => value.len() as i64 - old,
         None => key_len + value.len() as i64,
     };
-    run_cached(tx, 
+    run_cached(
+        tx,
         "UPDATE kv_usage SET keys = keys + $2, bytes = bytes + $3 WHERE namespace = $1",
         &[&ns, &added_keys, &added_bytes],
     )
@@ -1388,16 +1401,18 @@ pub(super) async fn kv_set(
 
 pub(super) async fn kv_delete(tx: &Transaction<'_>, ns: &str, key: &str) -> Result<bool> {
     lock_kv_usage(tx, ns).await?;
-    let old: Option<i64> = opt_cached(tx, 
-            "DELETE FROM kv WHERE namespace = $1 AND key = $2 RETURNING octet_length(value)::bigint",
-            &[&ns, &key],
-        )
-        .await
-        .map_err(db("deleting kv"))?
-        .map(|r| r.get(0));
+    let old: Option<i64> = opt_cached(
+        tx,
+        "DELETE FROM kv WHERE namespace = $1 AND key = $2 RETURNING octet_length(value)::bigint",
+        &[&ns, &key],
+    )
+    .await
+    .map_err(db("deleting kv"))?
+    .map(|r| r.get(0));
     match old {
         Some(old) => {
-            run_cached(tx, 
+            run_cached(
+                tx,
                 "UPDATE kv_usage SET keys = keys - 1, bytes = bytes - $2 WHERE namespace = $1",
                 &[&ns, &(key.len() as i64 + old)],
             )
@@ -1413,13 +1428,14 @@ pub(super) async fn kv_delete(tx: &Transaction<'_>, ns: &str, key: &str) -> Resu
 
 /// Mark an event processed inside `tx`; refused when it already was.
 pub(super) async fn mark_processed(tx: &Transaction<'_>, p: &Processed) -> Result<()> {
-    let inserted = run_cached(tx, 
-            "INSERT INTO processed_events (source, event_id, at) VALUES ($1, $2, $3)
+    let inserted = run_cached(
+        tx,
+        "INSERT INTO processed_events (source, event_id, at) VALUES ($1, $2, $3)
              ON CONFLICT (source, event_id) DO NOTHING",
-            &[&p.source, &p.event_id, &now()],
-        )
-        .await
-        .map_err(db("marking an event processed"))?;
+        &[&p.source, &p.event_id, &now()],
+    )
+    .await
+    .map_err(db("marking an event processed"))?;
     if inserted == 0 {
         return Err(already_processed(p));
     }
