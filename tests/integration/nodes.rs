@@ -82,6 +82,29 @@ fn json_of(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
+/// Ingest the sample claims on `node`; the id of the review the escalated
+/// one (C-1002) waits in.
+async fn escalated_review(node: &Node, admin: &str) -> i64 {
+    let claims = std::fs::read(root().join("plugins/claims-webhook/claims.json")).expect("claims");
+    let (status, body) = req(
+        node.port,
+        "POST",
+        "/v1/ingest/claims-webhook".into(),
+        admin,
+        claims,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    json_of(&body)["report"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .flat_map(|e| e["actions"].as_array().into_iter().flatten())
+        .find(|a| a["status"] == "escalated")
+        .and_then(|a| a["review_id"].as_i64())
+        .expect("an escalated action")
+}
+
 fn canary_of(node: &Node) -> Option<(String, u8)> {
     node.host.registry.route("fraud-score").and_then(|r| {
         r.canary
@@ -212,25 +235,7 @@ async fn two_reviewers_approving_on_two_nodes_carry_the_action_out_once() {
     let url = pg.database();
     let downstream = Downstream::start(200);
     let (a, b, admin) = two_nodes(&url, &downstream).await;
-    let claims = std::fs::read(root().join("plugins/claims-webhook/claims.json")).expect("claims");
-    let (status, body) = req(
-        a.port,
-        "POST",
-        "/v1/ingest/claims-webhook".into(),
-        &admin,
-        claims,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let report = json_of(&body);
-    let review_id = report["report"]["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .flat_map(|e| e["actions"].as_array().into_iter().flatten())
-        .find(|a| a["status"] == "escalated")
-        .and_then(|a| a["review_id"].as_i64())
-        .expect("an escalated action");
+    let review_id = escalated_review(&a, &admin).await;
     let escalated_claim = "C-1002";
     assert!(
         !downstream
@@ -414,24 +419,7 @@ async fn an_approval_whose_node_stopped_before_carrying_it_out_is_carried_out_by
     let url = pg.database();
     let downstream = Downstream::start(200);
     let (a, _b, admin) = two_nodes(&url, &downstream).await;
-    let claims = std::fs::read(root().join("plugins/claims-webhook/claims.json")).expect("claims");
-    let (status, body) = req(
-        a.port,
-        "POST",
-        "/v1/ingest/claims-webhook".into(),
-        &admin,
-        claims,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let review_id = json_of(&body)["report"]["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .flat_map(|e| e["actions"].as_array().into_iter().flatten())
-        .find(|a| a["status"] == "escalated")
-        .and_then(|a| a["review_id"].as_i64())
-        .expect("an escalated action");
+    let review_id = escalated_review(&a, &admin).await;
     // The approval commits on A, which then stops before carrying it out:
     // its lease on the execution runs out.
     a.host

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::support::{root, tempdir};
+use crate::support::{example_app_text, root, tempdir};
 use evos::pipeline::{self, RunOptions};
 use evos::store::{RecordingFilter, SqliteStore, StateStore};
 
@@ -21,20 +21,7 @@ fn text(out: &Output) -> String {
 /// The example app (absolute paths) with `recording` as its
 /// `[recording]` table, written to `dir/app.toml`.
 pub(crate) fn app_file(dir: &std::path::Path, recording: &str) -> std::path::PathBuf {
-    let example = std::fs::read_to_string(root().join("evos.toml")).expect("evos.toml");
-    let base = root();
-    let absolute: String = example
-        .lines()
-        .map(|l| {
-            for key in ["manifest = \"", "component = \""] {
-                if let Some(rest) = l.strip_prefix(key) {
-                    return format!("{key}{}/{rest}", base.display());
-                }
-            }
-            l.to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let absolute = example_app_text(None);
     let path = dir.join("app.toml");
     std::fs::write(&path, format!("{absolute}\n\n[recording]\n{recording}\n")).expect("write app");
     path

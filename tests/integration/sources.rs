@@ -248,22 +248,7 @@ fn app_file(dir: &std::path::Path, sink: &Downstream, nats: &NatsServer) -> std:
         );
     let manifest = dir.join("claims-webhook.toml");
     std::fs::write(&manifest, connector).expect("write manifest");
-    let app: String = std::fs::read_to_string(base.join("evos.toml"))
-        .expect("evos.toml")
-        .lines()
-        .map(|l| {
-            if l == "manifest = \"policies/claims-webhook.toml\"" {
-                return format!("manifest = \"{}\"", manifest.display());
-            }
-            for key in ["manifest = \"", "component = \""] {
-                if let Some(rest) = l.strip_prefix(key) {
-                    return format!("{key}{}/{rest}", base.display());
-                }
-            }
-            l.to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let app = example_app_text(Some(&manifest));
     let path = dir.join("app.toml");
     std::fs::write(
         &path,

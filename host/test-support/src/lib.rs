@@ -561,6 +561,30 @@ impl Drop for PgServer {
     }
 }
 
+/// The example app file's text with absolute paths (so it may be written
+/// anywhere), the connector's manifest replaced by `connector` when given.
+pub fn example_app_text(connector: Option<&Path>) -> String {
+    let base = root();
+    std::fs::read_to_string(base.join("evos.toml"))
+        .expect("evos.toml")
+        .lines()
+        .map(|l| {
+            if let Some(manifest) = connector
+                && l == "manifest = \"policies/claims-webhook.toml\""
+            {
+                return format!("manifest = \"{}\"", manifest.display());
+            }
+            for key in ["manifest = \"", "component = \""] {
+                if let Some(rest) = l.strip_prefix(key) {
+                    return format!("{key}{}/{rest}", base.display());
+                }
+            }
+            l.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A NATS server with JetStream for one test: listening on 127.0.0.1 at a
 /// free port, its store in a temp dir, killed and removed on drop.
 pub struct NatsServer {

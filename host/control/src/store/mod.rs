@@ -373,6 +373,55 @@ pub(crate) fn dead_letter_entry(
     )
 }
 
+/// `bytes` read back from a store as the blob `digest`, checked to still
+/// hash to it.
+pub(crate) fn checked_blob(digest: &str, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    use sha2::Digest;
+    let actual = hex::encode(sha2::Sha256::digest(&bytes));
+    if actual != digest {
+        return Err(Error::store(
+            format!("blob {digest}"),
+            format!("content hashes to {actual}: the blob store was modified"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The audit entry of a label given after the fact: (subject, detail).
+pub(crate) fn feedback_entry(
+    l: &NewLabel<'_>,
+    d: &DecisionRecord,
+    label_id: i64,
+) -> (String, serde_json::Value) {
+    (
+        format!("event/{}", l.event_id),
+        serde_json::json!({
+            "action_index": l.action_index,
+            "action": d.action_kind,
+            "proposed_by": d.proposed_by,
+            "label": l.label,
+            "source": l.source,
+            "comment": l.comment,
+            "label_id": label_id,
+        }),
+    )
+}
+
+/// The detail of a `recording-prune` audit entry.
+pub(crate) fn prune_detail(
+    pruned: &crate::recording::Pruned,
+    before: Option<&str>,
+    max_rows: Option<u64>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "expired": pruned.expired,
+        "over_limit": pruned.over_limit,
+        "kept": pruned.kept,
+        "before": before,
+        "max_rows": max_rows,
+    })
+}
+
 /// The refusal of an event a source already marked processed.
 pub(crate) fn already_processed(p: &Processed) -> Error {
     Error::Duplicate(format!(

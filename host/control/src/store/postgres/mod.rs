@@ -924,14 +924,7 @@ impl StateStore for PgStore {
         })?;
         let bytes =
             bytes.ok_or_else(|| Error::NotFound(format!("no component stored as {digest}")))?;
-        let actual = hex::encode(Sha256::digest(&bytes));
-        if actual != digest {
-            return Err(Error::store(
-                format!("blob {digest}"),
-                format!("content hashes to {actual}: the blob store was modified"),
-            ));
-        }
-        Ok(bytes)
+        super::checked_blob(digest, bytes)
     }
 
     fn has_blob(&self, digest: &str) -> bool {

@@ -20,8 +20,8 @@ use crate::store::{
     Agreement, Change, DeadLetter, Decision, DecisionRecord, DeploymentRow, HistoryRow,
     LABEL_FROM_REVIEW, Label, NewDeadLetter, NewLabel, NewRecording, NewReview, NewVersion,
     Processed, REVIEWS_LISTED, RecordedCall, Recording, RecordingFilter, Review, ReviewResult,
-    ReviewStatus, Role, StoredCall, Token, VersionRow, already_processed, dead_letter_entry, now,
-    stale, valid_label,
+    ReviewStatus, Role, StoredCall, Token, VersionRow, already_processed, dead_letter_entry,
+    feedback_entry, now, prune_detail, stale, valid_label,
 };
 use crate::{Error, Result};
 
@@ -986,22 +986,15 @@ pub(super) async fn add_label(tx: &Transaction<'_>, l: &NewLabel<'_>) -> Result<
         )));
     };
     let label = insert_label(tx, l).await?;
+    let (subject, detail) = feedback_entry(l, &d, label.id);
     let head = append(
         tx,
         &NewEntry {
             actor: l.actor,
             action: "feedback",
-            subject: &format!("event/{}", l.event_id),
+            subject: &subject,
             digest: None,
-            detail: serde_json::json!({
-                "action_index": l.action_index,
-                "action": d.action_kind,
-                "proposed_by": d.proposed_by,
-                "label": l.label,
-                "source": l.source,
-                "comment": l.comment,
-                "label_id": label.id,
-            }),
+            detail,
         },
     )
     .await?;
@@ -1253,13 +1246,7 @@ pub(super) async fn prune_recordings(
                     action: "recording-prune",
                     subject: "recordings",
                     digest: None,
-                    detail: serde_json::json!({
-                        "expired": expired,
-                        "over_limit": over_limit,
-                        "kept": pruned.kept,
-                        "before": before,
-                        "max_rows": max_rows,
-                    }),
+                    detail: prune_detail(&pruned, before, max_rows),
                 },
             )
             .await?,

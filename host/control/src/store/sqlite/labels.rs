@@ -95,22 +95,15 @@ pub(super) fn add(store: &SqliteStore, l: &NewLabel<'_>) -> Result<Label> {
             )));
         };
         let label = insert_label(tx, l)?;
+        let (subject, detail) = crate::store::feedback_entry(l, &d, label.id);
         audit::append(
             tx,
             NewEntry {
                 actor: l.actor,
                 action: "feedback",
-                subject: &format!("event/{}", l.event_id),
+                subject: &subject,
                 digest: None,
-                detail: serde_json::json!({
-                    "action_index": l.action_index,
-                    "action": d.action_kind,
-                    "proposed_by": d.proposed_by,
-                    "label": l.label,
-                    "source": l.source,
-                    "comment": l.comment,
-                    "label_id": label.id,
-                }),
+                detail,
             },
         )?;
         Ok(label)

@@ -442,14 +442,7 @@ impl StateStore for SqliteStore {
     fn get_blob(&self, digest: &str) -> Result<Vec<u8>> {
         let path = self.blob_path(digest);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let actual = hex::encode(Sha256::digest(&bytes));
-        if actual != digest {
-            return Err(Error::store(
-                format!("blob {digest}"),
-                format!("content hashes to {actual}: the blob store was modified"),
-            ));
-        }
-        Ok(bytes)
+        super::checked_blob(digest, bytes)
     }
 
     fn deployment(&self, plugin: &str) -> Result<Option<DeploymentRow>> {

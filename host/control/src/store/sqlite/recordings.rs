@@ -214,13 +214,7 @@ pub(super) fn prune(
                     action: "recording-prune",
                     subject: "recordings",
                     digest: None,
-                    detail: serde_json::json!({
-                        "expired": expired,
-                        "over_limit": over_limit,
-                        "kept": pruned.kept,
-                        "before": before,
-                        "max_rows": max_rows,
-                    }),
+                    detail: crate::store::prune_detail(&pruned, before, max_rows),
                 },
             )
             .map_err(Error::from)?;
