@@ -944,6 +944,20 @@ pub fn valid_label(label: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// [`valid_label`], or the error saying what a label may be.
+pub(crate) fn check_label(label: &str) -> Result<()> {
+    if valid_label(label) {
+        return Ok(());
+    }
+    Err(Error::Input {
+        plugin: String::new(),
+        kind: "label".into(),
+        message: format!(
+            "label {label:?}: use 1 to 64 lowercase letters, digits and `-` (e.g. approve, reject)"
+        ),
+    })
+}
+
 /// Who may do what with a token; see `auth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

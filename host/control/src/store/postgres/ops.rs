@@ -20,8 +20,8 @@ use crate::store::{
     Agreement, Change, DeadLetter, Decision, DecisionRecord, DeploymentRow, HistoryRow,
     LABEL_FROM_REVIEW, Label, NewDeadLetter, NewLabel, NewRecording, NewReview, NewVersion,
     Processed, REVIEWS_LISTED, RecordedCall, Recording, RecordingFilter, Review, ReviewResult,
-    ReviewStatus, Role, StoredCall, Token, VersionRow, already_processed, dead_letter_entry,
-    feedback_entry, now, prune_detail, stale, valid_label,
+    ReviewStatus, Role, StoredCall, Token, VersionRow, already_processed, check_label,
+    dead_letter_entry, feedback_entry, now, prune_detail, stale,
 };
 use crate::{Error, Result};
 
@@ -903,16 +903,7 @@ pub(super) async fn insert_decisions(
 }
 
 pub(super) async fn insert_label(tx: &Transaction<'_>, l: &NewLabel<'_>) -> Result<Label> {
-    if !valid_label(l.label) {
-        return Err(Error::Input {
-            plugin: String::new(),
-            kind: "label".into(),
-            message: format!(
-                "label {:?}: use 1 to 64 lowercase letters, digits and `-` (e.g. approve, reject)",
-                l.label
-            ),
-        });
-    }
+    check_label(l.label)?;
     let at = now();
     let id: i64 = tx
         .query_one(

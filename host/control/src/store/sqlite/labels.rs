@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{SqliteStore, db_err};
 use crate::audit::{self, NewEntry};
-use crate::store::{DecisionRecord, Label, NewLabel, now, valid_label};
+use crate::store::{DecisionRecord, Label, NewLabel, check_label, now};
 use crate::{Error, Result};
 
 pub(super) fn insert_decisions(tx: &Transaction<'_>, decisions: &[DecisionRecord]) -> Result<()> {
@@ -33,16 +33,7 @@ pub(super) fn insert_decisions(tx: &Transaction<'_>, decisions: &[DecisionRecord
 /// Keep a label inside `tx`, without an audit entry of its own (a review
 /// decision's entry covers it).
 pub(super) fn insert_label(tx: &Transaction<'_>, l: &NewLabel<'_>) -> Result<Label> {
-    if !valid_label(l.label) {
-        return Err(Error::Input {
-            plugin: String::new(),
-            kind: "label".into(),
-            message: format!(
-                "label {:?}: use 1 to 64 lowercase letters, digits and `-` (e.g. approve, reject)",
-                l.label
-            ),
-        });
-    }
+    check_label(l.label)?;
     let at = now();
     tx.prepare_cached(
         "INSERT INTO labels (event_id, action_index, label, source, actor, comment, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
