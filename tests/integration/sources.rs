@@ -40,6 +40,7 @@ fn source(nats: &NatsServer) -> Source {
         backoff: vec![Duration::from_millis(200)],
         in_flight: 16,
         content_type: "application/json".into(),
+        dedupe_window: Duration::from_secs(86_400),
     }
 }
 

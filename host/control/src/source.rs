@@ -13,6 +13,7 @@
 //! backoff = ["1s", "5s", "30s"]     # delay before the 1st, 2nd, 3rd+ retry of a failure
 //! in-flight = 64                    # messages this node handles at once
 //! content-type = "application/json"
+//! dedupe-window = "7d"              # how long an event stays marked processed
 //! ```
 //!
 //! Each message goes through the pipeline and is acknowledged only after
@@ -49,6 +50,12 @@ pub struct RawSource {
     in_flight: usize,
     #[serde(default = "default_content_type")]
     content_type: String,
+    #[serde(default = "default_dedupe_window")]
+    dedupe_window: String,
+}
+
+fn default_dedupe_window() -> String {
+    "7d".into()
 }
 
 fn default_consumer() -> String {
@@ -84,6 +91,9 @@ pub struct Source {
     pub backoff: Vec<Duration>,
     pub in_flight: usize,
     pub content_type: String,
+    /// How long an event stays marked processed: a message redelivered or
+    /// republished within it never repeats the event's effects.
+    pub dedupe_window: Duration,
 }
 
 impl Source {
@@ -187,6 +197,15 @@ pub fn validate(
                 })
         };
         let ack_wait = duration("ack-wait", &r.ack_wait)?;
+        let dedupe_window = duration("dedupe-window", &r.dedupe_window)?;
+        if dedupe_window <= ack_wait {
+            return Err(format!(
+                "{} = {:?} is not longer than ack-wait ({:?}): a redelivered message would be processed again; give a longer window such as \"7d\"",
+                at("dedupe-window"),
+                r.dedupe_window,
+                r.ack_wait
+            ));
+        }
         let backoff = r
             .backoff
             .iter()
@@ -210,6 +229,7 @@ pub fn validate(
             backoff,
             in_flight: r.in_flight,
             content_type: r.content_type,
+            dedupe_window,
         });
     }
     Ok(sources)
@@ -235,6 +255,7 @@ mod tests {
         assert_eq!(s[0].name(), "nats:CLAIMS/evos");
         assert_eq!((s[0].max_deliver, s[0].in_flight), (5, 64));
         assert_eq!(s[0].ack_wait, Duration::from_secs(30));
+        assert_eq!(s[0].dedupe_window, Duration::from_secs(7 * 86_400));
         assert_eq!(s[0].delay(1), Duration::from_secs(1));
         assert_eq!(s[0].delay(2), Duration::from_secs(5));
         assert_eq!(s[0].delay(9), Duration::from_secs(30));
@@ -267,6 +288,10 @@ mod tests {
             (
                 format!("[claims-webhook]\n{base}max-deliver = 0\n"),
                 "max-deliver",
+            ),
+            (
+                format!("[claims-webhook]\n{base}dedupe-window = \"10s\"\n"),
+                "dedupe-window",
             ),
             (
                 format!("[claims-webhook]\n{base}ack-wait = \"soon\"\n"),

@@ -734,6 +734,7 @@ async fn keep_in_step(host: Arc<Host>) {
     // The first pass prunes at start.
     let mut last_prune: Option<tokio::time::Instant> = None;
     let mut last_sweep = tokio::time::Instant::now();
+    let mut last_forget: Option<tokio::time::Instant> = None;
     let mut behind = false;
     loop {
         tokio::select! {
@@ -784,6 +785,10 @@ async fn keep_in_step(host: Arc<Host>) {
                 Err(e) => tracing::warn!(target: "evos::server", "pruning recordings stopped: {e}"),
             }
         }
+        if last_forget.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            last_forget = Some(tokio::time::Instant::now());
+            forget_processed(&host).await;
+        }
         if last_sweep.elapsed() >= REVIEW_SWEEP_EVERY {
             last_sweep = tokio::time::Instant::now();
             carry_out_orphaned_reviews(&host).await;
@@ -801,6 +806,35 @@ async fn keep_in_step(host: Arc<Host>) {
                 Err(e) => {
                     tracing::warn!(target: "evos::server", "persisting call statistics stopped: {e}")
                 }
+            }
+        }
+    }
+}
+
+/// Forget each event source's processed marks older than its
+/// `dedupe-window`.
+async fn forget_processed(host: &Arc<Host>) {
+    for source in &host.app.sources {
+        let before = humantime::format_rfc3339_micros(
+            std::time::SystemTime::now()
+                .checked_sub(source.dedupe_window)
+                .unwrap_or(std::time::UNIX_EPOCH),
+        )
+        .to_string();
+        let (store, name) = (host.registry.store().clone(), source.name());
+        let forgot =
+            tokio::task::spawn_blocking(move || store.forget_processed(&name, &before)).await;
+        match forgot {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(target: "evos::server",
+                source = source.name(), forgotten = n,
+                "forgot processed events past the dedupe window"
+            ),
+            Ok(Err(e)) => tracing::warn!(target: "evos::server",
+                source = source.name(), "could not forget processed events: {e}"
+            ),
+            Err(e) => {
+                tracing::warn!(target: "evos::server", "forgetting processed events stopped: {e}")
             }
         }
     }

@@ -635,6 +635,27 @@ impl NatsServer {
         })
         .await
         .expect("stream");
+        let mut payloads = payloads.into_iter();
+        // A stream just made may not take messages for a moment (the
+        // server answers that nothing listens on the subject): the first
+        // message is sent until it is stored.
+        if let Some(first) = payloads.next() {
+            let mut tries = 0;
+            loop {
+                let stored = match js.publish(subject.to_string(), first.clone().into()).await {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match stored {
+                    Ok(()) => break,
+                    Err(_) if tries < 100 => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("publishing to {subject}: {e}"),
+                }
+            }
+        }
         let mut acks = Vec::new();
         for payload in payloads {
             acks.push(

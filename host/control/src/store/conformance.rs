@@ -1125,6 +1125,21 @@ fn event_sources(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> 
         "a refused duplicate left an audit entry: {log:?}"
     );
 
+    // Marks older than a window are forgotten, the others kept.
+    let forgot = ok(
+        store.forget_processed("nats:CLAIMS/evos", "2000-01-01T00:00:00Z"),
+        "forgetting nothing",
+    )?;
+    ensure!(forgot == 0, "a mark made now was older than 2000: {forgot}");
+    let forgot = ok(
+        store.forget_processed("nats:CLAIMS/evos", "9999-01-01T00:00:00Z"),
+        "forgetting processed events",
+    )?;
+    ensure!(
+        forgot == 1 && !ok(store.processed("nats:CLAIMS/evos", "e1"), "looking up")?,
+        "forgetting the marks before 9999 removed {forgot} and left e1 processed"
+    );
+
     let letter = NewDeadLetter {
         source: "nats:CLAIMS/evos",
         connector: "webhook",

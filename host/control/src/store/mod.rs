@@ -162,6 +162,10 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Whether `source` marked `event_id` processed.
     fn processed(&self, source: &str, event_id: &str) -> Result<bool>;
+    /// Forget `source`'s processed marks made before `before` (RFC 3339);
+    /// how many. A message redelivered or republished after that is
+    /// processed again.
+    fn forget_processed(&self, source: &str, before: &str) -> Result<u64>;
     /// Keep a message a source gave up on, with its `dead-letter` audit
     /// entry (by the source), together.
     fn dead_letter(&self, letter: &NewDeadLetter<'_>) -> Result<i64>;

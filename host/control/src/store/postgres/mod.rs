@@ -1177,6 +1177,18 @@ impl StateStore for PgStore {
         read!(self, |c| ops::processed(c, &source, &event_id).await)
     }
 
+    fn forget_processed(&self, source: &str, before: &str) -> Result<u64> {
+        let (source, before) = (source.to_owned(), before.to_owned());
+        read!(self, |c| {
+            c.execute(
+                "DELETE FROM processed_events WHERE source = $1 AND at < $2",
+                &[&source, &before],
+            )
+            .await
+            .map_err(db("forgetting processed events"))
+        })
+    }
+
     fn dead_letter(&self, letter: &super::NewDeadLetter<'_>) -> Result<i64> {
         let (source, connector, subject, error, payload) = (
             letter.source.to_owned(),

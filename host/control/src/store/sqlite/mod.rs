@@ -649,6 +649,18 @@ impl StateStore for SqliteStore {
         sources::processed(&self.reader(), source, event_id)
     }
 
+    fn forget_processed(&self, source: &str, before: &str) -> Result<u64> {
+        let (source, before) = (source.to_owned(), before.to_owned());
+        self.write("forgetting processed events", move |tx| {
+            tx.execute(
+                "DELETE FROM processed_events WHERE source = ?1 AND at < ?2",
+                rusqlite::params![source, before],
+            )
+            .map(|n| n as u64)
+            .map_err(db_err("forgetting processed events"))
+        })
+    }
+
     fn dead_letter(&self, letter: &NewDeadLetter<'_>) -> Result<i64> {
         sources::dead_letter(self, letter)
     }
