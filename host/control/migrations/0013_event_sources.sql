@@ -8,6 +8,9 @@ CREATE TABLE processed_events (
    PRIMARY KEY (source, event_id)
 );
 
+-- Marks past a source's dedupe window are deleted by age.
+CREATE INDEX processed_events_at ON processed_events(source, at);
+
 CREATE TABLE dead_letters (
    id INTEGER PRIMARY KEY AUTOINCREMENT,
    source TEXT NOT NULL,
