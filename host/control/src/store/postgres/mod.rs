@@ -732,12 +732,10 @@ async fn commit_group(
         _ => None,
     };
     if let Some(now) = &appended {
-        tx.execute(
-            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-            &[&now.seq, &now.hash],
-        )
-        .await
-        .map_err(group_err)?;
+        // The row is this transaction's since the group began.
+        ops::write_head(&tx, now)
+            .await
+            .map_err(|e| GroupError::Failed(e.to_string()))?;
     }
     tx.commit().await.map_err(group_err)?;
     Ok((results, appended))
