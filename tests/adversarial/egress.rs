@@ -751,25 +751,49 @@ async fn sockets_a_granted_address_connects_and_talks() {
 }
 
 /// Threat: a component that opens raw TCP sockets is deployed under a
-/// manifest that grants none; it is refused at load, naming the
-/// `wasi:sockets` imports and the `sockets = [...]` line to add.
+/// manifest that grants none. Language runtimes import `wasi:sockets`
+/// whether or not a plugin uses it, so the interfaces are linked inert:
+/// it loads, and every connect, listen, lookup and datagram is refused
+/// before any packet leaves, each reported with the grant that is missing.
 #[tokio::test(flavor = "multi_thread")]
-async fn sockets_not_granted_is_refused_at_load() {
+async fn sockets_not_granted_are_linked_inert_and_every_use_is_refused() {
+    let echo = Echo::start();
     let rt = runtime();
     let text = "[plugin]\nname = \"tcp-probe\"\nkind = \"agent\"\nversion = \"0.1.0\"\n";
-    let err = rt
-        .load(
-            manifest_from("tcp-probe", text),
-            &component("tcp-probe"),
-            "tcp-probe",
-        )
-        .err()
-        .expect("must not load");
-    let msg = err.to_string();
-    assert!(msg.contains("wasi:sockets/tcp"), "{msg}");
-    assert!(msg.contains("grants no `sockets`"), "{msg}");
-    assert!(msg.contains("sockets = [\"tcp://"), "{msg}");
-    assert!(rt.get("tcp-probe").is_none());
+    let p = load_with(&rt, "tcp-probe", manifest_from("tcp-probe", text));
+    let (r, results) = tcp_probe(
+        &rt,
+        &p,
+        vec![
+            json!({"connect": format!("127.0.0.1:{}", echo.port), "send": "ping"}),
+            json!({"listen": "127.0.0.1:0"}),
+            json!({"lookup": "localhost:80"}),
+            json!({"udp": format!("127.0.0.1:{}", echo.port), "send": "x"}),
+        ],
+    )
+    .await;
+    assert_eq!(results.len(), 4);
+    assert!(
+        results.iter().all(|r| r.starts_with("refused:")),
+        "{results:?}"
+    );
+    assert_eq!(echo.accepted(), 0);
+    let refused = socket_refusals(&r);
+    assert!(refused.len() >= 3, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|f| f.contains("grants no `sockets`") && f.contains("sockets = [\"tcp://")),
+        "{refused:?}"
+    );
+    assert!(refused.iter().any(|f| f.starts_with("creating a TCP socket")), "{refused:?}");
+    assert!(refused.iter().any(|f| f.starts_with("looking up")), "{refused:?}");
+    assert!(refused.iter().any(|f| f.starts_with("creating a UDP socket")), "{refused:?}");
+    assert!(
+        matches!(&r.outcome, Outcome::Denied { capability, .. } if capability == "sockets"),
+        "{:?}",
+        r.outcome
+    );
 }
 
 /// Threat: a plugin granted one address and port connects to another

@@ -186,3 +186,34 @@ async fn kv_keys_cannot_reach_another_plugins_namespace() {
     let r = abuse(&rt, &a, probe).await;
     assert!(result(&r).to_string().contains("a-only"), "{r:?}");
 }
+
+/// Threat: a trap's message carries what the guest wrote to stderr (an
+/// interpreter's traceback), so a guest could flood or forge the message;
+/// only the last lines go in, each cut and with control characters escaped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trap_carries_the_last_stderr_lines_bounded_and_escaped() {
+    let rt = runtime();
+    let p = abuser(&rt, "trap-stderr", |t| t);
+    let mut stderr: String = (0..50).map(|i| format!("line {i}\n")).collect();
+    stderr.push_str(&format!("KeyError: 'amount' \u{1b}[31mred{}\n", "x".repeat(5000)));
+    let r = abuse(&rt, &p, json!({"op": "trap", "stderr": stderr})).await;
+    let Outcome::Trap { message } = &r.outcome else {
+        panic!("expected a trap: {r:?}")
+    };
+    assert!(message.contains("unreachable"), "{message}");
+    assert!(
+        message.contains("line 45 | line 46 | line 47 | line 48 | line 49 | KeyError: 'amount'"),
+        "{message}"
+    );
+    assert!(!message.contains("line 44"), "{message}");
+    assert!(!message.contains('\u{1b}'), "{message}");
+    assert!(message.len() < 1000, "{} bytes", message.len());
+    // Every line stays in the call's log.
+    assert_eq!(r.logs.iter().filter(|l| l.level == "stderr").count(), 51);
+    // A trap without stderr says only what trapped.
+    let r = abuse(&rt, &p, json!({"op": "trap"})).await;
+    let Outcome::Trap { message } = &r.outcome else {
+        panic!("expected a trap: {r:?}")
+    };
+    assert!(!message.contains("stderr"), "{message}");
+}

@@ -129,6 +129,9 @@ pub struct CheckReport {
 pub struct Reach {
     pub import: String,
     pub provided_by: String,
+    /// Linked so the component instantiates, but every use is refused and
+    /// reported: the import reaches nothing.
+    pub refused: bool,
 }
 
 impl CheckReport {
@@ -144,6 +147,30 @@ fn capability_for(import: &str) -> Option<&'static Descriptor> {
         .find(|c| c.interfaces.contains(&import))
 }
 
+/// How to make an import of `cap` linkable: the grant to add, or, when the
+/// plugin's kind can never have it, the world to build against instead.
+fn grant_fix(manifest: &Manifest, cap: &Descriptor) -> String {
+    let kind = manifest.kind();
+    if let Some(why) = crate::manifest::never_granted(kind, cap.name) {
+        return format!(
+            "a {kind} plugin can never be granted `{}` ({why}); build the component against the `{kind}` world of evos's WIT, which does not import it",
+            cap.name
+        );
+    }
+    if cap.name == "config" {
+        format!(
+            "add a [config] table with the keys it reads (e.g. `limit = 1000`) to {}",
+            manifest.origin
+        )
+    } else {
+        format!(
+            "add `{}` under [capabilities] at {}",
+            cap.example,
+            manifest.grant_location()
+        )
+    }
+}
+
 /// Compare `inspection` with `manifest`.
 pub fn check(manifest: &Manifest, inspection: &Inspection) -> CheckReport {
     let mut under = Vec::new();
@@ -154,33 +181,29 @@ pub fn check(manifest: &Manifest, inspection: &Inspection) -> CheckReport {
             continue;
         }
         if let Some(cap) = capability_for(name) {
-            if cap.privileged && !(cap.granted)(manifest) {
-                let fix = if cap.name == "config" {
-                    format!(
-                        "add a [config] table with the keys it reads (e.g. `limit = 1000`) to {}",
-                        manifest.origin
-                    )
-                } else {
-                    format!(
-                        "add `{}` under [capabilities] at {}",
-                        cap.example,
-                        manifest.grant_location()
-                    )
-                };
+            let granted = (cap.granted)(manifest);
+            if cap.privileged && !granted && !cap.inert {
                 under.push(Finding {
                     subject: import.clone(),
                     capability: Some(cap.name.to_string()),
                     message: format!(
-                        "component imports `{import}` but {} grants no `{}`; {fix}",
-                        manifest.origin, cap.name
+                        "component imports `{import}` but {} grants no `{}`; {}",
+                        manifest.origin,
+                        cap.name,
+                        grant_fix(manifest, cap)
                     ),
                 });
             } else {
+                let refused = (!granted && cap.privileged)
+                    || capability::sockets::ALWAYS_REFUSED.contains(&name);
                 reachable.push(Reach {
                     import: import.clone(),
-                    provided_by: if capability::sockets::ALWAYS_REFUSED.contains(&name) {
+                    refused,
+                    provided_by: if !granted && cap.privileged {
+                        format!("linked, every use refused (no `{}` grant)", cap.name)
+                    } else if capability::sockets::ALWAYS_REFUSED.contains(&name) {
                         format!("{} grant (linked, every use refused)", cap.name)
-                    } else if (cap.granted)(manifest) {
+                    } else if granted {
                         format!("{} grant", cap.name)
                     } else {
                         "baseline WASI (inert: nothing granted)".into()
@@ -191,6 +214,7 @@ pub fn check(manifest: &Manifest, inspection: &Inspection) -> CheckReport {
             reachable.push(Reach {
                 import: import.clone(),
                 provided_by: "baseline WASI".into(),
+                refused: false,
             });
         } else if name
             == manifest
@@ -267,6 +291,60 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a WebAssembly binary"), "{e}");
+    }
+
+    fn manifest(kind: &str) -> Manifest {
+        Manifest::parse(
+            &format!("[plugin]\nname = \"p\"\nkind = \"{kind}\"\nversion = \"1.0.0\"\n[capabilities]\nlog = true\n"),
+            "p.toml",
+            std::path::Path::new("/"),
+        )
+        .unwrap()
+    }
+
+    fn inspection(imports: &[&str]) -> Inspection {
+        Inspection {
+            digest: String::new(),
+            size: 0,
+            imports: imports.iter().map(|i| i.to_string()).collect(),
+            exports: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn runtime_imports_without_a_grant_are_listed_inert_and_hints_respect_the_kind() {
+        let imports = inspection(&[
+            "evos:plugin/log@0.1.0",
+            "evos:plugin/kv@0.1.0",
+            "wasi:sockets/tcp@0.2.9",
+            "wasi:http/outgoing-handler@0.2.10",
+        ]);
+        let policy = check(&manifest("policy"), &imports);
+        let [kv] = policy.under_granted.as_slice() else {
+            panic!("{:?}", policy.under_granted);
+        };
+        assert!(
+            kv.message.contains("a policy plugin can never be granted `kv`")
+                && kv.message.contains("the `policy` world")
+                && !kv.message.contains("add `kv"),
+            "{}",
+            kv.message
+        );
+        let refused: Vec<&str> = policy
+            .reachable
+            .iter()
+            .filter(|r| r.refused)
+            .map(|r| r.import.as_str())
+            .collect();
+        assert_eq!(
+            refused,
+            ["wasi:sockets/tcp@0.2.9", "wasi:http/outgoing-handler@0.2.10"]
+        );
+        let agent = check(&manifest("agent"), &imports);
+        let [kv] = agent.under_granted.as_slice() else {
+            panic!("{:?}", agent.under_granted);
+        };
+        assert!(kv.message.contains("add `kv = {"), "{}", kv.message);
     }
 
     #[test]

@@ -531,44 +531,49 @@ impl Manifest {
     fn check_kind_rules(&self, located: &Located<'_>) -> std::result::Result<(), String> {
         let caps = &self.capabilities;
         let kind = self.plugin.kind;
-        let refuse = |key: &str, why: &str| {
-            let line = located.line(&["capabilities", key]);
-            Err(at_line(
-                line,
-                &format!("`{key}` cannot be granted to a {kind} plugin: {why}; remove it"),
-            ))
-        };
-        if kind == Kind::Policy {
-            let pure = "policies are pure functions of their input and config (only `log` and [config] may be granted)";
-            if caps.kv.is_some() {
-                return refuse("kv", pure);
+        let granted = [
+            ("kv", caps.kv.is_some()),
+            ("models", !caps.models.is_empty()),
+            ("http", !caps.http.is_empty()),
+            ("sockets", !caps.sockets.is_empty()),
+            ("files", !caps.files.is_empty()),
+            ("env", !caps.env.is_empty()),
+        ];
+        for (key, _) in granted.iter().filter(|(_, g)| *g) {
+            if let Some(why) = never_granted(kind, key) {
+                let line = located.line(&["capabilities", key]);
+                return Err(at_line(
+                    line,
+                    &format!("`{key}` cannot be granted to a {kind} plugin: {why}; remove it"),
+                ));
             }
-            if !caps.models.is_empty() {
-                return refuse("models", pure);
-            }
-            if !caps.http.is_empty() {
-                return refuse("http", pure);
-            }
-            if !caps.sockets.is_empty() {
-                return refuse("sockets", pure);
-            }
-            if !caps.files.is_empty() {
-                return refuse("files", pure);
-            }
-            if !caps.env.is_empty() {
-                return refuse("env", pure);
-            }
-        }
-        if kind != Kind::Agent && !caps.models.is_empty() {
-            return refuse("models", "only agents import the `models` interface");
-        }
-        if kind == Kind::ModelAdapter && caps.kv.is_some() {
-            return refuse("kv", "the model-adapter world does not import `kv`");
         }
         if caps.models.iter().any(|m| m == &self.plugin.name) {
-            return refuse("models", "a plugin cannot call itself");
+            let line = located.line(&["capabilities", "models"]);
+            return Err(at_line(
+                line,
+                "`models` cannot list the plugin itself: a plugin cannot call itself; remove it",
+            ));
         }
         Ok(())
+    }
+}
+
+/// Why a plugin of `kind` can never be granted `capability`, or `None`
+/// when it can. The one place the kind rules live: manifests are checked
+/// against it, and `evos check` and the inert interfaces' refusals use it
+/// so that no hint suggests a grant the kind cannot have.
+pub fn never_granted(kind: Kind, capability: &str) -> Option<&'static str> {
+    match (kind, capability) {
+        (_, "log" | "config") => None,
+        (Kind::Policy, _) => Some(
+            "policies are pure functions of their input and config (only `log` and [config] may be granted)",
+        ),
+        (Kind::Connector | Kind::ModelAdapter, "models") => {
+            Some("only agents import the `models` interface")
+        }
+        (Kind::ModelAdapter, "kv") => Some("the model-adapter world does not import `kv`"),
+        _ => None,
     }
 }
 

@@ -500,13 +500,18 @@ impl Runtime {
             .output
             .iter()
             .flat_map(|(out, err)| [(out, "stdout"), (err, "stderr")]);
+        let mut stderr_tail = Vec::new();
         for (pipe, level) in pipes {
             let (bytes, dropped) = pipe.take();
-            for line in String::from_utf8_lossy(&bytes).lines() {
+            let text = String::from_utf8_lossy(&bytes);
+            for line in text.lines() {
                 logs.push(LogLine {
                     level,
                     message: capability::log::sanitize(line, 4096),
                 });
+            }
+            if level == "stderr" {
+                stderr_tail = last_lines(&text);
             }
             if dropped > 0 {
                 refusals.push(Refusal {
@@ -524,7 +529,17 @@ impl Runtime {
             Err(_elapsed) => (Outcome::Timeout, None),
             Ok(Err(err)) => {
                 backtrace = guest_backtrace(&err);
-                (classify_trap(&err, state.limiter.refused.as_deref()), None)
+                let mut outcome = classify_trap(&err, state.limiter.refused.as_deref());
+                // An interpreter prints its exception (a Python traceback,
+                // a JavaScript error) to stderr, then traps: the trap says
+                // why only with those lines.
+                if let Outcome::Trap { message } = &mut outcome
+                    && !stderr_tail.is_empty()
+                {
+                    message.push_str("; the guest's last stderr lines: ");
+                    message.push_str(&stderr_tail.join(" | "));
+                }
+                (outcome, None)
             }
             Ok(Ok(Err(guest))) => (Outcome::GuestError { error: guest }, None),
             Ok(Ok(Ok(out))) => (Outcome::Ok, Some(out)),
@@ -733,6 +748,26 @@ fn classify_trap(err: &wasmtime::Error, memory_refused: Option<&str>) -> Outcome
     Outcome::Trap {
         message: format!("{err:#}"),
     }
+}
+
+/// Lines of stderr a trap's message carries, and the characters of each.
+const TRAP_STDERR_LINES: usize = 6;
+const TRAP_STDERR_LINE_CHARS: usize = 300;
+
+/// The last non-empty lines of a guest's stderr, each sanitized and cut.
+fn last_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .rev()
+        .map(str::trim_end)
+        // Rust's panic hook (an interpreter's runtime is Rust) suggests an
+        // environment variable the plugin cannot set.
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .take(TRAP_STDERR_LINES)
+        .map(|l| capability::log::sanitize(l.trim(), TRAP_STDERR_LINE_CHARS))
+        .collect();
+    lines.reverse();
+    lines
 }
 
 /// The guest frames of a trap, demangled.

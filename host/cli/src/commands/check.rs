@@ -37,8 +37,15 @@ pub fn run(args: &Args) -> Result<Exit> {
             report.digest
         );
         say!("can reach:");
-        for r in &report.reachable {
+        for r in report.reachable.iter().filter(|r| !r.refused) {
             say!("  {:<45} via {}", r.import, r.provided_by);
+        }
+        let refused: Vec<_> = report.reachable.iter().filter(|r| r.refused).collect();
+        if !refused.is_empty() {
+            say!("linked, every use refused and reported:");
+            for r in refused {
+                say!("  {:<45} {}", r.import, r.provided_by);
+            }
         }
         if !report.exports_kind {
             say!(

@@ -750,6 +750,11 @@ impl Allowlist {
         Allowlist { rules }
     }
 
+    /// No entry: nothing is granted.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     /// `Ok` when some rule allows the request's scheme, host, port and path;
     /// otherwise why not.
     pub fn check(&self, target: &Target) -> Result<(), String> {

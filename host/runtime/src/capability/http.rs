@@ -90,6 +90,15 @@ impl Capability for Http {
             .map_err(|e| Error::wasmtime("linking wasi:http", e))
     }
 
+    /// JavaScript's runtime imports `wasi:http` for `fetch`. Without a
+    /// grant the allowlist is empty, and [`EgressHooks::send_request`]
+    /// refuses every request before anything else is looked at.
+    const INERT: bool = true;
+
+    fn link_inert<T: Views>(linker: &mut Linker<T>) -> Result<()> {
+        Self::link(linker)
+    }
+
     fn state(call: &CallContext<'_>) -> HttpState {
         let mut state = HttpState::new(call.grants, call.egress);
         state.hooks.shadow = call.shadow.cloned();
@@ -380,7 +389,6 @@ pub async fn with_outgoing_headers<F: Future>(
 }
 
 /// Per-call http state.
-#[derive(Default)]
 pub struct HttpState {
     pub(crate) ctx: WasiHttpCtx,
     pub(crate) hooks: EgressHooks,
@@ -396,6 +404,7 @@ impl HttpState {
                 allowlist: grants.http.clone(),
                 refusals: SharedRefusals::default(),
                 plugin: grants.plugin.clone(),
+                kind: grants.kind,
                 pool: pool.clone(),
                 in_flight: None,
                 shadow: None,
@@ -440,11 +449,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Enforces the egress policy on every outgoing request.
-#[derive(Default)]
 pub struct EgressHooks {
     allowlist: Arc<Allowlist>,
     pub(crate) refusals: SharedRefusals,
     plugin: Arc<str>,
+    kind: evos_core::Kind,
     pool: Pool,
     /// Permits for this call's requests in flight
     /// (`max-connections-per-call`), made at the call's first request:
@@ -468,6 +477,17 @@ impl EgressHooks {
         self.refusals.push("http", why);
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
+}
+
+/// A request's URI as a refusal shows it: at most 200 characters (the
+/// `http` crate has already refused control characters in it).
+fn shown_uri(uri: &http::Uri) -> String {
+    let mut text = uri.to_string();
+    if text.len() > 200 {
+        text.truncate(text.floor_char_boundary(200));
+        text.push_str("...");
+    }
+    text
 }
 
 impl WasiHttpHooks for EgressHooks {
@@ -500,6 +520,16 @@ impl WasiHttpHooks for EgressHooks {
         fut: Box<dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> SendFuture {
         _ = fut;
+        if self.allowlist.rules.is_empty() {
+            // Linked inert: no request leaves, whatever it names.
+            let why = format!(
+                "{} {} refused: {}",
+                request.method(),
+                shown_uri(request.uri()),
+                super::not_granted(self.kind, Http::NAME)
+            );
+            return self.refuse(why);
+        }
         let target = match Target::parse(request.uri()) {
             Ok(t) => t,
             Err(why) => return self.refuse(why),

@@ -70,6 +70,16 @@ pub trait Capability: Sized + 'static {
         Ok(())
     }
 
+    /// Whether its interfaces are linked without a grant too, inert: every
+    /// use refused and reported. For standard interfaces language runtimes
+    /// (Python's, JavaScript's) import whether or not the plugin uses them.
+    const INERT: bool = false;
+
+    /// Add the inert bindings; called only when `INERT` and not granted.
+    fn link_inert<T: Views>(_linker: &mut Linker<T>) -> Result<()> {
+        Ok(())
+    }
+
     /// The per-call state.
     fn state(call: &CallContext<'_>) -> Self::State;
 
@@ -112,6 +122,9 @@ pub struct Descriptor {
     pub granted: fn(&Manifest) -> bool,
     /// Add bindings to the linker; called only when granted.
     pub link: fn(&mut Linker<PluginState>) -> Result<()>,
+    /// Linked inert (every use refused) when not granted.
+    pub inert: bool,
+    pub link_inert: fn(&mut Linker<PluginState>) -> Result<()>,
     pub prepare_wasi: fn(&Grants, &mut CallSetup<'_>) -> Result<()>,
 }
 
@@ -125,6 +138,8 @@ impl Descriptor {
             example: C::EXAMPLE,
             granted: C::granted,
             link: C::link::<PluginState>,
+            inert: C::INERT,
+            link_inert: C::link_inert::<PluginState>,
             prepare_wasi: C::prepare_wasi,
         }
     }
@@ -166,6 +181,7 @@ pub const TYPES: &[&str] = &["evos:plugin/types"];
 #[derive(Debug, Clone)]
 pub struct Grants {
     pub plugin: Arc<str>,
+    pub kind: evos_core::Kind,
     pub log: Option<log::LogGrant>,
     pub log_rate: Arc<log::LogRate>,
     pub kv: Option<kv::KvGrant>,
@@ -182,6 +198,7 @@ impl Grants {
         let caps = &manifest.capabilities;
         Grants {
             plugin: Arc::from(manifest.name()),
+            kind: manifest.kind(),
             log: caps.log,
             log_rate: Arc::new(log::LogRate::new(&caps.log.unwrap_or_default())),
             kv: caps.kv,
@@ -195,7 +212,9 @@ impl Grants {
     }
 }
 
-/// Build a linker holding baseline WASI plus exactly the granted capabilities.
+/// Build a linker holding baseline WASI plus exactly the granted
+/// capabilities, and the inert form of the ones a language runtime imports
+/// anyway.
 pub(crate) fn linker_for(
     engine: &wasmtime::Engine,
     manifest: &Manifest,
@@ -205,6 +224,8 @@ pub(crate) fn linker_for(
     for cap in ALL {
         if cap.privileged && (cap.granted)(manifest) {
             (cap.link)(&mut linker)?;
+        } else if cap.inert {
+            (cap.link_inert)(&mut linker)?;
         }
     }
     Ok(linker)
@@ -245,6 +266,22 @@ impl<S> Cap<'_, S> {
 /// grow host memory without bound, so the first ones are kept and the rest
 /// counted on the last.
 const MAX_REFUSALS: usize = 64;
+
+/// Why using capability `name` is refused when the manifest does not grant
+/// it, with the fix when there is one: the grant to add, or, for a kind
+/// that can never have it, that it cannot.
+pub(crate) fn not_granted(kind: evos_core::Kind, name: &str) -> String {
+    match crate::manifest::never_granted(kind, name) {
+        Some(why) => format!("a {kind} plugin can never be granted `{name}`: {why}"),
+        None => {
+            let example = ALL
+                .iter()
+                .find(|c| c.name == name)
+                .map_or("", |c| c.example);
+            format!("the manifest grants no `{name}`; add `{example}` under [capabilities] to allow it")
+        }
+    }
+}
 
 /// Add a refusal to a call's list, within [`MAX_REFUSALS`].
 pub(crate) fn record_refusal(list: &mut Vec<Refusal>, capability: &str, detail: String) {
@@ -372,6 +409,22 @@ mod tests {
         let not_granted = manifest("kv = {}");
         let mut linker = linker_for(&engine, &not_granted).unwrap();
         assert!((Descriptor::of::<log::Log>().link)(&mut linker).is_ok());
+    }
+
+    #[test]
+    fn a_missing_grant_is_explained_by_what_the_kind_may_have() {
+        use evos_core::Kind;
+        let policy = not_granted(Kind::Policy, "sockets");
+        assert!(
+            policy.contains("a policy plugin can never be granted `sockets`")
+                && !policy.contains("add"),
+            "{policy}"
+        );
+        let agent = not_granted(Kind::Agent, "http");
+        assert!(
+            agent.contains("grants no `http`") && agent.contains("add `http = ["),
+            "{agent}"
+        );
     }
 
     #[test]

@@ -73,17 +73,28 @@ impl Capability for Sockets {
     ];
     const PRIVILEGED: bool = true;
     const EXAMPLE: &'static str = "sockets = [\"tcp://db.example.com:5432\"]";
-    type State = ();
+    /// Whether the call's manifest grants `sockets` (else the interfaces
+    /// are linked inert), and the plugin's kind, for the refusals' text.
+    type State = (bool, evos_core::Kind);
 
     fn granted(m: &Manifest) -> bool {
         !m.capabilities.sockets.is_empty()
     }
 
     fn link<T: Views>(linker: &mut Linker<T>) -> Result<()> {
-        link(linker)
+        link(linker, true)
     }
 
-    fn state(_call: &CallContext<'_>) {}
+    /// Python's runtime imports every `wasi:sockets` interface.
+    const INERT: bool = true;
+
+    fn link_inert<T: Views>(linker: &mut Linker<T>) -> Result<()> {
+        link(linker, false)
+    }
+
+    fn state(call: &CallContext<'_>) -> (bool, evos_core::Kind) {
+        (!call.grants.sockets.is_empty(), call.grants.kind)
+    }
 
     fn prepare_wasi(grants: &Grants, setup: &mut CallSetup<'_>) -> Result<()> {
         prepare(grants, setup);
@@ -354,10 +365,15 @@ impl SocketPolicy {
 }
 
 /// Configure the call's WASI context: TCP through the policy's address
-/// check, UDP and name lookups off. Without a grant, sockets stay off
-/// (wasmtime's defaults) and are not linked at all.
+/// check, UDP and name lookups off. Without a grant everything is off
+/// (the inert bindings refuse before wasmtime's would be reached).
 fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) {
     if grants.sockets.is_empty() {
+        setup
+            .wasi
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         return;
     }
     let policy = grants.sockets.clone();
@@ -402,9 +418,26 @@ fn prepare(grants: &Grants, setup: &mut CallSetup<'_>) {
         });
 }
 
-/// What the refusing UDP and name-lookup bindings see: the call's
-/// refusals.
-struct Refuse<'a>(&'a mut Vec<Refusal>);
+/// What the refusing bindings see: the call's refusals, whether `sockets`
+/// is granted, and the plugin's kind.
+struct Refuse<'a> {
+    refusals: &'a mut Vec<Refusal>,
+    granted: bool,
+    kind: evos_core::Kind,
+}
+
+impl Refuse<'_> {
+    /// Record `what` as refused, with why: the grant's limits when
+    /// `sockets` is granted, the missing grant when it is not.
+    fn refuse(&mut self, what: &str, granted_why: &str) {
+        let why = if self.granted {
+            granted_why.to_string()
+        } else {
+            super::not_granted(self.kind, Sockets::NAME)
+        };
+        record_refusal(self.refusals, "sockets", format!("{what} is refused: {why}"));
+    }
+}
 
 struct HasRefuse;
 
@@ -438,12 +471,22 @@ impl sockets::udp_create_socket::Host for Refuse<'_> {
         &mut self,
         _family: IpAddressFamily,
     ) -> SocketResult<Resource<UdpSocket>> {
-        record_refusal(
-            self.0,
-            "sockets",
-            "creating a UDP socket is refused: `sockets` grants outgoing TCP connections only"
-                .into(),
+        self.refuse(
+            "creating a UDP socket",
+            "`sockets` grants outgoing TCP connections only",
         );
+        Err(ErrorCode::AccessDenied.into())
+    }
+}
+
+/// Reached only when `sockets` is not granted: with a grant, wasmtime's
+/// binding creates the socket and the address check vets each connect.
+impl sockets::tcp_create_socket::Host for Refuse<'_> {
+    fn create_tcp_socket(
+        &mut self,
+        _family: IpAddressFamily,
+    ) -> SocketResult<Resource<wasmtime_wasi::p2::TcpSocket>> {
+        self.refuse("creating a TCP socket", "");
         Err(ErrorCode::AccessDenied.into())
     }
 }
@@ -456,12 +499,9 @@ impl sockets::ip_name_lookup::Host for Refuse<'_> {
     ) -> SocketResult<Resource<sockets::ip_name_lookup::ResolveAddressStream>> {
         let mut name = name;
         name.truncate(name.floor_char_boundary(253));
-        record_refusal(
-            self.0,
-            "sockets",
-            format!(
-                "looking up {name:?} is refused: plugins connect to addresses they are given; a `sockets` name entry is resolved by the host"
-            ),
+        self.refuse(
+            &format!("looking up {name:?}"),
+            "plugins connect to addresses they are given; a `sockets` name entry is resolved by the host",
         );
         Err(ErrorCode::AccessDenied.into())
     }
@@ -490,17 +530,31 @@ impl sockets::ip_name_lookup::HostResolveAddressStream for Refuse<'_> {
     }
 }
 
-fn link<T: Views>(linker: &mut Linker<T>) -> Result<()> {
+/// Link `wasi:sockets`. `granted`: TCP sockets are created by wasmtime and
+/// each connect vetted; inert (not granted): creating any socket and every
+/// lookup are refused, so the `tcp` and `udp` methods, which need a socket,
+/// are never reached.
+fn link<T: Views>(linker: &mut Linker<T>, granted: bool) -> Result<()> {
     let l = linker;
     let options = sockets::network::LinkOptions::default();
     fn refuse<T: Views>(t: &mut T) -> Refuse<'_> {
-        Refuse(HasCapability::<Sockets>::capability(t).refusals)
+        let cap = HasCapability::<Sockets>::capability(t);
+        let (granted, kind) = *cap.state;
+        Refuse {
+            refusals: cap.refusals,
+            granted,
+            kind,
+        }
     }
     (|| -> wasmtime::Result<()> {
         sockets::network::add_to_linker::<T, WasiSockets>(l, &options, T::sockets)?;
         sockets::instance_network::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
         sockets::tcp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
-        sockets::tcp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+        if granted {
+            sockets::tcp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+        } else {
+            sockets::tcp_create_socket::add_to_linker::<T, HasRefuse>(l, refuse::<T>)?;
+        }
         sockets::udp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
         sockets::udp_create_socket::add_to_linker::<T, HasRefuse>(l, refuse::<T>)?;
         sockets::ip_name_lookup::add_to_linker::<T, HasRefuse>(l, refuse::<T>)?;

@@ -8,7 +8,7 @@
 //! | `big-log`  | sends one log line of `bytes` bytes to the host                      |
 //! | `log-burst`| logs `lines` short lines                                             |
 //! | `log-line` | logs `message` as it is                                              |
-//! | `trap`     | traps at once (`unreachable`)                                        |
+//! | `trap`     | writes `stderr` (if given) to stderr, then traps (`unreachable`)     |
 //! | `fill`     | grows memory by `pages` pages and fills them with `byte`             |
 //! | `scan`     | grows memory by `pages` pages and counts the bytes that are not zero |
 //! | `env`      | returns every environment variable it can see                        |
@@ -36,7 +36,10 @@ enum Op {
     LogLine {
         message: String,
     },
-    Trap,
+    Trap {
+        #[serde(default)]
+        stderr: String,
+    },
     Fill {
         pages: usize,
         byte: u8,
@@ -84,7 +87,10 @@ impl Agent for HostAbuse {
                 log::warn(&message);
                 json!({ "sent": message.len() })
             }
-            Op::Trap => trap(),
+            Op::Trap { stderr } => {
+                eprint!("{stderr}");
+                trap()
+            }
             Op::Fill { pages, byte } => {
                 let start = grow(pages)?;
                 let word = u64::from_ne_bytes([byte; 8]);
