@@ -100,6 +100,8 @@ pub struct Manifest {
     /// Which of a model adapter's fields are watched for drift
     /// (`[drift]`, see [`crate::drift`]).
     pub drift: Option<crate::drift::DriftConfig>,
+    /// How `evos build` makes the component (`[build]`).
+    pub build: Option<Build>,
     /// Where the manifest came from, for error messages.
     pub origin: String,
     /// The manifest text as read, kept so a deployed version can be restored
@@ -210,6 +212,100 @@ struct RawManifest {
     cost: Option<Cost>,
     #[serde(default)]
     drift: Option<crate::drift::DriftConfig>,
+    #[serde(default)]
+    build: Option<Build>,
+}
+
+/// How `evos build` makes the component from source (`[build]`). Only the
+/// CLI's `evos build` reads it, on the author's machine; the host never
+/// runs it.
+///
+/// ```toml
+/// [build]
+/// command = ["componentize-py", "-w", "evos:plugin/policy@0.1.0", "componentize", "app", "-o", "{out}"]
+/// component = "payout-check.wasm"
+/// test = ["python3", "-m", "unittest", "-q"]   # optional: `evos build --test`
+/// input = "input.json"                         # optional: invoked by `evos build --test`
+/// ```
+///
+/// Commands are a program and its arguments, run without a shell in the
+/// manifest's directory. In each argument `{out}` is the absolute path of
+/// `component`, `{sdk}` the evos SDK directory, `{wit}` a directory with
+/// evos's WIT and `{world}` the world in it that holds exactly what the
+/// manifest grants (its kind's export and the granted host interfaces).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Build {
+    pub command: Vec<String>,
+    /// Where the command writes the component, relative to the manifest.
+    pub component: String,
+    /// The plugin's own tests.
+    #[serde(default)]
+    pub test: Option<Vec<String>>,
+    /// A sample input (`evos invoke --input` shape), relative to the manifest.
+    #[serde(default)]
+    pub input: Option<String>,
+}
+
+/// Most arguments of a `[build] command`, and bytes of one.
+const MAX_BUILD_ARGS: usize = 256;
+const MAX_BUILD_ARG_BYTES: usize = 4096;
+
+impl Build {
+    fn validate(&self) -> std::result::Result<(), String> {
+        check_command("command", &self.command)?;
+        if let Some(test) = &self.test {
+            check_command("test", test)?;
+        }
+        check_inside("component", &self.component, ".wasm", "policy.wasm")?;
+        if let Some(input) = &self.input {
+            check_inside("input", input, ".json", "input.json")?;
+        }
+        Ok(())
+    }
+}
+
+fn check_command(key: &str, command: &[String]) -> std::result::Result<(), String> {
+    let Some(program) = command.first() else {
+        return Err(format!(
+            "[build] {key} is empty; write the program and its arguments, e.g. [\"cargo\", \"build\", \"--release\"]"
+        ));
+    };
+    if program.trim().is_empty() {
+        return Err(format!("[build] {key} names no program (its first element is empty)"));
+    }
+    if command.len() > MAX_BUILD_ARGS {
+        return Err(format!(
+            "[build] {key} has {} arguments; at most {MAX_BUILD_ARGS} are accepted",
+            command.len()
+        ));
+    }
+    if let Some(arg) = command
+        .iter()
+        .find(|a| a.len() > MAX_BUILD_ARG_BYTES || a.contains('\0'))
+    {
+        return Err(format!(
+            "[build] {key} argument {:?}... is longer than {MAX_BUILD_ARG_BYTES} bytes or holds a NUL byte",
+            arg.chars().take(40).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// A path relative to the manifest that stays inside its directory.
+fn check_inside(key: &str, value: &str, ext: &str, example: &str) -> std::result::Result<(), String> {
+    let path = Path::new(value);
+    let inside = !value.is_empty()
+        && path.is_relative()
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+    if !inside || !value.ends_with(ext) {
+        return Err(format!(
+            "[build] {key} = {value:?} must be a relative path inside the plugin's directory (no `..`) ending in {ext}, e.g. \"{example}\""
+        ));
+    }
+    Ok(())
 }
 
 /// Prices of a model adapter's usage units (any currency, consistently).
@@ -344,6 +440,7 @@ impl Manifest {
             rollout: raw.rollout,
             cost: raw.cost,
             drift: raw.drift,
+            build: raw.build,
             origin: origin.to_string(),
             source: text.to_string(),
             base: base.to_path_buf(),
@@ -370,6 +467,10 @@ impl Manifest {
                 )));
             }
             drift.validate().map_err(|m| err(at_line(line, &m)))?;
+        }
+        if let Some(build) = &manifest.build {
+            let line = line_of(text, |l| l.trim_start().starts_with("[build]"));
+            build.validate().map_err(|m| err(at_line(line, &m)))?;
         }
         let located = Located::new(text);
         manifest.check_values(&located).map_err(err)?;

@@ -25,6 +25,7 @@ macro_rules! shout {
     };
 }
 
+mod author;
 mod check;
 mod control;
 mod demo;
@@ -119,6 +120,13 @@ enum Command {
     /// Event sources (NATS JetStream): the messages they gave up on.
     #[command(subcommand)]
     Sources(sources::Command),
+    /// Write a new plugin: source (Rust, Python or JavaScript), a manifest
+    /// with least privilege and a [build] table, a sample input and a test.
+    New(author::NewArgs),
+    /// Run a plugin's build command (its manifest's [build]), then check the
+    /// component against the manifest; --test also runs its tests and
+    /// invokes it on its sample input.
+    Build(author::BuildArgs),
 }
 
 /// How a command ended.
@@ -167,6 +175,8 @@ pub fn main() -> ExitCode {
         Command::Recordings(a) => recordings::run(&cli, a),
         Command::Sources(a) => sources::run(&cli, a),
         Command::Replay(a) => block_on(replay::run(&cli, a)),
+        Command::New(a) => author::new(a),
+        Command::Build(a) => block_on(author::build(&cli, a)),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,
