@@ -243,7 +243,13 @@ fn score(r: &evos::CallReport) -> f64 {
 async fn fraud_score_separates_calm_from_suspicious_claims() {
     let rt = runtime();
     let model = load(&rt, "fraud-score");
-    let calm = call_json(&rt, &model, sample("fraud-score")).await;
+    fraud_score_checks(&rt, &model).await;
+}
+
+/// What every build of fraud-score (Rust, Python) must do.
+pub(crate) async fn fraud_score_checks(rt: &evos::Runtime, model: &std::sync::Arc<evos::Plugin>) {
+    let rt = rt.clone();
+    let calm = call_json(&rt, model, sample("fraud-score")).await;
     assert_eq!(calm.outcome, Outcome::Ok, "{calm:?}");
     let Some(CallOutput::Model(resp)) = &calm.output else {
         panic!()
@@ -256,13 +262,13 @@ async fn fraud_score_separates_calm_from_suspicious_claims() {
     assert_eq!(resp.output["label"], "low");
 
     let shady = json!({"input": {"amount": 9000.0, "prior_claims": 6, "incident": SHADY, "region": "north", "policy_number": "POL-1"}, "parameters": {}});
-    let shady = call_json(&rt, &model, shady).await;
+    let shady = call_json(&rt, model, shady).await;
     assert!(score(&shady) > 0.7, "{shady:?}");
     assert!(score(&calm) < 0.3);
 
     let bad = call_json(
         &rt,
-        &model,
+        model,
         json!({"input": {"amount": "lots"}, "parameters": {}}),
     )
     .await;
@@ -332,7 +338,16 @@ async fn decision(
 #[tokio::test(flavor = "multi_thread")]
 async fn payout_limit_allows_escalates_and_denies_by_configured_limits() {
     let rt = runtime();
-    let p = load(&rt, "payout-limit");
+    payout_limit_checks(&rt, "payout-limit", manifest("payout-limit")).await;
+}
+
+/// What every build of payout-limit (Rust, JavaScript) must do: `name`
+/// is its component in target/plugins, `m` its manifest.
+pub(crate) async fn payout_limit_checks(rt: &evos::Runtime, name: &str, m: evos::Manifest) {
+    let rt = rt.clone();
+    let text = m.source.clone();
+    let origin = m.origin.clone();
+    let p = load_with(&rt, name, m);
     assert_eq!(
         decision(
             &rt,
@@ -363,8 +378,9 @@ async fn payout_limit_allows_escalates_and_denies_by_configured_limits() {
     assert!(reason.contains("10000"), "{reason}");
 
     // The limits really come from config.
-    let text = manifest_text("payout-limit").replace("allow-below = 1000", "allow-below = 100");
-    let p = load_with(&rt, "payout-limit", manifest_from("payout-limit", &text));
+    let text = text.replace("allow-below = 1000", "allow-below = 100");
+    let dir = std::path::Path::new(&origin).parent().expect("dir").to_path_buf();
+    let p = load_with(&rt, name, evos::Manifest::parse(&text, &origin, &dir).expect("manifest"));
     assert!(matches!(
         decision(
             &rt,
@@ -449,6 +465,12 @@ async fn pii_guard_denies_unredacted_pii_and_allows_clean_actions() {
 async fn pipeline_runs_claims_end_to_end() {
     let downstream = Downstream::start(200);
     let app = claims_app(&downstream.url("/claims/payouts"));
+    pipeline_checks(app, &downstream).await;
+}
+
+/// What the claims app must do end to end, whatever its plugins are
+/// written in: `app` posts approved payouts to `downstream`.
+pub(crate) async fn pipeline_checks(app: evos::app::App, downstream: &Downstream) {
     let rt = runtime();
     app.load_into(&rt).expect("load app");
     let body = json!({"claims": [

@@ -327,7 +327,13 @@ pub fn http_request(
 /// The example app (`evos.toml`) with `claims-webhook` posting approved
 /// actions to `endpoint`.
 pub fn claims_app(endpoint: &str) -> evos::app::App {
-    let mut app = evos::app::App::load(root().join("evos.toml")).expect("app");
+    app_posting_to("evos.toml", endpoint)
+}
+
+/// The app file `file` (relative to the repository) with `claims-webhook`
+/// posting approved actions to `endpoint`.
+pub fn app_posting_to(file: &str, endpoint: &str) -> evos::app::App {
+    let mut app = evos::app::App::load(root().join(file)).expect("app");
     for p in &mut app.plugins {
         if p.name == "claims-webhook" {
             p.manifest.set_config("endpoint", endpoint).expect("config");

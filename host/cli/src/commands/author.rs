@@ -319,7 +319,8 @@ pub fn new(args: &NewArgs) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// What one plugin's build came to.
+/// What one plugin's build came to. (`evos build` reports its progress on
+/// stderr, as compilers do; stdout holds only `--json`.)
 #[derive(serde::Serialize)]
 struct Built {
     plugin: String,
@@ -350,7 +351,7 @@ pub async fn build(cli: &Cli, args: &BuildArgs) -> Result<Exit> {
         if ok && let Some(dest) = copy_to.as_ref().or(args.out.as_ref()) {
             copy_atomically(Path::new(&built.component), dest)?;
             if !args.json {
-                say!("  copied to {}", dest.display());
+                shout!("  copied to {}", dest.display());
             }
         }
         results.push(built);
@@ -429,7 +430,7 @@ async fn build_one(cli: &Cli, manifest_path: &Path, test: bool) -> Result<Built>
     } else {
         sdk_dir().ok()
     };
-    say!("building {} ({})", manifest.name(), manifest_path.display());
+    shout!("building {} ({})", manifest.name(), manifest_path.display());
     let wit = GrantedWit::write(&manifest)?;
     let places = Places {
         out: &component,
@@ -445,7 +446,7 @@ async fn build_one(cli: &Cli, manifest_path: &Path, test: bool) -> Result<Built>
     })?;
     let info = evos::inspect::inspect(&bytes, &component.display().to_string())?;
     let report = evos::inspect::check(&manifest, &info);
-    say!(
+    shout!(
         "  component {} ({}, sha256:{})",
         component.display(),
         bytesize::ByteSize(info.size),
@@ -453,20 +454,20 @@ async fn build_one(cli: &Cli, manifest_path: &Path, test: bool) -> Result<Built>
     );
     let refused = report.reachable.iter().filter(|r| r.refused).count();
     if refused > 0 {
-        say!("  {refused} imports linked inert (every use refused): see `evos check`");
+        shout!("  {refused} imports linked inert (every use refused): see `evos check`");
     }
     if !report.exports_kind {
-        say!(
+        shout!(
             "  error: the component does not export `{}`, which a {} must",
             manifest.kind().export_interface(),
             manifest.kind()
         );
     }
     for f in &report.under_granted {
-        say!("  error: {}", f.message);
+        shout!("  error: {}", f.message);
     }
     for f in &report.over_granted {
-        say!("  warning: {}", f.message);
+        shout!("  warning: {}", f.message);
     }
     let mut built = Built {
         plugin: manifest.name().to_string(),
@@ -479,10 +480,10 @@ async fn build_one(cli: &Cli, manifest_path: &Path, test: bool) -> Result<Built>
         invoke_outcome: None,
     };
     if !built.check_ok {
-        say!("  refused: this component cannot be deployed with this manifest");
+        shout!("  refused: this component cannot be deployed with this manifest");
         return Ok(built);
     }
-    say!("  check ok: every import is granted");
+    shout!("  check ok: every import is granted");
     if !test {
         return Ok(built);
     }
@@ -494,7 +495,7 @@ async fn build_one(cli: &Cli, manifest_path: &Path, test: bool) -> Result<Built>
                 false
             }
         };
-        say!("  tests {}", if passed { "passed" } else { "FAILED" });
+        shout!("  tests {}", if passed { "passed" } else { "FAILED" });
         built.tests_ok = Some(passed);
         if !passed {
             return Ok(built);
@@ -509,7 +510,7 @@ async fn build_one(cli: &Cli, manifest_path: &Path, test: bool) -> Result<Built>
         let plugin = runtime.load(manifest, &bytes, &component.display().to_string())?;
         runtime.register(plugin.clone());
         let report = runtime.call(&plugin, input).await?;
-        say!(
+        shout!(
             "  invoke {}: {} ({} fuel, {} us)",
             path.display(),
             report.outcome.summary(),
@@ -517,7 +518,7 @@ async fn build_one(cli: &Cli, manifest_path: &Path, test: bool) -> Result<Built>
             report.duration_us
         );
         if let Some(output) = &report.output {
-            say!("  output {}", serde_json::to_string(output)?);
+            shout!("  output {}", serde_json::to_string(output)?);
         }
         built.invoke_outcome = Some(report.outcome.name().to_string());
     }

@@ -14,8 +14,12 @@ from logic import MODEL, score
 class ModelAdapterApi(evos_sdk.ModelAdapter):
     def infer(self, request: ModelRequest) -> ModelResponse:
         amount = evos_sdk.json.parse_object(request.input).get("amount")
-        valid = isinstance(amount, (int, float)) and not isinstance(amount, bool)
-        if not valid or not math.isfinite(amount) or amount < 0:
+        if (
+            not isinstance(amount, (int, float))
+            or isinstance(amount, bool)
+            or not math.isfinite(amount)
+            or amount < 0
+        ):
             raise InvalidInput("amount must be a number of at least 0")
         s = score(amount)
         label = "high" if s >= 0.5 else "low"
