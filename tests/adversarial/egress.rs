@@ -786,9 +786,22 @@ async fn sockets_not_granted_are_linked_inert_and_every_use_is_refused() {
             .all(|f| f.contains("grants no `sockets`") && f.contains("sockets = [\"tcp://")),
         "{refused:?}"
     );
-    assert!(refused.iter().any(|f| f.starts_with("creating a TCP socket")), "{refused:?}");
-    assert!(refused.iter().any(|f| f.starts_with("looking up")), "{refused:?}");
-    assert!(refused.iter().any(|f| f.starts_with("creating a UDP socket")), "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .any(|f| f.starts_with("creating a TCP socket")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|f| f.starts_with("looking up")),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|f| f.starts_with("creating a UDP socket")),
+        "{refused:?}"
+    );
     assert!(
         matches!(&r.outcome, Outcome::Denied { capability, .. } if capability == "sockets"),
         "{:?}",

@@ -195,7 +195,10 @@ async fn a_trap_carries_the_last_stderr_lines_bounded_and_escaped() {
     let rt = runtime();
     let p = abuser(&rt, "trap-stderr", |t| t);
     let mut stderr: String = (0..50).map(|i| format!("line {i}\n")).collect();
-    stderr.push_str(&format!("KeyError: 'amount' \u{1b}[31mred{}\n", "x".repeat(5000)));
+    stderr.push_str(&format!(
+        "KeyError: 'amount' \u{1b}[31mred{}\n",
+        "x".repeat(5000)
+    ));
     let r = abuse(&rt, &p, json!({"op": "trap", "stderr": stderr})).await;
     let Outcome::Trap { message } = &r.outcome else {
         panic!("expected a trap: {r:?}")

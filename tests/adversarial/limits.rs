@@ -165,7 +165,12 @@ async fn http_not_granted_is_linked_inert_and_every_request_is_refused() {
     let p = rt
         .load(m, &component("import-ungranted"), "import-ungranted")
         .expect("loads: wasi:http is linked inert");
-    let r = call_json(&rt, &p, json!({"id": "e-1", "kind": "probe", "payload": {}})).await;
+    let r = call_json(
+        &rt,
+        &p,
+        json!({"id": "e-1", "kind": "probe", "payload": {}}),
+    )
+    .await;
     let Outcome::Denied { capability, reason } = &r.outcome else {
         panic!("expected a refusal: {:?}", r.outcome);
     };

@@ -379,8 +379,15 @@ pub(crate) async fn payout_limit_checks(rt: &evos::Runtime, name: &str, m: evos:
 
     // The limits really come from config.
     let text = text.replace("allow-below = 1000", "allow-below = 100");
-    let dir = std::path::Path::new(&origin).parent().expect("dir").to_path_buf();
-    let p = load_with(&rt, name, evos::Manifest::parse(&text, &origin, &dir).expect("manifest"));
+    let dir = std::path::Path::new(&origin)
+        .parent()
+        .expect("dir")
+        .to_path_buf();
+    let p = load_with(
+        &rt,
+        name,
+        evos::Manifest::parse(&text, &origin, &dir).expect("manifest"),
+    );
     assert!(matches!(
         decision(
             &rt,

@@ -37,15 +37,20 @@ fn evos_in(dir: &Path, data: &Path, args: &[&str]) -> Output {
 }
 
 /// The Python fraud-score and JavaScript payout-limit of `polyglot.toml`,
-/// built once per test run by `evos build polyglot.toml --test` (their own
-/// tests, the check, an invoke on their sample inputs) into
-/// target/plugins/fraud-score-py.wasm and payout-limit-js.wasm.
+/// and the Python payout-limit, built once per test run by `evos build
+/// --test` (their own tests, the check, an invoke on their sample inputs)
+/// into target/plugins/fraud-score-py.wasm, payout-limit-js.wasm and
+/// payout-limit-py.wasm.
 fn polyglot_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let data = tempdir("polyglot-build");
         let out = evos_in(&root(), &data, &["build", "polyglot.toml", "--test"]);
-        assert!(out.status.success(), "evos build polyglot.toml: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "evos build polyglot.toml: {}",
+            text(&out)
+        );
         let shown = text(&out);
         assert!(
             shown.contains("copied to target/plugins/fraud-score-py.wasm")
@@ -78,10 +83,14 @@ async fn the_python_fraud_score_answers_exactly_as_the_rust_build_on_recorded_tr
     assert_eq!(traffic.len(), 200);
     for input in traffic {
         let a = rust_rt.call(&rust, input.clone()).await.expect("rust");
-        let b = python_rt.call(&python, input.clone()).await.expect("python");
+        let b = python_rt
+            .call(&python, input.clone())
+            .await
+            .expect("python");
         assert_eq!(a.outcome, Outcome::Ok, "{a:?}");
         assert_eq!(b.outcome, Outcome::Ok, "{b:?}");
-        let (Some(CallOutput::Model(a)), Some(CallOutput::Model(b))) = (&a.output, &b.output) else {
+        let (Some(CallOutput::Model(a)), Some(CallOutput::Model(b))) = (&a.output, &b.output)
+        else {
             panic!("{a:?} {b:?}")
         };
         assert_eq!((&a.model, &a.usage), (&b.model, &b.usage));
@@ -116,23 +125,35 @@ async fn the_python_fraud_score_answers_exactly_as_the_rust_build_on_recorded_tr
     }
 }
 
+/// The payout-limit builds in other languages: component name, manifest.
+const PAYOUT_LIMITS: [(&str, &str); 2] = [
+    ("payout-limit-js", "plugins/js/payout-limit/plugin.toml"),
+    ("payout-limit-py", "plugins/python/payout-limit/plugin.toml"),
+];
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_javascript_payout_limit_passes_the_rust_builds_checks() {
+async fn the_javascript_and_python_payout_limits_pass_the_rust_builds_checks() {
     polyglot_built();
-    let rt = runtime();
-    let m = evos::Manifest::load(root().join("plugins/js/payout-limit/plugin.toml"))
-        .expect("manifest");
-    crate::examples::payout_limit_checks(&rt, "payout-limit-js", m).await;
+    for (name, manifest) in PAYOUT_LIMITS {
+        let rt = runtime();
+        let m = evos::Manifest::load(root().join(manifest)).expect("manifest");
+        crate::examples::payout_limit_checks(&rt, name, m).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_javascript_payout_limit_decides_exactly_as_the_rust_build() {
+async fn the_javascript_and_python_payout_limits_decide_exactly_as_the_rust_build() {
     polyglot_built();
+    for (name, manifest) in PAYOUT_LIMITS {
+        payout_limit_parity(name, manifest).await;
+    }
+}
+
+async fn payout_limit_parity(name: &str, manifest: &str) {
     let (rust_rt, js_rt) = (runtime(), runtime());
     let rust = load(&rust_rt, "payout-limit");
-    let m = evos::Manifest::load(root().join("plugins/js/payout-limit/plugin.toml"))
-        .expect("manifest");
-    let js = load_with(&js_rt, "payout-limit-js", m);
+    let m = evos::Manifest::load(root().join(manifest)).expect("manifest");
+    let js = load_with(&js_rt, name, m);
     let decide = |rt: evos::Runtime, p, payload: Value| async move {
         let input = json!({"action": {"kind": "approve-payout", "event_id": "C-1", "payload": payload, "rationale": "r"},
             "event": {"id": "C-1", "kind": "claim.submitted", "payload": {}}});
@@ -149,7 +170,7 @@ async fn the_javascript_payout_limit_decides_exactly_as_the_rust_build() {
         let payload = json!({"claim_id": "C-1", "amount": amount});
         let a = decide(rust_rt.clone(), rust.clone(), payload.clone()).await;
         let b = decide(js_rt.clone(), js.clone(), payload).await;
-        assert_eq!(a, b, "amount {amount}");
+        assert_eq!(a, b, "{name}: amount {amount}");
     }
     for payload in [json!({"amount": "lots"}), json!({}), json!([1, 2])] {
         let a = decide(rust_rt.clone(), rust.clone(), payload.clone()).await;
@@ -254,10 +275,34 @@ fn sdk_exceptions_become_errors_and_broken_policies_deny_with_the_traceback_logg
     let dir = scratch();
     let data = dir.join("data");
     let cases = [
-        ("python", "policy", "app.py", "        max_amount = config.get_float(\"max-amount\")\n", "        max_amount = config.get_float(\"max-amount\")\n        raise KeyError(\"amount\")\n"),
-        ("js", "policy", "plugin.js", "    const maxAmount = config.getNumber('max-amount');\n", "    const maxAmount = config.getNumber('max-amount');\n    null.boom();\n"),
-        ("python", "agent", "app.py", "        threshold = config.get_float(\"threshold\")\n", "        threshold = config.get_float(\"threshold\")\n        raise InvalidInput(\"no claim here\")\n"),
-        ("js", "model-adapter", "plugin.js", "    const { amount } = parseObject(request.input);\n", "    const { amount } = parseObject(request.input);\n    undefinedFunction(amount);\n"),
+        (
+            "python",
+            "policy",
+            "app.py",
+            "        max_amount = config.get_float(\"max-amount\")\n",
+            "        max_amount = config.get_float(\"max-amount\")\n        raise KeyError(\"amount\")\n",
+        ),
+        (
+            "js",
+            "policy",
+            "plugin.js",
+            "    const maxAmount = config.getNumber('max-amount');\n",
+            "    const maxAmount = config.getNumber('max-amount');\n    null.boom();\n",
+        ),
+        (
+            "python",
+            "agent",
+            "app.py",
+            "        threshold = config.get_float(\"threshold\")\n",
+            "        threshold = config.get_float(\"threshold\")\n        raise InvalidInput(\"no claim here\")\n",
+        ),
+        (
+            "js",
+            "model-adapter",
+            "plugin.js",
+            "    const { amount } = parseObject(request.input);\n",
+            "    const { amount } = parseObject(request.input);\n    undefinedFunction(amount);\n",
+        ),
     ];
     for (lang, kind, file, from, to) in cases {
         let name = format!("broken-{lang}-{kind}");
@@ -341,13 +386,20 @@ fn the_sdks_match_the_wit_and_type_check() {
             "sdk/js/wit/{file} differs from wit/{file}: copy it"
         );
     }
-    // mypy --strict over the SDK and the Python example.
-    let out = Command::new("python3")
-        .args(["-m", "mypy", "src/evos_sdk", "../../plugins/python/fraud-score"])
-        .current_dir(root().join("sdk/python"))
-        .output()
-        .expect("mypy");
-    assert!(out.status.success(), "mypy: {}", text(&out));
+    // mypy --strict over the SDK and the Python examples (one at a time:
+    // each has its own `app` module).
+    for target in [
+        "src/evos_sdk",
+        "../../plugins/python/fraud-score",
+        "../../plugins/python/payout-limit",
+    ] {
+        let out = Command::new("python3")
+            .args(["-m", "mypy", target])
+            .current_dir(root().join("sdk/python"))
+            .output()
+            .expect("mypy");
+        assert!(out.status.success(), "mypy {target}: {}", text(&out));
+    }
     // tsc over the JS SDK's types.
     let out = Command::new(root().join("sdk/js/node_modules/.bin/tsc"))
         .args(["-p", "types/tsconfig.json"])

@@ -3,7 +3,10 @@
 //! `cargo xtask plugins` builds every guest plugin of the `plugins/`
 //! workspace for `wasm32-wasip2` (installing the rustup target when missing)
 //! and copies each component to `target/plugins/<name>.wasm`, where the host,
-//! the tests and `evos.toml` expect them. Guest plugins are a separate
+//! the tests and `evos.toml` expect them. It also installs the pinned
+//! toolchains of the Python and JavaScript SDKs when missing (componentize-py
+//! and mypy with pip, the JS SDK's packages with `npm ci`); the Python and
+//! JavaScript plugins themselves are built by `evos build`. Guest plugins are a separate
 //! workspace built here rather than by a build script: cargo building cargo
 //! from build.rs fights over locks and hides errors.
 //!
@@ -404,9 +407,78 @@ fn ensure_target() -> Result<()> {
     Ok(())
 }
 
+/// The toolchains of the Python and JavaScript SDKs, pinned: componentize-py
+/// and mypy from PyPI (`sdk/python/requirements-*.txt`), componentize-js
+/// and what the JS build wrapper uses from npm (`sdk/js/package-lock.json`).
+/// Each is installed only when missing or at another version.
+fn ensure_language_toolchains(root: &Path) -> Result<()> {
+    let python = root.join("sdk/python");
+    for (req, module, version_of) in [
+        (
+            "requirements-build.txt",
+            "componentize-py",
+            "componentize-py --version",
+        ),
+        ("requirements-dev.txt", "mypy", "python3 -m mypy --version"),
+    ] {
+        let pin = std::fs::read_to_string(python.join(req))
+            .with_context(|| format!("reading sdk/python/{req}"))?;
+        let want = pin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{module}==")))
+            .with_context(|| format!("sdk/python/{req} pins no {module}"))?
+            .to_string();
+        let mut words = version_of.split(' ');
+        let have = Command::new(words.next().unwrap_or_default())
+            .args(words)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if have.split_whitespace().any(|w| w == want) {
+            continue;
+        }
+        eprintln!("installing {module} {want} (python3 -m pip install -r sdk/python/{req})");
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "-q", "-r"])
+            .arg(python.join(req))
+            .status()
+            .context("running `python3 -m pip install` (is python3 with pip installed?)")?;
+        if !status.success() {
+            bail!("`python3 -m pip install -r sdk/python/{req}` failed");
+        }
+    }
+    let js = root.join("sdk/js");
+    let lock = js.join("package-lock.json");
+    let installed = js.join("node_modules/.package-lock.json");
+    let fresh = |a: &Path, b: &Path| -> bool {
+        match (
+            std::fs::metadata(a).and_then(|m| m.modified()),
+            std::fs::metadata(b).and_then(|m| m.modified()),
+        ) {
+            (Ok(a), Ok(b)) => a >= b,
+            _ => false,
+        }
+    };
+    if !fresh(&installed, &lock) {
+        eprintln!("installing the JS SDK's packages (npm ci --prefix sdk/js)");
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&js)
+            .status()
+            .context("running `npm ci` (is Node.js 20 or later with npm installed?)")?;
+        if !status.success() {
+            bail!("`npm ci --prefix sdk/js` failed");
+        }
+    }
+    Ok(())
+}
+
 fn plugins() -> Result<()> {
     ensure_target()?;
     let root = root();
+    ensure_language_toolchains(&root)?;
     let manifest = root.join("plugins/Cargo.toml");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
 

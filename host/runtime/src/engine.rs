@@ -56,6 +56,11 @@ pub struct EngineConfig {
     /// `timeout`; host calls stay bounded by the call's outer timeout).
     /// Turning it off exists to measure its cost.
     pub epoch: bool,
+    /// Bytes of each pooled linear memory reset in place (memset) when an
+    /// instance ends and kept resident for the next; the rest is returned
+    /// to the kernel. Interpreted plugins (Python, JavaScript) touch
+    /// megabytes of their memory image per call; compiled ones little.
+    pub keep_resident: usize,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +74,7 @@ impl Default for EngineConfig {
             max_wasm_stack: 1024 * 1024,
             fuel: true,
             epoch: true,
+            keep_resident: KEEP_RESIDENT,
         }
     }
 }
@@ -124,7 +130,7 @@ impl Engine {
             // madvise, and decommit the rest in batches: each madvise is a
             // TLB shootdown across cores, the largest per-call cost after
             // instantiation itself. Reused slots are zeroed either way.
-            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .linear_memory_keep_resident(config.keep_resident)
             .table_keep_resident(KEEP_RESIDENT / 16)
             .decommit_batch_size(DECOMMIT_BATCH)
             .pagemap_scan(wasmtime::Enabled::Auto);

@@ -324,7 +324,8 @@ mod tests {
             panic!("{:?}", policy.under_granted);
         };
         assert!(
-            kv.message.contains("a policy plugin can never be granted `kv`")
+            kv.message
+                .contains("a policy plugin can never be granted `kv`")
                 && kv.message.contains("the `policy` world")
                 && !kv.message.contains("add `kv"),
             "{}",
@@ -338,7 +339,10 @@ mod tests {
             .collect();
         assert_eq!(
             refused,
-            ["wasi:sockets/tcp@0.2.9", "wasi:http/outgoing-handler@0.2.10"]
+            [
+                "wasi:sockets/tcp@0.2.9",
+                "wasi:http/outgoing-handler@0.2.10"
+            ]
         );
         let agent = check(&manifest("agent"), &imports);
         let [kv] = agent.under_granted.as_slice() else {

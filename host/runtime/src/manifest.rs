@@ -272,7 +272,9 @@ fn check_command(key: &str, command: &[String]) -> std::result::Result<(), Strin
         ));
     };
     if program.trim().is_empty() {
-        return Err(format!("[build] {key} names no program (its first element is empty)"));
+        return Err(format!(
+            "[build] {key} names no program (its first element is empty)"
+        ));
     }
     if command.len() > MAX_BUILD_ARGS {
         return Err(format!(
@@ -293,13 +295,21 @@ fn check_command(key: &str, command: &[String]) -> std::result::Result<(), Strin
 }
 
 /// A path relative to the manifest that stays inside its directory.
-fn check_inside(key: &str, value: &str, ext: &str, example: &str) -> std::result::Result<(), String> {
+fn check_inside(
+    key: &str,
+    value: &str,
+    ext: &str,
+    example: &str,
+) -> std::result::Result<(), String> {
     let path = Path::new(value);
     let inside = !value.is_empty()
         && path.is_relative()
-        && path
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+        && path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
     if !inside || !value.ends_with(ext) {
         return Err(format!(
             "[build] {key} = {value:?} must be a relative path inside the plugin's directory (no `..`) ending in {ext}, e.g. \"{example}\""

@@ -118,7 +118,10 @@ pub fn granted_world(manifest: &Manifest) -> String {
         manifest.name()
     );
     for cap in evos::capability::ALL {
-        let host = cap.interfaces.iter().find_map(|i| i.strip_prefix("evos:plugin/"));
+        let host = cap
+            .interfaces
+            .iter()
+            .find_map(|i| i.strip_prefix("evos:plugin/"));
         if let Some(interface) = host
             && (cap.granted)(manifest)
         {
@@ -164,6 +167,15 @@ struct Template {
     files: Vec<(String, String)>,
 }
 
+/// A language's part of a template: its source files, its test, its
+/// `[build]` table and its `[limits]`.
+struct LangFiles {
+    source: Vec<(&'static str, &'static str)>,
+    test: Option<(&'static str, &'static str)>,
+    build: &'static str,
+    limits: &'static str,
+}
+
 fn template(kind: Kind, lang: Lang) -> Template {
     macro_rules! t {
         ($f:literal) => {
@@ -177,7 +189,12 @@ fn template(kind: Kind, lang: Lang) -> Template {
         Kind::ModelAdapter => (t!("model-adapter.toml"), t!("model-adapter.json")),
     };
     let mut files = vec![("input.json".to_string(), input.to_string())];
-    let (source, test, build, limits): (Vec<(&str, &str)>, (&str, &str), &str, &str) = match lang {
+    let LangFiles {
+        source,
+        test,
+        build,
+        limits,
+    } = match lang {
         Lang::Rust => {
             let lib = match kind {
                 Kind::Policy => t!("policy.rs"),
@@ -185,12 +202,12 @@ fn template(kind: Kind, lang: Lang) -> Template {
                 Kind::Connector => t!("connector.rs"),
                 Kind::ModelAdapter => t!("model-adapter.rs"),
             };
-            (
-                vec![("Cargo.toml", t!("Cargo.toml.rust")), ("src/lib.rs", lib)],
-                ("", ""),
-                "[build]\ncommand = [\"cargo\", \"build\", \"--release\", \"--target\", \"wasm32-wasip2\"]\ncomponent = \"target/wasm32-wasip2/release/{{crate}}.wasm\"\ntest = [\"cargo\", \"test\", \"--quiet\"]\ninput = \"input.json\"\n",
-                "# A compiled plugin needs little: raise these when calls run out.\nfuel = 20_000_000\nmemory = \"16MiB\"\ntimeout = \"1s\"",
-            )
+            LangFiles {
+                source: vec![("Cargo.toml", t!("Cargo.toml.rust")), ("src/lib.rs", lib)],
+                test: None,
+                build: "[build]\ncommand = [\"cargo\", \"build\", \"--release\", \"--target\", \"wasm32-wasip2\"]\ncomponent = \"target/wasm32-wasip2/release/{{crate}}.wasm\"\ntest = [\"cargo\", \"test\", \"--quiet\"]\ninput = \"input.json\"\n",
+                limits: "# A compiled plugin needs little: raise these when calls run out.\nfuel = 20_000_000\nmemory = \"16MiB\"\ntimeout = \"1s\"",
+            }
         }
         Lang::Python => {
             let (app, logic, test) = match kind {
@@ -207,17 +224,25 @@ fn template(kind: Kind, lang: Lang) -> Template {
                     t!("test_model-adapter.py"),
                 ),
             };
-            (
-                vec![("app.py", app), ("logic.py", logic)],
-                ("test_logic.py", test),
-                "[build]\ncommand = [\"componentize-py\", \"-d\", \"{wit}\", \"-w\", \"{world}\", \"componentize\", \"app\", \"-p\", \".\", \"-p\", \"{sdk}/python/src\", \"-o\", \"{out}\"]\ncomponent = \"{{name}}.wasm\"\ntest = [\"python3\", \"-m\", \"unittest\", \"-q\"]\ninput = \"input.json\"\n",
-                "# The interpreter is in every call: see docs/PLUGINS.md for fuel by language.\nfuel = 200_000_000\nmemory = \"64MiB\"\ntimeout = \"2s\"",
-            )
+            LangFiles {
+                source: vec![("app.py", app), ("logic.py", logic)],
+                test: Some(("test_logic.py", test)),
+                build: "[build]\ncommand = [\"componentize-py\", \"-d\", \"{wit}\", \"-w\", \"{world}\", \"componentize\", \"app\", \"-p\", \".\", \"-p\", \"{sdk}/python/src\", \"-o\", \"{out}\"]\ncomponent = \"{{name}}.wasm\"\ntest = [\"python3\", \"-m\", \"unittest\", \"-q\"]\ninput = \"input.json\"\n",
+                limits: "# The interpreter is in every call: see docs/PLUGINS.md for fuel by language.\nfuel = 200_000_000\nmemory = \"64MiB\"\ntimeout = \"2s\"",
+            }
         }
         Lang::Js => {
             let (plugin, logic, test) = match kind {
-                Kind::Policy => (t!("policy.plugin.js"), t!("policy.logic.js"), t!("policy.test.mjs")),
-                Kind::Agent => (t!("agent.plugin.js"), t!("agent.logic.js"), t!("agent.test.mjs")),
+                Kind::Policy => (
+                    t!("policy.plugin.js"),
+                    t!("policy.logic.js"),
+                    t!("policy.test.mjs"),
+                ),
+                Kind::Agent => (
+                    t!("agent.plugin.js"),
+                    t!("agent.logic.js"),
+                    t!("agent.test.mjs"),
+                ),
                 Kind::Connector => (
                     t!("connector.plugin.js"),
                     t!("connector.logic.js"),
@@ -229,12 +254,12 @@ fn template(kind: Kind, lang: Lang) -> Template {
                     t!("model-adapter.test.mjs"),
                 ),
             };
-            (
-                vec![("plugin.js", plugin), ("logic.js", logic)],
-                ("logic.test.mjs", test),
-                "[build]\ncommand = [\"node\", \"{sdk}/js/bin/evos-js-build.mjs\", \"plugin.js\", \"--wit\", \"{wit}\", \"--world\", \"{world}\", \"-o\", \"{out}\"]\ncomponent = \"{{name}}.wasm\"\ntest = [\"node\", \"--test\"]\ninput = \"input.json\"\n",
-                "# The interpreter is in every call: see docs/PLUGINS.md for fuel by language.\nfuel = 200_000_000\nmemory = \"64MiB\"\ntimeout = \"2s\"",
-            )
+            LangFiles {
+                source: vec![("plugin.js", plugin), ("logic.js", logic)],
+                test: Some(("logic.test.mjs", test)),
+                build: "[build]\ncommand = [\"node\", \"{sdk}/js/bin/evos-js-build.mjs\", \"plugin.js\", \"--wit\", \"{wit}\", \"--world\", \"{world}\", \"-o\", \"{out}\"]\ncomponent = \"{{name}}.wasm\"\ntest = [\"node\", \"--test\"]\ninput = \"input.json\"\n",
+                limits: "# The interpreter is in every call: see docs/PLUGINS.md for fuel by language.\nfuel = 200_000_000\nmemory = \"64MiB\"\ntimeout = \"2s\"",
+            }
         }
     };
     let manifest = format!("{}\n{build}", manifest.replace("{{limits}}", limits));
@@ -242,8 +267,8 @@ fn template(kind: Kind, lang: Lang) -> Template {
     for (path, text) in source {
         files.push((path.to_string(), text.to_string()));
     }
-    if !test.0.is_empty() {
-        files.push((test.0.to_string(), test.1.to_string()));
+    if let Some((path, text)) = test {
+        files.push((path.to_string(), text.to_string()));
     }
     let ignore = match lang {
         Lang::Rust => "/target\n",
@@ -280,9 +305,11 @@ pub fn new(args: &NewArgs) -> Result<Exit> {
     ];
     // Everything is written into a sibling directory first and renamed into
     // place: a failure leaves nothing half-written.
-    let staging = args
-        .dir
-        .join(format!(".{}.evos-new-{}", name.as_str(), std::process::id()));
+    let staging = args.dir.join(format!(
+        ".{}.evos-new-{}",
+        name.as_str(),
+        std::process::id()
+    ));
     let written = (|| -> Result<()> {
         for (path, text) in template(kind, args.lang).files {
             let text = vars.iter().fold(text, |t, (k, v)| t.replace(k, v));
@@ -335,14 +362,19 @@ struct Built {
 
 impl Built {
     fn ok(&self) -> bool {
-        self.check_ok && self.tests_ok != Some(false) && self.invoke_outcome.as_deref().is_none_or(|o| o == "ok")
+        self.check_ok
+            && self.tests_ok != Some(false)
+            && self.invoke_outcome.as_deref().is_none_or(|o| o == "ok")
     }
 }
 
 pub async fn build(cli: &Cli, args: &BuildArgs) -> Result<Exit> {
     let targets = build_targets(&args.path)?;
     if args.out.is_some() && targets.len() != 1 {
-        bail!("--out names one component, but {} plugins are built", targets.len());
+        bail!(
+            "--out names one component, but {} plugins are built",
+            targets.len()
+        );
     }
     let mut results = Vec::new();
     for (manifest_path, copy_to) in &targets {
@@ -362,11 +394,13 @@ pub async fn build(cli: &Cli, args: &BuildArgs) -> Result<Exit> {
     if args.json {
         print_json(&results)?;
     }
-    Ok(if results.iter().all(Built::ok) && results.len() == targets.len() {
-        Exit::Success
-    } else {
-        Exit::Negative
-    })
+    Ok(
+        if results.iter().all(Built::ok) && results.len() == targets.len() {
+            Exit::Success
+        } else {
+            Exit::Negative
+        },
+    )
 }
 
 /// The manifests to build from `path`, each with where its component is
@@ -551,7 +585,9 @@ fn run_step(key: &str, command: &[String], dir: &Path, places: &Places<'_>) -> R
         Ok(arg)
     };
     let argv: Vec<String> = command.iter().map(|a| fill(a)).collect::<Result<_>>()?;
-    let (program, rest) = argv.split_first().ok_or_else(|| anyhow!("[build] {key} is empty"))?;
+    let (program, rest) = argv
+        .split_first()
+        .ok_or_else(|| anyhow!("[build] {key} is empty"))?;
     let mut cmd = Command::new(program);
     cmd.args(rest)
         .current_dir(dir)
@@ -569,7 +605,10 @@ fn run_step(key: &str, command: &[String], dir: &Path, places: &Places<'_>) -> R
     }
     let status = cmd.status().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            anyhow!("cannot run `{program}` ([build] {key}): not found; {}", install_hint(program))
+            anyhow!(
+                "cannot run `{program}` ([build] {key}): not found; {}",
+                install_hint(program)
+            )
         } else {
             anyhow!("cannot run `{program}` ([build] {key}): {e}")
         }
@@ -603,7 +642,8 @@ fn install_hint(program: &str) -> String {
 /// reader never sees half a component.
 fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
     if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let tmp = to.with_extension(format!("wasm.tmp-{}", std::process::id()));
     std::fs::copy(from, &tmp).with_context(|| format!("copying to {}", tmp.display()))?;

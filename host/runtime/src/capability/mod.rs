@@ -278,7 +278,9 @@ pub(crate) fn not_granted(kind: evos_core::Kind, name: &str) -> String {
                 .iter()
                 .find(|c| c.name == name)
                 .map_or("", |c| c.example);
-            format!("the manifest grants no `{name}`; add `{example}` under [capabilities] to allow it")
+            format!(
+                "the manifest grants no `{name}`; add `{example}` under [capabilities] to allow it"
+            )
         }
     }
 }

@@ -435,7 +435,11 @@ impl Refuse<'_> {
         } else {
             super::not_granted(self.kind, Sockets::NAME)
         };
-        record_refusal(self.refusals, "sockets", format!("{what} is refused: {why}"));
+        record_refusal(
+            self.refusals,
+            "sockets",
+            format!("{what} is refused: {why}"),
+        );
     }
 }
 
