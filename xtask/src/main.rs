@@ -65,6 +65,35 @@ fn bench(quick: bool) -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
         .join("release");
+    // The Python and JavaScript plugins the language rows compare with Rust.
+    for args in [
+        &["build", "polyglot.toml"][..],
+        &[
+            "build",
+            "plugins/python/payout-limit",
+            "--out",
+            "target/plugins/payout-limit-py.wasm",
+        ],
+        &[
+            "build",
+            "plugins/python/bench-fraud-per-call",
+            "--out",
+            "target/plugins/fraud-score-py-per-call.wasm",
+        ],
+    ] {
+        let data = std::env::temp_dir().join(format!("evos-bench-build-{}", std::process::id()));
+        let status = Command::new(release.join("evos"))
+            .current_dir(&root)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .status()
+            .with_context(|| format!("running evos {}", args.join(" ")))?;
+        let _ = std::fs::remove_dir_all(&data);
+        if !status.success() {
+            bail!("evos {} failed", args.join(" "));
+        }
+    }
     let out = root.join("docs/BENCHMARKS.md");
     std::fs::create_dir_all(root.join("docs")).context("creating docs/")?;
     let mut cmd = Command::new(&cargo);

@@ -21,6 +21,8 @@ use ::evos::{CallInput, Engine, EngineConfig, Manifest, Runtime};
 mod evolve;
 #[path = "ratios/http.rs"]
 mod http;
+#[path = "ratios/languages.rs"]
+mod languages;
 #[path = "ratios/meter.rs"]
 mod meter;
 #[path = "ratios/nodes.rs"]
@@ -810,6 +812,12 @@ fn main() -> anyhow::Result<()> {
         ("http vs plain hyper", http::vs_hyper),
         ("fuel and epoch, call-heavy", meter::calls),
         ("fuel and epoch, branch-heavy", meter::branches),
+        ("python policy", languages::policy_python),
+        ("js policy", languages::policy_js),
+        ("python compile", languages::compile_python),
+        ("js compile", languages::compile_js),
+        ("python keep resident", languages::keep_resident),
+        ("python pre-initialization", languages::preinit),
     ] {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;

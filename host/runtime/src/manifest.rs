@@ -1172,6 +1172,52 @@ mod tests {
     }
 
     #[test]
+    fn a_build_table_is_parsed_and_its_paths_stay_inside_the_plugin() {
+        let head = "[plugin]\nname = \"p\"\nkind = \"policy\"\nversion = \"1.0.0\"\n[build]\n";
+        let ok = parse(&format!(
+            "{head}command = [\"cargo\", \"build\"]\ncomponent = \"target/p.wasm\"\ntest = [\"cargo\", \"test\"]\ninput = \"input.json\"\n"
+        ))
+        .unwrap();
+        let build = ok.build.unwrap();
+        assert_eq!(build.command, ["cargo", "build"]);
+        assert_eq!(build.input.as_deref(), Some("input.json"));
+        for (table, why) in [
+            (
+                "command = []\ncomponent = \"p.wasm\"",
+                "[build] command is empty",
+            ),
+            (
+                "command = [\"\"]\ncomponent = \"p.wasm\"",
+                "names no program",
+            ),
+            (
+                "command = [\"x\"]\ncomponent = \"../p.wasm\"",
+                "inside the plugin's directory",
+            ),
+            (
+                "command = [\"x\"]\ncomponent = \"/tmp/p.wasm\"",
+                "inside the plugin's directory",
+            ),
+            ("command = [\"x\"]\ncomponent = \"p.so\"", "ending in .wasm"),
+            (
+                "command = [\"x\"]\ncomponent = \"p.wasm\"\ninput = \"../secret.json\"",
+                "[build] input",
+            ),
+            (
+                "command = [\"x\"]\ncomponent = \"p.wasm\"\ntest = []",
+                "[build] test is empty",
+            ),
+            (
+                "command = [\"x\"]\ncomponent = \"p.wasm\"\nshell = true",
+                "unknown field",
+            ),
+        ] {
+            let e = refused(&format!("{head}{table}\n"));
+            assert!(e.contains(why) && e.contains("line"), "{table}: {e}");
+        }
+    }
+
+    #[test]
     fn policies_cannot_be_granted_io() {
         let e = parse(&format!(
             "{MINIMAL}[capabilities]\nhttp = [\"https://example.com:443/*\"]\n"
