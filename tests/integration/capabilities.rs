@@ -187,21 +187,34 @@ async fn files_granted_and_not_granted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http_granted_not_granted_and_outside_the_allowlist() {
-    let msg = refused("claims-webhook", |t| drop_line(t, "http"));
-    assert!(
-        msg.contains("wasi:http/outgoing-handler") && msg.contains("http = ["),
-        "{msg}"
-    );
-
     let downstream = Downstream::start(200);
+    let action =
+        json!({"kind": "approve-payout", "event_id": "C-1", "payload": {}, "rationale": ""});
+    // Not granted: wasi:http is linked inert, so the connector loads and
+    // its request is refused before a connection is made.
+    let rt = runtime();
+    let text = drop_line(manifest_text("claims-webhook"), "http");
+    let mut m = manifest_from("claims-webhook", &text);
+    m.set_config("endpoint", &downstream.url("/claims/payouts"))
+        .expect("config");
+    let webhook = load_with(&rt, "claims-webhook", m);
+    let r = call_json(&rt, &webhook, json!({"execute": action.clone()})).await;
+    let Outcome::Denied { capability, reason } = &r.outcome else {
+        panic!("{r:?}")
+    };
+    assert_eq!(capability, "http");
+    assert!(
+        reason.contains("grants no `http`") && reason.contains("http = ["),
+        "{reason}"
+    );
+    assert!(downstream.requests().is_empty());
+
     let rt = runtime();
     let mut m = manifest("claims-webhook");
     // Allowed host and port, but a path outside the `/claims/` prefix.
     m.set_config("endpoint", &downstream.url("/admin/payouts"))
         .expect("config");
     let webhook = load_with(&rt, "claims-webhook", m);
-    let action =
-        json!({"kind": "approve-payout", "event_id": "C-1", "payload": {}, "rationale": ""});
     let r = call_json(&rt, &webhook, json!({"execute": action})).await;
     let Outcome::Denied { capability, .. } = &r.outcome else {
         panic!("{r:?}")

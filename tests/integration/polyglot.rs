@@ -400,6 +400,13 @@ fn the_sdks_match_the_wit_and_type_check() {
             .expect("mypy");
         assert!(out.status.success(), "mypy {target}: {}", text(&out));
     }
+    // The JS SDK's own tests, under Node.
+    let out = Command::new("node")
+        .args(["--test", "test/"])
+        .current_dir(root().join("sdk/js"))
+        .output()
+        .expect("node");
+    assert!(out.status.success(), "node --test: {}", text(&out));
     // tsc over the JS SDK's types.
     let out = Command::new(root().join("sdk/js/node_modules/.bin/tsc"))
         .args(["-p", "types/tsconfig.json"])
