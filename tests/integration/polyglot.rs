@@ -415,3 +415,89 @@ fn the_sdks_match_the_wit_and_type_check() {
         .expect("tsc");
     assert!(out.status.success(), "tsc: {}", text(&out));
 }
+
+/// TypeScript: a plugin type-checks against the SDK's declarations (a type
+/// error is caught), and `evos-js-build` strips the types and builds it.
+#[test]
+fn a_typescript_plugin_type_checks_builds_and_runs() {
+    let dir = tempdir("typescript");
+    let data = dir.join("data");
+    let types = root().join("sdk/js/types");
+    let plugin = r#"import { policy, allow, escalate, parseObject, type Action, type Event, type Decision } from '@evos/sdk';
+import * as config from '@evos/sdk/config';
+
+function decide(amount: number, limit: number): Decision {
+  return amount < limit ? allow() : escalate(`amount ${amount} is not below ${limit}`);
+}
+
+export const policyApi = policy({
+  evaluate(action: Action, _event: Event): Decision {
+    const { amount } = parseObject(action.payload);
+    return decide(typeof amount === 'number' ? amount : Infinity, config.getNumber('allow-below'));
+  },
+});
+"#;
+    std::fs::write(dir.join("plugin.ts"), plugin).unwrap();
+    let tsconfig = json!({
+        "compilerOptions": {
+            "strict": true, "noEmit": true, "target": "es2022",
+            "module": "esnext", "moduleResolution": "bundler",
+            "paths": {
+                "@evos/sdk": [types.join("index.d.ts")],
+                "@evos/sdk/*": [types.join("*.d.ts")],
+            }
+        },
+        "files": ["plugin.ts"]
+    });
+    std::fs::write(dir.join("tsconfig.json"), tsconfig.to_string()).unwrap();
+    let tsc = root().join("sdk/js/node_modules/.bin/tsc");
+    let out = Command::new(&tsc)
+        .args(["-p", "tsconfig.json"])
+        .current_dir(&dir)
+        .output()
+        .expect("tsc");
+    assert!(out.status.success(), "tsc: {}", text(&out));
+    // A type error is an error.
+    std::fs::write(
+        dir.join("plugin.ts"),
+        plugin.replace(
+            "decide(typeof amount === 'number' ? amount : Infinity",
+            "decide(amount",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(&tsc)
+        .args(["-p", "tsconfig.json"])
+        .current_dir(&dir)
+        .output()
+        .expect("tsc");
+    assert!(!out.status.success(), "tsc accepted an unknown as a number");
+    std::fs::write(dir.join("plugin.ts"), plugin).unwrap();
+
+    let out = Command::new("node")
+        .arg(root().join("sdk/js/bin/evos-js-build.mjs"))
+        .args(["plugin.ts", "--kind", "policy", "-o", "plugin.wasm"])
+        .current_dir(&dir)
+        .output()
+        .expect("evos-js-build");
+    assert!(out.status.success(), "evos-js-build: {}", text(&out));
+    let manifest = root().join("policies/payout-limit.toml");
+    let input = root().join("plugins/payout-limit/invoke-input.json");
+    let out = evos_in(
+        &dir,
+        &data,
+        &[
+            "invoke",
+            manifest.to_str().unwrap(),
+            "plugin.wasm",
+            "--input",
+            input.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+    assert_eq!(
+        report["output"]["decision"]["decision"], "allow",
+        "{report}"
+    );
+}

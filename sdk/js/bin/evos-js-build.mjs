@@ -60,6 +60,9 @@ try {
     input: resolve(args.entry),
     external: (id) => id.startsWith('evos:') || id.startsWith('wasi:'),
     resolve: { alias: { '@evos/sdk': join(root, 'src') } },
+    // A plugin's tsconfig.json maps `@evos/sdk` to the type declarations
+    // for tsc; the bundle takes the SDK's code.
+    tsconfig: false,
     logLevel: 'warn',
   });
   const bundled = join(work, 'plugin.js');

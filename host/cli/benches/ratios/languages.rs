@@ -128,12 +128,13 @@ fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn peak_rss() -> u64 {
+/// A memory figure of this process from /proc/self/status, in bytes.
+fn status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
@@ -141,17 +142,12 @@ fn peak_rss() -> u64 {
         * 1024
 }
 
+fn peak_rss() -> u64 {
+    status_bytes("VmHWM:")
+}
+
 fn current_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
+    status_bytes("VmRSS:")
 }
 
 fn compile_and_load(b: &Bench, lang: &str, manifest: &str, component: &str) -> anyhow::Result<Row> {
@@ -219,6 +215,32 @@ pub fn compile_js(b: &Bench) -> anyhow::Result<Row> {
     )
 }
 
+type Loaded<'a> = (&'a Runtime, &'a Arc<::evos::Plugin>);
+
+/// Per-call time of `ours` and `base` on the same input, warmed up, then
+/// timed alternately over the runs.
+fn alternate(b: &Bench, ours: Loaded<'_>, base: Loaded<'_>, input: &CallInput) -> (Stat, Stat) {
+    let call = |(rt, p): Loaded<'_>| {
+        let (rt, p, input) = (rt.clone(), p.clone(), input.clone());
+        move || {
+            let (rt, p, input) = (rt.clone(), p.clone(), input.clone());
+            async move {
+                let _ = rt.call(&p, input).await;
+            }
+        }
+    };
+    let (ours, base) = (call(ours), call(base));
+    let n = iters(b);
+    b.time(20, ours.clone());
+    b.time(20, base.clone());
+    let (mut e, mut r) = (Vec::new(), Vec::new());
+    for _ in 0..b.runs {
+        e.push(b.time(n, ours.clone()));
+        r.push(b.time(n, base.clone()));
+    }
+    (stat(e), stat(r))
+}
+
 /// The pool's `keep_resident`: a Python call with 32 MiB of its memory
 /// kept resident between instances against the default 1 MiB.
 pub fn keep_resident(b: &Bench) -> anyhow::Result<Row> {
@@ -238,25 +260,7 @@ pub fn keep_resident(b: &Bench) -> anyhow::Result<Row> {
         component,
     )?;
     let input = policy_input()?;
-    let call = |rt: &Runtime, p: &Arc<::evos::Plugin>| {
-        let (rt, p, input) = (rt.clone(), p.clone(), input.clone());
-        move || {
-            let (rt, p, input) = (rt.clone(), p.clone(), input.clone());
-            async move {
-                let _ = rt.call(&p, input).await;
-            }
-        }
-    };
-    let (ours, base) = (call(&big_rt, &big), call(&rt, &plugin));
-    let n = iters(b);
-    b.time(20, ours.clone());
-    b.time(20, base.clone());
-    let (mut e, mut r) = (Vec::new(), Vec::new());
-    for _ in 0..b.runs {
-        e.push(b.time(n, ours.clone()));
-        r.push(b.time(n, base.clone()));
-    }
-    let (e, r) = (stat(e), stat(r));
+    let (e, r) = alternate(b, (&big_rt, &big), (&rt, &plugin), &input);
     let ratio = e.median / r.median;
     Ok(Row {
         name: "Python call, 32 MiB of pooled memory kept resident".into(),
@@ -289,25 +293,7 @@ pub fn preinit(b: &Bench) -> anyhow::Result<Row> {
         serde_json::from_slice(&read("plugins/fraud-score/invoke-input.json")?)?;
     let input = CallInput::from_json(::evos::manifest::Kind::ModelAdapter, v)
         .map_err(anyhow::Error::msg)?;
-    let call = |rt: &Runtime, p: &Arc<::evos::Plugin>| {
-        let (rt, p, input) = (rt.clone(), p.clone(), input.clone());
-        move || {
-            let (rt, p, input) = (rt.clone(), p.clone(), input.clone());
-            async move {
-                let _ = rt.call(&p, input).await;
-            }
-        }
-    };
-    let (ours, base) = (call(&rt, &snap), call(&lazy_rt, &lazy));
-    let n = iters(b);
-    b.time(20, ours.clone());
-    b.time(20, base.clone());
-    let (mut e, mut r) = (Vec::new(), Vec::new());
-    for _ in 0..b.runs {
-        e.push(b.time(n, ours.clone()));
-        r.push(b.time(n, base.clone()));
-    }
-    let (e, r) = (stat(e), stat(r));
+    let (e, r) = alternate(b, (&rt, &snap), (&lazy_rt, &lazy), &input);
     let (_, _, fuel) = per_call(b, &rt, &snap, &input, 50)?;
     let (_, _, lazy_fuel) = per_call(b, &lazy_rt, &lazy, &input, 50)?;
     let ratio = e.median / r.median;

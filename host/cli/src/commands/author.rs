@@ -490,18 +490,8 @@ async fn build_one(cli: &Cli, manifest_path: &Path, test: bool) -> Result<Built>
     if refused > 0 {
         shout!("  {refused} imports linked inert (every use refused): see `evos check`");
     }
-    if !report.exports_kind {
-        shout!(
-            "  error: the component does not export `{}`, which a {} must",
-            manifest.kind().export_interface(),
-            manifest.kind()
-        );
-    }
-    for f in &report.under_granted {
-        shout!("  error: {}", f.message);
-    }
-    for f in &report.over_granted {
-        shout!("  warning: {}", f.message);
+    for line in super::check::findings(&report, &manifest) {
+        shout!("  {line}");
     }
     let mut built = Built {
         plugin: manifest.name().to_string(),

@@ -47,18 +47,8 @@ pub fn run(args: &Args) -> Result<Exit> {
                 say!("  {:<45} {}", r.import, r.provided_by);
             }
         }
-        if !report.exports_kind {
-            say!(
-                "error: the component does not export `{}`, which a {} must",
-                manifest.kind().export_interface(),
-                manifest.kind()
-            );
-        }
-        for f in &report.under_granted {
-            say!("error: {}", f.message);
-        }
-        for f in &report.over_granted {
-            say!("warning: {}", f.message);
+        for line in findings(&report, &manifest) {
+            say!("{line}");
         }
         say!(
             "{}",
@@ -70,4 +60,30 @@ pub fn run(args: &Args) -> Result<Exit> {
         );
     }
     Ok(if ok { Exit::Success } else { Exit::Negative })
+}
+
+/// The findings of a check, one line each: a missing export and
+/// under-grants as errors, over-grants as warnings.
+pub fn findings(report: &evos::inspect::CheckReport, manifest: &evos::Manifest) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !report.exports_kind {
+        lines.push(format!(
+            "error: the component does not export `{}`, which a {} must",
+            manifest.kind().export_interface(),
+            manifest.kind()
+        ));
+    }
+    lines.extend(
+        report
+            .under_granted
+            .iter()
+            .map(|f| format!("error: {}", f.message)),
+    );
+    lines.extend(
+        report
+            .over_granted
+            .iter()
+            .map(|f| format!("warning: {}", f.message)),
+    );
+    lines
 }
