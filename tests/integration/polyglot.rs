@@ -57,6 +57,27 @@ fn polyglot_built() {
                 && shown.contains("copied to target/plugins/payout-limit-js.wasm"),
             "{shown}"
         );
+        let out = evos_in(
+            &root(),
+            &data,
+            &[
+                "build",
+                "plugins/python/payout-limit",
+                "--test",
+                "--out",
+                "target/plugins/payout-limit-py.wasm",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "evos build plugins/python/payout-limit: {}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains("copied to target/plugins/payout-limit-py.wasm"),
+            "{}",
+            text(&out)
+        );
     });
 }
 
