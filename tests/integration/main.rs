@@ -16,7 +16,6 @@ mod crash;
 mod drift;
 mod examples;
 mod nodes;
-mod polyglot;
 mod postgres;
 mod recording;
 mod replay;

@@ -1,6 +1,6 @@
 // The SDK's pure helpers under Node: what a plugin's exports answer when
 // its code returns or throws. (The host interfaces are tested through real
-// components: tests/integration/polyglot.rs.)
+// components: tests/polyglot/plugins.rs.)
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {

@@ -1,4 +1,4 @@
-//! Plugins in Python and JavaScript: the SDKs, `evos new` and `evos build`.
+//! Plugins in Python and JavaScript built and run through evos.
 //!
 //! These tests need componentize-py (`pip install -r
 //! sdk/python/requirements-build.txt`), mypy and Node.js with the JS SDK's
