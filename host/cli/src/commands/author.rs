@@ -331,15 +331,13 @@ pub fn new(args: &NewArgs) -> Result<Exit> {
     Manifest::load(target.join("plugin.toml"))
         .context("the written manifest does not load (a bug in evos new)")?;
     say!(
-        "created {} ({} {}, in {})",
+        "created {}: a {kind} plugin in {}",
         target.display(),
-        kind,
         match args.lang {
-            Lang::Rust => "rust",
-            Lang::Python => "python",
-            Lang::Js => "js",
-        },
-        target.display()
+            Lang::Rust => "Rust",
+            Lang::Python => "Python",
+            Lang::Js => "JavaScript",
+        }
     );
     say!("build, check, test and invoke it on input.json:");
     say!("  evos build {} --test", target.display());
