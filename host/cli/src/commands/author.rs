@@ -331,8 +331,9 @@ pub fn new(args: &NewArgs) -> Result<Exit> {
     Manifest::load(target.join("plugin.toml"))
         .context("the written manifest does not load (a bug in evos new)")?;
     say!(
-        "created {}: a {kind} plugin in {}",
+        "created {}: {} {kind} plugin in {}",
         target.display(),
+        if kind == Kind::Agent { "an" } else { "a" },
         match args.lang {
             Lang::Rust => "Rust",
             Lang::Python => "Python",
