@@ -1174,5 +1174,4 @@ fn a_host_out_of_descriptors_is_reported_not_passed_off_as_a_refused_connection(
             .contains("the host is out of resources")),
         "{refusals:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -16,6 +16,7 @@ pub(crate) struct Api {
     pub host: Arc<Host>,
     pub admin: String,
     pub dir: PathBuf,
+    _scratch: TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -24,7 +25,6 @@ impl Drop for Api {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -32,7 +32,8 @@ impl Api {
     /// A host on a fresh data directory with the claims app (its
     /// `[deployers]` table replaced by `deployers`), served on loopback.
     pub async fn start(tag: &str, deployers: evos::approval::DeployerGrants) -> Api {
-        let dir = tempdir(tag).canonicalize().unwrap();
+        let scratch = tempdir(tag);
+        let dir = scratch.canonicalize().unwrap();
         let mut config = ServerConfig::new(&dir, root().join("evos.toml"));
         config.engine.cache_dir = Some(root().join("target/evos-test-cache"));
         config.engine.max_instances = 32;
@@ -49,6 +50,7 @@ impl Api {
             host,
             admin,
             dir,
+            _scratch: scratch,
             stop: Some(stop),
         }
     }
@@ -195,7 +197,8 @@ async fn manifests_cannot_grant_the_data_directory_or_the_cache() {
 /// app file's `[deployers]` table approves the directory.
 #[tokio::test(flavor = "multi_thread")]
 async fn deployer_grants_beyond_the_safe_set_need_operator_approval() {
-    let shared = tempdir("escalate-shared").canonicalize().unwrap();
+    let scratch = tempdir("escalate-shared");
+    let shared = scratch.canonicalize().unwrap();
     std::fs::create_dir_all(shared.join("rates")).unwrap();
     let probe = component("fs-probe");
 
@@ -234,7 +237,6 @@ async fn deployer_grants_beyond_the_safe_set_need_operator_approval() {
     let rw = probe_manifest("0.1.1", &shared.join("rates"), "rw");
     let (status, body) = api.deploy(&deployer, &rw, &probe).await;
     assert_eq!(status, 403, "{body}");
-    let _ = std::fs::remove_dir_all(&shared);
 }
 
 fn evos_cli(dir: &Path, args: &[&str]) -> std::process::Output {
@@ -411,7 +413,8 @@ async fn scoped_tokens_see_only_their_plugins() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_data_directory_is_private() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempdir("escalate-modes").join("data");
+    let scratch = tempdir("escalate-modes");
+    let dir = scratch.join("data");
     let mut config = ServerConfig::new(&dir, root().join("evos.toml"));
     config.engine.cache_dir = Some(root().join("target/evos-test-cache"));
     config.engine.max_instances = 16;
@@ -433,7 +436,6 @@ async fn the_data_directory_is_private() {
         assert_eq!(mode(&blob), 0o600, "{}", blob.display());
     }
     drop(host);
-    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
 }
 
 /// A running `evos up` child with stderr collected.
@@ -550,5 +552,4 @@ fn a_descriptor_flood_neither_spins_the_accept_loop_nor_stops_the_host() {
     }
     assert!(healthy, "the host serves again once the flood is gone");
     drop(host);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -20,10 +20,10 @@ const MIB: usize = 1024 * 1024;
 
 /// A runtime on its own engine and compile cache, so a test can see
 /// exactly which cache files a load wrote.
-fn isolated_runtime(tag: &str, tweak: impl FnOnce(&mut EngineConfig)) -> (Runtime, PathBuf) {
-    let cache = tempdir(tag).join("cache");
+fn isolated_runtime(tag: &str, tweak: impl FnOnce(&mut EngineConfig)) -> (Runtime, TempDir) {
+    let cache = tempdir(tag);
     let mut config = EngineConfig {
-        cache_dir: Some(cache.clone()),
+        cache_dir: Some(cache.path_buf()),
         max_instances: 4,
         ..Default::default()
     };
@@ -179,7 +179,7 @@ fn corrupt_bytes_in_a_real_component_are_refused() {
 /// parser runs); it is refused with a hint to build for wasm32-wasip2.
 #[test]
 fn a_core_module_is_refused_with_a_hint() {
-    let (rt, _) = isolated_runtime("malformed-core", |_| {});
+    let (rt, _cache) = isolated_runtime("malformed-core", |_| {});
     for module in [CORE_MODULE, CORE_MODULE_WITH_FUNC] {
         let (e, text) = refused_load(&rt, manifest("payout-limit"), module);
         assert!(matches!(e, Error::InvalidComponent { .. }), "{text}");
@@ -195,7 +195,7 @@ fn a_core_module_is_refused_with_a_hint() {
 /// under a `.wasm` name; each is refused as not WebAssembly at all.
 #[test]
 fn empty_and_non_wasm_files_are_refused() {
-    let (rt, _) = isolated_runtime("malformed-empty", |_| {});
+    let (rt, _cache) = isolated_runtime("malformed-empty", |_| {});
     let inputs: [&[u8]; 5] = [
         b"",
         b"\0asm",
@@ -236,7 +236,6 @@ fn an_oversized_component_file_is_refused_before_it_is_read() {
         e.contains("component is 64.0 GiB") && e.contains("the limit is 64.0 MiB"),
         "{e}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Threat: a deployer sends a huge component to make the host spend memory
@@ -260,7 +259,7 @@ fn an_oversized_component_is_refused_before_compiling() {
 
     // The cap is the host's setting: a small one refuses a real plugin and
     // accepts a smaller one.
-    let (rt, _) = isolated_runtime("malformed-cap", |c| c.max_component_bytes = 100_000);
+    let (rt, _cache) = isolated_runtime("malformed-cap", |c| c.max_component_bytes = 100_000);
     let (_, text) = refused_load(&rt, manifest("payout-limit"), &component("payout-limit"));
     assert!(
         text.contains("the limit is 97.7 KiB (100000 bytes)"),
@@ -463,7 +462,7 @@ fn hostile_limit_values_are_refused() {
 /// refused naming both numbers, instead of failing later per call.
 #[test]
 fn memory_above_the_engine_pool_is_refused_at_load() {
-    let (rt, _) = isolated_runtime("malformed-pool", |_| {});
+    let (rt, _cache) = isolated_runtime("malformed-pool", |_| {});
     let text = format!(
         "{}\n[limits]\nmemory = \"1GiB\"\n",
         manifest_text("payout-limit")

@@ -2,7 +2,6 @@
 //! rollback, hot swap under load, persistence across restarts.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use evos::registry::Registry;
@@ -50,7 +49,7 @@ async fn call_until_the_canary_is_gone(reg: &Registry, inputs: &[CallInput], max
     calls
 }
 
-fn data_dir(tag: &str) -> PathBuf {
+fn data_dir(tag: &str) -> crate::support::TempDir {
     crate::support::tempdir(tag)
 }
 

@@ -17,6 +17,7 @@ struct Node {
     port: u16,
     host: Arc<Host>,
     _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: TempDir,
 }
 
 /// A node serving `app` over the shared database at `url`, with a
@@ -40,6 +41,7 @@ async fn node(url: &str, app: evos::app::App) -> (Node, Option<String>) {
             port,
             host,
             _stop: stop,
+            _dir: dir,
         },
         admin,
     )

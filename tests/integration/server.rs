@@ -19,6 +19,7 @@ struct Server {
     host: Arc<Host>,
     admin: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: crate::support::TempDir,
 }
 
 impl Drop for Server {
@@ -62,6 +63,7 @@ async fn start_app(app: evos::app::App, tweak: impl FnOnce(&mut ServerConfig)) -
         host,
         admin,
         stop: Some(tx),
+        _dir: dir,
     }
 }
 

@@ -4,7 +4,7 @@
 //! sdk/python/requirements-build.txt`), mypy and Node.js with the JS SDK's
 //! packages (`npm ci --prefix sdk/js`); `.ci/run` installs them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
@@ -219,7 +219,7 @@ async fn the_claims_app_with_python_and_javascript_plugins_runs_end_to_end() {
 
 /// Where the plugins of the `evos new` test are written: one directory per
 /// run, its Rust plugins sharing one cargo target directory.
-fn scratch() -> PathBuf {
+fn scratch() -> TempDir {
     let dir = tempdir("evos-new");
     std::fs::create_dir_all(dir.join("cargo-target")).expect("mkdir");
     dir

@@ -270,8 +270,16 @@ fn serve_one(
     stream.write_all(response.as_bytes()).ok()
 }
 
-/// A fresh directory under the system temp dir, unique per call.
-pub fn tempdir(tag: &str) -> std::path::PathBuf {
+/// A fresh directory under the system temp dir, unique per call, removed
+/// with everything in it when the returned guard is dropped. Set
+/// `EVOS_KEEP_TEST_DIRS=1` to keep them for a look after a failure.
+///
+/// The first call of a test process also removes the directories that
+/// processes no longer running left behind (a run killed by a timeout drops
+/// nothing), so the temp dir never fills up across runs.
+pub fn tempdir(tag: &str) -> TempDir {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(sweep_dead_runs);
     let dir = std::env::temp_dir().join(format!(
         "evos-test-{tag}-{}-{}",
         std::process::id(),
@@ -281,7 +289,72 @@ pub fn tempdir(tag: &str) -> std::path::PathBuf {
             .unwrap_or(0)
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    TempDir(dir)
+}
+
+/// A test's temp directory; see [`tempdir`]. Derefs to its path.
+#[derive(Debug)]
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// The directory's path, owned.
+    pub fn path_buf(&self) -> std::path::PathBuf {
+        self.0.clone()
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("EVOS_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Removes `evos-test-<tag>-<pid>-<nanos>` directories whose process is gone.
+fn sweep_dead_runs() {
+    if std::env::var_os("EVOS_KEEP_TEST_DIRS").is_some() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with("evos-test-") {
+            continue;
+        }
+        let mut parts = name.rsplit('-');
+        let (Some(_nanos), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// One HTTP/1.1 request; returns status and body.
@@ -400,7 +473,7 @@ pub fn fraud_traffic() -> Vec<evos::CallInput> {
 /// `initdb` and `pg_ctl` refuse to run as root, so as root they run as the
 /// `postgres` user.
 pub struct PgServer {
-    dir: PathBuf,
+    dir: TempDir,
     bin: PathBuf,
     as_root: bool,
     pub port: u16,
@@ -563,7 +636,6 @@ impl Drop for PgServer {
             .arg(&data)
             .args(["-m", "immediate", "-w", "stop"])
             .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -594,7 +666,7 @@ pub fn example_app_text(connector: Option<&Path>) -> String {
 /// A NATS server with JetStream for one test: listening on 127.0.0.1 at a
 /// free port, its store in a temp dir, killed and removed on drop.
 pub struct NatsServer {
-    dir: PathBuf,
+    _dir: TempDir,
     child: std::process::Child,
     pub port: u16,
 }
@@ -621,7 +693,11 @@ impl NatsServer {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        NatsServer { dir, child, port }
+        NatsServer {
+            _dir: dir,
+            child,
+            port,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -685,6 +761,5 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
