@@ -13,11 +13,13 @@ use crate::support::{PgServer, tempdir};
 fn nodes_starting_together_apply_the_schema_once() {
     let pg = PgServer::start();
     let url = pg.url();
+    let scratch = tempdir("pg-node");
     // Four nodes start at once against an empty database.
     let starting: Vec<_> = (0..4)
-        .map(|_| {
+        .map(|i| {
             let url = url.clone();
-            std::thread::spawn(move || PgStore::connect(&url, tempdir("pg-node")))
+            let dir = scratch.join(format!("node-{i}"));
+            std::thread::spawn(move || PgStore::connect(&url, dir))
         })
         .collect();
     let nodes: Vec<PgStore> = starting
@@ -25,7 +27,7 @@ fn nodes_starting_together_apply_the_schema_once() {
         .map(|t| t.join().expect("join").expect("connect"))
         .collect();
     for node in &nodes {
-        assert_eq!(node.schema_version().expect("version"), 1);
+        assert_eq!(node.schema_version().expect("version"), 2);
     }
     assert_eq!(pg.psql("SELECT COUNT(*) FROM evos_schema"), "1");
     let tables = nodes[0].tables().expect("tables");
@@ -57,15 +59,15 @@ fn nodes_starting_together_apply_the_schema_once() {
     // One more node later finds nothing to apply.
     drop(nodes);
     assert_eq!(
-        PgStore::connect(&url, tempdir("pg-node"))
+        PgStore::connect(&url, scratch.join("later"))
             .expect("connect")
             .schema_version()
             .unwrap(),
-        1
+        2
     );
     // A database a newer evos migrated is refused, with what to do.
     pg.psql("UPDATE evos_schema SET version = 99");
-    let e = PgStore::connect(&url, tempdir("pg-node"))
+    let e = PgStore::connect(&url, scratch.join("newer"))
         .unwrap_err()
         .to_string();
     assert!(
@@ -76,7 +78,8 @@ fn nodes_starting_together_apply_the_schema_once() {
 
 #[test]
 fn a_bad_url_or_an_absent_server_is_named_without_the_password() {
-    let e = PgStore::connect("mysql://x", tempdir("pg-node"))
+    let scratch = tempdir("pg-node");
+    let e = PgStore::connect("mysql://x", &*scratch)
         .unwrap_err()
         .to_string();
     assert!(
@@ -85,7 +88,7 @@ fn a_bad_url_or_an_absent_server_is_named_without_the_password() {
     );
     let e = PgStore::connect(
         "postgres://evos:hunter2@127.0.0.1:1/evos?connect_timeout=2",
-        tempdir("pg-node"),
+        &*scratch,
     )
     .unwrap_err()
     .to_string();
@@ -98,10 +101,12 @@ fn a_bad_url_or_an_absent_server_is_named_without_the_password() {
 #[test]
 fn the_postgres_store_passes_the_conformance_checks() {
     let pg = PgServer::start();
+    let scratch = tempdir("pg-node");
     let made = std::sync::atomic::AtomicUsize::new(0);
     let fresh = || -> Arc<dyn StateStore> {
-        made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Arc::new(PgStore::connect(&pg.database(), tempdir("pg-node")).expect("connect"))
+        let n = made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = scratch.join(n.to_string());
+        Arc::new(PgStore::connect(&pg.database(), dir).expect("connect"))
     };
     assert_eq!(conformance::run(&fresh), Ok(()));
     assert_eq!(made.into_inner(), conformance::CHECKS.len());

@@ -113,7 +113,8 @@ fn valid_scope(scope: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-fn random_hex(bytes: usize) -> Result<String> {
+/// `bytes` random bytes from the OS, as hex.
+pub fn random_hex(bytes: usize) -> Result<String> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")
@@ -127,7 +128,8 @@ fn hash(secret: &str) -> String {
 }
 
 /// Constant-time comparison of two equal-length hex digests.
-fn same(a: &str, b: &str) -> bool {
+/// Compares secrets in time independent of where they differ.
+pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -210,20 +212,24 @@ impl Tokens {
         self.store.revoke_token(id, actor)
     }
 
-    /// The active token a bearer string belongs to, if any.
-    pub fn authenticate(&self, bearer: &str) -> Result<Option<Token>> {
-        let Some(rest) = bearer.strip_prefix("evos_") else {
-            return Ok(None);
-        };
-        let Some((id, secret)) = rest.split_once('_') else {
-            return Ok(None);
-        };
+    /// The active token with id `id`, if any: what a console session
+    /// signed in with, looked up again on each request so that a revoked
+    /// token ends its sessions (within [`RECHECK`] when revoked elsewhere).
+    pub fn active(&self, id: &str) -> Result<Option<Token>> {
+        Ok(self
+            .row(id)?
+            .map(|(token, _)| token)
+            .filter(|t| t.revoked_at.is_none()))
+    }
+
+    /// The token row of `id` with its stored hash, read through the cache.
+    fn row(&self, id: &str) -> Result<Option<(Token, String)>> {
         let cached = self
             .checked()
             .get(id)
             .filter(|c| c.at.elapsed() < RECHECK)
             .map(|c| c.row.clone());
-        let row = match cached {
+        Ok(match cached {
             Some(row) => row,
             None => {
                 let row = self.store.token(id)?;
@@ -244,7 +250,18 @@ impl Tokens {
                 }
                 row
             }
+        })
+    }
+
+    /// The active token a bearer string belongs to, if any.
+    pub fn authenticate(&self, bearer: &str) -> Result<Option<Token>> {
+        let Some(rest) = bearer.strip_prefix("evos_") else {
+            return Ok(None);
         };
+        let Some((id, secret)) = rest.split_once('_') else {
+            return Ok(None);
+        };
+        let row = self.row(id)?;
         Ok(match row {
             Some((token, stored)) if same(&stored, &hash(secret)) && token.revoked_at.is_none() => {
                 Some(token)

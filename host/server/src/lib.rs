@@ -2,6 +2,7 @@
 //! pipeline's ingest, the human review queue, the admin and invoke API,
 //! audit, health and metrics ([`telemetry`]).
 
+pub mod console;
 pub mod server;
 pub mod source;
 pub mod telemetry;

@@ -82,6 +82,10 @@ pub struct ServerConfig {
     pub refusal_audit_rate: f64,
     /// Refused requests a client may have audited in a burst.
     pub refusal_audit_burst: f64,
+    /// How long a console session lasts from sign-in.
+    pub console_session: Duration,
+    /// How often the console's plots take a sample of every version.
+    pub console_sample_every: Duration,
 }
 
 impl ServerConfig {
@@ -102,6 +106,8 @@ impl ServerConfig {
             breaker: Default::default(),
             refusal_audit_rate: 5.0,
             refusal_audit_burst: 50.0,
+            console_session: Duration::from_secs(8 * 3600),
+            console_sample_every: Duration::from_secs(10),
         }
     }
 }
@@ -116,6 +122,8 @@ pub struct Host {
     pub breakers: Arc<crate::breaker::Breakers>,
     /// Records sampled events, redacted (the app's `[recording]`).
     pub recorder: Option<Arc<crate::recording::Recorder>>,
+    /// The web console's sessions and plot samples.
+    pub console: crate::console::Console,
     config: ServerConfig,
     admission: Mutex<HashMap<String, Arc<Semaphore>>>,
     refusals: RefusalRate,
@@ -181,6 +189,11 @@ impl RefusalRate {
 tokio::task_local! {
     /// The address of the client whose request is being handled.
     static CLIENT: std::net::IpAddr;
+}
+
+/// The address of the client whose request is being handled, if known.
+pub(crate) fn client() -> Option<std::net::IpAddr> {
+    CLIENT.try_with(|c| *c).ok()
 }
 
 /// Longest URL path, plugin name or reason kept in an audit entry of a
@@ -257,6 +270,7 @@ impl Host {
             tokens,
             reviews,
             metrics: crate::telemetry::Metrics::default(),
+            console: crate::console::Console::new(config.console_session),
             refusals: RefusalRate {
                 rate: config.refusal_audit_rate,
                 burst: config.refusal_audit_burst.max(1.0),
@@ -266,6 +280,52 @@ impl Host {
             admission: Mutex::new(HashMap::new()),
         });
         Ok((host, report))
+    }
+
+    /// Audit a refused request to `path` by `actor`, at a bounded rate per
+    /// client address (see `RefusalRate`); past the rate it is only counted.
+    /// Everything here may come from an anonymous client: the path is
+    /// bounded before it reaches the log.
+    pub(crate) fn audit_refusal(
+        &self,
+        status: StatusCode,
+        actor: &str,
+        path: &str,
+        more: Option<serde_json::Value>,
+        why: &str,
+    ) {
+        let path = crate::text::bounded(path, AUDITED_FIELD_MAX);
+        let client = client();
+        let admitted = match client {
+            Some(ip) => self.refusals.admit(ip),
+            None => Some(0),
+        };
+        match admitted {
+            Some(suppressed) => {
+                let mut detail =
+                    json!({"status": status.as_u16(), "reason": why, "client": client});
+                if let Some(serde_json::Value::Object(more)) = more {
+                    for (k, v) in more {
+                        detail[k] = v;
+                    }
+                }
+                if suppressed > 0 {
+                    detail["suppressed_before"] = json!(suppressed);
+                }
+                let _ = self.registry.store().audit(NewEntry {
+                    actor,
+                    action: "access-refused",
+                    subject: &path,
+                    digest: None,
+                    detail,
+                });
+            }
+            None => {
+                self.metrics
+                    .refusals_suppressed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     /// A slot for a call of `plugin`: the plugin's own `max-concurrency`
@@ -299,13 +359,17 @@ fn write_secret(path: &Path, secret: &str) -> Result<()> {
 /// A client-facing error: stable code, short message.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -350,7 +414,7 @@ impl From<Error> for ApiError {
     }
 }
 
-type ApiResult<T = Response> = std::result::Result<T, ApiError>;
+pub(crate) type ApiResult<T = Response> = std::result::Result<T, ApiError>;
 
 /// Check the bearer token for `permission` (on `plugin`); audit refusals.
 fn authorize(
@@ -368,37 +432,31 @@ fn authorize(
         Some(b) => host.tokens.authenticate(b.trim())?,
         None => None,
     };
+    permit(host, token, permission, plugin, path)
+}
+
+/// Check `token` (none: an anonymous client) for `permission` (on
+/// `plugin`); refusals are audited, at a bounded rate per client. The API
+/// and the console both decide access here.
+pub(crate) fn permit(
+    host: &Host,
+    token: Option<Token>,
+    permission: Permission,
+    plugin: Option<&str>,
+    path: &str,
+) -> ApiResult<Token> {
     // Everything here may come from an anonymous client: the path and the
     // plugin name are bounded before they reach the audit log, and each
     // client's refusals are audited at a bounded rate.
-    let path = crate::text::bounded(path, AUDITED_FIELD_MAX);
     let shown_plugin = plugin.map(|p| crate::text::bounded(p, AUDITED_FIELD_MAX));
     let refuse = |status: StatusCode, code: &'static str, actor: &str, why: String| {
-        let client = CLIENT.try_with(|c| *c).ok();
-        let admitted = match client {
-            Some(ip) => host.refusals.admit(ip),
-            None => Some(0),
-        };
-        match admitted {
-            Some(suppressed) => {
-                let mut detail = json!({"status": status.as_u16(), "permission": permission, "plugin": shown_plugin, "reason": why, "client": client});
-                if suppressed > 0 {
-                    detail["suppressed_before"] = json!(suppressed);
-                }
-                let _ = host.registry.store().audit(NewEntry {
-                    actor,
-                    action: "access-refused",
-                    subject: &path,
-                    digest: None,
-                    detail,
-                });
-            }
-            None => {
-                host.metrics
-                    .refusals_suppressed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
+        host.audit_refusal(
+            status,
+            actor,
+            path,
+            Some(json!({"permission": permission, "plugin": shown_plugin})),
+            &why,
+        );
         ApiError::new(status, code, why)
     };
     match token {
@@ -456,6 +514,7 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/plugins/{name}/drift/pin", post(pin_drift))
         .route("/v1/audit", get(audit_log))
         .route("/v1/audit/verify", get(audit_verify))
+        .merge(crate::console::router())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
         })
@@ -501,7 +560,7 @@ async fn as_json_error(resp: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return resp;
     }
@@ -641,6 +700,10 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut backoff = AcceptBackoff::new();
     let background = tokio::spawn(keep_in_step(host.clone()));
+    let sampler = tokio::spawn(crate::console::sample(
+        host.clone(),
+        host.config.console_sample_every,
+    ));
     // Each event source's consumer; stopped with the listener, so messages
     // in flight are delivered again (and found processed where they were).
     let consumers: Vec<_> = host
@@ -696,6 +759,7 @@ pub async fn serve(
     }
     drop(listener);
     background.abort();
+    sampler.abort();
     for consumer in consumers {
         consumer.abort();
     }
@@ -1130,6 +1194,21 @@ async fn decide_review(
         }
     };
     let d: Decision = json_body(&body)?;
+    let review = decide(&host, &token, id, approve, d.comment.as_deref(), &path).await?;
+    Ok(axum::Json(review).into_response())
+}
+
+/// A reviewer's decision on review `id`, checked against `token`'s scope;
+/// an approved action is carried out at once. The API and the console both
+/// decide reviews here.
+pub(crate) async fn decide(
+    host: &Host,
+    token: &Token,
+    id: i64,
+    approve: bool,
+    comment: Option<&str>,
+    path: &str,
+) -> ApiResult<crate::review::Review> {
     let Some(pending) = host.reviews.get(id)? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -1140,18 +1219,16 @@ async fn decide_review(
     if !pending.visible_to(&token.scope) {
         // Checked again with the plugin, so the refusal is audited as any
         // other scope refusal.
-        authorize(
-            &host,
-            &headers,
+        permit(
+            host,
+            Some(token.clone()),
             Permission::Review,
             Some(&pending.proposed_by),
-            &path,
+            path,
         )?;
     }
     let reviewer = format!("{} (token {})", token.name, token.id);
-    let review = host
-        .reviews
-        .decide(id, approve, &reviewer, d.comment.as_deref())?;
+    let review = host.reviews.decide(id, approve, &reviewer, comment)?;
     let review = if approve {
         pipeline::carry_out(
             host.registry.as_ref(),
@@ -1164,7 +1241,7 @@ async fn decide_review(
         review
     };
     host.metrics.observe_review(&review);
-    Ok(axum::Json(review).into_response())
+    Ok(review)
 }
 
 /// Store a component for a later deploy. The body is read only after the

@@ -27,6 +27,10 @@ pub struct UpArgs {
     /// How long requests in flight may run on after shutdown is requested.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain: Duration,
+    /// How long a web console session lasts from sign-in (the console is
+    /// served at /ui).
+    #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
+    console_session: Duration,
 }
 
 pub async fn up(cli: &Cli, args: &UpArgs) -> Result<Exit> {
@@ -38,6 +42,12 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> Result<Exit> {
     let mut config = ServerConfig::new(&cli.data_dir, &args.app);
     config.store = cli.store.clone();
     config.max_body_bytes = usize::try_from(args.max_body.as_u64()).unwrap_or(usize::MAX);
+    if args.console_session.is_zero() {
+        anyhow::bail!(
+            "--console-session 0s would end every session at sign-in; give a duration such as 8h"
+        );
+    }
+    config.console_session = args.console_session;
     if cli.no_cache {
         config.engine.cache_dir = None;
     }
@@ -56,7 +66,7 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> Result<Exit> {
         .local_addr()
         .context("reading the listen address")?;
     shout!(
-        "evos listening on http://{addr} (data in {})",
+        "evos listening on http://{addr} (data in {}); the console is at http://{addr}/ui",
         cli.data_dir.display()
     );
     let shutdown = async {

@@ -112,7 +112,7 @@ use sha2::{Digest, Sha256};
 
 mod sqlite;
 
-pub use sqlite::{append, head, list, verify};
+pub use sqlite::{append, head, list, page, verify};
 
 /// `prev_hash` of the first entry.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -120,6 +120,21 @@ pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000
 /// Seconds from the epoch to the end of year 9999, the last instant an RFC
 /// 3339 time stamp can write.
 const MAX_TIMESTAMP_SECS: u64 = 253_402_300_800;
+
+/// Which entries a page of the log shows: newest first, those with `seq`
+/// below `before` (all when absent), at most `limit`, narrowed by action
+/// (exact), subject (prefix) and actor (substring).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Page<'a> {
+    pub before: Option<i64>,
+    pub limit: usize,
+    pub action: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub actor: Option<&'a str>,
+}
+
+/// Most entries one page returns.
+pub const PAGE_MAX: usize = 500;
 
 /// One entry of the audit log, as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

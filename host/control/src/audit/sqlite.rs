@@ -5,8 +5,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    Anchor, AuditError, ChainRows, Entry, NewEntry, Record, RowRead, Unreadable, Verification,
-    Writers, next_link, parse_since, timestamp, verify_rows,
+    Anchor, AuditError, ChainRows, Entry, NewEntry, Page, Record, RowRead, Unreadable,
+    Verification, Writers, next_link, parse_since, timestamp, verify_rows,
 };
 
 /// The columns of an entry, in the order [`read_record`] expects them.
@@ -91,6 +91,40 @@ pub fn list(
     while let Some(row) = rows.next().map_err(sql("listing entries"))? {
         let record = read_record(row)
             .map_err(|e| sql("listing entries")(e))?
+            .map_err(|u| AuditError::Malformed {
+                seq: u.seq,
+                message: u.message,
+            })?;
+        entries.push(record.into_entry()?);
+    }
+    Ok(entries)
+}
+
+/// One page of the log, newest first (see [`Page`]).
+pub fn page(conn: &Connection, page: &Page<'_>) -> Result<Vec<Entry>, AuditError> {
+    let limit = page.limit.clamp(1, super::PAGE_MAX) as i64;
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM audit WHERE (?1 IS NULL OR seq < ?1) \
+             AND (?2 IS NULL OR action = ?2) \
+             AND (?3 IS NULL OR substr(subject, 1, length(?3)) = ?3) \
+             AND (?4 IS NULL OR instr(actor, ?4) > 0) \
+             ORDER BY seq DESC LIMIT ?5"
+        ))
+        .map_err(sql("paging entries"))?;
+    let mut rows = stmt
+        .query(params![
+            page.before,
+            page.action,
+            page.subject,
+            page.actor,
+            limit
+        ])
+        .map_err(sql("paging entries"))?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next().map_err(sql("paging entries"))? {
+        let record = read_record(row)
+            .map_err(|e| sql("paging entries")(e))?
             .map_err(|u| AuditError::Malformed {
                 seq: u.seq,
                 message: u.message,

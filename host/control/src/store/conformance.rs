@@ -607,9 +607,103 @@ fn audit(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
         store.audit_list(0, Some("yesterday-ish")).is_err(),
         "a bad `since` was accepted"
     );
+    // Pages: newest first, narrowed by action, subject prefix and actor.
+    ok(
+        store.audit(NewEntry {
+            actor: "token/ab12 (console)",
+            action: "pipeline",
+            subject: "event/E-7",
+            digest: None,
+            detail: json!({}),
+        }),
+        "appending",
+    )?;
+    let seqs = |page: &crate::audit::Page<'_>| -> Result<Vec<i64>, String> {
+        Ok(ok(store.audit_page(page), "paging")?
+            .iter()
+            .map(|e| e.seq)
+            .collect())
+    };
+    let all = crate::audit::Page {
+        limit: 10,
+        ..Default::default()
+    };
+    ensure!(
+        seqs(&all)? == [4, 3, 2, 1],
+        "newest first: {:?}",
+        seqs(&all)?
+    );
+    let older = crate::audit::Page {
+        before: Some(3),
+        limit: 1,
+        ..all
+    };
+    ensure!(seqs(&older)? == [2], "one before 3: {:?}", seqs(&older)?);
+    for (page, want, what) in [
+        (
+            crate::audit::Page {
+                action: Some("pipeline"),
+                ..all
+            },
+            vec![4],
+            "action",
+        ),
+        (
+            crate::audit::Page {
+                action: Some("pipe"),
+                ..all
+            },
+            vec![],
+            "action (not a prefix)",
+        ),
+        (
+            crate::audit::Page {
+                subject: Some("event/"),
+                ..all
+            },
+            vec![4],
+            "subject prefix",
+        ),
+        (
+            crate::audit::Page {
+                subject: Some("event/E-7"),
+                ..all
+            },
+            vec![4],
+            "subject",
+        ),
+        (
+            crate::audit::Page {
+                subject: Some("%"),
+                ..all
+            },
+            vec![],
+            "subject (no wildcard)",
+        ),
+        (
+            crate::audit::Page {
+                actor: Some("ab12"),
+                ..all
+            },
+            vec![4],
+            "actor",
+        ),
+        (
+            crate::audit::Page {
+                actor: Some("test"),
+                action: Some("note"),
+                ..all
+            },
+            vec![3, 2, 1],
+            "actor and action",
+        ),
+    ] {
+        let got = seqs(&page)?;
+        ensure!(got == want, "by {what}: {got:?}, expected {want:?}");
+    }
     let v = ok(store.audit_verify(), "verifying")?;
     ensure!(
-        v.intact && v.entries == 3 && v.anchored,
+        v.intact && v.entries == 4 && v.anchored,
         "verification: {v:?}"
     );
     Ok(())

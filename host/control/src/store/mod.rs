@@ -177,6 +177,9 @@ pub trait StateStore: Send + Sync + 'static {
     fn audit_list(&self, after_seq: i64, since: Option<&str>) -> Result<Vec<audit::Entry>>;
     /// Verify the whole chain and that it leads to its anchor.
     fn audit_verify(&self) -> Result<audit::Verification>;
+    /// One page of the log, newest first (the console's audit view and an
+    /// event's trace).
+    fn audit_page(&self, page: &audit::Page<'_>) -> Result<Vec<audit::Entry>>;
 
     // ---- reviews ------------------------------------------------------
 

@@ -65,7 +65,10 @@ mod ops;
 use ops::db;
 
 /// Migrations in order; the schema's version is the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_schema.sql"),
+    include_str!("../../../migrations/postgres/0002_audit_subject.sql"),
+];
 
 /// Key of the advisory lock migrations run under ("evos" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6576_6f73;
@@ -1219,6 +1222,22 @@ impl StateStore for PgStore {
     fn audit_list(&self, after_seq: i64, since: Option<&str>) -> Result<Vec<audit::Entry>> {
         let since = since.map(audit::since_rfc3339).transpose()?;
         read!(self, |c| ops::audit_list(c, after_seq, since).await)
+    }
+
+    fn audit_page(&self, page: &audit::Page<'_>) -> Result<Vec<audit::Entry>> {
+        let (before, limit) = (page.before, page.limit.clamp(1, audit::PAGE_MAX) as i64);
+        let action = page.action.map(str::to_owned);
+        let subject = page.subject.map(str::to_owned);
+        let actor = page.actor.map(str::to_owned);
+        read!(self, |c| ops::audit_newest(
+            c,
+            before,
+            action.clone(),
+            subject.clone(),
+            actor.clone(),
+            limit
+        )
+        .await)
     }
 
     /// Verify the whole chain and that it leads to this node's anchor;

@@ -250,6 +250,41 @@ pub(super) async fn audit_list(
         .collect()
 }
 
+/// One page of the log, newest first (see [`audit::Page`]).
+pub(super) async fn audit_newest(
+    c: &impl GenericClient,
+    before: Option<i64>,
+    action: Option<String>,
+    subject: Option<String>,
+    actor: Option<String>,
+    limit: i64,
+) -> Result<Vec<audit::Entry>> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit WHERE ($1::bigint IS NULL OR seq < $1) \
+                 AND ($2::text IS NULL OR action = $2) \
+                 AND ($3::text IS NULL OR left(subject, length($3)) = $3) \
+                 AND ($4::text IS NULL OR strpos(actor, $4) > 0) \
+                 ORDER BY seq DESC LIMIT $5"
+            ),
+            &[&before, &action, &subject, &actor, &limit],
+        )
+        .await
+        .map_err(db("paging audit entries"))?;
+    rows.iter()
+        .map(|r| {
+            record(r)
+                .map_err(|u| AuditError::Malformed {
+                    seq: u.seq,
+                    message: u.message,
+                })
+                .and_then(Record::into_entry)
+                .map_err(Error::from)
+        })
+        .collect()
+}
+
 /// The chain's rows, read a page at a time for verification.
 pub(super) async fn audit_page(
     c: &impl GenericClient,

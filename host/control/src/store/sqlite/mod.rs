@@ -60,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0011_recordings.sql"),
     include_str!("../../../migrations/0012_drift.sql"),
     include_str!("../../../migrations/0013_event_sources.sql"),
+    include_str!("../../../migrations/0014_audit_subject.sql"),
 ];
 
 pub struct SqliteStore {
@@ -563,6 +564,10 @@ impl StateStore for SqliteStore {
     /// committed state without waiting behind a commit.
     fn audit_list(&self, after_seq: i64, since: Option<&str>) -> Result<Vec<audit::Entry>> {
         Ok(audit::list(&self.reader(), after_seq, since)?)
+    }
+
+    fn audit_page(&self, page: &crate::audit::Page<'_>) -> Result<Vec<audit::Entry>> {
+        Ok(audit::page(&self.reader(), page)?)
     }
 
     /// Verify the whole chain and that it leads to the anchor file, when
