@@ -16,6 +16,7 @@ mod crash;
 mod drift;
 mod examples;
 mod nodes;
+mod otlp;
 mod postgres;
 mod recording;
 mod replay;

@@ -83,7 +83,7 @@ async fn req(
     .expect("join")
 }
 
-fn claims() -> Vec<u8> {
+pub(crate) fn claims() -> Vec<u8> {
     std::fs::read(root().join("plugins/claims-webhook/claims.json")).expect("claims")
 }
 

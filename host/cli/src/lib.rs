@@ -28,4 +28,4 @@ pub use evos_runtime::{
     Engine, EngineConfig, Manifest, Plugin, Runtime, capability, compare, drift, engine, inspect,
     manifest, rollout, runtime,
 };
-pub use evos_server::{server, telemetry};
+pub use evos_server::{console, otlp, server, telemetry};

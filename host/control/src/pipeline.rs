@@ -37,6 +37,14 @@ pub struct Step {
     pub outcome: String,
     pub fuel_consumed: u64,
     pub duration_us: u64,
+    /// When the call started (microseconds since the Unix epoch); for trace
+    /// export, not kept in reports.
+    #[serde(skip)]
+    pub started_us: u64,
+    /// The span id an execute step sent downstream as the parent in its
+    /// W3C `traceparent`, so an exported trace continues there.
+    #[serde(skip)]
+    pub span_id: Option<String>,
     /// Nested calls (model adapters) made by this step.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nested: Vec<Step>,
@@ -77,6 +85,8 @@ impl From<&CallReport> for Step {
             outcome: r.outcome.summary(),
             fuel_consumed: r.fuel_consumed,
             duration_us: r.duration_us,
+            started_us: r.started_us,
+            span_id: None,
             nested: r.nested.iter().map(Step::from).collect(),
             model_output: model_output(r),
         }
@@ -485,7 +495,7 @@ async fn decide(
                         });
                     }
                 }
-                let (mut report, result) = execute(
+                let (mut report, result, span) = execute(
                     caller,
                     name,
                     &action,
@@ -494,7 +504,10 @@ async fn decide(
                     options.breakers.as_deref(),
                 )
                 .await?;
-                execute_step = report.as_ref().map(Step::from);
+                execute_step = report.as_ref().map(|r| Step {
+                    span_id: Some(span),
+                    ..Step::from(r)
+                });
                 if let (Some(tape), Some(report)) = (tape, report.as_mut()) {
                     tape.keep("execute", Some(index), report);
                 }
@@ -633,9 +646,9 @@ fn executor<'a>(app: &'a App, kind: &str) -> Option<&'a str> {
 /// `idempotency-key` naming the action: `<event id>/<action index>`.
 fn downstream_headers(
     trace_id: &str,
+    span: &str,
     idempotency_key: &str,
 ) -> Vec<(http::HeaderName, http::HeaderValue)> {
-    let span = &new_trace_id()[..16];
     let mut headers = Vec::new();
     if let Ok(v) = http::HeaderValue::from_str(&format!("00-{trace_id}-{span}-01")) {
         headers.push((http::HeaderName::from_static("traceparent"), v));
@@ -668,7 +681,14 @@ async fn execute(
     trace_id: &str,
     idempotency_key: &str,
     breakers: Option<&Breakers>,
-) -> Result<(Option<CallReport>, std::result::Result<String, String>)> {
+) -> Result<(
+    Option<CallReport>,
+    std::result::Result<String, String>,
+    String,
+)> {
+    // The span the downstream sees as its parent, the same for every
+    // attempt.
+    let span = new_trace_id()[..16].to_string();
     if let Some(b) = breakers
         && let Err(wait) = b.allow(connector)
     {
@@ -678,6 +698,7 @@ async fn execute(
                 "circuit open for `{connector}`: its downstream is failing; next try in {}ms",
                 wait.as_millis()
             )),
+            span,
         ));
     }
     let retries = breakers.map_or(0, |b| b.config().retries);
@@ -686,7 +707,7 @@ async fn execute(
         let input = CallInput::Execute(action.clone());
         // The downstream sees the trace and can drop repeats (retries, a
         // redelivered event): the key is the same for every attempt.
-        let headers = downstream_headers(trace_id, idempotency_key);
+        let headers = downstream_headers(trace_id, &span, idempotency_key);
         let report = crate::capability::http::with_outgoing_headers(
             headers,
             traced(caller, "execute", connector, trace_id, input),
@@ -707,7 +728,7 @@ async fn execute(
                     b.failure(connector);
                 }
             }
-            return Ok((Some(report), result));
+            return Ok((Some(report), result, span));
         }
         attempt += 1;
         if let Some(b) = breakers {
@@ -764,7 +785,7 @@ pub async fn carry_out(
         queue.record_result(review.id, false, &why, serde_json::Value::Null)?;
         return queue.get(review.id)?.ok_or(Error::Refused(why));
     };
-    let (report, result) = execute(
+    let (report, result, _) = execute(
         caller,
         connector,
         &review.action,

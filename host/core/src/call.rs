@@ -295,6 +295,18 @@ pub struct CallReport {
     /// so reports and logs do not carry payloads.
     #[serde(skip)]
     pub input: Option<CallInput>,
+    /// When the call started, in microseconds since the Unix epoch (what a
+    /// trace export places its span at). Not serialized.
+    #[serde(skip)]
+    pub started_us: u64,
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 fn is_zero(n: &u64) -> bool {

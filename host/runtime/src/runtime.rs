@@ -567,6 +567,7 @@ impl Runtime {
             output,
             fuel_consumed,
             duration_us: duration.as_micros() as u64,
+            started_us: evos_core::call::unix_micros().saturating_sub(duration.as_micros() as u64),
             backtrace,
             refusals,
             logs,
@@ -634,6 +635,7 @@ impl Runtime {
     }
 
     fn report(&self, plugin: &Plugin, outcome: Outcome, start: Instant) -> CallReport {
+        let duration_us = start.elapsed().as_micros() as u64;
         CallReport {
             plugin: plugin.name.clone(),
             version: plugin.version.clone(),
@@ -642,7 +644,8 @@ impl Runtime {
             outcome,
             output: None,
             fuel_consumed: 0,
-            duration_us: start.elapsed().as_micros() as u64,
+            duration_us,
+            started_us: evos_core::call::unix_micros().saturating_sub(duration_us),
             backtrace: Vec::new(),
             refusals: Vec::new(),
             logs: Vec::new(),

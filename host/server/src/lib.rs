@@ -3,6 +3,7 @@
 //! audit, health and metrics ([`telemetry`]).
 
 pub mod console;
+pub mod otlp;
 pub mod server;
 pub mod source;
 pub mod telemetry;

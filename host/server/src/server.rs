@@ -86,6 +86,8 @@ pub struct ServerConfig {
     pub console_session: Duration,
     /// How often the console's plots take a sample of every version.
     pub console_sample_every: Duration,
+    /// OpenTelemetry export of spans and metrics; off when absent.
+    pub otlp: Option<crate::otlp::OtlpConfig>,
 }
 
 impl ServerConfig {
@@ -108,6 +110,7 @@ impl ServerConfig {
             refusal_audit_burst: 50.0,
             console_session: Duration::from_secs(8 * 3600),
             console_sample_every: Duration::from_secs(10),
+            otlp: None,
         }
     }
 }
@@ -124,6 +127,8 @@ pub struct Host {
     pub recorder: Option<Arc<crate::recording::Recorder>>,
     /// The web console's sessions and plot samples.
     pub console: crate::console::Console,
+    /// OpenTelemetry export, when configured.
+    pub otlp: std::sync::OnceLock<crate::otlp::Otlp>,
     config: ServerConfig,
     admission: Mutex<HashMap<String, Arc<Semaphore>>>,
     refusals: RefusalRate,
@@ -271,6 +276,7 @@ impl Host {
             reviews,
             metrics: crate::telemetry::Metrics::default(),
             console: crate::console::Console::new(config.console_session),
+            otlp: std::sync::OnceLock::new(),
             refusals: RefusalRate {
                 rate: config.refusal_audit_rate,
                 burst: config.refusal_audit_burst.max(1.0),
@@ -279,6 +285,11 @@ impl Host {
             config,
             admission: Mutex::new(HashMap::new()),
         });
+        if let Some(otlp) = &host.config.otlp {
+            let node = host.config.data_dir.display().to_string();
+            let started = crate::otlp::Otlp::start(otlp, Arc::downgrade(&host), &node)?;
+            let _ = host.otlp.set(started);
+        }
         Ok((host, report))
     }
 
@@ -770,6 +781,9 @@ pub async fn serve(
         tracing::warn!(target: "evos::server", "requests still running after {drain:?}; stopping anyway");
     }
     host.registry.flush_stats()?;
+    if let Some(otlp) = host.otlp.get() {
+        otlp.shutdown();
+    }
     Ok(())
 }
 
@@ -970,6 +984,13 @@ fn incoming_trace(headers: &HeaderMap) -> Option<String> {
     trace_of(headers.get("traceparent")?.to_str().ok()?)
 }
 
+/// The caller's span id from a valid `traceparent`.
+fn incoming_span(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    trace_of(v)?;
+    v.trim().split('-').nth(2).map(str::to_string)
+}
+
 /// The trace id of a W3C `traceparent` value, when it is a valid one.
 pub(crate) fn trace_of(v: &str) -> Option<String> {
     let mut parts = v.trim().split('-');
@@ -1037,6 +1058,10 @@ async fn ingest(
     )
     .await?;
     host.metrics.observe_pipeline(&report);
+    if let Some(otlp) = host.otlp.get() {
+        let span = incoming_span(&headers);
+        otlp.pipeline(&report, span.as_deref().map(|s| (trace.as_str(), s)));
+    }
     let status = if report.ingest_error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {

@@ -191,6 +191,9 @@ async fn handle(
     let failure = match run {
         Ok(report) => {
             host.metrics.observe_pipeline(&report);
+            if let Some(otlp) = host.otlp.get() {
+                otlp.pipeline(&report, None);
+            }
             match &report.ingest_error {
                 // The connector cannot read it: no retry will.
                 Some(e) => Some((format!("the connector refused the message: {e}"), true)),

@@ -81,6 +81,17 @@ impl Metrics {
         }
     }
 
+    /// Actions by what became of them, as counted so far.
+    pub fn dispositions(&self) -> [(&'static str, u64); 5] {
+        [
+            ("executed", self.executed.load(Ordering::Relaxed)),
+            ("allowed", self.allowed.load(Ordering::Relaxed)),
+            ("denied", self.denied.load(Ordering::Relaxed)),
+            ("escalated", self.escalated.load(Ordering::Relaxed)),
+            ("failed", self.failed.load(Ordering::Relaxed)),
+        ]
+    }
+
     /// Count what became of an escalated action a reviewer approved.
     pub fn observe_review(&self, review: &crate::review::Review) {
         use crate::review::ReviewStatus;

@@ -31,6 +31,13 @@ pub struct UpArgs {
     /// served at /ui).
     #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
     console_session: Duration,
+    /// Export the pipeline's spans and the metrics over OTLP/HTTP to this
+    /// collector (e.g. http://127.0.0.1:4318); off when not given.
+    #[arg(long, value_name = "URL")]
+    otlp: Option<String>,
+    /// How often metrics are sent to the --otlp collector.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    otlp_metrics_every: Duration,
 }
 
 pub async fn up(cli: &Cli, args: &UpArgs) -> Result<Exit> {
@@ -48,6 +55,15 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> Result<Exit> {
         );
     }
     config.console_session = args.console_session;
+    if let Some(endpoint) = &args.otlp {
+        if args.otlp_metrics_every.is_zero() {
+            anyhow::bail!("--otlp-metrics-every 0s is not an interval; give one such as 10s");
+        }
+        config.otlp = Some(evos::otlp::OtlpConfig {
+            endpoint: endpoint.clone(),
+            metrics_every: args.otlp_metrics_every,
+        });
+    }
     if cli.no_cache {
         config.engine.cache_dir = None;
     }

@@ -1,0 +1,470 @@
+//! OpenTelemetry export (`evos up --otlp http://collector:4318`), off by
+//! default: the pipeline's spans and the host's metrics over OTLP/HTTP
+//! (protobuf).
+//!
+//! Spans are built from each pipeline report once its event is done: one
+//! trace per event under the event's W3C trace id (the caller's
+//! `traceparent` when it sent one, whose span becomes the parent), with a
+//! span for the ingest, each agent and its model calls, each policy's
+//! verdict and the execution. The execute span's id is the parent id the
+//! downstream received in its `traceparent`, so a trace continues there.
+//! Every span carries the plugin, its version and digest, and the outcome.
+//!
+//! Sending never holds up a request: spans go through a bounded queue to a
+//! thread of their own (the exporter's HTTP client blocks); when the
+//! collector is slow and the queue is full, spans are dropped and counted
+//! (`dropped()`). Metrics are read from the host at each export interval
+//! by the SDK's periodic reader, on its own thread too.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+
+use crate::pipeline::{EventReport, PipelineReport, Step};
+use crate::server::Host;
+use crate::{Error, Result};
+
+/// Span batches waiting for the exporter thread; past it, spans are
+/// dropped.
+const QUEUE: usize = 1024;
+/// Most spans sent in one request.
+const BATCH: usize = 512;
+
+/// The export of one host.
+pub struct Otlp {
+    spans: SyncSender<Vec<SpanData>>,
+    dropped: Arc<AtomicU64>,
+    meters: SdkMeterProvider,
+    scope: InstrumentationScope,
+    _instruments: Vec<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// Where OTLP goes: `endpoint` is the collector's base URL
+/// (`http://127.0.0.1:4318`); signals go to `/v1/traces` and `/v1/metrics`.
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    pub endpoint: String,
+    /// How often metrics are read and sent.
+    pub metrics_every: Duration,
+}
+
+/// The collector URL for `signal`, checked.
+fn signal_url(endpoint: &str, signal: &str) -> Result<String> {
+    let url = url::Url::parse(endpoint).map_err(|e| {
+        Error::Refused(format!(
+            "--otlp {endpoint:?} is not a URL ({e}); give the collector's OTLP/HTTP address, e.g. http://127.0.0.1:4318"
+        ))
+    })?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(Error::Refused(format!(
+            "--otlp {endpoint:?}: OTLP is exported over http or https, not {}; e.g. http://127.0.0.1:4318",
+            url.scheme()
+        )));
+    }
+    if url.scheme() == "https" {
+        return Err(Error::Refused(format!(
+            "--otlp {endpoint:?}: this build exports over plain http; run a local collector (http://127.0.0.1:4318) that forwards over TLS"
+        )));
+    }
+    Ok(format!("{}/v1/{signal}", endpoint.trim_end_matches('/')))
+}
+
+impl Otlp {
+    /// Start exporting `host`'s spans and metrics to `config.endpoint`.
+    pub fn start(config: &OtlpConfig, host: Weak<Host>, node: &str) -> Result<Otlp> {
+        let traces = signal_url(&config.endpoint, "traces")?;
+        let metrics = signal_url(&config.endpoint, "metrics")?;
+        let resource = Resource::builder_empty()
+            .with_service_name("evos")
+            .with_attributes([
+                KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+                KeyValue::new("service.instance.id", node.to_string()),
+            ])
+            .build();
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            Error::Refused(format!("starting the OTLP {what} exporter: {e}"))
+        };
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(traces)
+            .with_timeout(Duration::from_secs(10))
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_headers(Default::default())
+            .build()
+            .map_err(|e| failed("span", &e))?;
+        exporter.set_resource(&resource);
+        let metric_exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_endpoint(metrics)
+            .with_timeout(Duration::from_secs(10))
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .build()
+            .map_err(|e| failed("metric", &e))?;
+        let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(metric_exporter)
+            .with_interval(config.metrics_every)
+            .build();
+        let meters = SdkMeterProvider::builder()
+            .with_resource(resource)
+            .with_reader(reader)
+            .build();
+        let instruments = instruments(&meters, host);
+
+        let (spans, queue) = std::sync::mpsc::sync_channel::<Vec<SpanData>>(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        std::thread::Builder::new()
+            .name("evos-otlp".into())
+            .spawn(move || send_spans(exporter, queue))
+            .map_err(|e| failed("span", &e))?;
+        Ok(Otlp {
+            spans,
+            dropped,
+            meters,
+            scope: InstrumentationScope::builder("evos")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            _instruments: instruments,
+        })
+    }
+
+    /// Spans dropped because the collector did not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Queue the spans of a pipeline run. `parent` is the caller's span
+    /// (from its `traceparent`), for events in the caller's trace.
+    pub fn pipeline(&self, report: &PipelineReport, parent: Option<(&str, &str)>) {
+        let mut spans = Vec::new();
+        for event in &report.events {
+            spans.extend(self.event_spans(report, event, parent));
+        }
+        if spans.is_empty() {
+            return;
+        }
+        match self.spans.try_send(spans) {
+            Ok(()) => {}
+            Err(TrySendError::Full(s) | TrySendError::Disconnected(s)) => {
+                self.dropped.fetch_add(s.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn event_spans(
+        &self,
+        report: &PipelineReport,
+        event: &EventReport,
+        parent: Option<(&str, &str)>,
+    ) -> Vec<SpanData> {
+        let Ok(trace) = TraceId::from_hex(&event.event.trace_id) else {
+            return Vec::new();
+        };
+        let remote_parent = parent
+            .filter(|(t, _)| *t == event.event.trace_id)
+            .and_then(|(_, s)| SpanId::from_hex(s).ok());
+        let root = random_span_id();
+        let mut b = Builder {
+            trace,
+            scope: &self.scope,
+            spans: Vec::new(),
+        };
+        let start = report.ingest.started_us;
+        let mut end = start + report.ingest.duration_us;
+        b.step(&report.ingest, "ingest", root, SpanKind::Internal, vec![]);
+        for agent in &event.agents {
+            end = end.max(agent.started_us + agent.duration_us);
+            b.step(agent, "agent", root, SpanKind::Internal, vec![]);
+        }
+        for (index, action) in event.actions.iter().enumerate() {
+            let attrs = || {
+                vec![
+                    KeyValue::new("evos.action.index", index as i64),
+                    KeyValue::new("evos.action.kind", action.action.kind.clone()),
+                ]
+            };
+            for verdict in &action.policies {
+                end = end.max(verdict.step.started_us + verdict.step.duration_us);
+                let mut a = attrs();
+                let (decision, reason) = match &verdict.decision {
+                    evos_core::types::Decision::Allow => ("allow", None),
+                    evos_core::types::Decision::Deny(r) => ("deny", Some(r)),
+                    evos_core::types::Decision::Escalate(r) => ("escalate", Some(r)),
+                };
+                a.push(KeyValue::new("evos.decision", decision));
+                if let Some(r) = reason {
+                    a.push(KeyValue::new(
+                        "evos.decision.reason",
+                        crate::text::bounded(r, 256).to_string(),
+                    ));
+                }
+                b.step(&verdict.step, "policy", root, SpanKind::Internal, a);
+            }
+            if let Some(exec) = &action.execute_step {
+                end = end.max(exec.started_us + exec.duration_us);
+                b.step(exec, "execute", root, SpanKind::Client, attrs());
+            }
+        }
+        let disposition: Vec<&str> = event
+            .actions
+            .iter()
+            .map(|a| match &a.disposition {
+                crate::pipeline::Disposition::Executed { .. } => "executed",
+                crate::pipeline::Disposition::Allowed => "allowed",
+                crate::pipeline::Disposition::Denied { .. } => "denied",
+                crate::pipeline::Disposition::Escalated { .. } => "escalated",
+                crate::pipeline::Disposition::Failed { .. } => "failed",
+            })
+            .collect();
+        b.spans.push(SpanData {
+            span_context: context(trace, root),
+            parent_span_id: remote_parent.unwrap_or(SpanId::INVALID),
+            parent_span_is_remote: remote_parent.is_some(),
+            span_kind: SpanKind::Server,
+            name: Cow::Owned(format!("event {}", event.event.kind)),
+            start_time: at(start),
+            end_time: at(end),
+            attributes: vec![
+                KeyValue::new("evos.event.id", event.event.id.clone()),
+                KeyValue::new("evos.event.kind", event.event.kind.clone()),
+                KeyValue::new("evos.connector", report.connector.clone()),
+                KeyValue::new("evos.actions", disposition.join(",")),
+            ],
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: self.scope.clone(),
+        });
+        b.spans
+    }
+
+    /// Send what is queued and stop the metric reader (at shutdown).
+    pub fn shutdown(&self) {
+        let _ = self.meters.shutdown();
+    }
+}
+
+struct Builder<'a> {
+    trace: TraceId,
+    scope: &'a InstrumentationScope,
+    spans: Vec<SpanData>,
+}
+
+impl Builder<'_> {
+    /// A span for `step` (and its nested model calls) under `parent`.
+    fn step(
+        &mut self,
+        step: &Step,
+        role: &str,
+        parent: SpanId,
+        kind: SpanKind,
+        mut attributes: Vec<KeyValue>,
+    ) {
+        let id = step
+            .span_id
+            .as_deref()
+            .and_then(|s| SpanId::from_hex(s).ok())
+            .unwrap_or_else(random_span_id);
+        attributes.extend([
+            KeyValue::new("evos.step", role.to_string()),
+            KeyValue::new("evos.plugin", step.plugin.to_string()),
+            KeyValue::new("evos.plugin.version", step.version.to_string()),
+            KeyValue::new("evos.plugin.digest", step.digest.to_string()),
+            KeyValue::new("evos.outcome", step.outcome.clone()),
+            KeyValue::new("evos.fuel", step.fuel_consumed as i64),
+        ]);
+        let ok = step.outcome == "ok";
+        self.spans.push(SpanData {
+            span_context: context(self.trace, id),
+            parent_span_id: parent,
+            parent_span_is_remote: false,
+            span_kind: kind,
+            name: Cow::Owned(format!("{role} {}", step.plugin)),
+            start_time: at(step.started_us),
+            end_time: at(step.started_us + step.duration_us),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: if ok {
+                Status::Ok
+            } else {
+                Status::error(step.outcome.clone())
+            },
+            instrumentation_scope: self.scope.clone(),
+        });
+        for nested in &step.nested {
+            self.step(nested, "model", id, SpanKind::Internal, Vec::new());
+        }
+    }
+}
+
+fn context(trace: TraceId, span: SpanId) -> SpanContext {
+    SpanContext::new(
+        trace,
+        span,
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::default(),
+    )
+}
+
+fn at(unix_us: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(unix_us)
+}
+
+fn random_span_id() -> SpanId {
+    SpanId::from_hex(&crate::pipeline::new_trace_id()[..16]).unwrap_or(SpanId::INVALID)
+}
+
+/// The exporter thread: sends what is queued, up to [`BATCH`] spans a
+/// request, until the host drops its end.
+fn send_spans(exporter: opentelemetry_otlp::SpanExporter, queue: Receiver<Vec<SpanData>>) {
+    while let Ok(mut batch) = queue.recv() {
+        while batch.len() < BATCH {
+            match queue.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = futures_executor::block_on(exporter.export(batch)) {
+            tracing::warn!(target: "evos::otlp", "exporting spans failed: {e}");
+        }
+    }
+    let _ = exporter.shutdown();
+}
+
+/// The host's metrics as observable instruments, read at each export.
+fn instruments(
+    meters: &SdkMeterProvider,
+    host: Weak<Host>,
+) -> Vec<Box<dyn std::any::Any + Send + Sync>> {
+    use opentelemetry::metrics::MeterProvider as _;
+    let meter = meters.meter("evos");
+    let calls_host = host.clone();
+    let calls = meter
+        .u64_observable_counter("evos.plugin.calls")
+        .with_description("Calls of each plugin version, by outcome")
+        .with_callback(move |o| {
+            let Some(host) = calls_host.upgrade() else {
+                return;
+            };
+            for (plugin, slot, v) in versions(&host) {
+                for (outcome, n) in &v.outcomes {
+                    o.observe(
+                        *n,
+                        &[
+                            KeyValue::new("evos.plugin", plugin.clone()),
+                            KeyValue::new("evos.plugin.version", v.version.clone()),
+                            KeyValue::new("evos.slot", slot),
+                            KeyValue::new("evos.outcome", outcome.clone()),
+                        ],
+                    );
+                }
+            }
+        })
+        .build();
+    let latency_host = host.clone();
+    let latency = meter
+        .u64_observable_gauge("evos.plugin.latency")
+        .with_description("Call latency of each plugin version at p50, p95 and p99")
+        .with_unit("us")
+        .with_callback(move |o| {
+            let Some(host) = latency_host.upgrade() else {
+                return;
+            };
+            for (plugin, slot, v) in versions(&host) {
+                for (q, us) in [("p50", v.p50_us), ("p95", v.p95_us), ("p99", v.p99_us)] {
+                    o.observe(
+                        us,
+                        &[
+                            KeyValue::new("evos.plugin", plugin.clone()),
+                            KeyValue::new("evos.plugin.version", v.version.clone()),
+                            KeyValue::new("evos.slot", slot),
+                            KeyValue::new("quantile", q),
+                        ],
+                    );
+                }
+            }
+        })
+        .build();
+    let actions_host = host.clone();
+    let actions = meter
+        .u64_observable_counter("evos.pipeline.actions")
+        .with_description("Actions by what became of them")
+        .with_callback(move |o| {
+            let Some(host) = actions_host.upgrade() else {
+                return;
+            };
+            for (disposition, n) in host.metrics.dispositions() {
+                o.observe(n, &[KeyValue::new("evos.disposition", disposition)]);
+            }
+        })
+        .build();
+    let pending = meter
+        .u64_observable_gauge("evos.reviews.pending")
+        .with_description("Actions waiting for a reviewer")
+        .with_callback(move |o| {
+            let Some(host) = host.upgrade() else { return };
+            if let Ok(n) = host.reviews.pending() {
+                o.observe(n, &[]);
+            }
+        })
+        .build();
+    vec![
+        Box::new(calls),
+        Box::new(latency),
+        Box::new(actions),
+        Box::new(pending),
+    ]
+}
+
+/// Every serving version: plugin, slot and status.
+fn versions(host: &Host) -> Vec<(String, &'static str, crate::registry::VersionStatus)> {
+    let mut out = Vec::new();
+    for p in host.registry.status(None).unwrap_or_default() {
+        out.push((p.plugin.clone(), "stable", p.stable));
+        if let Some(c) = p.canary {
+            out.push((p.plugin.clone(), "canary", c));
+        }
+        if let Some(s) = p.shadow {
+            out.push((p.plugin.clone(), "shadow", s.version));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_checked_and_signal_paths_added() {
+        assert_eq!(
+            signal_url("http://127.0.0.1:4318", "traces").unwrap(),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(
+            signal_url("http://collector:4318/", "metrics").unwrap(),
+            "http://collector:4318/v1/metrics"
+        );
+        let e = signal_url("127.0.0.1:4318", "traces")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http://127.0.0.1:4318"), "{e}");
+        let e = signal_url("grpc://c:4317", "traces")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not grpc"), "{e}");
+    }
+}
