@@ -25,6 +25,7 @@
 //! | POST   | /v1/plugins/{name}/drift/pin      | deploy     |
 //! | GET    | /v1/audit[?after=N&since=1h]      | audit      |
 //! | GET    | /v1/audit/verify                  | audit      |
+//! | GET    | /ui/... (the web console, [`crate::console`]) | by page |
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -28,6 +28,9 @@ pub fn path_segment(s: &str) -> String {
     out
 }
 
+/// Seconds between reloads of the live rollout pages.
+const REFRESH: u32 = 10;
+
 fn short(digest: &str) -> &str {
     digest.get(..12).unwrap_or(digest)
 }
@@ -37,12 +40,18 @@ fn pretty(v: &Value) -> String {
 }
 
 fn layout(signed: Option<&Signed>, title: &str, body: Markup) -> Markup {
+    page_with(signed, title, None, body)
+}
+
+/// A page; `refresh` reloads it every that many seconds (live numbers).
+fn page_with(signed: Option<&Signed>, title: &str, refresh: Option<u32>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(r) = refresh { meta http-equiv="refresh" content=(r); }
                 title { (title) " · evos" }
                 link rel="stylesheet" href="/ui/assets/console.css";
                 script src="/ui/assets/console.js" defer {}
@@ -425,12 +434,12 @@ pub fn event(signed: &Signed, id: &str, entries: &[Entry]) -> Markup {
 }
 
 fn version_row(role: &str, v: &VersionStatus) -> Markup {
-    let not_ok: u64 = v
+    let outcomes = v
         .outcomes
         .iter()
-        .filter(|(k, _)| k.as_str() != "ok")
-        .map(|(_, n)| n)
-        .sum();
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     html! {
         tr class=(format!("version {role}")) {
             td { (role) }
@@ -438,7 +447,7 @@ fn version_row(role: &str, v: &VersionStatus) -> Markup {
             td { code { (short(&v.digest)) } }
             td { (v.weight) "%" }
             td { (v.calls) }
-            td { (not_ok) }
+            td.outcomes { (outcomes) }
             td { (format!("{:.2}", v.p50_us as f64 / 1000.0)) " / " (format!("{:.2}", v.p95_us as f64 / 1000.0)) " / " (format!("{:.2}", v.p99_us as f64 / 1000.0)) " ms" }
             td {
                 @if let Some(h) = v.humans.as_ref().and_then(|h| h.rate()) { (format!("{:.0}% with humans", h * 100.0)) }
@@ -451,7 +460,7 @@ fn version_row(role: &str, v: &VersionStatus) -> Markup {
 fn plugin_versions(p: &PluginStatus) -> Markup {
     html! {
         table.list.versions {
-            thead { tr { th {} th { "Version" } th { "Digest" } th { "Weight" } th { "Calls" } th { "Not ok" } th { "p50 / p95 / p99" } th {} } }
+            thead { tr { th {} th { "Version" } th { "Digest" } th { "Weight" } th { "Calls" } th { "Outcomes" } th { "p50 / p95 / p99" } th {} } }
             tbody {
                 (version_row("stable", &p.stable))
                 @if let Some(c) = &p.canary { (version_row("canary", c)) }
@@ -505,11 +514,13 @@ fn change_buttons(signed: &Signed, p: &PluginStatus) -> Markup {
 }
 
 pub fn rollouts(signed: &Signed, status: &[PluginStatus]) -> Markup {
-    layout(
+    page_with(
         Some(signed),
         "Rollouts",
+        Some(REFRESH),
         html! {
             h1 { "Rollouts" }
+            p.hint { "Live: this page reloads every " (REFRESH) " seconds." }
             @for p in status {
                 section.card.plugin id=(format!("plugin-{}", p.plugin)) {
                     h2 { a href=(format!("/ui/rollouts/{}", path_segment(&p.plugin))) { (p.plugin) } " " small { (p.kind) } }
@@ -529,9 +540,10 @@ pub fn rollout(
     done: Option<&str>,
 ) -> Markup {
     let name = status.first().map(|p| p.plugin.as_str()).unwrap_or("");
-    layout(
+    page_with(
         Some(signed),
         name,
+        Some(REFRESH),
         html! {
             h1 { (name) }
             @if let Some(d) = done { p.notice id="done" { "Done: " (d) "." } }
