@@ -93,16 +93,7 @@ async fn a_reviewer_signs_in_approves_an_escalated_claim_and_sees_it_executed() 
     );
     b.wait_for("the refusal", |b| b.try_find("#error").is_some());
     assert!(b.text("#error").contains("CSRF"), "{}", b.text("#error"));
-    assert_eq!(
-        c.host
-            .reviews
-            .get(review_id)
-            .unwrap()
-            .unwrap()
-            .status
-            .as_str(),
-        "pending"
-    );
+    assert_eq!(c.review_status(review_id), "pending");
     b.goto(&c.url(&format!("/ui/reviews/{review_id}")));
 
     // Comment, then `a` approves: the action is carried out at once.

@@ -90,6 +90,12 @@ impl Console {
         serde_json::from_str(&body).expect("json")
     }
 
+    /// The status of review `id`.
+    pub fn review_status(&self, id: i64) -> String {
+        let review = self.host.reviews.get(id).expect("read").expect("a review");
+        review.status.as_str().to_string()
+    }
+
     /// The audit entries with `action`.
     pub fn audited(&self, action: &str) -> Vec<evos::audit::Entry> {
         self.host

@@ -115,6 +115,11 @@ fn session(cookie: &str) -> String {
     format!("evos_session={cookie}")
 }
 
+/// GET `path` with the session cookie `cookie`.
+fn signed_get(port: u16, cookie: &str, path: &str) -> Reply {
+    raw(port, "GET", path, &[("cookie", &session(cookie))], "")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_in_sets_a_strict_http_only_cookie_and_a_bad_token_is_refused_and_audited() {
     let c = Console::start(|_| {}).await;
@@ -182,13 +187,7 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_a_bad_token_is_refused_and_a
     }
     assert!(!set.contains(&reviewer));
     let cookie = r.cookie("evos_session").unwrap();
-    let page = raw(
-        c.port,
-        "GET",
-        "/ui/reviews",
-        &[("cookie", &session(&cookie))],
-        "",
-    );
+    let page = signed_get(c.port, &cookie, "/ui/reviews");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("rita"), "{}", page.body);
     assert!(
@@ -215,13 +214,7 @@ async fn sessions_end_at_sign_out_on_expiry_and_when_the_token_is_revoked() {
 
     // Sign-out needs the session's CSRF token, and then ends it.
     let cookie = sign_in(c.port, &reviewer);
-    let page = raw(
-        c.port,
-        "GET",
-        "/ui/reviews",
-        &[("cookie", &session(&cookie))],
-        "",
-    );
+    let page = signed_get(c.port, &cookie, "/ui/reviews");
     let r = raw(
         c.port,
         "POST",
@@ -239,47 +232,23 @@ async fn sessions_end_at_sign_out_on_expiry_and_when_the_token_is_revoked() {
         &body,
     );
     assert_eq!(r.status, 303);
-    let r = raw(
-        c.port,
-        "GET",
-        "/ui/reviews",
-        &[("cookie", &session(&cookie))],
-        "",
-    );
+    let r = signed_get(c.port, &cookie, "/ui/reviews");
     assert_eq!(r.status, 303, "signed out");
 
     // Revoking the token ends its sessions at once.
     let cookie = sign_in(c.port, &reviewer);
     c.host.tokens.revoke(&reviewer_id, "test").unwrap();
-    let r = raw(
-        c.port,
-        "GET",
-        "/ui/reviews",
-        &[("cookie", &session(&cookie))],
-        "",
-    );
+    let r = signed_get(c.port, &cookie, "/ui/reviews");
     assert_eq!(r.status, 303, "revoked");
     assert_eq!(r.header("location"), Some("/ui/login?expired=1"));
 
     // A session lasts `console_session` from sign-in.
     let (_, other) = c.token("otto", Role::Reviewer, "*");
     let cookie = sign_in(c.port, &other);
-    let r = raw(
-        c.port,
-        "GET",
-        "/ui/reviews",
-        &[("cookie", &session(&cookie))],
-        "",
-    );
+    let r = signed_get(c.port, &cookie, "/ui/reviews");
     assert_eq!(r.status, 200);
     std::thread::sleep(Duration::from_millis(2100));
-    let r = raw(
-        c.port,
-        "GET",
-        "/ui/reviews",
-        &[("cookie", &session(&cookie))],
-        "",
-    );
+    let r = signed_get(c.port, &cookie, "/ui/reviews");
     assert_eq!(r.status, 303, "expired");
 }
 
@@ -419,16 +388,7 @@ async fn a_session_sees_and_does_only_what_its_role_and_scope_allow() {
         &body,
     );
     assert_eq!(r.status, 403, "{}", r.body);
-    assert_eq!(
-        c.host
-            .reviews
-            .get(review_id)
-            .unwrap()
-            .unwrap()
-            .status
-            .as_str(),
-        "pending"
-    );
+    assert_eq!(c.review_status(review_id), "pending");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -84,17 +84,23 @@ pub fn list(
             "SELECT {COLUMNS} FROM audit WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) ORDER BY seq"
         ))
         .map_err(sql("listing entries"))?;
-    let mut rows = stmt
+    let rows = stmt
         .query(params![after_seq, since])
         .map_err(sql("listing entries"))?;
+    entries(rows, "listing entries")
+}
+
+/// The entries of `rows` (in [`COLUMNS`] order).
+fn entries(mut rows: rusqlite::Rows<'_>, doing: &str) -> Result<Vec<Entry>, AuditError> {
     let mut entries = Vec::new();
-    while let Some(row) = rows.next().map_err(sql("listing entries"))? {
-        let record = read_record(row)
-            .map_err(|e| sql("listing entries")(e))?
-            .map_err(|u| AuditError::Malformed {
-                seq: u.seq,
-                message: u.message,
-            })?;
+    while let Some(row) = rows.next().map_err(sql(doing))? {
+        let record =
+            read_record(row)
+                .map_err(|e| sql(doing)(e))?
+                .map_err(|u| AuditError::Malformed {
+                    seq: u.seq,
+                    message: u.message,
+                })?;
         entries.push(record.into_entry()?);
     }
     Ok(entries)
@@ -112,7 +118,7 @@ pub fn page(conn: &Connection, page: &Page<'_>) -> Result<Vec<Entry>, AuditError
              ORDER BY seq DESC LIMIT ?5"
         ))
         .map_err(sql("paging entries"))?;
-    let mut rows = stmt
+    let rows = stmt
         .query(params![
             page.before,
             page.action,
@@ -121,17 +127,7 @@ pub fn page(conn: &Connection, page: &Page<'_>) -> Result<Vec<Entry>, AuditError
             limit
         ])
         .map_err(sql("paging entries"))?;
-    let mut entries = Vec::new();
-    while let Some(row) = rows.next().map_err(sql("paging entries"))? {
-        let record = read_record(row)
-            .map_err(|e| sql("paging entries")(e))?
-            .map_err(|u| AuditError::Malformed {
-                seq: u.seq,
-                message: u.message,
-            })?;
-        entries.push(record.into_entry()?);
-    }
-    Ok(entries)
+    entries(rows, "paging entries")
 }
 
 /// The last entry's `seq` and `hash`: what [`super::write_anchor`] should

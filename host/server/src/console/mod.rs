@@ -145,6 +145,30 @@ impl Signed {
     fn actor(&self) -> String {
         format!("token/{} (console)", self.token.id)
     }
+
+    /// Whether a form this session posted to `path` is its own (see
+    /// [`same_origin`]).
+    fn posted(
+        &self,
+        host: &Host,
+        headers: &HeaderMap,
+        csrf: &str,
+        path: &str,
+    ) -> Result<(), Response> {
+        same_origin(host, headers, Some(self.csrf()), csrf, &self.actor(), path)
+    }
+}
+
+impl axum::extract::FromRequestParts<Arc<Host>> for Signed {
+    /// Where to sign in, or the error page.
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        host: &Arc<Host>,
+    ) -> Result<Signed, Response> {
+        signed_in(host, &parts.headers)
+    }
 }
 
 /// The session of this request, or where to go to sign in.
@@ -295,10 +319,23 @@ fn login_page(
         Ok(c) => c,
         Err(e) => return error_page(None, e.into()),
     };
-    let mut resp = page(status, view::login(&csrf, notice, next));
-    let cookie = session::set_cookie(LOGIN_COOKIE, &csrf, Duration::from_secs(600), https);
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
+    with_cookies(
+        page(status, view::login(&csrf, notice, next)),
+        &[session::set_cookie(
+            LOGIN_COOKIE,
+            &csrf,
+            Duration::from_secs(600),
+            https,
+        )],
+    )
+}
+
+/// `resp` setting `cookies`.
+fn with_cookies(mut resp: Response, cookies: &[String]) -> Response {
+    for cookie in cookies {
+        if let Ok(v) = HeaderValue::from_str(cookie) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     resp
 }
@@ -358,17 +395,15 @@ async fn login(
         digest: None,
         detail: json!({"name": token.name, "role": token.role, "scope": token.scope, "client": crate::server::client()}),
     });
-    let mut resp = redirect(local_next(f.next.as_deref()).unwrap_or(landing(&token)));
+    let resp = redirect(local_next(f.next.as_deref()).unwrap_or(landing(&token)));
     let ttl = host.console.sessions.ttl();
-    for cookie in [
-        session::set_cookie(COOKIE, &id, ttl, https),
-        session::clear_cookie(LOGIN_COOKIE),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            resp.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
-    resp
+    with_cookies(
+        resp,
+        &[
+            session::set_cookie(COOKIE, &id, ttl, https),
+            session::clear_cookie(LOGIN_COOKIE),
+        ],
+    )
 }
 
 #[derive(Deserialize)]
@@ -379,21 +414,11 @@ struct CsrfForm {
 
 async fn logout(
     State(host): State<Arc<Host>>,
+    signed: Signed,
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let signed = match signed_in(&host, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = same_origin(
-        &host,
-        &headers,
-        Some(signed.csrf()),
-        &f.csrf,
-        &signed.actor(),
-        "/ui/logout",
-    ) {
+    if let Err(r) = signed.posted(&host, &headers, &f.csrf, "/ui/logout") {
         return r;
     }
     host.console.sessions.close(&signed.cookie);
@@ -404,11 +429,7 @@ async fn logout(
         digest: None,
         detail: json!({}),
     });
-    let mut resp = redirect("/ui/login");
-    if let Ok(v) = HeaderValue::from_str(&session::clear_cookie(COOKIE)) {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    resp
+    with_cookies(redirect("/ui/login"), &[session::clear_cookie(COOKIE)])
 }
 
 #[derive(Deserialize, Default)]
@@ -418,13 +439,9 @@ struct ReviewsQuery {
 
 async fn reviews(
     State(host): State<Arc<Host>>,
-    headers: HeaderMap,
+    signed: Signed,
     Query(q): Query<ReviewsQuery>,
 ) -> Response {
-    let signed = match signed_in(&host, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = require(&host, &signed, Permission::Review, None, "/ui/reviews") {
         return r;
     }
@@ -475,21 +492,18 @@ fn visible_review(
     Ok(review)
 }
 
+/// What a page shows after a change it redirected to it (`?done=`).
 #[derive(Deserialize, Default)]
-struct ReviewQuery {
+struct Done {
     done: Option<String>,
 }
 
 async fn review(
     State(host): State<Arc<Host>>,
-    headers: HeaderMap,
+    signed: Signed,
     UrlPath(id): UrlPath<i64>,
-    Query(q): Query<ReviewQuery>,
+    Query(q): Query<Done>,
 ) -> Response {
-    let signed = match signed_in(&host, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let path = format!("/ui/reviews/{id}");
     let review = match visible_review(&host, &signed, id, &path) {
         Ok(r) => r,
@@ -547,23 +561,13 @@ const COMMENT_MAX: usize = 4096;
 
 async fn decide(
     State(host): State<Arc<Host>>,
+    signed: Signed,
     headers: HeaderMap,
     UrlPath(id): UrlPath<i64>,
     Form(f): Form<DecideForm>,
 ) -> Response {
-    let signed = match signed_in(&host, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let path = format!("/ui/reviews/{id}");
-    if let Err(r) = same_origin(
-        &host,
-        &headers,
-        Some(signed.csrf()),
-        &f.csrf,
-        &signed.actor(),
-        &path,
-    ) {
+    if let Err(r) = signed.posted(&host, &headers, &f.csrf, &path) {
         return r;
     }
     if let Err(r) = require(&host, &signed, Permission::Review, None, &path) {
@@ -623,13 +627,9 @@ struct FindEvent {
 
 async fn find_event(
     State(host): State<Arc<Host>>,
-    headers: HeaderMap,
+    signed: Signed,
     Query(q): Query<FindEvent>,
 ) -> Response {
-    let signed = match signed_in(&host, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = may_read_events(&host, &signed, "/ui/events") {
         return r;
     }
@@ -655,13 +655,9 @@ async fn find_event(
 
 async fn event(
     State(host): State<Arc<Host>>,
-    headers: HeaderMap,
+    signed: Signed,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    let signed = match signed_in(&host, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let path = format!("/ui/events/{}", crate::text::bounded(&id, 256));
     if let Err(r) = may_read_events(&host, &signed, &path) {
         return r;
@@ -717,11 +713,7 @@ async fn event(
     page(StatusCode::OK, view::event(&signed, &id, &entries))
 }
 
-async fn rollouts(State(host): State<Arc<Host>>, headers: HeaderMap) -> Response {
-    let signed = match signed_in(&host, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn rollouts(State(host): State<Arc<Host>>, signed: Signed) -> Response {
     if let Err(r) = require(&host, &signed, Permission::Status, None, "/ui/rollouts") {
         return r;
     }
@@ -737,21 +729,12 @@ async fn rollouts(State(host): State<Arc<Host>>, headers: HeaderMap) -> Response
     }
 }
 
-#[derive(Deserialize, Default)]
-struct RolloutQuery {
-    done: Option<String>,
-}
-
 async fn rollout(
     State(host): State<Arc<Host>>,
-    headers: HeaderMap,
+    signed: Signed,
     UrlPath(plugin): UrlPath<String>,
-    Query(q): Query<RolloutQuery>,
+    Query(q): Query<Done>,
 ) -> Response {
-    let signed = match signed_in(&host, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let path = format!("/ui/rollouts/{}", crate::text::bounded(&plugin, 256));
     if let Err(r) = require(&host, &signed, Permission::Status, Some(&plugin), &path) {
         return r;
@@ -794,13 +777,10 @@ impl Change {
 
 async fn confirm(
     State(host): State<Arc<Host>>,
+    signed: Signed,
     headers: HeaderMap,
     UrlPath((plugin, change)): UrlPath<(String, String)>,
 ) -> Response {
-    let signed = match signed_in(&host, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let Some(change) = Change::parse(&change) else {
         return not_found(State(host), headers).await;
     };
@@ -834,14 +814,11 @@ struct ChangeForm {
 
 async fn change(
     State(host): State<Arc<Host>>,
+    signed: Signed,
     headers: HeaderMap,
     UrlPath((plugin, change)): UrlPath<(String, String)>,
     Form(f): Form<ChangeForm>,
 ) -> Response {
-    let signed = match signed_in(&host, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let Some(change) = Change::parse(&change) else {
         return not_found(State(host), headers).await;
     };
@@ -850,14 +827,7 @@ async fn change(
         crate::text::bounded(&plugin, 256),
         change.as_str()
     );
-    if let Err(r) = same_origin(
-        &host,
-        &headers,
-        Some(signed.csrf()),
-        &f.csrf,
-        &signed.actor(),
-        &path,
-    ) {
+    if let Err(r) = signed.posted(&host, &headers, &f.csrf, &path) {
         return r;
     }
     if let Err(r) = require(&host, &signed, Permission::Deploy, Some(&plugin), &path) {
@@ -902,13 +872,9 @@ const AUDIT_PAGE: usize = 50;
 
 async fn audit(
     State(host): State<Arc<Host>>,
-    headers: HeaderMap,
+    signed: Signed,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let signed = match signed_in(&host, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Err(r) = require(&host, &signed, Permission::Audit, None, "/ui/audit") {
         return r;
     }
@@ -947,11 +913,7 @@ async fn audit(
     }
 }
 
-async fn verify(State(host): State<Arc<Host>>, headers: HeaderMap) -> Response {
-    let signed = match signed_in(&host, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn verify(State(host): State<Arc<Host>>, signed: Signed) -> Response {
     if let Err(r) = require(&host, &signed, Permission::Audit, None, "/ui/audit/verify") {
         return r;
     }

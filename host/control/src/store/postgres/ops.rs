@@ -237,6 +237,11 @@ pub(super) async fn audit_list(
         )
         .await
         .map_err(db("listing audit entries"))?;
+    entries(&rows)
+}
+
+/// The entries of audit rows (in `AUDIT_COLUMNS` order).
+fn entries(rows: &[tokio_postgres::Row]) -> Result<Vec<audit::Entry>> {
     rows.iter()
         .map(|r| {
             record(r)
@@ -272,17 +277,7 @@ pub(super) async fn audit_newest(
         )
         .await
         .map_err(db("paging audit entries"))?;
-    rows.iter()
-        .map(|r| {
-            record(r)
-                .map_err(|u| AuditError::Malformed {
-                    seq: u.seq,
-                    message: u.message,
-                })
-                .and_then(Record::into_entry)
-                .map_err(Error::from)
-        })
-        .collect()
+    entries(&rows)
 }
 
 /// The chain's rows, read a page at a time for verification.
