@@ -853,7 +853,10 @@ async fn change(
         Ok(report) => redirect(&format!(
             "/ui/rollouts/{}?done={}",
             view::path_segment(&plugin),
-            view::path_segment(&format!("{} {}", report.action, report.version))
+            view::path_segment(&format!(
+                "{}; the stable version is {}",
+                report.action, report.stable
+            ))
         )),
         Err(e) => error_page(Some(&signed), e.into()),
     }
