@@ -112,7 +112,7 @@ impl Otlp {
             .build()
             .map_err(|e| failed("metric", &e))?;
         let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(metric_exporter)
-            .with_interval(config.metrics_every)
+            .with_interval(config.metrics_every.max(Duration::from_millis(100)))
             .build();
         let meters = SdkMeterProvider::builder()
             .with_resource(resource)

@@ -961,7 +961,7 @@ async fn asset(UrlPath(file): UrlPath<String>) -> Response {
 
 /// Take a sample of every version's counters every `every`, for the plots.
 pub async fn sample(host: Arc<Host>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
