@@ -129,6 +129,10 @@ async fn host(
     (port, admin, stop, dir)
 }
 
+fn body_json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).expect("json")
+}
+
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
@@ -262,6 +266,54 @@ async fn spans_and_metrics_reach_the_collector_under_the_callers_trace() {
         .clone()
         .unwrap();
     assert_eq!(attr(&resource.attributes, "service.name"), Some("evos"));
+
+    // A reviewer approves the escalated claim: the execution after the
+    // review is in the same trace, and the downstream continues from it.
+    let review = body_json(&body)["report"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
+        .find_map(|a| a["review_id"].as_i64())
+        .expect("an escalated claim");
+    let (status, body) = http_request(
+        port,
+        "POST",
+        &format!("/v1/reviews/{review}/approve"),
+        Some(&admin),
+        b"{}",
+        &[("content-type", "application/json")],
+    );
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (decided, carried) = loop {
+        let all = spans(&received.lock().unwrap());
+        let decided = all
+            .iter()
+            .find(|s| s.name == format!("review {review}"))
+            .cloned();
+        if let Some(d) = decided {
+            let carried = all
+                .iter()
+                .find(|s| s.parent_span_id == d.span_id)
+                .cloned()
+                .expect("the execute span of the review");
+            break (d, carried);
+        }
+        assert!(Instant::now() < deadline, "no review span");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(hex(&decided.trace_id), TRACE);
+    assert_eq!(carried.name, "execute claims-webhook");
+    let delivered = downstream
+        .requests()
+        .into_iter()
+        .find(|r| r.body.contains("C-1002"))
+        .expect("C-1002 delivered after the approval");
+    assert_eq!(
+        delivered.header("traceparent"),
+        Some(format!("00-{TRACE}-{}-01", hex(&carried.span_id)).as_str()),
+    );
 
     // Metrics: calls per plugin version and outcome, latency, actions.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -780,12 +780,24 @@ pub async fn carry_out(
     review: &Review,
     breakers: Option<&Breakers>,
 ) -> Result<Review> {
+    Ok(carry_out_traced(caller, queue, review, breakers).await?.0)
+}
+
+/// [`carry_out`], also returning the execute step (with the span id its
+/// downstream call carried), for trace export.
+pub async fn carry_out_traced(
+    caller: &dyn Caller,
+    queue: &ReviewQueue,
+    review: &Review,
+    breakers: Option<&Breakers>,
+) -> Result<(Review, Option<Step>)> {
     let Some(connector) = &review.connector else {
         let why = format!("no connector executes `{}`", review.action.kind);
         queue.record_result(review.id, false, &why, serde_json::Value::Null)?;
-        return queue.get(review.id)?.ok_or(Error::Refused(why));
+        let review = queue.get(review.id)?.ok_or(Error::Refused(why))?;
+        return Ok((review, None));
     };
-    let (report, result, _) = execute(
+    let (report, result, span) = execute(
         caller,
         connector,
         &review.action,
@@ -794,17 +806,22 @@ pub async fn carry_out(
         breakers,
     )
     .await?;
-    let step = report
+    let step = report.as_ref().map(|r| Step {
+        span_id: Some(span),
+        ..Step::from(r)
+    });
+    let kept = step
         .as_ref()
-        .map(|r| serde_json::to_value(Step::from(r)).unwrap_or_default())
+        .map(|s| serde_json::to_value(s).unwrap_or_default())
         .unwrap_or_default();
     match result {
-        Ok(receipt) => queue.record_result(review.id, true, &receipt, step)?,
-        Err(error) => queue.record_result(review.id, false, &error, step)?,
+        Ok(receipt) => queue.record_result(review.id, true, &receipt, kept)?,
+        Err(error) => queue.record_result(review.id, false, &error, kept)?,
     }
-    queue
+    let review = queue
         .get(review.id)?
-        .ok_or_else(|| Error::NotFound(format!("no review {}", review.id)))
+        .ok_or_else(|| Error::NotFound(format!("no review {}", review.id)))?;
+    Ok((review, step))
 }
 
 fn expect_kind(caller: &dyn Caller, name: &str, kind: Kind) -> Result<()> {

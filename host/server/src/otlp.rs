@@ -149,14 +149,8 @@ impl Otlp {
         for event in &report.events {
             spans.extend(self.event_spans(report, event, parent));
         }
-        if spans.is_empty() {
-            return;
-        }
-        match self.spans.try_send(spans) {
-            Ok(()) => {}
-            Err(TrySendError::Full(s) | TrySendError::Disconnected(s)) => {
-                self.dropped.fetch_add(s.len() as u64, Ordering::Relaxed);
-            }
+        if !spans.is_empty() {
+            self.queue(spans);
         }
     }
 
@@ -246,6 +240,60 @@ impl Otlp {
             instrumentation_scope: self.scope.clone(),
         });
         b.spans
+    }
+
+    /// Queue the spans of an approved review carried out: a `review <id>`
+    /// span for the decision (from `started_us`, microseconds since the
+    /// epoch) and its execute span, in the event's trace.
+    pub fn carried_out(&self, review: &crate::review::Review, started_us: u64, step: &Step) {
+        let Ok(trace) = TraceId::from_hex(&review.trace_id) else {
+            return;
+        };
+        let root = random_span_id();
+        let mut b = Builder {
+            trace,
+            scope: &self.scope,
+            spans: Vec::new(),
+        };
+        b.step(
+            step,
+            "execute",
+            root,
+            SpanKind::Client,
+            vec![
+                KeyValue::new("evos.action.index", review.action_index as i64),
+                KeyValue::new("evos.action.kind", review.action.kind.clone()),
+            ],
+        );
+        b.spans.push(SpanData {
+            span_context: context(trace, root),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: Cow::Owned(format!("review {}", review.id)),
+            start_time: at(started_us),
+            end_time: at((step.started_us + step.duration_us).max(started_us)),
+            attributes: vec![
+                KeyValue::new("evos.review.id", review.id),
+                KeyValue::new("evos.review.status", review.status.as_str()),
+                KeyValue::new("evos.event.id", review.event.id.clone()),
+            ],
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: self.scope.clone(),
+        });
+        self.queue(b.spans);
+    }
+
+    fn queue(&self, spans: Vec<SpanData>) {
+        match self.spans.try_send(spans) {
+            Ok(()) => {}
+            Err(TrySendError::Full(s) | TrySendError::Disconnected(s)) => {
+                self.dropped.fetch_add(s.len() as u64, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Send what is queued and stop the metric reader (at shutdown).

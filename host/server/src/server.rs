@@ -1254,15 +1254,20 @@ pub(crate) async fn decide(
         )?;
     }
     let reviewer = format!("{} (token {})", token.name, token.id);
+    let started = evos_core::call::unix_micros();
     let review = host.reviews.decide(id, approve, &reviewer, comment)?;
     let review = if approve {
-        pipeline::carry_out(
+        let (review, step) = pipeline::carry_out_traced(
             host.registry.as_ref(),
             &host.reviews,
             &review,
             Some(&host.breakers),
         )
-        .await?
+        .await?;
+        if let (Some(otlp), Some(step)) = (host.otlp.get(), step) {
+            otlp.carried_out(&review, started, &step);
+        }
+        review
     } else {
         review
     };
