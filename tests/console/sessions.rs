@@ -461,3 +461,63 @@ async fn the_audit_view_filters_pages_and_verifies() {
     assert_eq!(v.status, 200);
     assert!(v.body.contains("Intact"), "{}", v.body);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reviewer_labels_an_action_from_its_trace() {
+    let c = Console::start(|_| {}).await;
+    c.ingest(serde_json::json!([{"claim_id": "C-6001", "claimant_id": "CL-7", "amount": 120.0, "policy_number": "POL-12345", "incident": "Hail damage to the roof", "region": "north"}]));
+    let (reviewer_id, reviewer) = c.token("rita", Role::Reviewer, "*");
+    let (_, other_team) = c.token("olaf", Role::Reviewer, "billing-*");
+    let cookie = sign_in(c.port, &reviewer);
+    let page = signed_get(c.port, &cookie, "/ui/events/C-6001");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("id=\"label-0\""),
+        "a label form: {}",
+        page.body
+    );
+    let post = |cookie: &str, body: String| {
+        raw(
+            c.port,
+            "POST",
+            "/ui/events/C-6001",
+            &[FORM, ("cookie", &session(cookie))],
+            &body,
+        )
+    };
+    let csrf = page.csrf();
+
+    // A word that is not a label, and a label without the CSRF token: nothing kept.
+    let r = post(
+        &cookie,
+        format!("csrf={csrf}&action_index=0&label=Not+OK%21"),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = post(&cookie, "action_index=0&label=fraud".into());
+    assert_eq!(r.status, 403);
+    // Another team's reviewer may not label this agent's action.
+    let o = sign_in(c.port, &other_team);
+    let other_csrf = signed_get(c.port, &o, "/ui/reviews").csrf();
+    let r = post(&o, format!("csrf={other_csrf}&action_index=0&label=fraud"));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(c.host.registry.store().labels("C-6001").unwrap().is_empty());
+
+    // The label is kept, with who gave it, and shown on the trace.
+    let r = post(
+        &cookie,
+        format!("csrf={csrf}&action_index=0&label=fraud&comment=same+roof+as+C-5001"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let labels = c.host.registry.store().labels("C-6001").unwrap();
+    assert_eq!(labels.len(), 1);
+    assert_eq!(labels[0].label, "fraud");
+    assert!(labels[0].actor.contains(&reviewer_id), "{:?}", labels[0]);
+    assert_eq!(labels[0].comment.as_deref(), Some("same roof as C-5001"));
+    let page = signed_get(c.port, &cookie, r.header("location").unwrap());
+    assert!(
+        page.body.contains("labelled action 0 fraud"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<strong>fraud</strong>"));
+}

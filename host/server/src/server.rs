@@ -1134,35 +1134,54 @@ async fn feedback(
             "the body needs a label: {\"label\": \"reject\", \"action_index\": 0, \"comment\": \"...\"}",
         ));
     }
+    let label = add_label(
+        &host,
+        &token,
+        &id,
+        f.action_index,
+        &f.label,
+        f.comment.as_deref(),
+        &path,
+    )?;
+    Ok((StatusCode::CREATED, axum::Json(label)).into_response())
+}
+
+/// A reviewer's label for action `action_index` of event `id`, checked
+/// against `token`'s scope (a scoped reviewer labels only what an agent in
+/// its scope proposed). The API and the console both label here.
+pub(crate) fn add_label(
+    host: &Host,
+    token: &Token,
+    id: &str,
+    action_index: usize,
+    label: &str,
+    comment: Option<&str>,
+    path: &str,
+) -> ApiResult<crate::store::Label> {
     let store = host.registry.store();
-    let Some(decision) = store.decision(&id, f.action_index)? else {
+    let Some(decision) = store.decision(id, action_index)? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not-found",
-            format!(
-                "no recorded decision for action {} of event {id:?}",
-                f.action_index
-            ),
+            format!("no recorded decision for action {action_index} of event {id:?}"),
         ));
     };
-    // A scoped reviewer labels only what an agent in its scope proposed.
-    authorize(
-        &host,
-        &headers,
+    permit(
+        host,
+        Some(token.clone()),
         Permission::Review,
         Some(&decision.proposed_by),
-        &path,
+        path,
     )?;
     let actor = format!("{} (token {})", token.name, token.id);
-    let label = store.add_label(&crate::store::NewLabel {
-        event_id: &id,
-        action_index: f.action_index,
-        label: &f.label,
+    Ok(store.add_label(&crate::store::NewLabel {
+        event_id: id,
+        action_index,
+        label,
         source: crate::store::LABEL_FROM_FEEDBACK,
         actor: &actor,
-        comment: f.comment.as_deref(),
-    })?;
-    Ok((StatusCode::CREATED, axum::Json(label)).into_response())
+        comment,
+    })?)
 }
 
 /// The labels of a recorded event's actions.

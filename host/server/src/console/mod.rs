@@ -63,7 +63,7 @@ pub fn router() -> Router<Arc<Host>> {
         .route("/ui/reviews", get(reviews))
         .route("/ui/reviews/{id}", get(review).post(decide))
         .route("/ui/events", get(find_event))
-        .route("/ui/events/{id}", get(event))
+        .route("/ui/events/{id}", get(event).post(label))
         .route("/ui/rollouts", get(rollouts))
         .route("/ui/rollouts/{plugin}", get(rollout))
         .route("/ui/rollouts/{plugin}/{change}", get(confirm).post(change))
@@ -657,6 +657,7 @@ async fn event(
     State(host): State<Arc<Host>>,
     signed: Signed,
     UrlPath(id): UrlPath<String>,
+    Query(q): Query<Done>,
 ) -> Response {
     let path = format!("/ui/events/{}", crate::text::bounded(&id, 256));
     if let Err(r) = may_read_events(&host, &signed, &path) {
@@ -710,7 +711,71 @@ async fn event(
             ),
         );
     }
-    page(StatusCode::OK, view::event(&signed, &id, &entries))
+    let labels = host.registry.store().labels(&id).unwrap_or_default();
+    page(
+        StatusCode::OK,
+        view::event(&signed, &id, &entries, &labels, q.done.as_deref()),
+    )
+}
+
+#[derive(Deserialize)]
+struct LabelForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    action_index: usize,
+    #[serde(default)]
+    label: String,
+    #[serde(default)]
+    comment: String,
+}
+
+/// A reviewer's label for one of the event's actions (what it should have
+/// been), fed back to the versions that decided it.
+async fn label(
+    State(host): State<Arc<Host>>,
+    signed: Signed,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    Form(f): Form<LabelForm>,
+) -> Response {
+    let path = format!("/ui/events/{}", crate::text::bounded(&id, 256));
+    if let Err(r) = signed.posted(&host, &headers, &f.csrf, &path) {
+        return r;
+    }
+    if let Err(r) = require(&host, &signed, Permission::Review, None, &path) {
+        return r;
+    }
+    if f.comment.len() > COMMENT_MAX {
+        return error_page(
+            Some(&signed),
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!(
+                    "the comment is {} bytes; keep it under {COMMENT_MAX}",
+                    f.comment.len()
+                ),
+            ),
+        );
+    }
+    let comment = Some(f.comment.trim()).filter(|c| !c.is_empty());
+    match crate::server::add_label(
+        &host,
+        &signed.token,
+        &id,
+        f.action_index,
+        f.label.trim(),
+        comment,
+        &path,
+    ) {
+        Ok(l) => redirect(&format!(
+            "/ui/events/{}?done={}",
+            view::path_segment(&id),
+            view::path_segment(&format!("labelled action {} {}", l.action_index, l.label))
+        )),
+        Err(e) => error_page(Some(&signed), e),
+    }
 }
 
 async fn rollouts(State(host): State<Arc<Host>>, signed: Signed) -> Response {

@@ -13,7 +13,7 @@ use crate::audit::{Entry, Page, Verification};
 use crate::auth::Permission;
 use crate::registry::{PluginStatus, VersionStatus};
 use crate::review::{Review, ReviewStatus};
-use crate::store::{DecisionRecord, HistoryRow};
+use crate::store::{DecisionRecord, HistoryRow, Label};
 
 /// `s` as one URL path segment (percent-encoded).
 pub fn path_segment(s: &str) -> String {
@@ -357,7 +357,13 @@ fn step_row(kind: &str, s: &Value, longest: f64, depth: usize) -> Markup {
     }
 }
 
-pub fn event(signed: &Signed, id: &str, entries: &[Entry]) -> Markup {
+pub fn event(
+    signed: &Signed,
+    id: &str,
+    entries: &[Entry],
+    labels: &[Label],
+    done: Option<&str>,
+) -> Markup {
     let pipeline = entries.iter().find(|e| e.action == "pipeline");
     let steps: Vec<Value> = pipeline
         .and_then(|p| p.detail["steps"].as_array().cloned())
@@ -377,6 +383,7 @@ pub fn event(signed: &Signed, id: &str, entries: &[Entry]) -> Markup {
         &format!("Event {id}"),
         html! {
             h1 { "Event " code { (id) } }
+            @if let Some(d) = done { p.notice id="done" { "Done: " (d) "." } }
             @if let Some(p) = pipeline {
                 dl {
                     dt { "Trace" } dd id="trace" { code { (p.detail["trace_id"].as_str().unwrap_or("")) } }
@@ -424,13 +431,43 @@ pub fn event(signed: &Signed, id: &str, entries: &[Entry]) -> Markup {
                         @if !a["execute"].is_null() {
                             table.list { tbody { (step_row("execute", &a["execute"], longest, 0)) } }
                         }
+                        (action_labels(signed, id, i, labels))
                     }
                 }
+                datalist id="label-words" { option value="approve" {} option value="reject" {} }
             }
             h2 { "Audit entries" }
             (entries_table("event-audit", entries))
         },
     )
+}
+
+/// The labels reviewers gave action `index`, and the form to add one.
+fn action_labels(signed: &Signed, id: &str, index: usize, labels: &[Label]) -> Markup {
+    let mine: Vec<&Label> = labels.iter().filter(|l| l.action_index == index).collect();
+    html! {
+        h4 { "Labels" }
+        @if mine.is_empty() {
+            p.empty { "None yet." }
+        } @else {
+            ul.labels id=(format!("labels-{index}")) {
+                @for l in &mine {
+                    li { strong { (l.label) } " by " (l.actor) " at " (l.at) @if let Some(c) = &l.comment { ": " (c) } }
+                }
+            }
+        }
+        @if signed.may(Permission::Review, None) {
+            form.label method="post" action=(format!("/ui/events/{}", path_segment(id))) id=(format!("label-{index}")) {
+                input type="hidden" name="csrf" value=(signed.csrf());
+                input type="hidden" name="action_index" value=(index);
+                label { "What it should have been "
+                    input name="label" list="label-words" required pattern="[a-z0-9-]{1,64}" placeholder="approve, reject, fraud…";
+                }
+                label { "Comment " input name="comment" maxlength="4096"; }
+                button type="submit" { "Add label" }
+            }
+        }
+    }
 }
 
 fn version_row(role: &str, v: &VersionStatus) -> Markup {
