@@ -470,11 +470,25 @@ fn claims_batch(n: usize, per_batch: usize, incident: &str) -> Vec<u8> {
 /// Every action must end as `options` says (executed, or allowed).
 fn pipeline_rate(
     b: &Bench,
+    app: (&Arc<Registry>, &Arc<::evos::app::App>),
+    options: &::evos::pipeline::RunOptions,
+    batches: usize,
+    next: &mut usize,
+    incident: &str,
+) -> anyhow::Result<f64> {
+    pipeline_rate_then(b, app, options, batches, next, incident, &|_| {})
+}
+
+/// [`pipeline_rate`], handing each report to `then` as the server does
+/// after a run (metrics, trace export), inside the timed loop.
+fn pipeline_rate_then(
+    b: &Bench,
     (reg, app): (&Arc<Registry>, &Arc<::evos::app::App>),
     options: &::evos::pipeline::RunOptions,
     batches: usize,
     next: &mut usize,
     incident: &str,
+    then: &dyn Fn(&::evos::pipeline::PipelineReport),
 ) -> anyhow::Result<f64> {
     let per_batch = 100;
     let start = Instant::now();
@@ -501,6 +515,7 @@ fn pipeline_rate(
             "an action was not carried out"
         );
         anyhow::ensure!(report.events.len() == per_batch, "events were lost");
+        then(&report);
         events += report.events.len();
     }
     Ok(events as f64 / start.elapsed().as_secs_f64())
@@ -805,6 +820,7 @@ fn main() -> anyhow::Result<()> {
         ("pipeline with 10% recorded", evolve::recording_10),
         ("pipeline with 100% recorded", evolve::recording_100),
         ("replay", evolve::replay),
+        ("pipeline with otlp", evolve::otlp),
         ("postgres vs sqlite", nodes::pg_vs_sqlite),
         ("two nodes", nodes::two_nodes_vs_one),
         ("propagation", nodes::propagation),

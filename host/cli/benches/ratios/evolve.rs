@@ -1,13 +1,17 @@
-//! What the evolution loop costs: pipeline throughput with a share of the
-//! events recorded (and redacted) against none, and replay throughput
-//! against the same calls made live.
+//! What the evolution loop and its observation cost: pipeline throughput
+//! with a share of the events recorded (and redacted) against none, with
+//! every event's spans exported over OTLP against none, and replay
+//! throughput against the same calls made live.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
 
-use super::{Bench, CONCURRENCY, Row, deployed_claims_app, pipeline_rate, stat};
+use super::{
+    Bench, CALM_INCIDENT, CONCURRENCY, Row, deployed_claims_app, pipeline_rate, pipeline_rate_then,
+    sink, stat,
+};
 
 /// Incidents carrying personal data, so redaction does real work on every
 /// recorded call: a phone number and an e-mail address.
@@ -76,6 +80,70 @@ fn recording(b: &Bench, share: f64, target: f64) -> anyhow::Result<Row> {
         ratio: Some(ratio),
         note: format!(
             "the pipeline row's path (audit on, every action executed), each claim's incident holding a phone number and an e-mail address; each recorded event keeps its 5 calls (agent, model, 2 policies, execute) redacted in the event's own transaction; {recorded} events recorded over the run"
+        ),
+    })
+}
+
+/// The pipeline row's path with every event's spans exported over OTLP/HTTP
+/// to a local collector (`evos up --otlp`), against no export.
+pub fn otlp(b: &Bench) -> anyhow::Result<Row> {
+    let (dir, reg, app) = deployed_claims_app(b, "otlp")?;
+    let collector = sink()?;
+    let otlp = ::evos::otlp::Otlp::start(
+        &::evos::otlp::OtlpConfig {
+            endpoint: format!("http://127.0.0.1:{collector}"),
+            metrics_every: std::time::Duration::from_secs(10),
+        },
+        std::sync::Weak::new(),
+        "bench",
+    )?;
+    let reviews = ::evos::review::ReviewQueue::new(reg.store().clone());
+    let options = ::evos::pipeline::RunOptions {
+        execute: true,
+        reviews: Some(reviews),
+        audit: Some(reg.store().clone()),
+        concurrency: CONCURRENCY,
+        ..Default::default()
+    };
+    let export = |r: &::evos::pipeline::PipelineReport| otlp.pipeline(r, None);
+    let batches = if b.runs <= 3 { 2 } else { 5 };
+    let mut n = 0;
+    pipeline_rate_then(b, (&reg, &app), &options, 1, &mut n, CALM_INCIDENT, &export)?;
+    pipeline_rate(b, (&reg, &app), &options, 1, &mut n, CALM_INCIDENT)?;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..b.runs {
+        without.push(pipeline_rate(
+            b,
+            (&reg, &app),
+            &options,
+            batches,
+            &mut n,
+            CALM_INCIDENT,
+        )?);
+        with.push(pipeline_rate_then(
+            b,
+            (&reg, &app),
+            &options,
+            batches,
+            &mut n,
+            CALM_INCIDENT,
+            &export,
+        )?);
+    }
+    let dropped = otlp.dropped();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (w, wo) = (stat(with), stat(without));
+    let ratio = w.median / wo.median;
+    Ok(Row {
+        name: "pipeline events/s exporting every event's spans over OTLP".into(),
+        evos: w,
+        baseline: Some(("no export".into(), wo)),
+        unit: "events/s",
+        target: "≥ 0.9×".into(),
+        met: ratio >= 0.9,
+        ratio: Some(ratio),
+        note: format!(
+            "the pipeline row's path (audit on, every action executed); each event's 7 spans (event, ingest, agent, model, 2 policies, execute) built from its report, queued, protobuf-encoded and posted by the exporter thread to a local collector on the same 2 cores; {dropped} spans dropped because the queue was full"
         ),
     })
 }
