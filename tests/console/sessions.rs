@@ -521,3 +521,56 @@ async fn a_reviewer_labels_an_action_from_its_trace() {
     );
     assert!(page.body.contains("<strong>fraud</strong>"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_progressive_rollout_shows_its_step_gates_and_shadow_agreement() {
+    let c = Console::start(|_| {}).await;
+    let m = evos::Manifest::load(
+        crate::support::root().join("policies/rollouts/fraud-score-1.1.0.toml"),
+    )
+    .expect("rollout manifest");
+    let report = c
+        .host
+        .registry
+        .deploy(
+            m,
+            &crate::support::component("fraud-score-retrained"),
+            "1.1.0",
+            None,
+            "test",
+        )
+        .await
+        .expect("the candidate");
+    assert_eq!(report.action, "rollout");
+    c.ingest(serde_json::json!([{"claim_id": "C-7001", "claimant_id": "CL-7", "amount": 120.0, "policy_number": "POL-12345", "incident": "Hail damage to the roof", "region": "north"}]));
+    assert!(c.host.registry.drain_shadows(Duration::from_secs(30)).await);
+
+    let (_, auditor) = c.token("alma", Role::Auditor, "*");
+    let cookie = sign_in(c.port, &auditor);
+    let page = signed_get(c.port, &cookie, "/ui/rollouts/fraud-score").body;
+    assert!(
+        page.contains("Rollout of <strong>1.1.0</strong>: step 1 of 3"),
+        "{page}"
+    );
+    for gate in [
+        "min-calls",
+        "min-agreement-with-stable",
+        "max-decision-shift",
+    ] {
+        assert!(
+            page.contains(&format!("<td>{gate}</td>")),
+            "{gate} in {page}"
+        );
+    }
+    assert!(
+        page.contains("class=\"version shadow\""),
+        "the shadow's row: {page}"
+    );
+    assert!(page.contains("Shadow agrees with 1.0.0"), "{page}");
+    // An auditor sees the rollout but gets no buttons.
+    assert!(!page.contains("id=\"rollback-fraud-score\""));
+    assert_eq!(
+        signed_get(c.port, &cookie, "/ui/rollouts/fraud-score/rollback").status,
+        403
+    );
+}
