@@ -326,7 +326,10 @@ async fn spans_and_metrics_reach_the_collector_under_the_callers_trace() {
                 .flat_map(|rm| rm.scope_metrics.iter())
                 .flat_map(|sm| sm.metrics.iter())
                 .filter(|m| {
-                    format!("{m:?}").contains("fraud-score") || m.name == "evos.pipeline.actions"
+                    let shown = format!("{m:?}");
+                    shown.contains("fraud-score")
+                        || shown.contains("claims-webhook")
+                        || m.name == "evos.pipeline.actions"
                 })
                 .map(|m| m.name.clone())
                 .collect()
@@ -335,6 +338,7 @@ async fn spans_and_metrics_reach_the_collector_under_the_callers_trace() {
             "evos.plugin.calls",
             "evos.plugin.latency",
             "evos.pipeline.actions",
+            "evos.breaker.state",
         ]
         .iter()
         .all(|n| names.iter().any(|m| m == n))

@@ -459,6 +459,105 @@ fn instruments(
             }
         })
         .build();
+    let agreement_host = host.clone();
+    let agreement = meter
+        .f64_observable_gauge("evos.shadow.agreement")
+        .with_description("Share of a shadow's answers that agree with a live version's")
+        .with_callback(move |o| {
+            let Some(host) = agreement_host.upgrade() else {
+                return;
+            };
+            for p in host.registry.status(None).unwrap_or_default() {
+                let Some(shadow) = &p.shadow else { continue };
+                for pair in &shadow.agreement {
+                    if let Some(rate) = pair.agreement_rate {
+                        o.observe(
+                            rate,
+                            &[
+                                KeyValue::new("evos.plugin", p.plugin.clone()),
+                                KeyValue::new(
+                                    "evos.plugin.version",
+                                    shadow.version.version.clone(),
+                                ),
+                                KeyValue::new("evos.live.version", pair.live_version.clone()),
+                            ],
+                        );
+                    }
+                }
+            }
+        })
+        .build();
+    let drift_host = host.clone();
+    let drift = meter
+        .f64_observable_gauge("evos.plugin.drift")
+        .with_description("Population stability index of each watched field against its reference")
+        .with_callback(move |o| {
+            let Some(host) = drift_host.upgrade() else {
+                return;
+            };
+            for (plugin, slot, v) in versions(&host) {
+                let Some(d) = &v.drift else { continue };
+                for f in &d.fields {
+                    o.observe(
+                        f.psi,
+                        &[
+                            KeyValue::new("evos.plugin", plugin.clone()),
+                            KeyValue::new("evos.plugin.version", v.version.clone()),
+                            KeyValue::new("evos.slot", slot),
+                            KeyValue::new("evos.field", f.field.clone()),
+                        ],
+                    );
+                }
+            }
+        })
+        .build();
+    let breaker_host = host.clone();
+    let breakers = meter
+        .u64_observable_gauge("evos.breaker.state")
+        .with_description("Circuit breaker per connector: 0 closed, 1 half-open, 2 open")
+        .with_callback(move |o| {
+            let Some(host) = breaker_host.upgrade() else {
+                return;
+            };
+            for (connector, state) in host.breakers.states() {
+                let v = match state {
+                    crate::breaker::State::Closed => 0,
+                    crate::breaker::State::HalfOpen => 1,
+                    crate::breaker::State::Open => 2,
+                };
+                o.observe(v, &[KeyValue::new("evos.connector", connector)]);
+            }
+        })
+        .build();
+    let sources_host = host.clone();
+    let sources = meter
+        .u64_observable_counter("evos.source.messages")
+        .with_description("Event-source messages by what became of them")
+        .with_callback(move |o| {
+            let Some(host) = sources_host.upgrade() else {
+                return;
+            };
+            for (name, connector, c) in host.metrics.sources() {
+                for (what, n) in [
+                    ("received", &c.received),
+                    ("redelivered", &c.redelivered),
+                    ("acked", &c.acked),
+                    ("duplicate", &c.duplicates),
+                    ("retried", &c.retried),
+                    ("dead-letter", &c.dead_letters),
+                ] {
+                    o.observe(
+                        n.load(Ordering::Relaxed),
+                        &[
+                            KeyValue::new("evos.source", name.clone()),
+                            KeyValue::new("evos.connector", connector.clone()),
+                            KeyValue::new("evos.message", what),
+                        ],
+                    );
+                }
+            }
+        })
+        .build();
     let pending = meter
         .u64_observable_gauge("evos.reviews.pending")
         .with_description("Actions waiting for a reviewer")
@@ -473,6 +572,10 @@ fn instruments(
         Box::new(calls),
         Box::new(latency),
         Box::new(actions),
+        Box::new(agreement),
+        Box::new(drift),
+        Box::new(breakers),
+        Box::new(sources),
         Box::new(pending),
     ]
 }

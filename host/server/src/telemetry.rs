@@ -81,6 +81,11 @@ impl Metrics {
         }
     }
 
+    /// Every event source's counters: name, connector, counters.
+    pub fn sources(&self) -> Vec<(String, String, std::sync::Arc<SourceCounters>)> {
+        evos_core::sync::lock(&self.sources).clone()
+    }
+
     /// Actions by what became of them, as counted so far.
     pub fn dispositions(&self) -> [(&'static str, u64); 5] {
         [
