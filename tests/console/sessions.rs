@@ -357,6 +357,16 @@ async fn a_session_sees_and_does_only_what_its_role_and_scope_allow() {
     assert!(get(&a, "/ui/audit").body.contains("console-sign-in"));
     assert_eq!(get(&a, "/ui/audit/verify").status, 200);
     assert_eq!(get(&a, "/ui/events/C-4001").status, 200);
+    assert!(
+        get(&a, "/ui/events")
+            .body
+            .contains("href=\"/ui/events/C-4001\""),
+        "recent events"
+    );
+    let found = get(&a, "/ui/events?id=C-4001");
+    assert_eq!(found.status, 303);
+    assert_eq!(found.header("location"), Some("/ui/events/C-4001"));
+    assert_eq!(get(&a, "/ui/events/C-0000").status, 404);
     let r = get(&a, "/ui/reviews");
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("may not Review"), "{}", r.body);
