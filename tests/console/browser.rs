@@ -7,15 +7,12 @@ use serde_json::json;
 
 use crate::support::browser::Browser;
 use crate::support::*;
-use crate::{Console, hostile_claim};
+use crate::Console;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reviewer_signs_in_approves_an_escalated_claim_and_sees_it_executed() {
     let c = Console::start(|_| {}).await;
-    let report = c.ingest(json!([hostile_claim("C-2001")]));
-    let review_id = report["report"]["events"][0]["actions"][0]["review_id"]
-        .as_i64()
-        .expect("C-2001 waits for a reviewer");
+    let review_id = c.escalate("C-2001");
     let (reviewer_id, reviewer) = c.token("rita", Role::Reviewer, "*");
     let b = Browser::start("reviewer");
 

@@ -90,6 +90,14 @@ impl Console {
         serde_json::from_str(&body).expect("json")
     }
 
+    /// Ingest [`hostile_claim`] `id`; the review it waits in.
+    pub fn escalate(&self, id: &str) -> i64 {
+        let report = self.ingest(json!([hostile_claim(id)]));
+        report["report"]["events"][0]["actions"][0]["review_id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{id} was not escalated: {report}"))
+    }
+
     /// The status of review `id`.
     pub fn review_status(&self, id: i64) -> String {
         let review = self.host.reviews.get(id).expect("read").expect("a review");

@@ -255,10 +255,7 @@ async fn sessions_end_at_sign_out_on_expiry_and_when_the_token_is_revoked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn forms_without_the_csrf_token_or_from_another_origin_change_nothing() {
     let c = Console::start(|_| {}).await;
-    let report = c.ingest(serde_json::json!([crate::hostile_claim("C-3001")]));
-    let review_id = report["report"]["events"][0]["actions"][0]["review_id"]
-        .as_i64()
-        .expect("escalated");
+    let review_id = c.escalate("C-3001");
     let (_, reviewer) = c.token("rita", Role::Reviewer, "*");
     let cookie = session(&sign_in(c.port, &reviewer));
     let page = raw(
@@ -341,10 +338,7 @@ async fn forms_without_the_csrf_token_or_from_another_origin_change_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_sees_and_does_only_what_its_role_and_scope_allow() {
     let c = Console::start(|_| {}).await;
-    let report = c.ingest(serde_json::json!([crate::hostile_claim("C-4001")]));
-    let review_id = report["report"]["events"][0]["actions"][0]["review_id"]
-        .as_i64()
-        .expect("escalated");
+    let review_id = c.escalate("C-4001");
     let (auditor_id, auditor) = c.token("alma", Role::Auditor, "*");
     let (_, deployer) = c.token("dora", Role::Deployer, "fraud-*");
     let (_, other_team) = c.token("olaf", Role::Reviewer, "billing-*");

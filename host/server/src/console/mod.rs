@@ -559,6 +559,21 @@ struct DecideForm {
 /// Longest reviewer comment kept.
 const COMMENT_MAX: usize = 4096;
 
+/// A form's comment: none when blank, refused when too long.
+fn comment(text: &str) -> Result<Option<&str>, ApiError> {
+    if text.len() > COMMENT_MAX {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!(
+                "the comment is {} bytes; keep it under {COMMENT_MAX}",
+                text.len()
+            ),
+        ));
+    }
+    Ok(Some(text.trim()).filter(|c| !c.is_empty()))
+}
+
 async fn decide(
     State(host): State<Arc<Host>>,
     signed: Signed,
@@ -587,20 +602,10 @@ async fn decide(
             );
         }
     };
-    if f.comment.len() > COMMENT_MAX {
-        return error_page(
-            Some(&signed),
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                format!(
-                    "the comment is {} bytes; keep it under {COMMENT_MAX}",
-                    f.comment.len()
-                ),
-            ),
-        );
-    }
-    let comment = Some(f.comment.trim()).filter(|c| !c.is_empty());
+    let comment = match comment(&f.comment) {
+        Ok(c) => c,
+        Err(e) => return error_page(Some(&signed), e),
+    };
     match crate::server::decide(&host, &signed.token, id, approve, comment, &path).await {
         Ok(_) => redirect(&format!(
             "/ui/reviews/{id}?done={}",
@@ -746,20 +751,10 @@ async fn label(
     if let Err(r) = require(&host, &signed, Permission::Review, None, &path) {
         return r;
     }
-    if f.comment.len() > COMMENT_MAX {
-        return error_page(
-            Some(&signed),
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                format!(
-                    "the comment is {} bytes; keep it under {COMMENT_MAX}",
-                    f.comment.len()
-                ),
-            ),
-        );
-    }
-    let comment = Some(f.comment.trim()).filter(|c| !c.is_empty());
+    let comment = match comment(&f.comment) {
+        Ok(c) => c,
+        Err(e) => return error_page(Some(&signed), e),
+    };
     match crate::server::add_label(
         &host,
         &signed.token,
