@@ -5,9 +5,9 @@
 use evos::auth::Role;
 use serde_json::json;
 
+use crate::Console;
 use crate::support::browser::Browser;
 use crate::support::*;
-use crate::Console;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reviewer_signs_in_approves_an_escalated_claim_and_sees_it_executed() {

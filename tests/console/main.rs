@@ -47,10 +47,19 @@ impl Console {
         tweak(&mut config);
         let app = claims_app(&downstream.url("/claims/payouts"));
         let (host, boot) = Host::bootstrap_with(config, app).await.expect("bootstrap");
-        let admin = std::fs::read_to_string(boot.admin_token_file.expect("admin token"))
-            .expect("token")
-            .trim()
-            .to_string();
+        // The first node on a state writes the admin token; others make one.
+        let admin = match boot.admin_token_file {
+            Some(file) => std::fs::read_to_string(file)
+                .expect("token")
+                .trim()
+                .to_string(),
+            None => {
+                host.tokens
+                    .create("test admin", Role::Admin, "*", "test")
+                    .expect("admin")
+                    .1
+            }
+        };
         let (port, stop) = serve_on_loopback(host.clone()).await;
         Console {
             port,

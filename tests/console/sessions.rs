@@ -578,3 +578,39 @@ async fn a_progressive_rollout_shows_its_step_gates_and_shadow_agreement() {
         403
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_is_good_on_every_node_sharing_the_state() {
+    let pg = crate::support::PgServer::start();
+    let url = pg.database();
+    let a = Console::start(|config| config.store = Some(url.clone())).await;
+    let b = Console::start(|config| config.store = Some(url.clone())).await;
+    let (_, reviewer) = a.token("rita", Role::Reviewer, "*");
+
+    // Signed in on one node, the browser is signed in on the other.
+    let cookie = sign_in(a.port, &reviewer);
+    let on_b = signed_get(b.port, &cookie, "/ui/reviews");
+    assert_eq!(on_b.status, 200, "{}", on_b.body);
+    assert!(on_b.body.contains("rita"));
+    // Its forms are good on either node: sign out on the other one.
+    let body = format!("csrf={}", on_b.csrf());
+    let r = raw(
+        b.port,
+        "POST",
+        "/ui/logout",
+        &[FORM, ("cookie", &session(&cookie))],
+        &body,
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        signed_get(a.port, &cookie, "/ui/reviews").status,
+        303,
+        "signed out everywhere"
+    );
+    let actions: Vec<String> = a
+        .audited("console-sign-out")
+        .into_iter()
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(actions.len(), 1, "{actions:?}");
+}

@@ -27,7 +27,7 @@ fn nodes_starting_together_apply_the_schema_once() {
         .map(|t| t.join().expect("join").expect("connect"))
         .collect();
     for node in &nodes {
-        assert_eq!(node.schema_version().expect("version"), 2);
+        assert_eq!(node.schema_version().expect("version"), 3);
     }
     assert_eq!(pg.psql("SELECT COUNT(*) FROM evos_schema"), "1");
     let tables = nodes[0].tables().expect("tables");
@@ -35,6 +35,7 @@ fn nodes_starting_together_apply_the_schema_once() {
         "agreement",
         "audit",
         "audit_head",
+        "console_sessions",
         "blobs",
         "control_generation",
         "dead_letters",
@@ -63,7 +64,7 @@ fn nodes_starting_together_apply_the_schema_once() {
             .expect("connect")
             .schema_version()
             .unwrap(),
-        2
+        3
     );
     // A database a newer evos migrated is refused, with what to do.
     pg.psql("UPDATE evos_schema SET version = 99");

@@ -268,6 +268,7 @@ impl Host {
             }
             None => None,
         };
+        let store = registry.store().clone();
         let host = Arc::new(Host {
             breakers,
             recorder,
@@ -276,7 +277,7 @@ impl Host {
             tokens,
             reviews,
             metrics: crate::telemetry::Metrics::default(),
-            console: crate::console::Console::new(config.console_session),
+            console: crate::console::Console::new(store, config.console_session),
             otlp: std::sync::OnceLock::new(),
             refusals: RefusalRate {
                 rate: config.refusal_audit_rate,

@@ -38,6 +38,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("drift", drift),
     ("event sources", event_sources),
     ("tokens", tokens),
+    ("console sessions", console_sessions),
     ("kv", kv),
     ("generation watch", generation_watch),
 ];
@@ -1267,6 +1268,94 @@ fn event_sources(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> 
             && last.detail["sequence"] == 42
             && last.digest.as_deref() == Some(kept[0].payload_sha256.as_str()),
         "the dead letter's audit entry is {last:?}"
+    );
+    Ok(())
+}
+
+fn console_sessions(fresh: &dyn Fn() -> Arc<dyn StateStore>) -> Result<(), String> {
+    use super::{ConsoleSession, SESSIONS_PER_TOKEN};
+    let store = fresh();
+    let session = |n: i64, token: &str, created: i64| ConsoleSession {
+        id_sha256: format!("{n:064x}"),
+        token_id: token.into(),
+        csrf: format!("csrf-{n}"),
+        created,
+        expires: created + 100,
+    };
+    let entry = |action: &'static str| NewEntry {
+        actor: "token/aaaa",
+        action,
+        subject: "console",
+        digest: None,
+        detail: json!({}),
+    };
+    let a = session(1, "aaaa", 1_000);
+    ok(
+        store.open_session(&a, entry("console-sign-in")),
+        "opening a session",
+    )?;
+    ensure!(
+        ok(store.session(&a.id_sha256), "reading a session")? == Some(a.clone()),
+        "the session did not read back as kept"
+    );
+    ensure!(
+        ok(store.session(&"f".repeat(64)), "reading a session")?.is_none(),
+        "an unknown session was found"
+    );
+    // Opening one deletes those that ended before it.
+    let b = session(2, "bbbb", 1_200);
+    ok(
+        store.open_session(&b, entry("console-sign-in")),
+        "opening a session",
+    )?;
+    ensure!(
+        ok(store.session(&a.id_sha256), "reading a session")?.is_none(),
+        "an ended session was kept"
+    );
+    // A token keeps at most SESSIONS_PER_TOKEN; the oldest goes first.
+    for n in 0..SESSIONS_PER_TOKEN {
+        let s = session(100 + n, "cccc", 1_201 + n);
+        ok(
+            store.open_session(&s, entry("console-sign-in")),
+            "opening a session",
+        )?;
+    }
+    let newest = session(999, "cccc", 1_290);
+    ok(
+        store.open_session(&newest, entry("console-sign-in")),
+        "opening a session",
+    )?;
+    ensure!(
+        ok(store.session(&format!("{:064x}", 100)), "reading")?.is_none(),
+        "the token's oldest session outlived the cap"
+    );
+    ensure!(
+        ok(store.session(&format!("{:064x}", 101)), "reading")?.is_some()
+            && ok(store.session(&newest.id_sha256), "reading")?.is_some(),
+        "the cap ended more than the oldest"
+    );
+    ok(
+        store.close_session(&b.id_sha256, Some(entry("console-sign-out"))),
+        "closing a session",
+    )?;
+    ensure!(
+        ok(store.session(&b.id_sha256), "reading a session")?.is_none(),
+        "a closed session was found"
+    );
+    ok(
+        store.close_sessions_of("cccc"),
+        "closing a token's sessions",
+    )?;
+    ensure!(
+        ok(store.session(&newest.id_sha256), "reading a session")?.is_none(),
+        "a revoked token's session was found"
+    );
+    let audited: Vec<String> = entries(&*store)?.into_iter().map(|e| e.action).collect();
+    ensure!(
+        audited.iter().filter(|a| *a == "console-sign-in").count()
+            == 3 + SESSIONS_PER_TOKEN as usize
+            && audited.iter().filter(|a| *a == "console-sign-out").count() == 1,
+        "sign-ins and sign-outs audited as {audited:?}"
     );
     Ok(())
 }

@@ -263,6 +263,19 @@ pub trait StateStore: Send + Sync + 'static {
     /// revoked id is refused.
     fn revoke_token(&self, id: &str, actor: &str) -> Result<()>;
 
+    // ---- console sessions ------------------------------------------------
+
+    /// Keep a new console session with `entry` (its sign-in) audited in the
+    /// same step. Sessions that ended by `session.created` are deleted, and
+    /// the token's oldest beyond [`SESSIONS_PER_TOKEN`].
+    fn open_session(&self, session: &ConsoleSession, entry: NewEntry<'_>) -> Result<()>;
+    /// The session whose id hashes to `id_sha256`, ended or not.
+    fn session(&self, id_sha256: &str) -> Result<Option<ConsoleSession>>;
+    /// End a session, with `entry` (its sign-out) audited when given.
+    fn close_session(&self, id_sha256: &str, entry: Option<NewEntry<'_>>) -> Result<()>;
+    /// End every session of `token_id` (it was revoked).
+    fn close_sessions_of(&self, token_id: &str) -> Result<()>;
+
     // ---- kv -----------------------------------------------------------
 
     /// The `kv` capability's storage over this state: quotas checked in
@@ -735,6 +748,21 @@ pub struct Review {
     /// key is `<event id>/<action index>`).
     pub action_index: usize,
 }
+
+/// A web console session as stored: the id itself is never kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    pub id_sha256: String,
+    pub token_id: String,
+    pub csrf: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub expires: i64,
+}
+
+/// Most console sessions one token keeps open; signing in again past it
+/// ends the oldest.
+pub const SESSIONS_PER_TOKEN: i64 = 64;
 
 /// An action to queue for review.
 #[derive(Debug, Clone, Copy)]

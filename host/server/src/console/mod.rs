@@ -33,7 +33,6 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::audit::NewEntry;
 use crate::auth::{Permission, Token};
 use crate::server::{ApiError, Host, permit};
 use session::{COOKIE, LOGIN_COOKIE, Session, Sessions};
@@ -45,9 +44,9 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn new(session_ttl: Duration) -> Console {
+    pub fn new(store: Arc<dyn crate::store::StateStore>, session_ttl: Duration) -> Console {
         Console {
-            sessions: Sessions::new(session_ttl),
+            sessions: Sessions::new(store, session_ttl),
             timeline: timeline::Timeline::default(),
         }
     }
@@ -176,8 +175,10 @@ fn signed_in(host: &Host, headers: &HeaderMap) -> Result<Signed, Response> {
     let Some(cookie) = session::cookie(headers, COOKIE) else {
         return Err(redirect("/ui/login"));
     };
-    let Some(session) = host.console.sessions.get(cookie) else {
-        return Err(redirect("/ui/login?expired=1"));
+    let session = match host.console.sessions.get(cookie) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(redirect("/ui/login?expired=1")),
+        Err(e) => return Err(error_page(None, e.into())),
     };
     match host.tokens.active(&session.token_id) {
         Ok(Some(token)) => Ok(Signed {
@@ -187,7 +188,7 @@ fn signed_in(host: &Host, headers: &HeaderMap) -> Result<Signed, Response> {
         }),
         Ok(None) => {
             // The token was revoked: every session it opened ends.
-            host.console.sessions.close_token(&session.token_id);
+            let _ = host.console.sessions.close_token(&session.token_id);
             Err(redirect("/ui/login?expired=1"))
         }
         Err(e) => Err(error_page(None, e.into())),
@@ -384,17 +385,11 @@ async fn login(
             https,
         );
     };
-    let (id, _) = match host.console.sessions.open(&token.id) {
+    let detail = json!({"name": token.name, "role": token.role, "scope": token.scope, "client": crate::server::client()});
+    let (id, _) = match host.console.sessions.open(&token, detail) {
         Ok(s) => s,
         Err(e) => return error_page(None, e.into()),
     };
-    let _ = host.registry.store().audit(NewEntry {
-        actor: &format!("token/{}", token.id),
-        action: "console-sign-in",
-        subject: "console",
-        digest: None,
-        detail: json!({"name": token.name, "role": token.role, "scope": token.scope, "client": crate::server::client()}),
-    });
     let resp = redirect(local_next(f.next.as_deref()).unwrap_or(landing(&token)));
     let ttl = host.console.sessions.ttl();
     with_cookies(
@@ -421,14 +416,13 @@ async fn logout(
     if let Err(r) = signed.posted(&host, &headers, &f.csrf, "/ui/logout") {
         return r;
     }
-    host.console.sessions.close(&signed.cookie);
-    let _ = host.registry.store().audit(NewEntry {
-        actor: &format!("token/{}", signed.token.id),
-        action: "console-sign-out",
-        subject: "console",
-        digest: None,
-        detail: json!({}),
-    });
+    if let Err(e) = host
+        .console
+        .sessions
+        .close(&signed.cookie, &format!("token/{}", signed.token.id))
+    {
+        return error_page(Some(&signed), e.into());
+    }
     with_cookies(redirect("/ui/login"), &[session::clear_cookie(COOKIE)])
 }
 

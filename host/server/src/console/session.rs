@@ -2,27 +2,28 @@
 //! session id in an `HttpOnly`, `SameSite=Strict` cookie, with an absolute
 //! expiry and a CSRF secret of its own.
 //!
-//! Sessions live in this node's memory: signing out or restarting ends
-//! them, and the token behind one is looked up again on every request, so
-//! revoking the token ends its sessions too. The id is kept only as its
-//! SHA-256, so a memory dump does not hand out live cookies.
+//! Sessions are kept in the state store, so every node sharing it (and a
+//! restarted node) knows them; only the id's SHA-256 is stored, so reading
+//! the database does not hand out live cookies. Signing in and out is
+//! audited in the same step. The token behind a session is looked up again
+//! on every request, so revoking the token ends its sessions too.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::Result;
-use crate::auth::random_hex;
+use crate::audit::NewEntry;
+use crate::auth::{Token, random_hex};
+use crate::store::{ConsoleSession, StateStore};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "evos_session";
 /// The cookie that carries the sign-in form's CSRF secret (the form is
 /// posted before there is a session).
 pub const LOGIN_COOKIE: &str = "evos_login";
-/// Most sessions a node keeps; past it, the oldest goes first.
-const SESSIONS_MAX: usize = 10_000;
 
 /// One signed-in browser.
 #[derive(Debug, Clone)]
@@ -31,26 +32,27 @@ pub struct Session {
     pub token_id: String,
     /// The secret every form of this session carries.
     pub csrf: String,
-    pub expires: Instant,
-    pub created: Instant,
+    /// When it ends, in Unix seconds.
+    pub expires: i64,
 }
 
-/// The sessions of this node.
+/// The sessions of the hosts sharing one state.
 pub struct Sessions {
     ttl: Duration,
-    map: Mutex<HashMap<String, Session>>,
+    store: Arc<dyn StateStore>,
 }
 
 fn key(id: &str) -> String {
     hex::encode(Sha256::digest(id.as_bytes()))
 }
 
+fn now() -> i64 {
+    (evos_core::call::unix_micros() / 1_000_000) as i64
+}
+
 impl Sessions {
-    pub fn new(ttl: Duration) -> Sessions {
-        Sessions {
-            ttl,
-            map: Mutex::new(HashMap::new()),
-        }
+    pub fn new(store: Arc<dyn StateStore>, ttl: Duration) -> Sessions {
+        Sessions { ttl, store }
     }
 
     /// How long a session lasts from sign-in.
@@ -58,54 +60,68 @@ impl Sessions {
         self.ttl
     }
 
-    /// A new session for `token_id`: its cookie value and the session.
-    pub fn open(&self, token_id: &str) -> Result<(String, Session)> {
+    /// A new session for `token`, its sign-in audited with `detail`: the
+    /// cookie value and the session.
+    pub fn open(&self, token: &Token, detail: Value) -> Result<(String, Session)> {
         let id = random_hex(32)?;
-        let now = Instant::now();
-        let session = Session {
-            token_id: token_id.to_string(),
+        let created = now();
+        let stored = ConsoleSession {
+            id_sha256: key(&id),
+            token_id: token.id.clone(),
             csrf: random_hex(32)?,
-            expires: now + self.ttl,
-            created: now,
+            created,
+            expires: created.saturating_add(self.ttl.as_secs().min(i64::MAX as u64) as i64),
         };
-        let mut map = evos_core::sync::lock(&self.map);
-        if map.len() >= SESSIONS_MAX {
-            map.retain(|_, s| s.expires > now);
-        }
-        if map.len() >= SESSIONS_MAX
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.created)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-        map.insert(key(&id), session.clone());
-        Ok((id, session))
+        self.store.open_session(
+            &stored,
+            NewEntry {
+                actor: &format!("token/{}", token.id),
+                action: "console-sign-in",
+                subject: "console",
+                digest: None,
+                detail,
+            },
+        )?;
+        Ok((
+            id,
+            Session {
+                token_id: stored.token_id,
+                csrf: stored.csrf,
+                expires: stored.expires,
+            },
+        ))
     }
 
-    /// The live session of cookie value `id`; an expired one is dropped.
-    pub fn get(&self, id: &str) -> Option<Session> {
-        let k = key(id);
-        let mut map = evos_core::sync::lock(&self.map);
-        match map.get(&k) {
-            Some(s) if s.expires > Instant::now() => Some(s.clone()),
-            Some(_) => {
-                map.remove(&k);
-                None
-            }
-            None => None,
-        }
+    /// The live session of cookie value `id`.
+    pub fn get(&self, id: &str) -> Result<Option<Session>> {
+        Ok(self
+            .store
+            .session(&key(id))?
+            .filter(|s| s.expires > now())
+            .map(|s| Session {
+                token_id: s.token_id,
+                csrf: s.csrf,
+                expires: s.expires,
+            }))
     }
 
-    /// End the session of cookie value `id`.
-    pub fn close(&self, id: &str) {
-        evos_core::sync::lock(&self.map).remove(&key(id));
+    /// End the session of cookie value `id`, audited as `actor`'s sign-out.
+    pub fn close(&self, id: &str, actor: &str) -> Result<()> {
+        self.store.close_session(
+            &key(id),
+            Some(NewEntry {
+                actor,
+                action: "console-sign-out",
+                subject: "console",
+                digest: None,
+                detail: Value::Null,
+            }),
+        )
     }
 
     /// End every session signed in with `token_id`.
-    pub fn close_token(&self, token_id: &str) {
-        evos_core::sync::lock(&self.map).retain(|_, s| s.token_id != token_id);
+    pub fn close_token(&self, token_id: &str) -> Result<()> {
+        self.store.close_sessions_of(token_id)
     }
 }
 
@@ -141,28 +157,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_session_expires_closes_and_keeps_no_id_in_memory() {
-        let sessions = Sessions::new(Duration::from_millis(50));
-        let (id, s) = sessions.open("tok1").unwrap();
+    fn sessions_are_kept_by_hash_expire_and_close() {
+        let dir =
+            std::env::temp_dir().join(format!("evos-console-sessions-{}", std::process::id()));
+        let store = crate::store::open(&dir, None).unwrap();
+        let token = |id: &str| Token {
+            id: id.into(),
+            name: id.into(),
+            role: crate::auth::Role::Reviewer,
+            scope: "*".into(),
+            created_at: String::new(),
+            revoked_at: None,
+        };
+        let sessions = Sessions::new(store.clone(), Duration::from_secs(3600));
+        let (id, s) = sessions.open(&token("tok1"), Value::Null).unwrap();
         assert_eq!(id.len(), 64);
         assert_ne!(s.csrf, id);
-        assert_eq!(sessions.get(&id).unwrap().token_id, "tok1");
-        assert!(sessions.get("not-a-session").is_none());
+        assert_eq!(sessions.get(&id).unwrap().unwrap().token_id, "tok1");
+        assert!(sessions.get("not-a-session").unwrap().is_none());
         assert!(
-            !evos_core::sync::lock(&sessions.map).contains_key(&id),
-            "the cookie value itself is not a key"
+            store.session(&id).unwrap().is_none(),
+            "the id itself is not a key"
         );
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(sessions.get(&id).is_none(), "expired");
+        assert!(store.session(&key(&id)).unwrap().is_some());
+        let (other, _) = sessions.open(&token("tok2"), Value::Null).unwrap();
+        sessions.close(&id, "token/tok1").unwrap();
+        assert!(sessions.get(&id).unwrap().is_none());
+        assert!(sessions.get(&other).unwrap().is_some());
+        sessions.close_token("tok2").unwrap();
+        assert!(sessions.get(&other).unwrap().is_none());
 
-        let sessions = Sessions::new(Duration::from_secs(60));
-        let (a, _) = sessions.open("tok1").unwrap();
-        let (b, _) = sessions.open("tok2").unwrap();
-        sessions.close(&a);
-        assert!(sessions.get(&a).is_none());
-        assert!(sessions.get(&b).is_some());
-        sessions.close_token("tok2");
-        assert!(sessions.get(&b).is_none());
+        let ended = Sessions::new(store, Duration::ZERO);
+        let (id, _) = ended.open(&token("tok3"), Value::Null).unwrap();
+        assert!(
+            ended.get(&id).unwrap().is_none(),
+            "a session ends at its expiry"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -68,6 +68,7 @@ use ops::db;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_schema.sql"),
     include_str!("../../../migrations/postgres/0002_audit_subject.sql"),
+    include_str!("../../../migrations/postgres/0003_console_sessions.sql"),
 ];
 
 /// Key of the advisory lock migrations run under ("evos" in ASCII).
@@ -1488,6 +1489,77 @@ impl StateStore for PgStore {
     fn token(&self, id: &str) -> Result<Option<(Token, String)>> {
         let id = id.to_owned();
         read!(self, |c| ops::token(c, &id).await)
+    }
+
+    fn open_session(&self, session: &super::ConsoleSession, entry: NewEntry<'_>) -> Result<()> {
+        let (s, entry) = (session.clone(), OwnedEntry::new(&entry));
+        in_tx!(self, "console session", |tx| {
+            tx.execute(
+                "DELETE FROM console_sessions WHERE expires <= $1",
+                &[&s.created],
+            )
+            .await
+            .map_err(db("deleting ended sessions"))?;
+            tx.execute(
+                "DELETE FROM console_sessions WHERE token_id = $1 AND id_sha256 NOT IN \
+                 (SELECT id_sha256 FROM console_sessions WHERE token_id = $1 ORDER BY created DESC LIMIT $2)",
+                &[&s.token_id, &(super::SESSIONS_PER_TOKEN - 1)],
+            )
+            .await
+            .map_err(db("ending a token's oldest sessions"))?;
+            tx.execute(
+                "INSERT INTO console_sessions (id_sha256, token_id, csrf, created, expires) VALUES ($1, $2, $3, $4, $5)",
+                &[&s.id_sha256, &s.token_id, &s.csrf, &s.created, &s.expires],
+            )
+            .await
+            .map_err(db("opening a session"))?;
+            let head = ops::append(tx, &entry.entry()).await?;
+            Ok::<_, Error>(((), Some(head)))
+        })
+    }
+
+    fn session(&self, id_sha256: &str) -> Result<Option<super::ConsoleSession>> {
+        let id = id_sha256.to_owned();
+        read!(self, |c| {
+            let row = c
+                .query_opt(
+                    "SELECT id_sha256, token_id, csrf, created, expires FROM console_sessions WHERE id_sha256 = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(db("reading a session"))?;
+            Ok::<_, Error>(row.map(|r| super::ConsoleSession {
+                id_sha256: r.get(0),
+                token_id: r.get(1),
+                csrf: r.get(2),
+                created: r.get(3),
+                expires: r.get(4),
+            }))
+        })
+    }
+
+    fn close_session(&self, id_sha256: &str, entry: Option<NewEntry<'_>>) -> Result<()> {
+        let (id, entry) = (id_sha256.to_owned(), entry.as_ref().map(OwnedEntry::new));
+        in_tx!(self, "console session", |tx| {
+            tx.execute("DELETE FROM console_sessions WHERE id_sha256 = $1", &[&id])
+                .await
+                .map_err(db("closing a session"))?;
+            let head = match &entry {
+                Some(e) => Some(ops::append(tx, &e.entry()).await?),
+                None => None,
+            };
+            Ok::<_, Error>(((), head))
+        })
+    }
+
+    fn close_sessions_of(&self, token_id: &str) -> Result<()> {
+        let id = token_id.to_owned();
+        in_tx!(self, "console session", |tx| {
+            tx.execute("DELETE FROM console_sessions WHERE token_id = $1", &[&id])
+                .await
+                .map_err(db("closing a token's sessions"))?;
+            Ok::<_, Error>(((), None))
+        })
     }
 
     fn revoke_token(&self, id: &str, actor: &str) -> Result<()> {

@@ -38,6 +38,7 @@ mod kv;
 mod labels;
 mod recordings;
 mod reviews;
+mod sessions;
 mod sources;
 mod tokens;
 
@@ -61,6 +62,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0012_drift.sql"),
     include_str!("../../../migrations/0013_event_sources.sql"),
     include_str!("../../../migrations/0014_audit_subject.sql"),
+    include_str!("../../../migrations/0015_console_sessions.sql"),
 ];
 
 pub struct SqliteStore {
@@ -790,6 +792,22 @@ impl StateStore for SqliteStore {
 
     fn revoke_token(&self, id: &str, actor: &str) -> Result<()> {
         tokens::revoke(self, id, actor)
+    }
+
+    fn open_session(&self, session: &super::ConsoleSession, entry: NewEntry<'_>) -> Result<()> {
+        sessions::open(self, session, entry)
+    }
+
+    fn session(&self, id_sha256: &str) -> Result<Option<super::ConsoleSession>> {
+        sessions::get(&self.reader(), id_sha256)
+    }
+
+    fn close_session(&self, id_sha256: &str, entry: Option<NewEntry<'_>>) -> Result<()> {
+        sessions::close(self, id_sha256, entry)
+    }
+
+    fn close_sessions_of(&self, token_id: &str) -> Result<()> {
+        sessions::close_token(self, token_id)
     }
 
     fn kv(self: Arc<Self>) -> Arc<dyn KvStore> {
