@@ -246,7 +246,7 @@ pub fn review(
                 }
             }
             section.card {
-                h2 { "Why it waits for a human" }
+                h2 { @if r.status == ReviewStatus::Pending { "Why it waits for a human" } @else { "Why it went to a human" } }
                 ul id="reasons" { @for reason in &r.reasons { li { (reason) } } }
                 @if let Some(d) = decision { (decision_steps(d)) }
             }
