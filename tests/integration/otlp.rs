@@ -385,4 +385,8 @@ async fn nothing_is_exported_without_a_collector_and_a_bad_endpoint_is_refused()
         panic!("an endpoint without a scheme was taken");
     };
     assert!(e.to_string().contains("http://127.0.0.1:4318"), "{e}");
+    assert!(
+        std::fs::read_dir(&*dir).unwrap().next().is_none(),
+        "nothing was written to the data directory"
+    );
 }

@@ -59,6 +59,12 @@ pub struct OtlpConfig {
     pub metrics_every: Duration,
 }
 
+/// Whether `config` names a collector this build can export to; checked
+/// before a host opens its data directory, so a mistake changes nothing.
+pub fn check(config: &OtlpConfig) -> Result<()> {
+    signal_url(&config.endpoint, "traces").map(|_| ())
+}
+
 /// The collector URL for `signal`, checked.
 fn signal_url(endpoint: &str, signal: &str) -> Result<String> {
     let url = url::Url::parse(endpoint).map_err(|e| {

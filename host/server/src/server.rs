@@ -225,6 +225,9 @@ impl Host {
 
     /// [`Host::bootstrap`] with an app already loaded (and possibly adjusted).
     pub async fn bootstrap_with(config: ServerConfig, app: App) -> Result<(Arc<Host>, Bootstrap)> {
+        if let Some(otlp) = &config.otlp {
+            crate::otlp::check(otlp)?;
+        }
         let registry = Registry::with_store(
             crate::store::open(&config.data_dir, config.store.as_deref())?,
             config.engine.clone(),
