@@ -123,6 +123,19 @@ pub enum Disposition {
     Failed { error: String },
 }
 
+impl Disposition {
+    /// Its name, as reports and metrics spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Disposition::Executed { .. } => "executed",
+            Disposition::Allowed => "allowed",
+            Disposition::Denied { .. } => "denied",
+            Disposition::Escalated { .. } => "escalated",
+            Disposition::Failed { .. } => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ActionReport {
     pub action: Action,

@@ -195,13 +195,13 @@ impl Otlp {
             for verdict in &action.policies {
                 end = end.max(verdict.step.started_us + verdict.step.duration_us);
                 let mut a = attrs();
-                let (decision, reason) = match &verdict.decision {
-                    evos_core::types::Decision::Allow => ("allow", None),
-                    evos_core::types::Decision::Deny(r) => ("deny", Some(r)),
-                    evos_core::types::Decision::Escalate(r) => ("escalate", Some(r)),
-                };
-                a.push(KeyValue::new("evos.decision", decision));
-                if let Some(r) = reason {
+                a.push(KeyValue::new(
+                    "evos.decision",
+                    evos_runtime::compare::decision_class(&verdict.decision),
+                ));
+                if let evos_core::types::Decision::Deny(r)
+                | evos_core::types::Decision::Escalate(r) = &verdict.decision
+                {
                     a.push(KeyValue::new(
                         "evos.decision.reason",
                         crate::text::bounded(r, 256).to_string(),
@@ -214,36 +214,22 @@ impl Otlp {
                 b.step(exec, "execute", root, SpanKind::Client, attrs());
             }
         }
-        let disposition: Vec<&str> = event
-            .actions
-            .iter()
-            .map(|a| match &a.disposition {
-                crate::pipeline::Disposition::Executed { .. } => "executed",
-                crate::pipeline::Disposition::Allowed => "allowed",
-                crate::pipeline::Disposition::Denied { .. } => "denied",
-                crate::pipeline::Disposition::Escalated { .. } => "escalated",
-                crate::pipeline::Disposition::Failed { .. } => "failed",
-            })
-            .collect();
-        b.spans.push(SpanData {
-            span_context: context(trace, root),
-            parent_span_id: remote_parent.unwrap_or(SpanId::INVALID),
-            parent_span_is_remote: remote_parent.is_some(),
-            span_kind: SpanKind::Server,
-            name: Cow::Owned(format!("event {}", event.event.kind)),
-            start_time: at(start),
-            end_time: at(end),
+        let disposition: Vec<&str> = event.actions.iter().map(|a| a.disposition.name()).collect();
+        b.push(Span {
+            id: root,
+            parent: remote_parent.unwrap_or(SpanId::INVALID),
+            remote_parent: remote_parent.is_some(),
+            kind: SpanKind::Server,
+            name: format!("event {}", event.event.kind),
+            start_us: start,
+            end_us: end,
             attributes: vec![
                 KeyValue::new("evos.event.id", event.event.id.clone()),
                 KeyValue::new("evos.event.kind", event.event.kind.clone()),
                 KeyValue::new("evos.connector", report.connector.clone()),
                 KeyValue::new("evos.actions", disposition.join(",")),
             ],
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
             status: Status::Unset,
-            instrumentation_scope: self.scope.clone(),
         });
         b.spans
     }
@@ -271,24 +257,20 @@ impl Otlp {
                 KeyValue::new("evos.action.kind", review.action.kind.clone()),
             ],
         );
-        b.spans.push(SpanData {
-            span_context: context(trace, root),
-            parent_span_id: SpanId::INVALID,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Server,
-            name: Cow::Owned(format!("review {}", review.id)),
-            start_time: at(started_us),
-            end_time: at((step.started_us + step.duration_us).max(started_us)),
+        b.push(Span {
+            id: root,
+            parent: SpanId::INVALID,
+            remote_parent: false,
+            kind: SpanKind::Server,
+            name: format!("review {}", review.id),
+            start_us: started_us,
+            end_us: (step.started_us + step.duration_us).max(started_us),
             attributes: vec![
                 KeyValue::new("evos.review.id", review.id),
                 KeyValue::new("evos.review.status", review.status.as_str()),
                 KeyValue::new("evos.event.id", review.event.id.clone()),
             ],
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
             status: Status::Unset,
-            instrumentation_scope: self.scope.clone(),
         });
         self.queue(b.spans);
     }
@@ -308,6 +290,22 @@ impl Otlp {
     }
 }
 
+/// What sets one span apart; [`Builder::push`] fills in the rest.
+struct Span {
+    id: SpanId,
+    /// `SpanId::INVALID` for a trace's first span here.
+    parent: SpanId,
+    /// The parent is the caller's span (from its `traceparent`).
+    remote_parent: bool,
+    kind: SpanKind,
+    name: String,
+    /// Microseconds since the Unix epoch.
+    start_us: u64,
+    end_us: u64,
+    attributes: Vec<KeyValue>,
+    status: Status,
+}
+
 struct Builder<'a> {
     trace: TraceId,
     scope: &'a InstrumentationScope,
@@ -315,6 +313,24 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    fn push(&mut self, span: Span) {
+        self.spans.push(SpanData {
+            span_context: context(self.trace, span.id),
+            parent_span_id: span.parent,
+            parent_span_is_remote: span.remote_parent,
+            span_kind: span.kind,
+            name: Cow::Owned(span.name),
+            start_time: at(span.start_us),
+            end_time: at(span.end_us),
+            attributes: span.attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: span.status,
+            instrumentation_scope: self.scope.clone(),
+        });
+    }
+
     /// A span for `step` (and its nested model calls) under `parent`.
     fn step(
         &mut self,
@@ -337,25 +353,20 @@ impl Builder<'_> {
             KeyValue::new("evos.outcome", step.outcome.clone()),
             KeyValue::new("evos.fuel", step.fuel_consumed as i64),
         ]);
-        let ok = step.outcome == "ok";
-        self.spans.push(SpanData {
-            span_context: context(self.trace, id),
-            parent_span_id: parent,
-            parent_span_is_remote: false,
-            span_kind: kind,
-            name: Cow::Owned(format!("{role} {}", step.plugin)),
-            start_time: at(step.started_us),
-            end_time: at(step.started_us + step.duration_us),
+        self.push(Span {
+            id,
+            parent,
+            remote_parent: false,
+            kind,
+            name: format!("{role} {}", step.plugin),
+            start_us: step.started_us,
+            end_us: step.started_us + step.duration_us,
             attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: if ok {
+            status: if step.outcome == "ok" {
                 Status::Ok
             } else {
                 Status::error(step.outcome.clone())
             },
-            instrumentation_scope: self.scope.clone(),
         });
         for nested in &step.nested {
             self.step(nested, "model", id, SpanKind::Internal, Vec::new());
