@@ -115,6 +115,17 @@ fn session(cookie: &str) -> String {
     format!("evos_session={cookie}")
 }
 
+/// POST the form `body` to `path` with the session cookie `cookie`.
+fn signed_post(port: u16, cookie: &str, path: &str, body: &str) -> Reply {
+    raw(
+        port,
+        "POST",
+        path,
+        &[FORM, ("cookie", &session(cookie))],
+        body,
+    )
+}
+
 /// GET `path` with the session cookie `cookie`.
 fn signed_get(port: u16, cookie: &str, path: &str) -> Reply {
     raw(port, "GET", path, &[("cookie", &session(cookie))], "")
@@ -215,22 +226,10 @@ async fn sessions_end_at_sign_out_on_expiry_and_when_the_token_is_revoked() {
     // Sign-out needs the session's CSRF token, and then ends it.
     let cookie = sign_in(c.port, &reviewer);
     let page = signed_get(c.port, &cookie, "/ui/reviews");
-    let r = raw(
-        c.port,
-        "POST",
-        "/ui/logout",
-        &[FORM, ("cookie", &session(&cookie))],
-        "csrf=wrong",
-    );
+    let r = signed_post(c.port, &cookie, "/ui/logout", "csrf=wrong");
     assert_eq!(r.status, 403);
     let body = format!("csrf={}", page.csrf());
-    let r = raw(
-        c.port,
-        "POST",
-        "/ui/logout",
-        &[FORM, ("cookie", &session(&cookie))],
-        &body,
-    );
+    let r = signed_post(c.port, &cookie, "/ui/logout", &body);
     assert_eq!(r.status, 303);
     let r = signed_get(c.port, &cookie, "/ui/reviews");
     assert_eq!(r.status, 303, "signed out");
@@ -384,13 +383,7 @@ async fn a_session_sees_and_does_only_what_its_role_and_scope_allow() {
     assert_eq!(get(&o, &format!("/ui/reviews/{review_id}")).status, 403);
     let page = get(&o, "/ui/reviews");
     let body = format!("decision=approve&csrf={}", page.csrf());
-    let r = raw(
-        c.port,
-        "POST",
-        &format!("/ui/reviews/{review_id}"),
-        &[FORM, ("cookie", &session(&o))],
-        &body,
-    );
+    let r = signed_post(c.port, &o, &format!("/ui/reviews/{review_id}"), &body);
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(c.review_status(review_id), "pending");
 }
@@ -594,13 +587,7 @@ async fn a_session_is_good_on_every_node_sharing_the_state() {
     assert!(on_b.body.contains("rita"));
     // Its forms are good on either node: sign out on the other one.
     let body = format!("csrf={}", on_b.csrf());
-    let r = raw(
-        b.port,
-        "POST",
-        "/ui/logout",
-        &[FORM, ("cookie", &session(&cookie))],
-        &body,
-    );
+    let r = signed_post(b.port, &cookie, "/ui/logout", &body);
     assert_eq!(r.status, 303);
     assert_eq!(
         signed_get(a.port, &cookie, "/ui/reviews").status,
